@@ -1,0 +1,32 @@
+"""ragcoder's agent: the generate -> run -> check -> repair loop and its surfaces.
+
+    from agent import AgentConfig, build_agent
+    with build_agent(AgentConfig()) as agent:
+        result = agent.invoke("Write is_prime(n) ...")
+        print(result.code, result.passed)
+
+Names are imported lazily so that `ragcoder --help` starts instantly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AgentConfig": "agent.config",
+    "build_agent": "agent.config",
+    "AgentEvent": "agent.loop",
+    "CodeAgent": "agent.loop",
+    "AgentResult": "agent.result",
+    "Attempt": "agent.result",
+    "Task": "agent.tasks",
+    "TaskError": "agent.tasks",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'agent' has no attribute {name!r}")

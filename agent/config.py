@@ -1,0 +1,137 @@
+"""The agent's settings, where each value comes from, and building an agent from them.
+
+Precedence, highest first: CLI flags > environment (``RAGCODER_<KEY>``) > the project's
+``./ragcoder.toml`` > the user's ``~/.config/ragcoder/ragcoder.toml`` > defaults. The TOML files
+hold the same keys at the top level (or under ``[ragcoder]``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.loop import CodeAgent
+
+DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
+SANDBOX_KINDS = ("auto", "docker", "local", "unsafe-local")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the setting, the source and the fix."""
+
+    hint = "see `ragcoder config show` for the resolved values and where each came from"
+
+
+@dataclass
+class AgentConfig:
+    model: str = DEFAULT_MODEL  # known name, HF folder, .gguf file or cached HF id
+    adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
+    sandbox: str = "auto"  # auto | docker | local | unsafe-local
+    max_attempts: int = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
+    retrieval: bool = True
+    index_path: str | None = None  # default: the user's data dir
+    k: int = 4  # documents put in the prompt
+    timeout: float | None = None  # seconds per run; None: the sandbox's default
+    max_new_tokens: int = 768  # enough for a 60-line function with its demo block
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+def user_config_path() -> Path:
+    env = os.environ.get("RAGCODER_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("ragcoder")) / "ragcoder.toml"
+
+
+def project_config_path() -> Path:
+    return Path.cwd() / "ragcoder.toml"
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    kinds = {f.name: f.type for f in fields(AgentConfig)}
+    kind = str(kinds[name])
+    try:
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null") and "None" in kind):
+            return None
+        if kind.startswith("int"):
+            value: Any = int(raw)
+        elif kind.startswith("float"):
+            value = float(raw)
+        elif kind.startswith("bool"):
+            value = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+        else:
+            value = str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} = {raw!r} from {source} is not a valid {kind}") from None
+    if name == "sandbox" and value not in SANDBOX_KINDS:
+        raise ConfigError(f"sandbox = {value!r} from {source}: choose one of {', '.join(SANDBOX_KINDS)}")
+    if name == "max_attempts" and value < 1:
+        raise ConfigError(f"max_attempts = {value} from {source}: it must be at least 1")
+    return value
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    data = data.get("ragcoder", data)
+    known = {f.name for f in fields(AgentConfig)} - {"sources"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return data
+
+
+def resolve_config(flags: dict[str, Any] | None = None) -> AgentConfig:
+    """Merge defaults < user file < project file < environment < flags (None flags are unset)."""
+    config = AgentConfig()
+    names = [f.name for f in fields(AgentConfig) if f.name != "sources"]
+    config.sources = dict.fromkeys(names, "default")
+    layers: list[tuple[str, dict[str, Any]]] = [
+        (str(user_config_path()), _read_toml(user_config_path())),
+        (str(project_config_path()), _read_toml(project_config_path())),
+        (
+            "env",
+            {n: os.environ[f"RAGCODER_{n.upper()}"] for n in names if f"RAGCODER_{n.upper()}" in os.environ},
+        ),
+        ("flag", {k: v for k, v in (flags or {}).items() if v is not None and k in names}),
+    ]
+    for source, values in layers:
+        for name, raw in values.items():
+            label = f"RAGCODER_{name.upper()}" if source == "env" else source
+            setattr(config, name, _coerce(name, raw, label))
+            config.sources[name] = label
+    return config
+
+
+def build_agent(config: AgentConfig) -> CodeAgent:
+    """Open the sandbox first (fails fast), then the retriever and the model (slow)."""
+    from agent.loop import CodeAgent
+    from chains.llm import load_chat_model
+    from sandbox import open_sandbox
+
+    sandbox = open_sandbox(config.sandbox)
+    try:
+        retriever = None
+        if config.retrieval:
+            from chains.retriever import open_retriever
+
+            retriever = open_retriever(config.index_path, k=config.k)
+        model = load_chat_model(config.model, adapter=config.adapter, max_new_tokens=config.max_new_tokens)
+    except BaseException:
+        sandbox.close()
+        raise
+    return CodeAgent(
+        model, sandbox, retriever=retriever, max_attempts=config.max_attempts, timeout=config.timeout
+    )

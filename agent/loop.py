@@ -1,0 +1,203 @@
+"""The agent: retrieve -> generate -> run in the sandbox -> check -> repair, until it passes.
+
+``CodeAgent`` is a LangChain Runnable (``invoke``/``batch``/``ainvoke``/``stream``), so it composes
+in LCEL chains; ``events()`` yields what happens as it happens (for the chat UI and progress).
+Any chat model, any retriever and any :class:`sandbox.Sandbox` can be injected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableConfig
+
+from agent.checks import extract_example_tests
+from agent.feedback import feedback_for_run, feedback_for_tests
+from agent.result import AgentResult, Attempt, CheckKind, StopReason
+from agent.tasks import Task
+from chains.codegen import Draft, codegen_chain, repair_chain
+from chains.prompts import format_source
+from sandbox import ErrorInfo, ExecResult, Sandbox, SandboxError, TestReport
+
+EventKind = Literal["retrieved", "generated", "ran", "failed", "repairing", "done"]
+DEFAULT_MAX_ATTEMPTS = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
+
+
+@dataclass
+class AgentEvent:
+    kind: EventKind
+    attempt: int = 0
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _normalise(code: str) -> str:
+    return "\n".join(line.rstrip() for line in code.strip().splitlines())
+
+
+class CodeAgent(Runnable[Any, AgentResult]):
+    """Turns an instruction (str, dict or :class:`Task`) into checked code (:class:`AgentResult`)."""
+
+    def __init__(
+        self,
+        model: Runnable,
+        sandbox: Sandbox,
+        *,
+        retriever: BaseRetriever | None = None,
+        repair_model: Runnable | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout: float | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.model = model
+        self.sandbox = sandbox
+        self.retriever = retriever
+        self.max_attempts = max_attempts
+        self.timeout = timeout
+        self._codegen = codegen_chain(model)
+        self._repair = repair_chain(repair_model or model)
+
+    # -- Runnable -----------------------------------------------------------------------------
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AgentResult:
+        return self._call_with_config(self._run_to_end, input, config, run_type="chain", **kwargs)
+
+    def _run_to_end(self, input: Any) -> AgentResult:
+        result: AgentResult | None = None
+        for event in self.events(input):
+            if event.kind == "done":
+                result = event.data["result"]
+        assert result is not None
+        return result
+
+    # -- the loop -----------------------------------------------------------------------------
+    def events(
+        self, input: Any, *, on_event: Callable[[AgentEvent], None] | None = None
+    ) -> Iterator[AgentEvent]:
+        """Run the loop, yielding an event at each step; the last one is ``done`` with the result."""
+        task = Task.coerce(input)
+        started = time.perf_counter()
+
+        def emit(kind: EventKind, attempt: int = 0, **data: Any) -> AgentEvent:
+            event = AgentEvent(kind, attempt, data)
+            if on_event is not None:
+                on_event(event)
+            return event
+
+        docs = self._retrieve(task.instruction)
+        sources = [format_source(d) for d in docs]
+        yield emit("retrieved", docs=docs, sources=sources)
+
+        tests, check = self._checks(task)
+        attempts: list[Attempt] = []
+        seen: set[str] = set()
+        inputs: dict[str, Any] = {"instruction": task.instruction, "docs": docs, "tests": tests}
+        stop: StopReason = "budget"
+        draft_kind: Literal["generate", "repair"] = "generate"
+        t0 = time.perf_counter()
+        draft: Draft = self._codegen.invoke(inputs)
+        for number in range(1, self.max_attempts + 1):
+            gen_ms = (time.perf_counter() - t0) * 1000
+            code = draft["code"]
+            yield emit("generated", number, code=code, step=draft_kind, reply=draft["reply"])
+            t1 = time.perf_counter()
+            if code.strip():
+                result, report = self._check(code, tests, task.entry_point)
+            else:
+                empty = ErrorInfo(name="NoCode", value="the reply contained no Python code", traceback="")
+                result, report = ExecResult(exit_code=None, error=empty), None
+            run_ms = (time.perf_counter() - t1) * 1000
+            passed = report.passed if report is not None else result.ok
+            attempt = Attempt(
+                number=number,
+                kind=draft_kind,
+                code=code,
+                result=result,
+                passed=passed,
+                report=report,
+                generate_ms=gen_ms,
+                run_ms=run_ms,
+                input_tokens=draft["input_tokens"],
+                output_tokens=draft["output_tokens"],
+            )
+            attempts.append(attempt)
+            yield emit("ran", number, result=result, report=report, passed=passed)
+            if passed:
+                stop = "passed"
+                break
+            attempt.feedback = feedback_for_tests(report) if report is not None else feedback_for_run(result)
+            yield emit("failed", number, feedback=attempt.feedback)
+            if result.error is not None and result.error.name == "SandboxError":
+                stop = "sandbox-error"
+                break
+            key = _normalise(code)
+            if key in seen:
+                stop = "empty" if not key else "repeated"
+                break
+            seen.add(key)
+            if number == self.max_attempts:
+                break
+            yield emit("repairing", number + 1)
+            draft_kind = "repair"
+            t0 = time.perf_counter()
+            draft = self._repair.invoke({**inputs, "code": code, "feedback": attempt.feedback})
+
+        final = attempts[-1]
+        result = AgentResult(
+            instruction=task.instruction,
+            code=final.code,
+            passed=final.passed,
+            check=check,
+            stop_reason=stop,
+            attempts=attempts,
+            sources=sources,
+            tests=tests,
+            total_ms=(time.perf_counter() - started) * 1000,
+        )
+        yield emit("done", final.number, result=result)
+
+    def _retrieve(self, instruction: str) -> list[Document]:
+        if self.retriever is None:
+            return []
+        return list(self.retriever.invoke(instruction))
+
+    @staticmethod
+    def _checks(task: Task) -> tuple[str | None, CheckKind]:
+        if task.tests and task.tests.strip():
+            return task.tests, "tests"
+        found = extract_example_tests(task.instruction)
+        if found:
+            return found, "examples"
+        return None, "runs"
+
+    def _check(
+        self, code: str, tests: str | None, entry_point: str | None
+    ) -> tuple[ExecResult, TestReport | None]:
+        """Run the code (against the tests when there are any). A crashed sandbox is retried once."""
+        for try_number in (1, 2):
+            try:
+                if tests:
+                    report = self.sandbox.run_tests(
+                        code, tests, entry_point=entry_point, timeout=self.timeout
+                    )
+                    return report.result, report
+                return self.sandbox.run(code, timeout=self.timeout), None
+            except SandboxError as exc:
+                if try_number == 2:
+                    err = ErrorInfo(name="SandboxError", value=str(exc), traceback="")
+                    return ExecResult(exit_code=None, error=err), None
+        raise AssertionError("unreachable")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.sandbox.close()
+
+    def __enter__(self) -> CodeAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

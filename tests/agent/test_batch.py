@@ -1,0 +1,58 @@
+"""Batch runs: results appended as they finish, reruns resume, bad lines become error records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from agent import CodeAgent
+from agent.batch import done_ids, run_batch
+from agent.tasks import read_jsonl_tasks
+from tests.fakes import fenced, scripted
+
+GOOD = fenced("def one():\n    return 1\n")
+
+
+def write_prompts(path: Path) -> None:
+    lines = [
+        json.dumps({"id": "a", "instruction": "Write one().", "tests": "assert one() == 1"}),
+        "{not json",
+        json.dumps({"id": "b", "tests": "assert True"}),  # no instruction
+        json.dumps({"id": "c", "instruction": "Write one() again.", "tests": ["assert one() == 1"]}),
+    ]
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"id": "d", "instruction": "\xff\xfe"}\n')
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_bad_lines_become_error_records_and_the_run_goes_on(tmp_path: Path, trusted_sandbox) -> None:
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
+    write_prompts(prompts)
+    summary = run_batch(CodeAgent(scripted([("", GOOD)]), trusted_sandbox), read_jsonl_tasks(prompts), out)
+    recs = records(out)
+    assert [r["id"] for r in recs][:1] == ["a"] and recs[0]["passed"] is True
+    errors = [r["error"] for r in recs if "error" in r]
+    assert any("p.jsonl:2: bad JSON" in e for e in errors)
+    assert any("p.jsonl:3: missing 'instruction'" in e for e in errors)
+    assert any("p.jsonl:5: not UTF-8" in e for e in errors)
+    assert (summary.passed, summary.errors) == (2, 3)
+
+
+def test_rerun_resumes_without_duplicates(tmp_path: Path, trusted_sandbox) -> None:
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
+    write_prompts(prompts)
+    model = scripted([("", GOOD)])
+    agent = CodeAgent(model, trusted_sandbox)
+    run_batch(agent, read_jsonl_tasks(prompts), out)
+    calls = len(model.prompts)
+    # simulate a kill in the middle of writing a line: a torn tail
+    with out.open("a") as handle:
+        handle.write('{"id": "zz", "passed": tr')
+    second = run_batch(agent, read_jsonl_tasks(prompts), out)
+    assert second.skipped == 5 and second.done == 0
+    assert len(model.prompts) == calls  # nothing was generated again
+    ids = [r["id"] for r in records(out)]
+    assert len(ids) == len(set(ids)) == 5
+    assert done_ids(out) == set(ids)

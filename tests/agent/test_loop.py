@@ -1,0 +1,95 @@
+"""The generate -> run -> check -> repair loop, with a scripted model and a real (trusted) runner.
+
+The scripted model returns broken code first and fixed code once the error reaches its prompt,
+which proves the feedback path. Code here is our own, so the plain-subprocess backend is fine;
+the same loop against real Docker is in tests/test_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent import CodeAgent, Task
+from tests.fakes import fenced, scripted
+
+BROKEN = "def mean(xs):\n    return sum(xs) / len(xs)\n"
+FIXED = "def mean(xs):\n    return sum(xs) / len(xs) if xs else 0.0\n"
+TESTS = "assert mean([1, 2, 3]) == 2\nassert mean([]) == 0.0\n"
+
+
+def test_repair_fixes_code_after_seeing_the_error(trusted_sandbox) -> None:
+    model = scripted([("ZeroDivisionError", fenced(FIXED)), ("", fenced(BROKEN))])
+    agent = CodeAgent(model, trusted_sandbox, max_attempts=3)
+    result = agent.invoke(Task(id="m", instruction="Write mean(xs); 0.0 for an empty list.", tests=TESTS))
+    assert result.passed and result.stop_reason == "passed"
+    assert [a.kind for a in result.attempts] == ["generate", "repair"]
+    assert result.code == FIXED
+    first = result.attempts[0]
+    assert not first.passed
+    assert "FAILED: assert mean([]) == 0.0" in first.feedback
+    # the repair prompt carried the failing test, its error and the code that failed
+    repair_prompt = model.prompts[1]
+    assert "ZeroDivisionError" in repair_prompt and BROKEN.strip() in repair_prompt
+    assert result.input_tokens > 0 and result.output_tokens > 0
+
+
+def test_identical_failing_code_stops_early(trusted_sandbox) -> None:
+    model = scripted([("", fenced(BROKEN))])
+    agent = CodeAgent(model, trusted_sandbox, max_attempts=5)
+    result = agent.invoke({"instruction": "Write mean(xs).", "tests": TESTS})
+    assert not result.passed
+    assert result.stop_reason == "repeated"
+    assert len(result.attempts) == 2  # the repair repeated the same code: no point going on
+
+
+def test_budget_is_respected(trusted_sandbox) -> None:
+    # different wrong code every time, so only the budget can stop it
+    model = scripted([], sequence=[fenced(f"def mean(xs):\n    return {i}\n") for i in range(10)])
+    agent = CodeAgent(model, trusted_sandbox, max_attempts=3)
+    result = agent.invoke({"instruction": "Write mean(xs).", "tests": TESTS})
+    assert not result.passed and result.stop_reason == "budget"
+    assert len(result.attempts) == 3
+
+
+def test_examples_in_the_instruction_are_the_check(trusted_sandbox) -> None:
+    instruction = "Write double(x).\n>>> double(2)\n4\n"
+    model = scripted([("", fenced("def double(x):\n    return x + x\n"))])
+    result = CodeAgent(model, trusted_sandbox).invoke(instruction)
+    assert result.passed and result.check == "examples"
+    assert result.tests == "assert double(2) == 4\n"
+
+
+def test_without_tests_the_code_must_run_cleanly(trusted_sandbox) -> None:
+    model = scripted([("NameError", fenced("print('hello')")), ("", fenced("print(hello)"))])
+    result = CodeAgent(model, trusted_sandbox).invoke("Print hello.")
+    assert result.passed and result.check == "runs"
+    assert result.output.strip() == "hello"
+    assert result.attempts[0].result.error.name == "NameError"
+
+
+def test_reply_without_code_is_a_failure_not_a_pass(trusted_sandbox) -> None:
+    model = scripted([("", "I cannot help with that.")])
+    result = CodeAgent(model, trusted_sandbox, max_attempts=2).invoke("Print hello.")
+    assert not result.passed
+
+
+def test_events_stream_in_order(trusted_sandbox) -> None:
+    model = scripted([("ZeroDivisionError", fenced(FIXED)), ("", fenced(BROKEN))])
+    agent = CodeAgent(model, trusted_sandbox)
+    kinds = [e.kind for e in agent.events({"instruction": "mean", "tests": TESTS})]
+    assert kinds == ["retrieved", "generated", "ran", "failed", "repairing", "generated", "ran", "done"]
+
+
+def test_runnable_batch_and_composition(trusted_sandbox) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    model = scripted([("", fenced("def one():\n    return 1\n"))])
+    agent = CodeAgent(model, trusted_sandbox)
+    chain = agent | RunnableLambda(lambda r: r.passed)
+    assert chain.batch(["Write one() returning 1.\n>>> one()\n1", "Write one()."]) == [True, True]
+
+
+def test_empty_instruction_is_rejected(trusted_sandbox) -> None:
+    agent = CodeAgent(scripted([("", "")]), trusted_sandbox)
+    with pytest.raises(ValueError, match="instruction is empty"):
+        agent.invoke("   ")

@@ -1,0 +1,55 @@
+"""Code extraction from model replies, and tests taken from instructions."""
+
+from __future__ import annotations
+
+from agent.checks import extract_example_tests
+from chains.extract import extract_code
+
+
+def test_fenced_block_with_prose_around_it() -> None:
+    reply = "Sure! Here it is:\n```python\ndef f(x):\n    return x + 1\n```\nThis adds one."
+    assert extract_code(reply) == "def f(x):\n    return x + 1\n"
+
+
+def test_several_blocks_keep_definitions_and_drop_usage_only_blocks() -> None:
+    reply = (
+        "```python\ndef helper(x):\n    return x * 2\n```\nThen:\n"
+        "```python\ndef f(x):\n    return helper(x) + 1\n```\nUsage:\n```python\nprint(f(2))\n```"
+    )
+    code = extract_code(reply)
+    assert "def helper" in code and "def f" in code
+    assert "print(f(2))" not in code
+
+
+def test_untagged_and_other_language_blocks() -> None:
+    reply = "```bash\npip install nothing\n```\n```\ndef g():\n    return 3\n```"
+    assert extract_code(reply).strip() == "def g():\n    return 3"
+
+
+def test_truncated_reply_is_trimmed_to_parsable_code() -> None:
+    reply = "```python\ndef f(x):\n    return x\n\ndef g(y):\n    return (y +"
+    code = extract_code(reply)
+    assert code.strip() == "def f(x):\n    return x"
+
+
+def test_unfenced_reply_drops_leading_prose() -> None:
+    reply = "Here is a function that doubles.\ndef double(x):\n    return 2 * x\n"
+    assert extract_code(reply).strip() == "def double(x):\n    return 2 * x"
+
+
+def test_doctest_examples_and_asserts_become_tests() -> None:
+    instruction = """Write add(a, b).
+    >>> add(1, 2)
+    3
+    >>> add("a", "b")
+    'ab'
+    >>> print(add(1, 1))
+    2
+    assert add(0, 0) == 0
+    """
+    tests = extract_example_tests(instruction)
+    assert tests == 'assert add(1, 2) == 3\nassert add("a", "b") == \'ab\'\nassert add(0, 0) == 0\n'
+
+
+def test_no_examples_means_no_tests() -> None:
+    assert extract_example_tests("Write a function fib(n) returning the n-th Fibonacci number.") is None
