@@ -25,6 +25,8 @@ class BatchSummary:
     errors: int = 0  # bad input lines and tasks that raised
     seconds: float = 0.0
     attempts_histogram: dict[int, int] = field(default_factory=dict)
+    output_tokens: int = 0
+    interrupted: bool = False
 
     @property
     def done(self) -> int:
@@ -65,45 +67,87 @@ def append_record(handle: Any, record: dict[str, Any]) -> None:
     os.fsync(handle.fileno())
 
 
+def _record_for(task: Task, agent: CodeAgent) -> tuple[dict[str, Any], AgentResult | None]:
+    try:
+        result = agent.invoke(task)
+    except Exception as exc:  # one broken task must not end the run
+        return {"id": task.id, "error": f"{type(exc).__name__}: {exc}"}, None
+    return {"id": task.id, **result.to_dict()}, result
+
+
 def run_batch(
     agent: CodeAgent,
     tasks: Iterable[Task | TaskError],
     out_path: Path,
     *,
+    workers: int = 1,
     on_result: Callable[[str, AgentResult | None, dict[str, Any]], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
 ) -> BatchSummary:
-    """Run every task not yet in ``out_path``, appending one JSON line per task as it finishes."""
+    """Run every task not yet in ``out_path``, appending one JSON line per task as it finishes.
+
+    With ``workers > 1`` tasks run concurrently in threads (the sandbox pool runs them in
+    parallel; a micro-batching model batches their generations). Lines are written only from
+    this thread, so a Ctrl-C never leaves half a line; it stops the run and what finished is kept.
+    ``on_start(to_do, skipped)`` is called once the file is read.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _repair_torn_tail(out_path)
     already = done_ids(out_path)
     summary = BatchSummary()
     started = time.perf_counter()
-    with out_path.open("a", encoding="utf-8") as handle:
-        for index, item in enumerate(tasks, 1):
-            summary.total += 1
-            task_id = item.id if isinstance(item, Task) else f"error{index}"
-            if task_id in already:
-                summary.skipped += 1
-                continue
-            result: AgentResult | None = None
-            if isinstance(item, TaskError):
-                record: dict[str, Any] = {"id": task_id, "error": str(item)}
-                summary.errors += 1
-            else:
-                try:
-                    result = agent.invoke(item)
-                except Exception as exc:  # one broken task must not end the run
-                    record = {"id": task_id, "error": f"{type(exc).__name__}: {exc}"}
-                    summary.errors += 1
-                else:
-                    record = {"id": task_id, **result.to_dict()}
-                    summary.passed += result.passed
-                    summary.failed += not result.passed
-                    n = len(result.attempts)
-                    summary.attempts_histogram[n] = summary.attempts_histogram.get(n, 0) + 1
-            append_record(handle, record)
+    todo: list[Task | TaskError] = []
+    for index, item in enumerate(tasks, 1):
+        summary.total += 1
+        if isinstance(item, TaskError):
+            item.task_id = f"error{index}"  # type: ignore[attr-defined]
+        task_id = item.id if isinstance(item, Task) else item.task_id  # type: ignore[attr-defined]
+        if task_id in already:
+            summary.skipped += 1
+        else:
+            todo.append(item)
             already.add(task_id)
-            if on_result is not None:
-                on_result(task_id, result, record)
+    if on_start is not None:
+        on_start(len(todo), summary.skipped)
+
+    def record(handle: Any, record: dict[str, Any], result: AgentResult | None) -> None:
+        append_record(handle, record)
+        if result is None:
+            summary.errors += 1
+        else:
+            summary.passed += result.passed
+            summary.failed += not result.passed
+            n = len(result.attempts)
+            summary.attempts_histogram[n] = summary.attempts_histogram.get(n, 0) + 1
+            summary.output_tokens += result.output_tokens
+        if on_result is not None:
+            on_result(str(record["id"]), result, record)
+
+    with out_path.open("a", encoding="utf-8") as handle:
+        pending: set[Future] = set()
+        queue = iter(todo)
+        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ragcoder-batch")
+        try:
+            for item in queue:
+                if isinstance(item, TaskError):
+                    record(handle, {"id": item.task_id, "error": str(item)}, None)  # type: ignore[attr-defined]
+                    continue
+                pending.add(pool.submit(_record_for, item, agent))
+                while len(pending) >= max(1, workers):
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        record(handle, *future.result())
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    record(handle, *future.result())
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            for future in pending:
+                future.cancel()
+        finally:
+            pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -118,48 +118,118 @@ def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) ->
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("results.jsonl"),
+              show_default=True, help="JSONL results; a rerun skips ids already there.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "humaneval", "text", "folder"]), default=None,
+              help="Input format [default: detected].")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Tasks run concurrently (generation is batched across them).")  # fmt: skip
 @click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path),
-    default=Path("results.jsonl"),
-    show_default=True,
-    help="JSONL results; a rerun skips ids already there.",
+    "--report", type=click.Path(path_type=Path), default=None, help="Also write the summary as Markdown."
 )
 @click.option("--fresh", is_flag=True, help="Start over: remove OUTPUT first instead of resuming.")
 @click.option("--show-code", is_flag=True, help="Print each task's final code.")
 @_agent_options
-def batch(input_path: Path, output: Path, fresh: bool, show_code: bool, **options: Any) -> None:
-    """Run every task in INPUT (JSONL: id, instruction, tests?, entry_point?)."""
+def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report: Path | None, fresh: bool,
+          show_code: bool, **options: Any) -> None:  # fmt: skip
+    """Run every task in INPUT: JSONL (id, instruction, tests?, entry_point?), HumanEval JSONL,
+    plain text (one instruction per paragraph) or a folder of .txt/.md files."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from agent.batch import run_batch
     from agent.config import build_agent
-    from agent.tasks import TaskError, read_jsonl_tasks
+    from agent.report import print_summary, write_markdown_report
+    from agent.tasks import read_tasks
 
-    if not input_path.is_file():
-        raise TaskError(f"cannot read prompt file {input_path}: no such file")
+    tasks = list(read_tasks(input_path, fmt))
     if fresh and output.exists():
         output.unlink()
-    tasks = list(read_jsonl_tasks(input_path))
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("pass {task.fields[rate]}"), TimeRemainingColumn(), transient=False)  # fmt: skip
+    bar = progress.add_task("batch", total=None, rate="-")
+    counts = {"passed": 0, "ran": 0}
+
+    def on_start(todo: int, skipped: int) -> None:
+        progress.update(bar, total=todo)
+        if skipped:
+            progress.console.print(f"resuming: {skipped} task(s) already in {output}")
 
     def on_result(task_id: str, result: AgentResult | None, record: dict[str, Any]) -> None:
         if result is None:
-            click.secho(f"[{task_id}] error: {record['error']}", fg="red")
-            return
-        status = click.style("PASSED" if result.passed else "FAILED", fg="green" if result.passed else "red")
-        click.echo(
-            f"[{task_id}] {status}  check={result.check}  repairs={result.repairs}  "
-            f"{result.total_ms / 1000:.1f}s"
-        )
-        if show_code:
-            print_code(result.code)
+            progress.console.print(f"[red][{task_id}] error:[/red] {record['error']}", highlight=False)
+        else:
+            counts["ran"] += 1
+            counts["passed"] += result.passed
+            status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
+            progress.console.print(f"[{task_id}] {status}  check={result.check}  repairs={result.repairs}  "
+                                   f"{result.total_ms / 1000:.1f}s", highlight=False)  # fmt: skip
+            if show_code:
+                print_code(result.code, console=progress.console)
+        rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
+        progress.update(bar, advance=1, rate=rate)
 
-    with build_agent(_resolve(options)) as agent:
+    with build_agent(_resolve(options), workers=workers) as agent:
         click.echo(f"sandbox: {agent.sandbox.name}; {len(tasks)} tasks -> {output}")
-        summary = run_batch(agent, tasks, output, on_result=on_result)
-    click.echo(
-        f"done: {summary.passed} passed, {summary.failed} failed, {summary.errors} errors, "
-        f"{summary.skipped} already in {output}; {summary.seconds:.0f}s"
-    )
+        with progress:
+            summary = run_batch(agent, tasks, output, workers=workers, on_start=on_start, on_result=on_result)
+    print_summary(summary)
+    if report is not None:
+        write_markdown_report(summary, report, title=f"ragcoder batch: {input_path}", results=output)
+    if summary.interrupted:
+        click.echo(
+            f"interrupted: finished tasks are in {output}; rerun the same command to resume.", err=True
+        )
+        sys.exit(130)
+
+
+@cli.command()
+@_agent_options
+def chat(**options: Any) -> None:
+    """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
+    from rich.console import Console
+
+    from agent.chat import run_chat
+    from agent.config import build_agent
+
+    read_line = _line_reader()
+    with build_agent(_resolve(options)) as agent:
+        run_chat(agent, read_line, Console(), index_paths=_index_paths(options.get("index_path")))
+
+
+def _line_reader() -> Any:
+    """prompt_toolkit (line editing, history file) on a terminal; plain stdin otherwise."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory
+
+        from chains.paths import data_dir
+
+        data_dir().mkdir(parents=True, exist_ok=True)
+        session: Any = PromptSession(history=FileHistory(str(data_dir() / "chat_history")))
+
+        def read_tty(prompt: str) -> str | None:
+            try:
+                return session.prompt(prompt)
+            except EOFError:
+                return None
+
+        return read_tty
+
+    def read_stdin(prompt: str) -> str | None:
+        line = sys.stdin.readline()
+        return line if line else None
+
+    return read_stdin
+
+
+def _index_paths(index_path: str | None) -> Any:
+    def index(paths: list[str]) -> str:
+        from chains.indexing import index_paths
+
+        stats = index_paths([Path(p) for p in paths], index_path=index_path, progress=False)
+        return f"indexed: {stats}"
+
+    return index
 
 
 @cli.group()
@@ -182,11 +252,11 @@ def config_show() -> None:
             click.echo(f"{f.name} = {getattr(resolved, f.name)!r}  ({resolved.sources[f.name]})")
 
 
-def print_code(code: str) -> None:
+def print_code(code: str, console: Any = None) -> None:
     from rich.console import Console
     from rich.syntax import Syntax
 
-    Console().print(Syntax(code.rstrip(), "python", line_numbers=False, word_wrap=True))
+    (console or Console()).print(Syntax(code.rstrip(), "python", line_numbers=False, word_wrap=True))
 
 
 def print_result(result: AgentResult, *, backend: str) -> None:

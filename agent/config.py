@@ -115,23 +115,36 @@ def resolve_config(flags: dict[str, Any] | None = None) -> AgentConfig:
     return config
 
 
-def build_agent(config: AgentConfig) -> CodeAgent:
-    """Open the sandbox first (fails fast), then the retriever and the model (slow)."""
+def build_agent(config: AgentConfig, *, workers: int = 1) -> CodeAgent:
+    """Open the sandbox first (fails fast), then the retriever and the model (slow).
+
+    With ``workers > 1`` (batch runs) the sandbox keeps that many warm servers and the model is
+    wrapped so that concurrent generations share one batched call.
+    """
     from agent.loop import CodeAgent
-    from chains.llm import load_chat_model
+    from chains.llm import load_chat_model, repair_model
     from sandbox import open_sandbox
 
-    sandbox = open_sandbox(config.sandbox)
+    sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
     try:
         retriever = None
         if config.retrieval:
             from chains.retriever import open_retriever
 
             retriever = open_retriever(config.index_path, k=config.k)
-        model = load_chat_model(config.model, adapter=config.adapter, max_new_tokens=config.max_new_tokens)
+        model: Any = load_chat_model(
+            config.model, adapter=config.adapter, max_new_tokens=config.max_new_tokens
+        )
+        repair: Any = repair_model(model)  # prompt-lookup decoding: a repair copies the code it was shown
+        if workers > 1:
+            from agent.microbatch import MicroBatchingChatModel
+
+            model = MicroBatchingChatModel(inner=model, max_batch=workers)
+            repair = MicroBatchingChatModel(inner=repair, max_batch=workers)
     except BaseException:
         sandbox.close()
         raise
     return CodeAgent(
-        model, sandbox, retriever=retriever, max_attempts=config.max_attempts, timeout=config.timeout
-    )
+        model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
+        timeout=config.timeout,
+    )  # fmt: skip

@@ -18,3 +18,41 @@ def trusted_sandbox() -> Iterator:
 
     with open_sandbox("unsafe-local") as sandbox:
         yield sandbox
+
+
+def docker_or_skip() -> None:
+    """Skip without an engine and image, except in CI (RAGCODER_REQUIRE_DOCKER=1): fail loudly there."""
+    from sandbox.image import engine_available, image_exists
+    from sandbox.settings import DEFAULT_IMAGE
+
+    problem = None
+    if not engine_available():
+        problem = "no Docker engine answers (run sandbox/scripts/ensure_docker.sh or start Docker)"
+    elif not image_exists(DEFAULT_IMAGE):
+        problem = f"the image {DEFAULT_IMAGE} is not built (run `ragcoder sandbox build-image`)"
+    if problem is None:
+        return
+    if os.environ.get("RAGCODER_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"Docker is required here (RAGCODER_REQUIRE_DOCKER=1): {problem}")
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def docker_sandbox() -> Iterator:
+    """The real hardened Docker sandbox, shared by the session's tests."""
+    docker_or_skip()
+    from sandbox import open_sandbox
+
+    with open_sandbox("docker") as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def smollm2_chat():
+    """The real SmolLM2-135M-Instruct, installed into the user's cache on first use (about 30 s)."""
+    from chains.llm import load_chat_model
+    from chains.models import install_model, read_manifest
+
+    if read_manifest("smollm2-135m-instruct") is None:
+        install_model("smollm2-135m-instruct")
+    return load_chat_model("smollm2-135m-instruct", max_new_tokens=200)

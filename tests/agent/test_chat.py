@@ -1,0 +1,74 @@
+"""The chat loop driven through stdin-like input, asserting what the user sees."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from agent import CodeAgent
+from agent.chat import run_chat
+from tests.fakes import fenced, scripted
+
+V1 = "def absval(x):\n    return x\n"
+V2 = "def absval(x):\n    return -x if x < 0 else x\n"
+
+
+def feed(lines: list[str]):
+    queue = list(lines)
+
+    def read_line(prompt: str) -> str | None:
+        return queue.pop(0) if queue else None
+
+    return read_line
+
+
+def transcript(agent: CodeAgent, lines: list[str]) -> tuple[str, object]:
+    out = io.StringIO()
+    state = run_chat(agent, feed(lines), Console(file=out, width=100, color_system=None))
+    return out.getvalue(), state
+
+
+def test_instruction_follow_up_save_and_exit(tmp_path: Path, trusted_sandbox) -> None:
+    model = scripted([("negative numbers", fenced(V2)), ("", fenced(V1))])
+    agent = CodeAgent(model, trusted_sandbox)
+    saved = tmp_path / "absval.py"
+    text, state = transcript(agent, [
+        "Write absval(x) for non-negative x.",
+        "now make it handle negative numbers",
+        "/tests assert absval(-3) == 3",
+        "/run",
+        f"/save {saved}",
+        "/exit",
+        "never read",
+    ])  # fmt: skip
+    assert state.code == V2
+    assert saved.read_text() == V2
+    # the follow-up prompt carried the previous code and the change request
+    assert V1.strip() in model.prompts[1] and "negative numbers" in model.prompts[1]
+    assert "attempt 1 (generate)" in text and "PASSED" in text
+    assert "tests set" in text and f"saved 2 lines to {saved}" in text
+    assert text.rstrip().endswith("bye")
+    assert state.tests == "assert absval(-3) == 3"
+
+
+def test_help_reset_unknown_and_end_of_input(trusted_sandbox) -> None:
+    agent = CodeAgent(scripted([("", fenced(V1))]), trusted_sandbox)
+    text, state = transcript(agent, ["Write absval.", "/help", "/reset", "/nope", "/save"])
+    assert "/save FILE" in text  # help text
+    assert "session reset" in text and "unknown command /nope" in text
+    assert "nothing to save yet" not in text and "usage: /save FILE" in text
+    assert state.code == ""  # reset forgot it
+    assert text.rstrip().endswith("bye")  # end of input ends the session
+
+
+def test_failing_repair_is_shown_as_it_happens(trusted_sandbox) -> None:
+    model = scripted([("ZeroDivisionError", fenced("print(1)")), ("", fenced("print(1/0)"))])
+    text, _ = transcript(CodeAgent(model, trusted_sandbox), ["Print one."])
+    assert (
+        text.index("failed: ZeroDivisionError")
+        < text.index("repairing...")
+        < text.index("attempt 2 (repair)")
+    )
+    assert "PASSED" in text
