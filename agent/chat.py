@@ -159,8 +159,13 @@ def run_chat(
     *,
     switch_model: Callable[[str], str] | None = None,
     index_paths: Callable[[list[str]], str] | None = None,
+    stream_tokens: bool = True,
 ) -> ChatState:
-    """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input."""
+    """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input.
+
+    With ``stream_tokens`` the model's reply appears as it is generated (dimmed), then the code
+    it contained is shown highlighted.
+    """
     state = ChatState()
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
     console.print("ragcoder chat: type an instruction, /help for commands, /exit to leave.", highlight=False)
@@ -182,7 +187,16 @@ def run_chat(
         task = follow_up_task(state, line)
         try:
             result = None
-            for event in agent.events(task):
+            streamed = {"any": False}
+
+            def on_token(token: str) -> None:
+                streamed["any"] = True
+                console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
+
+            for event in agent.events(task, on_token=on_token if stream_tokens else None):
+                if streamed["any"]:
+                    console.print()
+                    streamed["any"] = False
                 render_event(console, event)
                 if event.kind == "done":
                     result = event.data["result"]

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -33,6 +34,16 @@ class AgentEvent:
     kind: EventKind
     attempt: int = 0
     data: dict[str, Any] = field(default_factory=dict)
+
+
+class _TokenForwarder(BaseCallbackHandler):
+    """Hands each streamed token to a plain callback."""
+
+    def __init__(self, on_token: Callable[[str], None]) -> None:
+        self.on_token = on_token
+
+    def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+        self.on_token(token)
 
 
 def _normalise(code: str) -> str:
@@ -76,9 +87,16 @@ class CodeAgent(Runnable[Any, AgentResult]):
 
     # -- the loop -----------------------------------------------------------------------------
     def events(
-        self, input: Any, *, on_event: Callable[[AgentEvent], None] | None = None
+        self,
+        input: Any,
+        *,
+        on_event: Callable[[AgentEvent], None] | None = None,
+        on_token: Callable[[str], None] | None = None,
     ) -> Iterator[AgentEvent]:
-        """Run the loop, yielding an event at each step; the last one is ``done`` with the result."""
+        """Run the loop, yielding an event at each step; the last one is ``done`` with the result.
+
+        ``on_token`` receives generated text as the model streams it (for a live display).
+        """
         task = Task.coerce(input)
         started = time.perf_counter()
 
@@ -99,7 +117,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         stop: StopReason = "budget"
         draft_kind: Literal["generate", "repair"] = "generate"
         t0 = time.perf_counter()
-        draft: Draft = self._codegen.invoke(inputs)
+        draft: Draft = self._draft(self._codegen, inputs, on_token)
         for number in range(1, self.max_attempts + 1):
             gen_ms = (time.perf_counter() - t0) * 1000
             code = draft["code"]
@@ -144,7 +162,9 @@ class CodeAgent(Runnable[Any, AgentResult]):
             yield emit("repairing", number + 1)
             draft_kind = "repair"
             t0 = time.perf_counter()
-            draft = self._repair.invoke({**inputs, "code": code, "feedback": attempt.feedback})
+            draft = self._draft(
+                self._repair, {**inputs, "code": code, "feedback": attempt.feedback}, on_token
+            )
 
         final = attempts[-1]
         result = AgentResult(
@@ -159,6 +179,16 @@ class CodeAgent(Runnable[Any, AgentResult]):
             total_ms=(time.perf_counter() - started) * 1000,
         )
         yield emit("done", final.number, result=result)
+
+    @staticmethod
+    def _draft(chain: Runnable, inputs: dict[str, Any], on_token: Callable[[str], None] | None) -> Draft:
+        if on_token is None:
+            return chain.invoke(inputs)
+        draft: Draft | None = None
+        for chunk in chain.stream(inputs, config={"callbacks": [_TokenForwarder(on_token)]}):
+            draft = chunk
+        assert draft is not None
+        return draft
 
     def _retrieve(self, instruction: str) -> list[Document]:
         if self.retriever is None:
@@ -177,19 +207,31 @@ class CodeAgent(Runnable[Any, AgentResult]):
     def _check(
         self, code: str, tests: str | None, entry_point: str | None
     ) -> tuple[ExecResult, TestReport | None]:
-        """Run the code (against the tests when there are any). A crashed sandbox is retried once."""
+        """Run the code (against the tests when there are any).
+
+        A sandbox failure (an exception, or a run whose server died: ``SandboxCrashed``) is retried
+        once on a fresh worker; a second failure is recorded as a ``SandboxError`` attempt.
+        """
         for try_number in (1, 2):
             try:
                 if tests:
                     report = self.sandbox.run_tests(
                         code, tests, entry_point=entry_point, timeout=self.timeout
                     )
-                    return report.result, report
-                return self.sandbox.run(code, timeout=self.timeout), None
+                    result: ExecResult = report.result
+                    checked: tuple[ExecResult, TestReport | None] = (result, report)
+                else:
+                    result = self.sandbox.run(code, timeout=self.timeout)
+                    checked = (result, None)
+                crashed = result.error is not None and result.error.name == "SandboxCrashed"
+                if not crashed:
+                    return checked
+                problem = result.error.summary() if result.error else "sandbox crashed"
             except SandboxError as exc:
-                if try_number == 2:
-                    err = ErrorInfo(name="SandboxError", value=str(exc), traceback="")
-                    return ExecResult(exit_code=None, error=err), None
+                problem = str(exc)
+            if try_number == 2:
+                err = ErrorInfo(name="SandboxError", value=problem, traceback="")
+                return ExecResult(exit_code=None, error=err), None
         raise AssertionError("unreachable")
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -48,6 +48,7 @@ def test_instruction_follow_up_save_and_exit(tmp_path: Path, trusted_sandbox) ->
     # the follow-up prompt carried the previous code and the change request
     assert V1.strip() in model.prompts[1] and "negative numbers" in model.prompts[1]
     assert "attempt 1 (generate)" in text and "PASSED" in text
+    assert "Here is the code:" in text  # the reply streamed as it was generated
     assert "tests set" in text and f"saved 2 lines to {saved}" in text
     assert text.rstrip().endswith("bye")
     assert state.tests == "assert absval(-3) == 3"

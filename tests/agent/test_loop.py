@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from agent import CodeAgent, Task
+from sandbox import ErrorInfo, ExecResult, Sandbox
 from tests.fakes import fenced, scripted
 
 BROKEN = "def mean(xs):\n    return sum(xs) / len(xs)\n"
@@ -93,3 +94,47 @@ def test_empty_instruction_is_rejected(trusted_sandbox) -> None:
     agent = CodeAgent(scripted([("", "")]), trusted_sandbox)
     with pytest.raises(ValueError, match="instruction is empty"):
         agent.invoke("   ")
+
+
+class CrashingSandbox(Sandbox):
+    """Delegates to a real runner, but its server 'dies' on the first ``crashes`` runs."""
+
+    name = "crashing"
+
+    def __init__(self, inner: Sandbox, crashes: int) -> None:
+        self.inner, self.crashes, self.calls = inner, crashes, 0
+
+    def run(self, code, *, stdin=None, files=None, timeout=None) -> ExecResult:
+        self.calls += 1
+        if self.calls <= self.crashes:
+            return ExecResult(exit_code=None, error=ErrorInfo("SandboxCrashed", "server died", ""))
+        return self.inner.run(code, stdin=stdin, files=files, timeout=timeout)
+
+
+def test_a_sandbox_crash_is_retried_once_on_a_fresh_worker(trusted_sandbox) -> None:
+    model = scripted([("", fenced(FIXED))])
+    sandbox = CrashingSandbox(trusted_sandbox, crashes=1)
+    result = CodeAgent(model, sandbox).invoke({"instruction": "mean", "tests": TESTS})
+    assert result.passed and sandbox.calls == 2 and len(result.attempts) == 1
+
+
+def test_a_sandbox_that_keeps_crashing_stops_the_task(trusted_sandbox) -> None:
+    model = scripted([("", fenced(FIXED))])
+    result = CodeAgent(model, CrashingSandbox(trusted_sandbox, crashes=9)).invoke(
+        {"instruction": "m", "tests": TESTS}
+    )
+    assert not result.passed and result.stop_reason == "sandbox-error"
+    assert result.attempts[0].result.error.name == "SandboxError"
+    assert len(model.prompts) == 1  # no repair was asked for a sandbox failure
+
+
+def test_tokens_stream_to_the_callback_and_the_result_is_the_same(trusted_sandbox) -> None:
+    model = scripted([("ZeroDivisionError", fenced(FIXED)), ("", fenced(BROKEN))])
+    tokens: list[str] = []
+    events = list(
+        CodeAgent(model, trusted_sandbox).events({"instruction": "m", "tests": TESTS}, on_token=tokens.append)
+    )
+    result = events[-1].data["result"]
+    assert result.passed and result.code == FIXED
+    assert "".join(tokens) == fenced(BROKEN) + fenced(FIXED)
+    assert result.output_tokens > 0  # usage survives streaming
