@@ -281,20 +281,13 @@ def print_result(result: AgentResult, *, backend: str) -> None:
 
 def _register_subcommands() -> None:
     """Command groups that live in agent/commands/ (each imports only click at module level)."""
-    import importlib
+    from agent.commands.finetune_cmd import eval_group, finetune_group
+    from agent.commands.index_cmd import index
+    from agent.commands.models_cmd import models
+    from agent.commands.sandbox_cmd import sandbox
 
-    for module_name, attr in [
-        ("agent.commands.models_cmd", "models"),
-        ("agent.commands.sandbox_cmd", "sandbox"),
-        ("agent.commands.index_cmd", "index"),
-    ]:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        cli.add_command(getattr(module, attr))
+    for command in (models, sandbox, index, eval_group, finetune_group):
+        cli.add_command(command)
 
 
 _register_subcommands()
