@@ -1,0 +1,345 @@
+"""Sandbox latency, side by side in one run: how fast is a run, per way of running it?
+
+    python bench/sandbox_bench.py [--runs 100] [--cold-runs 10] [--json out.json]
+
+Ways compared (same code, same machine, same minute):
+  docker run     a fresh hardened container per run (docker SDK, `remove=True`)
+  docker exec    `exec_run` into one warm container (the way peers do it)
+  warm pool      our DockerSandbox: a warm container whose server forks a pre-set-up child per run
+  local          our LocalSandbox (bubblewrap), same server
+  subprocess     plain `python3 -I -c` on the host (no isolation: the floor)
+Workloads: a trivial program, and a 100-line script with 10 test asserts (via run_tests).
+Then: 100 warm-pool runs in a row must leak no container, no process and no memory; and the
+throughput of 2 runs in parallel against 1 at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sandbox import SandboxSettings, open_sandbox
+from sandbox.harness import build_test_program
+from sandbox.settings import DEFAULT_IMAGE, SANDBOX_UID
+
+TRIVIAL = "print(sum(range(10)))"
+
+SCRIPT_100 = '''
+"""A 100-line module: small algorithms a generated solution might contain."""
+from collections import Counter, deque
+import math, re
+
+
+def is_prime(n):
+    if n < 2:
+        return False
+    for d in range(2, int(math.isqrt(n)) + 1):
+        if n % d == 0:
+            return False
+    return True
+
+
+def primes_below(n):
+    return [k for k in range(n) if is_prime(k)]
+
+
+def fib(n):
+    a, b = 0, 1
+    for _ in range(n):
+        a, b = b, a + b
+    return a
+
+
+def word_counts(text):
+    return Counter(re.findall(r"[a-z]+", text.lower()))
+
+
+def reverse_words(s):
+    return " ".join(reversed(s.split()))
+
+
+def flatten(items):
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            out.extend(flatten(item))
+        else:
+            out.append(item)
+    return out
+
+
+def bfs(graph, start):
+    seen, order, queue = {start}, [], deque([start])
+    while queue:
+        node = queue.popleft()
+        order.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append(nxt)
+    return order
+
+
+def merge_sort(xs):
+    if len(xs) <= 1:
+        return list(xs)
+    mid = len(xs) // 2
+    left, right = merge_sort(xs[:mid]), merge_sort(xs[mid:])
+    merged = []
+    while left and right:
+        merged.append(left.pop(0) if left[0] <= right[0] else right.pop(0))
+    return merged + left + right
+
+
+def gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
+
+
+def roman(n):
+    table = [(1000, "M"), (900, "CM"), (500, "D"), (400, "CD"), (100, "C"), (90, "XC"),
+             (50, "L"), (40, "XL"), (10, "X"), (9, "IX"), (5, "V"), (4, "IV"), (1, "I")]
+    out = []
+    for value, sym in table:
+        while n >= value:
+            out.append(sym)
+            n -= value
+    return "".join(out)
+
+
+class Stack:
+    def __init__(self):
+        self.items = []
+
+    def push(self, x):
+        self.items.append(x)
+
+    def pop(self):
+        return self.items.pop()
+
+    def __len__(self):
+        return len(self.items)
+'''
+
+TESTS_10 = """
+assert is_prime(97) and not is_prime(91)
+assert primes_below(20) == [2, 3, 5, 7, 11, 13, 17, 19]
+assert fib(30) == 832040
+assert word_counts("a b a")["a"] == 2
+assert reverse_words("one two three") == "three two one"
+assert flatten([1, [2, (3, [4])]]) == [1, 2, 3, 4]
+assert bfs({1: [2, 3], 2: [4]}, 1) == [1, 2, 3, 4]
+assert merge_sort([5, 2, 9, 1]) == [1, 2, 5, 9]
+assert gcd(84, 36) == 12 and roman(1994) == "MCMXCIV"
+def test_stack():
+    s = Stack(); s.push(1); s.push(2)
+    assert s.pop() == 2 and len(s) == 1
+"""
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p95
+
+
+def timed(fn: Callable[[], object], n: int, check: Callable[[object], bool]) -> list[float]:
+    fn()  # warm-up, not counted
+    out = []
+    for _ in range(n):
+        start = time.perf_counter()
+        value = fn()
+        out.append((time.perf_counter() - start) * 1000)
+        if not check(value):
+            raise SystemExit(f"bench: wrong result: {value!r:.300}")
+    return out
+
+
+def hardened_kwargs() -> dict:
+    return {
+        "network_mode": "none",
+        "mem_limit": "512m",
+        "memswap_limit": "512m",
+        "pids_limit": 64,
+        "nano_cpus": 1_000_000_000,
+        "cpu_shares": SandboxSettings().cpu_shares,  # same CPU weight as ours: compare mechanisms only
+        "read_only": True,
+        "tmpfs": {"/tmp": "size=64m"},
+        "user": f"{SANDBOX_UID}:{SANDBOX_UID}",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "labels": {"ragcoder-bench": "1"},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=100, help="runs per warm way (default 100)")
+    ap.add_argument("--cold-runs", type=int, default=10, help="runs for cold `docker run` (slow)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = ap.parse_args()
+
+    import docker
+
+    client = docker.from_env()
+    test_program, nonce = build_test_program(SCRIPT_100, TESTS_10)
+    programs = {"trivial": TRIVIAL, "100-line + tests": test_program}
+    expect = {
+        "trivial": lambda out: "45" in out,
+        "100-line + tests": lambda out: nonce in out and '"passed": false' not in out,
+    }
+    rows: dict[str, dict[str, tuple[float, float]]] = {}
+
+    def record(way: str, workload: str, samples: list[float]) -> None:
+        rows.setdefault(way, {})[workload] = percentiles(samples)
+        p50, p95 = rows[way][workload]
+        print(
+            f"  {way:<12} {workload:<18} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms   (n={len(samples)})",
+            flush=True,
+        )
+
+    print(f"sandbox bench: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, image {DEFAULT_IMAGE}")
+    for workload, program in programs.items():
+        ok = expect[workload]
+
+        def cold(program: str = program) -> str:
+            out = client.containers.run(
+                DEFAULT_IMAGE, ["python3", "-I", "-c", program], remove=True, **hardened_kwargs()
+            )
+            return out.decode()
+
+        record("docker run", workload, timed(cold, args.cold_runs, ok))
+
+    warm = client.containers.run(DEFAULT_IMAGE, ["sleep", "infinity"], detach=True, **hardened_kwargs())
+    try:
+        for workload, program in programs.items():
+
+            def exec_(program: str = program) -> str:
+                return warm.exec_run(["python3", "-I", "-c", program]).output.decode()
+
+            record("docker exec", workload, timed(exec_, args.runs, expect[workload]))
+    finally:
+        warm.remove(force=True)
+
+    for way, kind in (("warm pool", "docker"), ("local", "local")):
+        with open_sandbox(kind, pool_size=2) as sb:
+            record(way, "trivial", timed(lambda sb=sb: sb.run(TRIVIAL).stdout, args.runs, expect["trivial"]))
+            record(
+                way,
+                "100-line + tests",
+                timed(lambda sb=sb: sb.run_tests(SCRIPT_100, TESTS_10), args.runs, lambda r: r.passed),  # type: ignore[attr-defined]
+            )
+
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    for workload, program in programs.items():
+
+        def sub(program: str = program) -> str:
+            return subprocess.run(
+                [py, "-I", "-c", program], capture_output=True, text=True, check=False
+            ).stdout
+
+        record("subprocess", workload, timed(sub, args.runs, expect[workload]))
+
+    # 100 runs in a row: no leaked container, process or memory; then parallel throughput.
+    def labelled() -> int:
+        return len(client.api.containers(all=True, filters={"label": "ragcoder=1"}))
+
+    def host_children() -> int:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(os.getpid())], capture_output=True, text=True)
+        return len(out.stdout.split()) - 1  # minus ps itself
+
+    def host_rss_mib() -> float:
+        with open("/proc/self/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        return kb / 1024
+
+    containers_before = labelled()
+    mem_probe = "print(open('/sys/fs/cgroup/memory/memory.usage_in_bytes').read())"
+    with open_sandbox("docker", pool_size=2) as sb:
+        sb.run("pass")
+        children_before = host_children()
+        mem_before = int(sb.run(mem_probe).stdout)
+        rss_before = host_rss_mib()
+        for _ in range(100):
+            assert sb.run(TRIVIAL).stdout == "45\n"
+        mem_after = int(sb.run(mem_probe).stdout)
+        rss_after = host_rss_mib()
+        children_after = host_children()
+        in_use = len(sb.containers())  # type: ignore[attr-defined]
+
+        def burst(parallel: int, total: int) -> float:
+            per_thread = total // parallel
+
+            def work() -> None:
+                for _ in range(per_thread):
+                    sb.run_tests(SCRIPT_100, TESTS_10)
+
+            threads = [threading.Thread(target=work) for _ in range(parallel)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return per_thread * parallel / (time.perf_counter() - start)
+
+        serial = burst(1, args.runs)
+        parallel = burst(2, args.runs)
+    time.sleep(0.5)
+    containers_after = labelled()
+
+    print("\n| way | trivial p50 | trivial p95 | 100-line+tests p50 | 100-line+tests p95 |")
+    print("|---|---:|---:|---:|---:|")
+    for way, by_work in rows.items():
+        t50, t95 = by_work["trivial"]
+        s50, s95 = by_work["100-line + tests"]
+        print(f"| {way} | {t50:.1f} ms | {t95:.1f} ms | {s50:.1f} ms | {s95:.1f} ms |")
+    pool50 = rows["warm pool"]["trivial"][0]
+    ratios = {way: rows[way]["trivial"][0] / pool50 for way in rows}
+    print("\nratios (trivial p50, way / warm pool): " + ", ".join(f"{w} {r:.1f}x" for w, r in ratios.items()))
+    target_ok = pool50 <= 10 and ratios["docker exec"] >= 5
+    print(
+        f"target (warm pool p50 <= 10 ms and >= 5x faster than docker exec): {'MET' if target_ok else 'NOT MET'}"
+    )
+    print(
+        f"100 runs in a row: containers in use {in_use} (pool of 2), ragcoder containers before/after "
+        f"{containers_before}/{containers_after}, host child processes {children_before}->{children_after}, "
+        f"container memory {mem_before / 2**20:.1f}->{mem_after / 2**20:.1f} MiB, "
+        f"host RSS {rss_before:.1f}->{rss_after:.1f} MiB"
+    )
+    print(
+        f"throughput (100-line + tests): 1 at a time {serial:.0f} runs/s, 2 in parallel {parallel:.0f} runs/s ({parallel / serial:.2f}x)"
+    )
+    client.close()
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "ratios": ratios,
+                    "target_met": target_ok,
+                    "leaks": {
+                        "containers_before": containers_before,
+                        "containers_after": containers_after,
+                        "children": [children_before, children_after],
+                        "container_mem_bytes": [mem_before, mem_after],
+                    },
+                    "throughput": {"serial": serial, "parallel2": parallel},
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Running untrusted code: the Sandbox protocol, its results, and the backends.
+
+Open one with :func:`open_sandbox` ("auto", "docker", "local", "unsafe-local"). Backends import
+docker/subprocess machinery lazily, so importing this package stays instant.
+"""
+
+from sandbox.base import ErrorInfo, ExecResult, Sandbox, TestOutcome, TestReport
+from sandbox.errors import EngineUnavailable, ImageMissing, SandboxClosed, SandboxCrashed, SandboxError
+from sandbox.factory import KINDS, auto_backend, open_sandbox
+from sandbox.settings import SandboxSettings
+
+__all__ = [
+    "KINDS",
+    "EngineUnavailable",
+    "ErrorInfo",
+    "ExecResult",
+    "ImageMissing",
+    "Sandbox",
+    "SandboxClosed",
+    "SandboxCrashed",
+    "SandboxError",
+    "SandboxSettings",
+    "TestOutcome",
+    "TestReport",
+    "auto_backend",
+    "open_sandbox",
+]

@@ -1,0 +1,66 @@
+"""Limits and knobs shared by the server-based backends, with sane defaults."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+from sandbox.base import DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT_S
+
+DEFAULT_IMAGE = "ragcoder-sandbox:latest"
+SANDBOX_UID = 10001
+LABEL = "ragcoder"  # every container we start carries ragcoder=1
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """Every limit a sandbox applies. Sizes accept docker-style strings ("512m", "1g") or bytes."""
+
+    image: str = DEFAULT_IMAGE  # docker backend only
+    pool_size: int = 2  # warm servers kept ready (2 cores here: 2 parallel runs)
+    timeout_s: float = DEFAULT_TIMEOUT_S  # per run wall clock, unless run(timeout=...) says otherwise
+    grace_s: float = 3.0  # extra host-side wait before the whole server is presumed hung
+    mem_limit: str | int = "512m"  # memory = memory+swap: no swap escape
+    pids_limit: int = 64  # fork bombs stop here
+    cpus: float = 1.0  # CPU quota (cores)
+    # cgroup v1 weight of the container's CPU group against the host's other groups. Docker's 1024
+    # makes a container one task among many on a loaded host (runs got 3x slower here at load 12);
+    # the quota above still caps a CPU burner at `cpus` cores.
+    cpu_shares: int = 8192
+    tmp_size: str | int = "64m"  # tmpfs /tmp (counts against memory)
+    work_size: str | int = "64m"  # tmpfs /work (counts against memory; bounds "fill the disk")
+    shm_size: str | int = "16m"
+    output_limit: int = DEFAULT_OUTPUT_LIMIT  # bytes kept of stdout and of stderr, each
+    max_file_bytes: int = 1 << 20  # total bytes of files returned from /work
+    max_files: int = 50
+    start_timeout_s: float = 30.0  # a server must say hello within this
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> SandboxSettings:
+        """Build from keyword arguments, rejecting unknown names with a one-line message."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown sandbox setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**kwargs)
+
+    @property
+    def mem_bytes(self) -> int:
+        return parse_size(self.mem_limit)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.I)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(size: str | int) -> int:
+    """ "512m" -> 536870912; ints pass through."""
+    if isinstance(size, int):
+        return size
+    m = _SIZE_RE.match(size)
+    if not m:
+        raise ValueError(f"not a size: {size!r} (use e.g. 512m, 1g or a number of bytes)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])

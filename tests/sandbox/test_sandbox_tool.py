@@ -1,0 +1,70 @@
+"""The run_python LangChain tool: standard conformance suite, formatting, and a real run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from langchain_tests.unit_tests import ToolsUnitTests
+
+from sandbox import ErrorInfo, ExecResult, Sandbox
+from sandbox.tool import RunPythonTool, format_result
+
+
+class EchoSandbox(Sandbox):
+    """Scripted: 'fail' in the code gives an error result, anything else echoes the code."""
+
+    name = "echo"
+
+    def run(
+        self,
+        code: str,
+        *,
+        stdin: str | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        if "fail" in code:
+            err = ErrorInfo(
+                "ValueError",
+                "bad",
+                'Traceback (most recent call last):\n  File "main.py", line 1\nValueError: bad',
+            )
+            return ExecResult(stderr=err.traceback, exit_code=1, error=err)
+        return ExecResult(stdout=f"ran {code} with {stdin}\n")
+
+
+class TestRunPythonStandard(ToolsUnitTests):
+    @property
+    def tool_constructor(self) -> type[RunPythonTool]:
+        return RunPythonTool
+
+    @property
+    def tool_constructor_params(self) -> dict:
+        return {"sandbox": EchoSandbox()}
+
+    @property
+    def tool_invoke_params_example(self) -> dict:
+        return {"code": "print(1)", "stdin": None, "timeout": 5.0}
+
+
+def test_tool_formats_output_and_errors() -> None:
+    tool = RunPythonTool(sandbox=EchoSandbox())
+    assert tool.name == "run_python"
+    assert tool.invoke({"code": "x", "stdin": "in"}) == "exit code: 0\nstdout:\nran x with in\n"
+    text = tool.invoke({"code": "fail"})
+    assert text.startswith("exit code: 1\nerror: ValueError: bad\nTraceback")
+
+
+def test_format_timeout_and_oom() -> None:
+    assert format_result(ExecResult(timed_out=True, exit_code=None)).startswith("timed out")
+    assert format_result(ExecResult(oom_killed=True, exit_code=137)).startswith("killed: out of memory")
+    assert "files written: a.txt" in format_result(ExecResult(files={"a.txt": b"x"}))
+
+
+def test_tool_runs_in_the_real_sandbox(backend: Sandbox) -> None:
+    tool = RunPythonTool(sandbox=backend)
+    out = tool.invoke({"code": "import math\nprint(math.factorial(5))"})
+    assert out == "exit code: 0\nstdout:\n120\n"
+    out = tool.invoke({"code": "1/0"})
+    assert "error: ZeroDivisionError: division by zero" in out
+    assert 'File "main.py", line 1' in out
