@@ -1,0 +1,254 @@
+"""Split source files into retrieval chunks: Python by function/class (``ast``), Markdown and reST by
+heading (reST also at ``.. function::``-style directives), plain text by paragraph.
+
+Every chunk knows its ``source``, ``symbol`` (function, ``Class.method`` or heading path), 1-based
+inclusive ``start_line``/``end_line`` and ``kind``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import PurePath
+
+SPLITTER_VERSION = "1"  # bump when chunking changes: every file is then re-indexed
+
+MAX_CODE_CHARS = 1500
+MAX_PROSE_CHARS = 1200
+
+PYTHON_SUFFIXES = {".py", ".pyi"}
+MARKDOWN_SUFFIXES = {".md", ".markdown"}
+REST_SUFFIXES = {".rst", ".rest"}
+TEXT_SUFFIXES = {".txt"}
+INDEXABLE_SUFFIXES = PYTHON_SUFFIXES | MARKDOWN_SUFFIXES | REST_SUFFIXES | TEXT_SUFFIXES
+
+
+@dataclass
+class Chunk:
+    text: str
+    """What is stored, shown to the model and searched by BM25."""
+    source: str
+    """A file path or, for pydoc chunks, a module name."""
+    kind: str
+    """``code``, ``markdown``, ``rest``, ``text``, ``api-doc`` or ``module-doc``."""
+    symbol: str = ""
+    start_line: int = 0
+    end_line: int = 0
+    embed_text: str | None = None
+    """What the embedder sees when it should differ from ``text`` (a shorter summary)."""
+
+    def text_for_embedding(self) -> str:
+        if self.embed_text is not None:
+            return self.embed_text
+        head = f"{self.symbol}\n" if self.symbol and self.symbol not in self.text[:200] else ""
+        return head + self.text
+
+
+def split_file(path: str, text: str) -> list[Chunk]:
+    """Chunks for one file, chosen by its suffix; unknown suffixes are split as plain text."""
+    suffix = PurePath(path).suffix.lower()
+    if suffix in PYTHON_SUFFIXES:
+        return split_python(path, text)
+    if suffix in MARKDOWN_SUFFIXES:
+        return split_markdown(path, text)
+    if suffix in REST_SUFFIXES:
+        return split_rest(path, text)
+    return split_text(path, text)
+
+
+# -- Python ---------------------------------------------------------------------------------------
+
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _node_start(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", [])
+    return min([node.lineno, *(d.lineno for d in decorators)])
+
+
+def split_python(path: str, text: str, max_chars: int = MAX_CODE_CHARS) -> list[Chunk]:
+    """One chunk per top-level function or class; a long class becomes a header chunk plus one chunk
+    per method; module-level code between definitions (not bare imports) becomes ``<module>`` chunks.
+    Files that do not parse are split as plain text."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return split_text(path, text, kind="code")
+    lines = text.splitlines()
+    chunks: list[Chunk] = []
+    loose: list[ast.stmt] = []
+
+    def flush_loose() -> None:
+        if loose and not all(isinstance(n, ast.Import | ast.ImportFrom) for n in loose):
+            blocks = [
+                (_node_start(n), _lines(lines, _node_start(n), n.end_lineno or n.lineno)) for n in loose
+            ]
+            for start, end, body in _pack(blocks, max_chars):
+                chunks.append(Chunk(body, path, "code", "<module>", start, end))
+        loose.clear()
+
+    for node in tree.body:
+        if isinstance(node, _DEFS):
+            flush_loose()
+            chunks.extend(_split_definition(path, lines, node, "", max_chars))
+        else:
+            loose.append(node)
+    flush_loose()
+    return [c for c in chunks if c.text.strip()]
+
+
+def _split_definition(
+    path: str, lines: list[str], node: ast.stmt, prefix: str, max_chars: int
+) -> list[Chunk]:
+    name = prefix + node.name  # type: ignore[attr-defined]
+    start, end = _node_start(node), node.end_lineno or node.lineno
+    body = _lines(lines, start, end)
+    if len(body) <= max_chars:
+        return [Chunk(body, path, "code", name, start, end)]
+    methods = (
+        [n for n in getattr(node, "body", []) if isinstance(n, _DEFS)]
+        if isinstance(node, ast.ClassDef)
+        else []
+    )
+    if not methods:  # a long function: windows of whole lines
+        return [Chunk(b, path, "code", name, s, e) for s, e, b in _line_windows(lines, start, end, max_chars)]
+    chunks: list[Chunk] = []
+    header_end = _node_start(methods[0]) - 1
+    signatures = [f"    {lines[_node_start(m) - 1].strip()} ..." for m in methods]
+    header = _lines(lines, start, header_end).rstrip() + "\n" + "\n".join(signatures)
+    chunks.append(Chunk(header[: max_chars * 2], path, "code", name, start, header_end))
+    for method in methods:
+        chunks.extend(_split_definition(path, lines, method, name + ".", max_chars))
+    return chunks
+
+
+def _lines(lines: list[str], start: int, end: int) -> str:
+    return "\n".join(lines[start - 1 : end])
+
+
+def _line_windows(lines: list[str], start: int, end: int, max_chars: int) -> list[tuple[int, int, str]]:
+    blocks = [(n, lines[n - 1]) for n in range(start, end + 1)]
+    return _pack(blocks, max_chars)
+
+
+def _pack(blocks: list[tuple[int, str]], max_chars: int, joiner: str = "\n") -> list[tuple[int, int, str]]:
+    """Greedily join consecutive (start_line, text) blocks into pieces of at most ``max_chars``
+    (a single longer block is cut). Returns (start_line, end_line, text)."""
+    pieces: list[tuple[int, int, str]] = []
+    current: list[str] = []
+    current_start = current_end = 0
+    for start, block in blocks:
+        block_end = start + block.count("\n")
+        if current and sum(len(c) + 1 for c in current) + len(block) > max_chars:
+            pieces.append((current_start, current_end, joiner.join(current)))
+            current = []
+        if not current:
+            current_start = start
+        while len(block) > max_chars:  # a single oversized block: cut it
+            pieces.append((start, block_end, block[:max_chars]))
+            block = block[max_chars:]
+        current.append(block)
+        current_end = block_end
+    if current:
+        pieces.append((current_start, current_end, joiner.join(current)))
+    return [p for p in pieces if p[2].strip()]
+
+
+# -- prose ----------------------------------------------------------------------------------------
+
+
+def _paragraphs(lines: list[str], first: int, last: int) -> list[tuple[int, str]]:
+    """Blank-line separated paragraphs of lines[first..last] (1-based), keeping fenced code together."""
+    paragraphs: list[tuple[int, str]] = []
+    current: list[str] = []
+    start = first
+    in_fence = False
+    for number in range(first, last + 1):
+        line = lines[number - 1]
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        if not line.strip() and not in_fence:
+            if current:
+                paragraphs.append((start, "\n".join(current)))
+                current = []
+            continue
+        if not current:
+            start = number
+        current.append(line)
+    if current:
+        paragraphs.append((start, "\n".join(current)))
+    return paragraphs
+
+
+def _sections_to_chunks(
+    path: str, lines: list[str], sections: list[tuple[int, str]], kind: str, max_chars: int
+) -> list[Chunk]:
+    """sections: (start_line, symbol) sorted by line; each runs until the next one starts."""
+    if not sections or sections[0][0] > 1:
+        sections = [(1, ""), *sections]
+    chunks: list[Chunk] = []
+    for index, (start, symbol) in enumerate(sections):
+        end = sections[index + 1][0] - 1 if index + 1 < len(sections) else len(lines)
+        for s, e, body in _pack(_paragraphs(lines, start, end), max_chars, "\n\n"):
+            chunks.append(Chunk(body, path, kind, symbol, s, e))
+    return chunks
+
+
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+
+
+def split_markdown(path: str, text: str, max_chars: int = MAX_PROSE_CHARS) -> list[Chunk]:
+    """Sections by ATX heading; the symbol is the heading path ("Install > From source")."""
+    lines = text.splitlines()
+    sections: list[tuple[int, str]] = []
+    trail: list[str] = []
+    in_fence = False
+    for number, line in enumerate(lines, 1):
+        if line.lstrip().startswith(("```", "~~~")):
+            in_fence = not in_fence
+        match = None if in_fence else _MD_HEADING.match(line)
+        if match:
+            level = len(match.group(1))
+            trail = [*trail[: level - 1], match.group(2)]
+            sections.append((number, " > ".join(t for t in trail if t)))
+    return _sections_to_chunks(path, lines, sections, "markdown", max_chars)
+
+
+_REST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+<>:._!])\1{2,}\s*$")
+_REST_DIRECTIVE = re.compile(
+    r"^\.\.\s+(?:py:)?(function|class|method|attribute|data|exception|decorator|module|classmethod|staticmethod)::\s+([\w.]+)"
+)
+
+
+def split_rest(path: str, text: str, max_chars: int = MAX_PROSE_CHARS) -> list[Chunk]:
+    """Sections by underlined heading and at Python-domain directives (``.. function:: name``)."""
+    lines = text.splitlines()
+    sections: list[tuple[int, str]] = []
+    heading = ""
+    for index, line in enumerate(lines):
+        number = index + 1
+        directive = _REST_DIRECTIVE.match(line)
+        if directive:
+            sections.append((number, directive.group(2) if directive.group(1) != "module" else heading))
+            continue
+        title = line.strip()
+        if (
+            title
+            and not _REST_ADORNMENT.match(line)
+            and index + 1 < len(lines)
+            and _REST_ADORNMENT.match(lines[index + 1])
+            and len(lines[index + 1].rstrip()) >= len(title)
+        ):
+            overline = index > 0 and _REST_ADORNMENT.match(lines[index - 1])
+            heading = title
+            sections.append((number - 1 if overline else number, heading))
+    return _sections_to_chunks(path, lines, sections, "rest", max_chars)
+
+
+def split_text(path: str, text: str, max_chars: int = MAX_PROSE_CHARS, kind: str = "text") -> list[Chunk]:
+    lines = text.splitlines()
+    return [
+        Chunk(body, path, kind, "", s, e)
+        for s, e, body in _pack(_paragraphs(lines, 1, len(lines)), max_chars, "\n\n")
+    ]

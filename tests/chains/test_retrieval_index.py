@@ -1,0 +1,209 @@
+"""Indexing and retrieval with deterministic hashing embeddings and a real persistent Chroma."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from langchain_core.documents import Document
+
+from chains.embeddings import HashingEmbeddings
+from chains.indexing import IndexMismatchError, index_paths, index_stdlib
+from chains.retriever import BM25Index, _Candidate, open_retriever, reciprocal_rank_fusion, tokenize
+
+
+def _symbols(documents: list[Document]) -> list[str]:
+    return [d.metadata["symbol"] for d in documents]
+
+
+def test_tokenize_splits_identifiers_stems_and_drops_stop_words() -> None:
+    assert tokenize("How do I parse JSONDecoder objects?") == [
+        "pars",
+        "jsondecoder",
+        "json",
+        "decoder",
+        "object",
+    ]
+    assert tokenize("read_csv parsing parsed") == ["read_csv", "read", "csv", "pars", "pars"]
+
+
+def test_bm25_ranks_the_document_with_rare_query_terms_first() -> None:
+    texts = ["the cat sat on the mat", "dogs chase cats in the park", "stock market prices fell", "cat food"]
+    index = BM25Index(texts)
+    hits = index.search("market prices", 10)
+    assert [i for i, _ in hits] == [2]
+    assert [i for i, _ in index.search("cat", 2)] == [3, 0]  # shorter document first, then the cap of 2
+    assert index.search("unknownword", 5) == []
+
+
+def test_reciprocal_rank_fusion_rewards_agreement() -> None:
+    def ranking(*ids: str) -> list[_Candidate]:
+        return [_Candidate(i, i, {}, 0.0) for i in ids]
+
+    fused = reciprocal_rank_fusion([ranking("a", "b", "c"), ranking("c", "b", "d")], rrf_k=60)
+    assert [c.id for c in fused][:2] == ["b", "c"] or [c.id for c in fused][:2] == ["c", "b"]
+    assert [c.id for c in fused][-1] == "d"
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 62) or fused[0].score == pytest.approx(
+        1 / 63 + 1 / 61
+    )
+
+
+def test_index_paths_stores_chunks_with_metadata_and_excludes_humaneval(
+    retrieval_index: Path, retrieval_embeddings: HashingEmbeddings
+) -> None:
+    retriever = open_retriever(retrieval_index, k=20, mode="bm25", embeddings=retrieval_embeddings)
+    documents = retriever.invoke("circle area radius slugify title vowels guide installing caching")
+    sources = {Path(d.metadata["source"]).name for d in documents}
+    assert {"geometry.py", "text_tools.py", "guide.md", "notes.txt"} <= sources
+    assert not any("human" in d.metadata["source"].lower() for d in documents)
+    area = next(d for d in documents if d.metadata["symbol"] == "circle_area")
+    assert (area.metadata["start_line"], area.metadata["end_line"], area.metadata["kind"]) == (4, 6, "code")
+    assert area.page_content.startswith("def circle_area(radius):")
+
+
+@pytest.mark.parametrize("mode", ["vector", "bm25", "hybrid"])
+def test_each_mode_finds_the_matching_chunk(
+    retrieval_index: Path, retrieval_embeddings: HashingEmbeddings, mode: str
+) -> None:
+    retriever = open_retriever(retrieval_index, k=2, mode=mode, embeddings=retrieval_embeddings)  # type: ignore[arg-type]
+    documents = retriever.invoke("turn a title into a url slug")
+    assert len(documents) == (1 if mode == "bm25" else 2)  # BM25 returns only chunks sharing a word
+    assert documents[0].metadata["symbol"] == "slugify"
+    assert documents[0].metadata["score"] >= documents[-1].metadata["score"] > 0
+
+
+def test_k_from_invoke_overrides_the_constructor(
+    retrieval_index: Path, retrieval_embeddings: HashingEmbeddings
+) -> None:
+    retriever = open_retriever(retrieval_index, k=2, embeddings=retrieval_embeddings)
+    assert len(retriever.invoke("vector length", k=5)) == 5
+    assert len(retriever.invoke("vector length", k=1)) == 1
+    assert retriever.invoke("vector length", k=0) == []
+
+
+def test_score_threshold_drops_unrelated_chunks(
+    retrieval_index: Path, retrieval_embeddings: HashingEmbeddings
+) -> None:
+    loose = open_retriever(retrieval_index, k=10, embeddings=retrieval_embeddings)
+    strict = open_retriever(retrieval_index, k=10, score_threshold=0.3, embeddings=retrieval_embeddings)
+    query = "count vowels in a word"
+    assert len(loose.invoke(query)) > len(strict.invoke(query)) >= 1
+    assert strict.invoke(query)[0].metadata["symbol"] == "count_vowels"
+    assert (
+        open_retriever(retrieval_index, k=10, score_threshold=0.999, embeddings=retrieval_embeddings).invoke(
+            "zebra quantum"
+        )
+        == []
+    )
+    bm25_strict = open_retriever(
+        retrieval_index, k=10, mode="bm25", score_threshold=1e6, embeddings=retrieval_embeddings
+    )
+    assert bm25_strict.invoke(query) == []
+
+
+def test_mmr_returns_k_distinct_chunks(tmp_path: Path, retrieval_embeddings: HashingEmbeddings) -> None:
+    corpus = tmp_path / "dups"
+    corpus.mkdir()
+    for i in range(4):  # four identical files and one different but related
+        (corpus / f"copy{i}.md").write_text("# Sorting\n\nsort a list of numbers quickly\n")
+    (corpus / "other.md").write_text("# Lists\n\nsort a list of words alphabetically with a key\n")
+    index_paths([corpus], index_path=tmp_path / "idx", embeddings=retrieval_embeddings, progress=False)
+    plain = open_retriever(tmp_path / "idx", k=2, embeddings=retrieval_embeddings)
+    diverse = open_retriever(tmp_path / "idx", k=2, mmr=True, embeddings=retrieval_embeddings)
+    query = "sort a list of numbers"
+    assert {Path(d.metadata["source"]).name for d in plain.invoke(query)} <= {f"copy{i}.md" for i in range(4)}
+    assert "other.md" in {Path(d.metadata["source"]).name for d in diverse.invoke(query)}
+    assert len({d.page_content for d in diverse.invoke(query)}) == 2
+
+
+def test_missing_and_empty_index_return_no_documents(
+    tmp_path: Path, retrieval_embeddings: HashingEmbeddings
+) -> None:
+    missing = tmp_path / "nothing-here"
+    assert open_retriever(missing, embeddings=retrieval_embeddings).invoke("anything") == []
+    assert not missing.exists()  # querying does not create an index
+    empty_folder = tmp_path / "empty"
+    empty_folder.mkdir()
+    stats = index_paths(
+        [empty_folder], index_path=tmp_path / "idx", embeddings=retrieval_embeddings, progress=False
+    )
+    assert stats.chunks_added == 0
+    for mode in ("hybrid", "vector", "bm25"):
+        assert open_retriever(tmp_path / "idx", mode=mode, embeddings=retrieval_embeddings).invoke("x") == []  # type: ignore[arg-type]
+
+
+def test_incremental_reindex_skips_unchanged_updates_changed_removes_deleted(
+    tmp_path: Path, retrieval_corpus: Path, retrieval_embeddings: HashingEmbeddings
+) -> None:
+    index_path = tmp_path / "idx"
+    first = index_paths(
+        [retrieval_corpus], index_path=index_path, embeddings=retrieval_embeddings, progress=False
+    )
+    assert (first.units_indexed, first.units_unchanged, first.units_excluded) == (4, 0, 1)
+    again = index_paths(
+        [retrieval_corpus], index_path=index_path, embeddings=retrieval_embeddings, progress=False
+    )
+    assert (again.units_indexed, again.units_unchanged, again.chunks_added) == (0, 4, 0)
+
+    (retrieval_corpus / "pkg/text_tools.py").write_text(
+        "def reverse_words(s):\n    return ' '.join(s.split()[::-1])\n"
+    )
+    (retrieval_corpus / "docs/notes.txt").unlink()
+    third = index_paths(
+        [retrieval_corpus], index_path=index_path, embeddings=retrieval_embeddings, progress=False
+    )
+    assert (third.units_indexed, third.units_unchanged, third.units_removed) == (1, 2, 1)
+    assert third.chunks_removed == 3  # two old functions + the notes paragraph pack
+
+    retriever = open_retriever(index_path, k=50, mode="bm25", embeddings=retrieval_embeddings)
+    symbols = _symbols(retriever.invoke("reverse words slugify title caching network retry"))
+    assert "reverse_words" in symbols and "slugify" not in symbols
+    assert not any("notes.txt" in d.metadata["source"] for d in retriever.invoke("caching retry downloads"))
+
+
+def test_index_refuses_another_embedder(retrieval_index: Path) -> None:
+    with pytest.raises(IndexMismatchError, match="built with embedder"):
+        open_retriever(retrieval_index, embeddings=HashingEmbeddings(32)).invoke("x")
+
+
+def test_index_stdlib_subset_is_incremental(tmp_path: Path, retrieval_embeddings: HashingEmbeddings) -> None:
+    index_path = tmp_path / "idx"
+    stats = index_stdlib(
+        index_path=index_path, embeddings=retrieval_embeddings, progress=False, modules=("json", "heapq")
+    )
+    assert stats.units_indexed == 2 and stats.chunks_added > 15
+    retriever = open_retriever(index_path, k=3, mode="bm25", embeddings=retrieval_embeddings)
+    top = retriever.invoke("deserialize a JSON document string to a Python object")
+    assert "json.loads" in _symbols(top)
+    assert top[0].metadata["kind"] in {"api-doc", "module-doc"} and top[0].metadata["source"] == "json"
+    again = index_stdlib(
+        index_path=index_path, embeddings=retrieval_embeddings, progress=False, modules=("json",)
+    )
+    assert (again.units_unchanged, again.units_removed, again.chunks_added) == (1, 1, 0)
+
+
+def test_index_command_indexes_paths_and_reports(
+    tmp_path: Path, retrieval_corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.commands import index_cmd
+
+    monkeypatch.setattr(index_cmd, "load_embeddings", lambda model_path=None: HashingEmbeddings(64))
+    runner = CliRunner()
+    result = runner.invoke(
+        index_cmd.index, [str(retrieval_corpus), "--index-path", str(tmp_path / "idx"), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "4 indexed" in result.output and "1 excluded" in result.output
+    nothing = runner.invoke(index_cmd.index, ["--index-path", str(tmp_path / "idx")])
+    assert nothing.exit_code != 0 and "--stdlib" in nothing.output
+
+
+def test_overlapping_roots_index_once_and_humaneval_is_never_indexed(
+    tmp_path: Path, retrieval_corpus: Path, retrieval_embeddings: HashingEmbeddings
+) -> None:
+    roots = [retrieval_corpus, retrieval_corpus / "pkg", retrieval_corpus / "data" / "HumanEval.jsonl"]
+    stats = index_paths(roots, index_path=tmp_path / "idx", embeddings=retrieval_embeddings, progress=False)
+    assert (stats.units_indexed, stats.units_excluded) == (4, 2)
+    everything = open_retriever(tmp_path / "idx", k=100, mode="vector", embeddings=retrieval_embeddings).invoke("x")
+    assert not any("has_close_elements" in d.page_content for d in everything)
