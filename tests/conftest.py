@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is unreachable here: never try it
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported: no spinning threads
 
 
 @pytest.fixture(scope="session")
@@ -55,4 +56,4 @@ def smollm2_chat():
 
     if read_manifest("smollm2-135m-instruct") is None:
         install_model("smollm2-135m-instruct")
-    return load_chat_model("smollm2-135m-instruct", max_new_tokens=200)
+    return load_chat_model("smollm2-135m-instruct", max_new_tokens=200)  # fp32: auto skips int8 for small models

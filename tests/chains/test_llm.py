@@ -1,0 +1,187 @@
+"""The local chat model on a tiny random llama: invoke, stream, batch, stops, usage, caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from chains.errors import ModelNotInstalled, UnknownModel
+from chains.llm import (
+    LocalChatModel,
+    _cut_at_stop,
+    _stop_prefix_len,
+    load_chat_model,
+    load_model_weights,
+    repair_model,
+)
+
+PROMPTS = ["hello there", "write a long python function that sorts a list of numbers", "hi"]
+
+
+def _joined(chunks: list) -> AIMessage:
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    return total
+
+
+def test_invoke_returns_only_new_text_with_token_usage(model_tiny_chat: LocalChatModel) -> None:
+    answer = model_tiny_chat.invoke([SystemMessage("be brief"), HumanMessage("hello there")])
+    assert isinstance(answer, AIMessage) and answer.content.strip()
+    assert "hello there" not in answer.content  # the prompt is not echoed
+    usage = answer.usage_metadata
+    assert usage["input_tokens"] > 5 and 0 < usage["output_tokens"] <= 24
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert answer.response_metadata["finish_reason"] in ("stop", "length")
+
+
+def test_greedy_output_is_deterministic(model_tiny_chat: LocalChatModel) -> None:
+    assert model_tiny_chat.invoke("hello there").content == model_tiny_chat.invoke("hello there").content
+
+
+def test_same_arguments_share_one_model_and_weights_are_shared(model_tiny_dir: Path) -> None:
+    first = load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=24)
+    assert load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=24) is first
+    longer = load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=48)
+    assert longer is not first and longer.llm.pipeline.model is first.llm.pipeline.model
+
+
+def test_stream_yields_pieces_that_add_up_to_invoke_and_ends_with_usage(
+    model_tiny_chat: LocalChatModel,
+) -> None:
+    expected = model_tiny_chat.invoke("hello there")
+    chunks = list(model_tiny_chat.stream("hello there"))
+    assert len(chunks) > 2
+    total = _joined(chunks)
+    assert total.content == expected.content
+    assert total.usage_metadata == expected.usage_metadata
+
+
+def test_batch_equals_one_by_one_despite_left_padding(model_tiny_chat: LocalChatModel) -> None:
+    one_by_one = [model_tiny_chat.invoke(p) for p in PROMPTS]
+    batched = model_tiny_chat.batch(PROMPTS)
+    assert [m.content for m in batched] == [m.content for m in one_by_one]
+    assert [m.usage_metadata for m in batched] == [m.usage_metadata for m in one_by_one]
+
+
+def test_stop_sequence_cuts_invoke_stream_and_batch(model_tiny_chat: LocalChatModel) -> None:
+    full = model_tiny_chat.invoke("hello there").content
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    expected = full[: full.index(stop)]
+    cut = model_tiny_chat.invoke("hello there", stop=[stop])
+    assert cut.content == expected and cut.response_metadata["finish_reason"] == "stop"
+    assert (
+        cut.usage_metadata["output_tokens"]
+        < model_tiny_chat.invoke("hello there").usage_metadata["output_tokens"]
+    )
+    assert _joined(list(model_tiny_chat.stream("hello there", stop=[stop]))).content == expected
+    assert model_tiny_chat.batch(["hello there", "hi"], stop=[stop])[0].content == expected
+
+
+def test_prompt_lookup_keeps_greedy_output(model_tiny_chat: LocalChatModel) -> None:
+    plain = model_tiny_chat.invoke(PROMPTS[1]).content
+    assert model_tiny_chat.bind(prompt_lookup=True).invoke(PROMPTS[1]).content == plain
+    assert repair_model(model_tiny_chat).invoke(PROMPTS[1]).content == plain
+    assert [m.content for m in model_tiny_chat.batch(PROMPTS[:2], prompt_lookup=True)][1] == plain
+    assert _joined(list(model_tiny_chat.stream(PROMPTS[1], prompt_lookup=True))).content == plain
+
+
+def test_async_invoke_and_stream_match_sync(model_tiny_chat: LocalChatModel) -> None:
+    import asyncio
+
+    async def run() -> tuple[AIMessage, list]:
+        answer = await model_tiny_chat.ainvoke("hello there")
+        return answer, [chunk async for chunk in model_tiny_chat.astream("hello there")]
+
+    answer, chunks = asyncio.run(run())
+    expected = model_tiny_chat.invoke("hello there")
+    assert answer.content == expected.content == _joined(chunks).content
+    assert answer.usage_metadata == expected.usage_metadata
+
+
+def test_max_new_tokens_per_call(model_tiny_chat: LocalChatModel) -> None:
+    short = model_tiny_chat.invoke("hello there", max_new_tokens=3)
+    assert short.usage_metadata["output_tokens"] <= 3
+
+
+def test_int8_quantized_load_works_under_warnings_as_errors(model_tiny_dir: Path) -> None:
+    loaded = load_model_weights(str(model_tiny_dir), quantize="int8", device="cpu")
+    assert loaded.description == "int8-dynamic cpu"
+    chat = load_chat_model(str(model_tiny_dir), quantize="int8", max_new_tokens=8)
+    assert chat.invoke("hello there").usage_metadata["output_tokens"] > 0
+
+
+def test_int8_model_of_an_installed_model_is_cached_on_disk(
+    model_tiny_dir: Path, model_cache_dir: Path
+) -> None:
+    import json
+    import shutil
+
+    from chains.llm import clear_model_cache
+    from chains.models import model_dir
+
+    name = "smollm2-135m-instruct"
+    shutil.copytree(model_tiny_dir, model_dir(name) / "hf")
+    (model_dir(name) / "installed.json").write_text(json.dumps({"name": name}))
+    try:
+        first = load_model_weights(name, quantize="int8", device="cpu")
+        answer = load_chat_model(name, max_new_tokens=8).invoke("hello there").content
+        assert first.description == "int8-dynamic cpu" and list(model_dir(name).glob("int8-*.pt"))
+        clear_model_cache()
+        second = load_model_weights(name, quantize="int8", device="cpu")
+        assert second.description == "int8-dynamic cpu (cached)" and second.quantize_s == 0.0
+        assert load_chat_model(name, max_new_tokens=8).invoke("hello there").content == answer
+    finally:
+        clear_model_cache()
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # peft 0.21, transformers 5
+def test_lora_adapter_is_merged_on_load(
+    model_tiny_dir: Path, model_tiny_chat: LocalChatModel, tmp_path: Path
+) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(model_tiny_dir)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.5)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    tuned = load_chat_model(
+        str(model_tiny_dir), adapter=tmp_path / "adapter", quantize="none", max_new_tokens=24
+    )
+    assert tuned is not model_tiny_chat
+    assert tuned.invoke(PROMPTS[1]).content != model_tiny_chat.invoke(PROMPTS[1]).content
+
+
+def test_bad_specs_and_options_fail_with_our_errors(model_tiny_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UnknownModel):
+        load_chat_model("no-such-model")
+    with pytest.raises(ModelNotInstalled, match=r"adapter_config\.json"):
+        load_chat_model(str(model_tiny_dir), adapter=tmp_path)
+    with pytest.raises(ValueError, match="quantize"):
+        load_chat_model(str(model_tiny_dir), quantize="int4")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "stop", "expected"),
+    [
+        ("abc```def", ["```"], ("abc", True)),
+        ("abc", ["x"], ("abc", False)),
+        ("a.b;c", [";", "."], ("a", True)),
+    ],
+)
+def test_cut_at_stop(text: str, stop: list[str], expected: tuple[str, bool]) -> None:
+    assert _cut_at_stop(text, stop) == expected
+
+
+def test_stop_prefix_is_held_back() -> None:
+    assert _stop_prefix_len("code ``", ["```"]) == 2
+    assert _stop_prefix_len("code", ["```"]) == 0
