@@ -167,6 +167,12 @@ def run_chat(
     it contained is shown highlighted.
     """
     state = ChatState()
+    streamed = {"any": False}  # a token line is open and needs a newline before the next event
+
+    def on_token(token: str) -> None:
+        streamed["any"] = True
+        console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
+
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
     console.print("ragcoder chat: type an instruction, /help for commands, /exit to leave.", highlight=False)
     while True:
@@ -187,12 +193,6 @@ def run_chat(
         task = follow_up_task(state, line)
         try:
             result = None
-            streamed = {"any": False}
-
-            def on_token(token: str) -> None:
-                streamed["any"] = True
-                console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
-
             for event in agent.events(task, on_token=on_token if stream_tokens else None):
                 if streamed["any"]:
                     console.print()
