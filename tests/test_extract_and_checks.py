@@ -53,3 +53,28 @@ def test_doctest_examples_and_asserts_become_tests() -> None:
 
 def test_no_examples_means_no_tests() -> None:
     assert extract_example_tests("Write a function fib(n) returning the n-th Fibonacci number.") is None
+
+
+def test_docstring_close_is_not_part_of_the_expected_output() -> None:
+    prompt = 'def f(x):\n    """Double it.\n    >>> f(2)\n    4\n    """\n\ndef g(x):\n    """>>> g(1)\n    1"""\n'
+    assert extract_example_tests(prompt) == "assert f(2) == 4\nassert g(1) == 1\n"
+
+
+def test_every_humaneval_dev_prompt_with_examples_gets_its_last_example() -> None:
+    from finetune.humaneval import load_problems
+
+    problem = {p.task_id: p for p in load_problems("dev")}["HumanEval/2"]
+    tests = extract_example_tests(problem.prompt)
+    assert tests == "assert truncate_number(3.5) == 0.5\n"
+
+
+def test_arrow_and_equals_examples_become_tests_when_the_value_is_a_literal() -> None:
+    # `is_happy(a)`: `a` is prose for the string "a", not a Python name: no test from it
+    text = (
+        "Examples:\n    will_it_fly([1, 2], 5) ➞ False\n    digit_sum('abAB') => 131\n"
+        "    iscube(1) ==> true\n    f(3) == 6.00\n    g(5, 19) -> 19 - 5 - 6 = 8\n    is_happy(a) => False\n"
+    )
+    assert extract_example_tests(text) == (
+        "assert will_it_fly([1, 2], 5) == False\nassert digit_sum('abAB') == 131\n"
+        "assert iscube(1) == True\nassert f(3) == 6.00\n"
+    )

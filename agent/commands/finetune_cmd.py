@@ -1,0 +1,327 @@
+"""``ragcoder eval humaneval`` and ``ragcoder finetune ...``: the evaluation harness, the training
+data commands and LoRA training. Only click is imported at module level."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    if hint := getattr(exc, "hint", ""):
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(1)
+
+
+def _command_line() -> str:
+    return "ragcoder " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+# -- eval -----------------------------------------------------------------------------------------
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Measure the agent by execution (HumanEval)."""
+
+
+@eval_group.command("humaneval")
+@click.option("--split", type=click.Choice(["dev", "test", "all"]), default="dev", show_default=True,
+              help="dev = tasks 0-81 (tune on these), test = 82-163 (report only).")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N tasks of the split.")
+@click.option(
+    "--no-retrieval", "retrieval", flag_value=False, default=None, help="No retrieved docs in prompts."
+)
+@click.option("--no-repair", is_flag=True, help="Single shot: one attempt, no repairs.")
+@click.option("--attempts", "max_attempts", type=click.IntRange(1, 20), default=None,
+              help="Generation + repair attempts [default: 4].")  # fmt: skip
+@click.option("--samples", type=click.IntRange(1, 200), default=1, show_default=True,
+              help="Samples per task (n > 1 samples with temperature and reports pass@k).")  # fmt: skip
+@click.option("--temperature", type=click.FloatRange(0.01, 2.0), default=0.8, show_default=True,
+              help="Sampling temperature when --samples > 1.")  # fmt: skip
+@click.option("--model", default=None, help="Known model name, HF folder or .gguf file.")
+@click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder.")
+@click.option("--sandbox", type=click.Choice(["auto", "docker", "local", "unsafe-local"]), default="docker",
+              show_default=True, help="Where generated code and the hidden tests run.")  # fmt: skip
+@click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder.")
+@click.option("--max-new-tokens", type=click.IntRange(16), default=None, help="Generation budget per reply.")
+@click.option("--quantize", type=click.Choice(["auto", "int8", "none"]), default="auto", show_default=True,
+              help="auto: int8 on CPU (fast for Qwen 1.5B); none: full precision (small models).")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Tasks run concurrently (generations are batched).")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("humaneval_results.jsonl"),
+              show_default=True, help="Per-task JSONL; a rerun resumes.")  # fmt: skip
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
+@click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
+def humaneval_cmd(split: str, limit: int | None, retrieval: bool | None, no_repair: bool,
+                  max_attempts: int | None, samples: int, temperature: float, model: str | None,
+                  adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
+                  quantize: str, workers: int, output: Path, report: Path | None, fresh: bool) -> None:  # fmt: skip
+    """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from agent.config import resolve_config
+    from finetune.evaluate import run_eval, select_problems
+    from finetune.report import write_report
+
+    flags = {"model": model, "adapter": adapter, "sandbox": sandbox, "retrieval": retrieval,
+             "max_attempts": 1 if no_repair else max_attempts, "index_path": index_path,
+             "max_new_tokens": max_new_tokens}  # fmt: skip
+    try:
+        config = resolve_config(flags)
+        problems = select_problems(split, limit)
+    except Exception as exc:
+        _fail(exc)
+    if fresh and output.exists():
+        output.unlink()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("pass {task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
+    bar = progress.add_task(f"humaneval {split}", total=None, rate="-")
+    counts = {"passed": 0, "ran": 0}
+
+    def on_start(todo: int, skipped: int) -> None:
+        progress.update(bar, total=todo)
+        if skipped:
+            progress.console.print(f"resuming: {skipped} record(s) already in {output}")
+
+    def on_result(record: dict[str, Any]) -> None:
+        counts["ran"] += 1
+        counts["passed"] += bool(record.get("passed"))
+        if "error" in record:
+            line = f"[{record['id']}] [red]error[/red]: {record['error']}"
+        else:
+            mark = "[green]PASSED[/green]" if record["passed"] else "[red]FAILED[/red]"
+            line = (f"[{record['id']}] {mark} attempts={len(record['attempts'])} "
+                    f"{record['total_ms'] / 1000:.1f}s {record['hidden_detail']}")  # fmt: skip
+        progress.console.print(line, highlight=False)
+        progress.update(bar, advance=1, rate=f"{counts['passed'] / counts['ran']:.0%}")
+
+    try:
+        agent = build_eval_agent(
+            config, workers=workers, samples=samples, temperature=temperature, quantize=quantize
+        )
+    except Exception as exc:
+        _fail(exc)
+    with agent:
+        click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
+                   f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
+                   f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}")  # fmt: skip
+        with progress:
+            summary = run_eval(agent, problems, output, samples=samples, workers=workers,
+                               on_start=on_start, on_result=on_result)  # fmt: skip
+    title = f"HumanEval {split}{f' (first {limit})' if limit else ''}: {config.model}" + (
+        f" + {Path(config.adapter).name}" if config.adapter else "")  # fmt: skip
+    from finetune.report import markdown, read_records, summarise
+
+    stats = summarise([r for r in read_records(output) if r["task_id"] in {p.task_id for p in problems}])
+    click.echo(markdown(stats, title=title))
+    if report is not None:
+        write_report(output, report, title=title, command=_command_line())
+        click.echo(f"report: {report} (plot: {report.with_suffix('.png')})")
+    if summary.interrupted:
+        click.echo(
+            f"interrupted: finished tasks are in {output}; rerun the same command to resume.", err=True
+        )
+        sys.exit(130)
+
+
+def build_eval_agent(config: Any, *, workers: int, samples: int, temperature: float,
+                     quantize: str = "auto") -> Any:  # fmt: skip
+    """The agent under evaluation, as ``agent.config.build_agent`` builds it, plus two knobs:
+    ``quantize`` (int8 ruins a 135M model's output; fp32 is as fast there) and sampling for pass@k."""
+    from agent.loop import CodeAgent
+    from chains.llm import load_chat_model, repair_model
+    from finetune.sampling import sampling_model
+    from sandbox import open_sandbox
+
+    sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
+    try:
+        retriever = None
+        if config.retrieval:
+            from chains.retriever import open_retriever
+
+            retriever = open_retriever(config.index_path, k=config.k)
+        chat: Any = load_chat_model(config.model, adapter=config.adapter, quantize=quantize,  # type: ignore[arg-type]
+                                    max_new_tokens=config.max_new_tokens)  # fmt: skip
+        if samples > 1:
+            model: Any = sampling_model(chat, temperature=temperature, max_new_tokens=config.max_new_tokens)
+            repair: Any = model
+        else:
+            model, repair = chat, repair_model(chat)  # prompt-lookup decoding for repairs, as the agent does
+            if workers > 1:
+                from agent.microbatch import MicroBatchingChatModel
+
+                model = MicroBatchingChatModel(inner=model, max_batch=workers)
+                repair = MicroBatchingChatModel(inner=repair, max_batch=workers)
+    except BaseException:
+        sandbox.close()
+        raise
+    return CodeAgent(model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
+                     timeout=config.timeout)  # fmt: skip
+
+
+@eval_group.command("report")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--report", type=click.Path(path_type=Path), required=True, help="Markdown file to write.")
+@click.option("--title", default=None, help="Report title.")
+def report_cmd(results: Path, report: Path, title: str | None) -> None:
+    """Rewrite the Markdown report (and plot) of an existing eval RESULTS file."""
+    from finetune.report import write_report
+
+    stats = write_report(results, report, title=title or f"HumanEval: {results.name}")
+    click.echo(f"{report}: pass@1 {stats.pass_at.get(1, 0):.1%} over {stats.tasks} task(s)")
+
+
+# -- finetune -------------------------------------------------------------------------------------
+
+
+@click.group("finetune")
+def finetune_group() -> None:
+    """Build execution-verified training data and train a LoRA adapter."""
+
+
+@finetune_group.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                                   "help_option_names": []})  # fmt: skip
+@click.pass_context
+def train_cmd(ctx: click.Context) -> None:
+    """LoRA SFT (finetune/train.py): every option of `python -m finetune.train --help` is accepted,
+    e.g. --data verified.jsonl --base smollm2-135m-instruct --out adapters/smol --max-steps 100 --merge."""
+    from finetune.train import main
+
+    main(list(ctx.args))
+
+
+@finetune_group.group("data")
+def data_group() -> None:
+    """Write instruction -> code JSONL from four sources (never the HumanEval test split)."""
+
+
+def _report(stats: Any, out: Path) -> None:
+    click.echo(f"{out}: {stats.line()}")
+
+
+@data_group.command("pairs")
+@click.argument(
+    "inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--no-parse-check", is_flag=True, help="Keep responses that are not valid Python.")
+def pairs_cmd(inputs: tuple[Path, ...], output: Path, no_parse_check: bool) -> None:
+    """(a) Validate and normalise your own instruction/response pairs (JSONL, several key spellings)."""
+    from finetune.data import WriteStats, normalise_pairs, write_examples
+
+    stats = WriteStats()
+    rows = []
+    for path in inputs:
+        for item in normalise_pairs(path, require_parse=not no_parse_check):
+            if isinstance(item, Exception):
+                click.echo(f"skipped: {item}", err=True)
+                stats.skip("invalid")
+            else:
+                rows.append(item)
+    _report(write_examples(rows, output, stats), output)
+
+
+@data_group.command("mine")
+@click.argument("roots", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Stop after N pairs.")
+def mine_cmd(roots: tuple[Path, ...], output: Path, limit: int | None) -> None:
+    """(b) Docstring -> function pairs from Python sources (default: the stdlib and installed packages)."""
+    from finetune.data import default_source_roots, mine_docstring_pairs, write_examples
+
+    rows = mine_docstring_pairs(list(roots) or default_source_roots(), limit=limit)
+    _report(write_examples(rows, output), output)
+
+
+@data_group.command("traces")
+@click.argument(
+    "results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--repairs", is_flag=True, help="Also add 'fix this failing code' examples from repairs.")
+def traces_cmd(results: tuple[Path, ...], output: Path, repairs: bool) -> None:
+    """(c) Execution-verified solutions from batch/eval results JSONL (repaired ones included)."""
+    from finetune.data import harvest_traces, write_examples
+
+    _report(write_examples(harvest_traces(results, repairs=repairs), output), output)
+
+
+@data_group.command("distill")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--teacher", default=None, help="The stronger model [default: the configured model].")
+@click.option("--attempts", type=click.IntRange(1, 20), default=4, show_default=True,
+              help="The teacher may repair its solutions; only passing code is kept.")  # fmt: skip
+@click.option("--limit", type=click.IntRange(1), default=None)
+@click.option(
+    "--sandbox", type=click.Choice(["auto", "docker", "local"]), default="docker", show_default=True
+)
+@click.option("--results", type=click.Path(path_type=Path), default=None,
+              help="Where the teacher's eval JSONL goes (resumable) [default: OUTPUT.teacher.jsonl].")  # fmt: skip
+def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | None, sandbox: str,
+                results: Path | None) -> None:  # fmt: skip
+    """(d) The teacher solves the HumanEval DEV split; solutions that pass the hidden tests are kept."""
+    from agent.config import build_agent, resolve_config
+    from finetune.data import harvest_traces, write_examples
+    from finetune.evaluate import run_eval, select_problems
+
+    results = results or output.with_suffix(".teacher.jsonl")
+    config = resolve_config(
+        {"model": teacher, "max_attempts": attempts, "retrieval": False, "sandbox": sandbox}
+    )
+    problems = select_problems("dev", limit)  # never the test split
+    with build_agent(config) as agent:
+        summary = run_eval(agent, problems, results,
+                           on_result=lambda r: click.echo(f"[{r['id']}] {'PASSED' if r.get('passed') else 'failed'}"))  # fmt: skip
+    click.echo(f"teacher: {summary.passed} passed, {summary.failed} failed ({summary.skipped} resumed)")
+    _report(write_examples(harvest_traces([results]), output), output)
+
+
+@data_group.command("humaneval-dev")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--sandbox", type=click.Choice(["auto", "docker", "local"]), default="docker", show_default=True
+)
+def humaneval_dev_cmd(output: Path, sandbox: str) -> None:
+    """HumanEval DEV-split reference solutions that pass their tests in the sandbox (never the test split)."""
+    from finetune.data import verified_dev_references, write_examples
+    from sandbox import open_sandbox
+
+    with open_sandbox(sandbox) as box:
+        _report(write_examples(verified_dev_references(box), output), output)
+
+
+@eval_group.command("rescore")
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--sandbox", type=click.Choice(["auto", "docker", "local"]), default="docker", show_default=True
+)
+def rescore_cmd(results: Path, sandbox: str) -> None:
+    """Re-run the hidden tests on the code already in RESULTS (after a scoring fix); no model needed."""
+    from finetune.evaluate import rescore
+    from sandbox import open_sandbox
+
+    with open_sandbox(sandbox) as box:
+        changed = rescore(results, box)
+    click.echo(f"{results}: {changed} final verdict(s) changed")
+
+
+@eval_group.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+def compare_cmd(runs: tuple[str, ...]) -> None:
+    """Side-by-side table of eval results on their common tasks; RUNS are NAME=results.jsonl."""
+    from finetune.report import compare
+
+    pairs = {}
+    for item in runs:
+        name, _, path = item.partition("=")
+        if not path:
+            raise click.UsageError(f"{item!r}: write NAME=path/to/results.jsonl")
+        pairs[name] = Path(path)
+    click.echo(compare(pairs))

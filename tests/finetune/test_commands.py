@@ -1,0 +1,96 @@
+"""The click commands: `eval humaneval` (agent replaced by a scripted one), `eval report`, data commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from agent.commands import finetune_cmd
+from agent.commands.finetune_cmd import eval_group, finetune_group
+from agent.loop import CodeAgent
+from tests.fakes import fenced, scripted
+
+GOOD_2 = "def truncate_number(number: float) -> float:\n    return number % 1.0\n"
+
+
+class _KeepOpen:
+    """Wraps the shared trusted sandbox so the command's `with agent:` does not close it."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, "unsafe-local"
+
+    def run_tests(self, *args, **kwargs):
+        return self.inner.run_tests(*args, **kwargs)
+
+    def run(self, *args, **kwargs):
+        return self.inner.run(*args, **kwargs)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_agent(monkeypatch, trusted_sandbox):
+    seen: dict = {}
+
+    def build(config, *, workers, samples, temperature, quantize="auto"):
+        seen.update(config=config, workers=workers, samples=samples)
+        model = scripted([("truncate_number", fenced(GOOD_2)), ("", fenced("def nope():\n    return 0\n"))])
+        return CodeAgent(model, _KeepOpen(trusted_sandbox), max_attempts=config.max_attempts)
+
+    monkeypatch.setattr(finetune_cmd, "build_eval_agent", build)
+    return seen
+
+
+def test_eval_humaneval_writes_results_and_report(tmp_path: Path, fake_agent):
+    out, report = tmp_path / "r.jsonl", tmp_path / "report.md"
+    args = ["humaneval", "--split", "dev", "--limit", "3", "--no-repair", "--no-retrieval",
+            "-o", str(out), "--report", str(report)]  # fmt: skip
+    result = CliRunner().invoke(eval_group, args)
+    assert result.exit_code == 0, result.output
+    assert fake_agent["config"].max_attempts == 1 and fake_agent["config"].retrieval is False
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["task_id"]: r["passed"] for r in records} == {
+        "HumanEval/0": False, "HumanEval/1": False, "HumanEval/2": True}  # fmt: skip
+    assert "| pass@1 | 33.3% (1/3) |" in report.read_text()
+    assert report.with_suffix(".png").is_file()
+    again = CliRunner().invoke(eval_group, args)  # resumes: nothing re-run
+    assert "resuming: 3 record(s)" in again.output
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_eval_report_command(tmp_path: Path, fake_agent):
+    out = tmp_path / "r.jsonl"
+    CliRunner().invoke(eval_group, ["humaneval", "--limit", "3", "--attempts", "2", "-o", str(out)])
+    result = CliRunner().invoke(eval_group, ["report", str(out), "--report", str(tmp_path / "x.md")])
+    assert result.exit_code == 0, result.output
+    assert "pass@1 33.3% over 3 task(s)" in result.output
+
+
+def test_data_commands(tmp_path: Path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "Add.", "completion": "def add(a, b):\n    return a + b"}) + "\n"
+                     + json.dumps({"prompt": "Bad."}) + "\n")  # fmt: skip
+    result = CliRunner().invoke(
+        finetune_group, ["data", "pairs", str(pairs), "-o", str(tmp_path / "a.jsonl")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 written; skipped: invalid: 1" in result.output
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "m.py").write_text('def twice(x):\n    """Return the value doubled, for any number or sequence."""\n'
+                              "    y = x\n    y = y + x\n    return y\n")  # fmt: skip
+    result = CliRunner().invoke(finetune_group, ["data", "mine", str(src), "-o", str(tmp_path / "b.jsonl")])
+    assert "1 written" in result.output, result.output
+
+
+def test_eval_compare_uses_common_tasks(tmp_path: Path, fake_agent):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    CliRunner().invoke(eval_group, ["humaneval", "--limit", "3", "--no-repair", "-o", str(a)])
+    CliRunner().invoke(eval_group, ["humaneval", "--limit", "2", "-o", str(b)])
+    result = CliRunner().invoke(eval_group, ["compare", f"single={a}", f"loop={b}"])
+    assert result.exit_code == 0, result.output
+    assert "| single | 2 | 0/2 = 0.0% |" in result.output

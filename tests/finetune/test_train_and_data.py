@@ -1,0 +1,158 @@
+"""LoRA training on a tiny random model (a real peft run, a few steps) and the data sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune.data import harvest_traces, mine_docstring_pairs, normalise_pairs, write_examples
+from finetune.humaneval import load_problems
+from finetune.sft_data import IGNORE_INDEX, DataError, Example, encode, read_examples
+
+MINED_SOURCE = '''
+def clamp(value, low, high):
+    """Return value limited to the closed range [low, high] (low must not exceed high)."""
+    if low > high:
+        raise ValueError("low > high")
+    return max(low, min(high, value))
+
+
+def _private(x):
+    """A private helper that is long enough to be mined but starts with an underscore."""
+    y = x + 1
+    z = y * 2
+    return z
+
+
+def stub(x):
+    """This docstring is long enough but the body is too short to teach anything."""
+    return x
+'''
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from chains.llm import make_tiny_random_model
+
+    return make_tiny_random_model(tmp_path_factory.mktemp("tiny"))
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_user_pairs_are_validated_and_normalised(tmp_path: Path):
+    src = _write(tmp_path / "in.jsonl", [
+        {"prompt": "Add two numbers.", "completion": "```python\ndef add(a, b):\n    return a + b\n```"},
+        {"messages": [{"role": "user", "content": "Negate x."},
+                      {"role": "assistant", "content": "def neg(x):\n    return -x"}]},
+        {"instruction": "Broken.", "response": "def f(:\n"},
+        {"instruction": "No answer."},
+    ])  # fmt: skip
+    items = list(normalise_pairs(src))
+    rows = [i for i in items if isinstance(i, dict)]
+    errors = [i for i in items if isinstance(i, DataError)]
+    assert [r["instruction"] for r in rows] == ["Add two numbers.", "Negate x."]
+    assert rows[0]["response"] == "def add(a, b):\n    return a + b\n"  # fence removed
+    assert len(errors) == 2 and "not valid Python" in str(errors[0]) and ":4:" in str(errors[1])
+
+
+def test_miner_filters_and_writer_dedupes(tmp_path: Path):
+    module = tmp_path / "pkg" / "mod.py"
+    module.parent.mkdir()
+    module.write_text(MINED_SOURCE)
+    (tmp_path / "pkg" / "copy.py").write_text(MINED_SOURCE)  # the same function twice: one kept
+    rows = list(mine_docstring_pairs([tmp_path / "pkg"]))
+    assert {r["response"].split("(")[0] for r in rows} == {"def clamp"}
+    assert rows[0]["instruction"].startswith("Write a Python function `clamp(value, low, high)`")
+    stats = write_examples(rows, tmp_path / "mined.jsonl")
+    assert stats.written == 1 and stats.skipped == {"duplicate": 1}
+
+
+def test_writer_drops_anything_from_the_test_split(tmp_path: Path):
+    test_problem = load_problems("test")[0]
+    dev_problem = load_problems("dev")[0]
+    rows = [
+        {"instruction": test_problem.prompt, "response": test_problem.canonical_code, "task_id": "x"},
+        {"instruction": "anything", "response": "def f():\n    return 1\n", "task_id": test_problem.task_id},
+        {
+            "instruction": dev_problem.prompt,
+            "response": dev_problem.canonical_code,
+            "task_id": dev_problem.task_id,
+        },
+    ]
+    stats = write_examples(rows, tmp_path / "out.jsonl")
+    assert stats.written == 1 and stats.skipped == {"HumanEval test split": 2}
+
+
+def test_traces_keep_only_verified_code(tmp_path: Path):
+    results = _write(tmp_path / "results.jsonl", [
+        {"id": "a", "instruction": "do a", "code": "def a():\n    return 1\n", "passed": True, "check": "tests",
+         "attempts": [{"code": "def a(): return 0", "feedback": "AssertionError: 0 != 1"}, {"code": "..."}]},
+        {"id": "b", "instruction": "do b", "code": "print(1)", "passed": True, "check": "runs", "attempts": [{}]},
+        {"id": "c", "instruction": "do c", "code": "x", "passed": False, "check": "tests", "attempts": [{}]},
+        {"id": "HumanEval/90", "task_id": "HumanEval/90", "instruction": "t", "code": "def t():\n    pass\n",
+         "passed": True, "visible_passed": True, "attempts": [{}]},
+    ])  # fmt: skip
+    rows = list(harvest_traces([results], repairs=True))
+    assert [r["source"].split(":")[-1] for r in rows] == ["repaired", "repair-pair", "first-try"]
+    assert "AssertionError" in rows[1]["instruction"]
+    stats = write_examples(rows, tmp_path / "traces.jsonl")
+    assert stats.written == 1  # the repair pair has the same code as its trace; HumanEval/90 is test split
+    assert stats.skipped == {"duplicate": 1, "HumanEval test split": 1}
+
+
+def test_encode_masks_the_prompt(tiny_model: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    item = encode(Example("Write add(a, b).", "def add(a, b):\n    return a + b"), tokenizer, 512)
+    assert item is not None
+    labelled = [t for t, lab in zip(item["input_ids"], item["labels"], strict=True) if lab != IGNORE_INDEX]
+    assert "return a + b" in tokenizer.decode(labelled)
+    assert "Write add" not in tokenizer.decode(labelled)
+    assert item["labels"][0] == IGNORE_INDEX
+    assert encode(Example("x " * 600, "y"), tokenizer, 64) is None  # prompt alone too long
+
+
+def test_tiny_lora_run_resumes_and_loads(tmp_path: Path, tiny_model: Path):
+    from chains.llm import load_chat_model
+    from finetune.train import main
+
+    data = _write(tmp_path / "train.jsonl", [
+        {"instruction": f"Return {i} plus one.", "response": f"def f():\n    return {i + 1}\n"} for i in range(6)
+    ])  # fmt: skip
+    out = tmp_path / "adapter"
+    args = ["--base", str(tiny_model), "--data", str(data), "--out", str(out), "--batch-size", "2",
+            "--grad-accum", "1", "--max-len", "256", "--lora-r", "4", "--save-every", "2", "--device", "cpu"]  # fmt: skip
+    main([*args, "--max-steps", "2", "--no-merge"])
+    assert (out / "adapter_config.json").is_file()
+    main([*args, "--max-steps", "4", "--merge"])  # resumes from the step-2 checkpoint
+    record = json.loads((out / "train_config.json").read_text())
+    assert record["steps"] == 4 and record["examples"] == 6
+    assert record["data"][0]["sha256"] and record["config"]["lora_r"] == 4
+    assert (out / "merged" / "config.json").is_file()
+    chat = load_chat_model(str(tiny_model), adapter=str(out), max_new_tokens=5, quantize="none")
+    reply = chat.invoke("hi")
+    assert reply.usage_metadata["output_tokens"] >= 1
+    # the merged folder is a standalone model
+    merged = load_chat_model(str(out / "merged"), max_new_tokens=5, quantize="none")
+    assert merged.invoke("hi").usage_metadata["input_tokens"] > 0
+
+
+def test_read_examples_rejects_bad_lines(tmp_path: Path):
+    bad = _write(tmp_path / "bad.jsonl", [{"instruction": "x"}])
+    with pytest.raises(DataError, match=r"bad\.jsonl:1"):
+        read_examples(bad)
+
+
+def test_dev_references_are_verified_and_dev_only(trusted_sandbox):
+    from finetune.data import verified_dev_references
+
+    rows = list(verified_dev_references(trusted_sandbox))
+    assert len(rows) == 82  # every dev reference passes its own tests
+    assert all(r["task_id"] in {p.task_id for p in load_problems("dev")} for r in rows)
+    assert rows[0]["instruction"].startswith("Complete this Python function")
