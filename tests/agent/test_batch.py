@@ -56,3 +56,26 @@ def test_rerun_resumes_without_duplicates(tmp_path: Path, trusted_sandbox) -> No
     ids = [r["id"] for r in records(out)]
     assert len(ids) == len(set(ids)) == 5
     assert done_ids(out) == set(ids)
+
+
+def test_ctrl_c_keeps_finished_lines_and_a_rerun_resumes(tmp_path: Path, trusted_sandbox) -> None:
+    """Ctrl-C mid-run: what finished is on disk, whole; the rerun does only what is left."""
+    from tests.fakes import ScriptedChatModel
+
+    class InterruptedOnce(ScriptedChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            if len(self.prompts) == 1 and not getattr(self, "_fired", False):
+                object.__setattr__(self, "_fired", True)
+                raise KeyboardInterrupt
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
+    prompts.write_text("".join(
+        json.dumps({"id": f"t{i}", "instruction": "Write one().", "tests": "assert one() == 1"}) + "\n" for i in range(4)
+    ))  # fmt: skip
+    model = InterruptedOnce(rules=[("", GOOD)])
+    first = run_batch(CodeAgent(model, trusted_sandbox), read_jsonl_tasks(prompts), out)
+    assert first.interrupted and [r["id"] for r in records(out)] == ["t0"]
+    second = run_batch(CodeAgent(model, trusted_sandbox), read_jsonl_tasks(prompts), out)
+    assert not second.interrupted and second.skipped == 1 and second.passed == 3
+    assert sorted(r["id"] for r in records(out)) == ["t0", "t1", "t2", "t3"]
