@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -115,11 +116,18 @@ def resolve_config(flags: dict[str, Any] | None = None) -> AgentConfig:
     return config
 
 
-def build_agent(config: AgentConfig, *, workers: int = 1) -> CodeAgent:
+def build_agent(
+    config: AgentConfig,
+    *,
+    workers: int = 1,
+    quantize: str = "auto",
+    models: Callable[[Any], tuple[Any, Any]] | None = None,
+) -> CodeAgent:
     """Open the sandbox first (fails fast), then the retriever and the model (slow).
 
     With ``workers > 1`` (batch runs) the sandbox keeps that many warm servers and the model is
-    wrapped so that concurrent generations share one batched call.
+    wrapped so that concurrent generations share one batched call. ``models(chat)`` may replace
+    the (generate, repair) pair built from the loaded chat model (evaluation samples with it).
     """
     from agent.loop import CodeAgent
     from chains.llm import load_chat_model, repair_model
@@ -132,15 +140,18 @@ def build_agent(config: AgentConfig, *, workers: int = 1) -> CodeAgent:
             from chains.retriever import open_retriever
 
             retriever = open_retriever(config.index_path, k=config.k)
-        model: Any = load_chat_model(
-            config.model, adapter=config.adapter, max_new_tokens=config.max_new_tokens
-        )
-        repair: Any = repair_model(model)  # prompt-lookup decoding: a repair copies the code it was shown
-        if workers > 1:
-            from agent.microbatch import MicroBatchingChatModel
+        chat: Any = load_chat_model(
+            config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
+        )  # type: ignore[arg-type]
+        if models is not None:
+            model, repair = models(chat)
+        else:  # prompt-lookup decoding for repairs: a repair copies the code it was shown
+            model, repair = chat, repair_model(chat)
+            if workers > 1:
+                from agent.microbatch import MicroBatchingChatModel
 
-            model = MicroBatchingChatModel(inner=model, max_batch=workers)
-            repair = MicroBatchingChatModel(inner=repair, max_batch=workers)
+                model = MicroBatchingChatModel(inner=model, max_batch=workers)
+                repair = MicroBatchingChatModel(inner=repair, max_batch=workers)
     except BaseException:
         sandbox.close()
         raise

@@ -135,35 +135,15 @@ def build_eval_agent(config: Any, *, workers: int, samples: int, temperature: fl
                      quantize: str = "auto") -> Any:  # fmt: skip
     """The agent under evaluation, as ``agent.config.build_agent`` builds it, plus two knobs:
     ``quantize`` (int8 ruins a 135M model's output; fp32 is as fast there) and sampling for pass@k."""
-    from agent.loop import CodeAgent
-    from chains.llm import load_chat_model, repair_model
-    from finetune.sampling import sampling_model
-    from sandbox import open_sandbox
+    from agent.config import build_agent
 
-    sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
-    try:
-        retriever = None
-        if config.retrieval:
-            from chains.retriever import open_retriever
+    def sampled(chat: Any) -> tuple[Any, Any]:
+        from finetune.sampling import sampling_model
 
-            retriever = open_retriever(config.index_path, k=config.k)
-        chat: Any = load_chat_model(config.model, adapter=config.adapter, quantize=quantize,  # type: ignore[arg-type]
-                                    max_new_tokens=config.max_new_tokens)  # fmt: skip
-        if samples > 1:
-            model: Any = sampling_model(chat, temperature=temperature, max_new_tokens=config.max_new_tokens)
-            repair: Any = model
-        else:
-            model, repair = chat, repair_model(chat)  # prompt-lookup decoding for repairs, as the agent does
-            if workers > 1:
-                from agent.microbatch import MicroBatchingChatModel
+        model = sampling_model(chat, temperature=temperature, max_new_tokens=config.max_new_tokens)
+        return model, model
 
-                model = MicroBatchingChatModel(inner=model, max_batch=workers)
-                repair = MicroBatchingChatModel(inner=repair, max_batch=workers)
-    except BaseException:
-        sandbox.close()
-        raise
-    return CodeAgent(model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
-                     timeout=config.timeout)  # fmt: skip
+    return build_agent(config, workers=workers, quantize=quantize, models=sampled if samples > 1 else None)
 
 
 @eval_group.command("report")
