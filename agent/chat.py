@@ -112,7 +112,11 @@ class ChatCommands:
             self.console.print(f"model: {getattr(self.agent.model, 'model_id', type(self.agent.model).__name__)}",
                                highlight=False)  # fmt: skip
             return
-        self.console.print(self.switch_model(arg), highlight=False)
+        try:
+            self.console.print(self.switch_model(arg), highlight=False)
+        except Exception as exc:  # a bad name must not end the session
+            hint = getattr(exc, "hint", "")
+            self.console.print(f"[red]error:[/red] {exc}" + (f" ({hint})" if hint else ""), highlight=False)
 
     def do_index(self, arg: str) -> None:
         if not arg or self.index_paths is None:

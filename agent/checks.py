@@ -13,7 +13,9 @@ import textwrap
 _ASSERT_LINE_RE = re.compile(r"^\s*(assert\s.+)$", re.M)
 # An example on a line of its own: `f(2) == 4`, `f(2) ➞ 4`, `f(2) => 4`, `f(2) ==> 4`, `f(2) -> 4`.
 # Only when the left side is a call and the right side a Python literal (not prose or arithmetic).
-_ARROW_EXAMPLE_RE = re.compile(r"^\s*(?:[-*]\s+)?([A-Za-z_][\w.]*\(.*\))\s*(?:==>|==|=>|➞|->)\s*(.+?)\s*$", re.M)
+_ARROW_EXAMPLE_RE = re.compile(
+    r"^\s*(?:[-*]\s+)?([A-Za-z_][\w.]*\(.*\))\s*(?:==>|==|=>|➞|->)\s*(.+?)\s*$", re.M
+)
 _JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
 
 

@@ -195,8 +195,18 @@ def chat(**options: Any) -> None:
     from agent.config import build_agent
 
     read_line = _line_reader()
-    with build_agent(_resolve(options)) as agent:
-        run_chat(agent, read_line, Console(), index_paths=_index_paths(options.get("index_path")))
+    config = _resolve(options)
+    with build_agent(config) as agent:
+
+        def switch_model(spec: str) -> str:
+            from chains.llm import load_chat_model, repair_model
+
+            chat = load_chat_model(spec, adapter=None, max_new_tokens=config.max_new_tokens)
+            agent.set_model(chat, repair_model(chat))
+            return f"model: {spec}"
+
+        run_chat(agent, read_line, Console(), switch_model=switch_model,
+                 index_paths=_index_paths(config.index_path))  # fmt: skip
 
 
 def _line_reader() -> Any:

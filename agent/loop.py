@@ -65,11 +65,15 @@ class CodeAgent(Runnable[Any, AgentResult]):
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        self.model = model
         self.sandbox = sandbox
         self.retriever = retriever
         self.max_attempts = max_attempts
         self.timeout = timeout
+        self.set_model(model, repair_model)
+
+    def set_model(self, model: Runnable, repair_model: Runnable | None = None) -> None:
+        """Switch the chat model (and the one used for repairs) for the next instructions."""
+        self.model = model
         self._codegen = codegen_chain(model)
         self._repair = repair_chain(repair_model or model)
 

@@ -73,3 +73,21 @@ def test_failing_repair_is_shown_as_it_happens(trusted_sandbox) -> None:
         < text.index("attempt 2 (repair)")
     )
     assert "PASSED" in text
+
+
+def test_model_switch_takes_effect_and_a_bad_name_keeps_the_session(trusted_sandbox) -> None:
+    first, second = scripted([("", fenced(V1))]), scripted([("", fenced(V2))])
+    agent = CodeAgent(first, trusted_sandbox)
+
+    def switch_model(spec: str) -> str:
+        if spec != "second":
+            raise ValueError(f"unknown model {spec!r}")
+        agent.set_model(second)
+        return f"model: {spec}"
+
+    out = io.StringIO()
+    state = run_chat(agent, feed(["/model nope", "/model second", "Write absval(x)."]),
+                     Console(file=out, width=100, color_system=None), switch_model=switch_model)  # fmt: skip
+    text = out.getvalue()
+    assert "error: unknown model 'nope'" in text and "model: second" in text
+    assert state.code == V2 and not first.prompts
