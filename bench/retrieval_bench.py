@@ -12,6 +12,7 @@ texts repeated with variations, random unit vectors), with and without the query
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -30,9 +31,27 @@ TARGET_RECALL_AT_5 = 0.85
 TARGET_P50_MS = 20.0
 
 
+HALVES = ("tuning", "held-out")
+
+
+def question_half(question: str) -> str:
+    """The fixed split: tuning when the first byte of the question's SHA-256 is even, else held-out.
+
+    Tune on the tuning half only (``--show-misses`` prints only its misses); the held-out half is
+    the one reported against the target. New questions fall into a half by the same rule.
+    """
+    return HALVES[hashlib.sha256(question.encode()).digest()[0] % 2]
+
+
+def load_questions(path: Path = QUESTIONS) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 @dataclass
 class Quality:
     mode: str
+    half: str
+    count: int
     recall_at_1: float
     recall_at_5: float
     mrr_at_10: float
@@ -43,24 +62,44 @@ def _answers(symbol: str, answers: list[str]) -> bool:
     return any(symbol == a or symbol.startswith(a + ".") for a in answers)
 
 
-def evaluate(index_path: Path, embeddings: Embeddings, questions: list[dict]) -> list[Quality]:
+def evaluate(
+    index_path: Path,
+    embeddings: Embeddings,
+    questions: list[dict],
+    modes: tuple[str, ...] = MODES,
+    **retriever_settings: object,
+) -> list[Quality]:
+    """Quality per mode and per half (``all`` too); misses are recorded for the tuning half only."""
     from chains.retriever import open_retriever
 
     results = []
-    for mode in MODES:
+    for mode in modes:
         retriever = open_retriever(index_path, k=10, mode=mode, embeddings=embeddings)  # type: ignore[arg-type]
-        hits_1 = hits_5 = 0
-        reciprocal_ranks, misses = [], []
+        for name, value in retriever_settings.items():
+            setattr(retriever, name, value)
+        ranks: dict[str, list[int | None]] = {half: [] for half in HALVES}
+        misses = []
         for item in questions:
             symbols = [d.metadata["symbol"] for d in retriever.invoke(item["question"])]
             rank = next((i + 1 for i, s in enumerate(symbols) if _answers(s, item["answers"])), None)
-            hits_1 += rank == 1
-            hits_5 += rank is not None and rank <= 5
-            reciprocal_ranks.append(1.0 / rank if rank else 0.0)
-            if not rank or rank > 5:
-                misses.append(f"{item['question']!r}: wanted {item['answers'][0]}, got {symbols[:3]}")
-        n = len(questions)
-        results.append(Quality(mode, hits_1 / n, hits_5 / n, sum(reciprocal_ranks) / n, misses))
+            half = question_half(item["question"])
+            ranks[half].append(rank)
+            if half == "tuning" and (not rank or rank > 5):
+                misses.append(f"{item['question']!r}: wanted {item['answers'][0]}, got {symbols[:5]}")
+        ranks["all"] = ranks["tuning"] + ranks["held-out"]
+        for half, half_ranks in ranks.items():
+            n = max(len(half_ranks), 1)
+            results.append(
+                Quality(
+                    mode,
+                    half,
+                    len(half_ranks),
+                    sum(r == 1 for r in half_ranks) / n,
+                    sum(r is not None and r <= 5 for r in half_ranks) / n,
+                    sum(1.0 / r for r in half_ranks if r) / n,
+                    misses if half == "tuning" else [],
+                )
+            )
     return results
 
 
@@ -86,7 +125,7 @@ class _CachedQueryEmbeddings(Embeddings):
 
 
 def latency(
-    source_index: Path, embeddings: Embeddings, questions: list[dict], n_chunks: int
+    source_index: Path, embeddings: Embeddings, questions: list[dict], n_chunks: int, repeats: int = 3
 ) -> dict[str, dict]:
     """Per-query latency on an index of ``n_chunks`` synthetic chunks, by mode."""
     import numpy as np
@@ -129,10 +168,11 @@ def latency(
     lexical = _lexical_index(collection, workdir, "ragcoder")
     report["chunks"]["bm25_build_s"] = round(time.perf_counter() - started, 2)
     timings = []
-    for query in queries:
-        t0 = time.perf_counter()
-        lexical.bm25.search(query, 30)
-        timings.append((time.perf_counter() - t0) * 1000)
+    for _ in range(repeats):
+        for query in queries:
+            t0 = time.perf_counter()
+            lexical.bm25.search(query, 30)
+            timings.append((time.perf_counter() - t0) * 1000)
     report["bm25 scoring only"] = {"p50_ms": _percentile(timings, 0.5), "p95_ms": _percentile(timings, 0.95)}
     for label, embedder in (
         ("search (query vector cached)", cached),
@@ -146,15 +186,48 @@ def latency(
                 for query in queries:
                     cached.embed_query(query)
             timings = []
-            for query in queries:
-                t0 = time.perf_counter()
-                retriever.invoke(query)
-                timings.append((time.perf_counter() - t0) * 1000)
+            for _ in range(repeats):
+                for query in queries:
+                    t0 = time.perf_counter()
+                    retriever.invoke(query)
+                    timings.append((time.perf_counter() - t0) * 1000)
             report[f"{mode}: {label}"] = {
                 "p50_ms": _percentile(timings, 0.5),
                 "p95_ms": _percentile(timings, 0.95),
             }
     return report
+
+
+def _print_quality(quality: list[Quality], show_misses: bool) -> bool:
+    """The table per half, the ratios and the target verdict on the held-out half; True when met."""
+    print(f"{'mode':<8} {'half':<9} {'n':>4} {'recall@1':>9} {'recall@5':>9} {'MRR@10':>8}")
+    for q in quality:
+        print(
+            f"{q.mode:<8} {q.half:<9} {q.count:>4} {q.recall_at_1:>9.3f} {q.recall_at_5:>9.3f} {q.mrr_at_10:>8.3f}"
+        )
+    held_out = {q.mode: q for q in quality if q.half == "held-out"}
+    hybrid = held_out["hybrid"]
+    for other in ("vector", "bm25"):
+        recall = hybrid.recall_at_5 / max(held_out[other].recall_at_5, 1e-9)
+        mrr = hybrid.mrr_at_10 / max(held_out[other].mrr_at_10, 1e-9)
+        print(f"held-out hybrid / {other}: recall@5 {recall:.2f}x, MRR {mrr:.2f}x")
+    beats = all(hybrid.recall_at_5 > held_out[m].recall_at_5 for m in ("vector", "bm25"))
+    met = hybrid.recall_at_5 >= TARGET_RECALL_AT_5 and beats
+    print(
+        f"target (held-out) hybrid recall@5 >= {TARGET_RECALL_AT_5} and above both: {'MET' if met else 'NOT MET'}"
+    )
+    if show_misses:
+        for q in quality:
+            if q.half == "tuning":
+                print(f"\n{q.mode} tuning-half misses@5 ({len(q.misses_at_5)}):")
+                for miss in q.misses_at_5:
+                    print(f"  {miss}")
+    return met
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def main() -> None:
@@ -163,53 +236,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--index-path", type=Path, default=data_dir() / "bench-stdlib-index")
+    parser.add_argument("--index-path", type=Path, default=None,
+                        help="default: <data dir>/bench-stdlib-index (-rest with --rest)")  # fmt: skip
+    parser.add_argument("--rest", action="store_true",
+                        help="add Debian's python3.11-doc reST pages when installed (off by default: "
+                        "worse on the tuning half, see chains/stdlib_corpus.py)")  # fmt: skip
     parser.add_argument("--latency-chunks", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3, help="latency passes over the questions")
     parser.add_argument("--skip-latency", action="store_true")
-    parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--show-misses", action="store_true", help="misses of the TUNING half only")
     args = parser.parse_args()
 
     from chains.embeddings import load_embeddings
     from chains.indexing import index_stdlib
+    from chains.stdlib_corpus import corpus_description
 
-    questions = [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+    include_rest = args.rest
+    index_path = args.index_path or data_dir() / (
+        "bench-stdlib-index-rest" if include_rest else "bench-stdlib-index"
+    )
+    questions = load_questions()
     embeddings = load_embeddings()
-    stats = index_stdlib(index_path=args.index_path, embeddings=embeddings, progress=True)
+    stats = index_stdlib(
+        index_path=index_path, embeddings=embeddings, progress=True, include_rest=include_rest
+    )
     print(f"index: {stats.summary()}")
-    quality = evaluate(args.index_path, embeddings, questions)
-    print(f"\nRetrieval quality on {len(questions)} labelled stdlib questions (k=10 retrieved)")
-    print(f"{'mode':<8} {'recall@1':>9} {'recall@5':>9} {'MRR@10':>8}")
-    for q in quality:
-        print(f"{q.mode:<8} {q.recall_at_1:>9.3f} {q.recall_at_5:>9.3f} {q.mrr_at_10:>8.3f}")
-    by_mode = {q.mode: q for q in quality}
-    hybrid = by_mode["hybrid"]
-    for other in ("vector", "bm25"):
-        ratio = hybrid.recall_at_5 / max(by_mode[other].recall_at_5, 1e-9)
-        print(
-            f"hybrid / {other} recall@5 = {ratio:.2f}x; MRR {hybrid.mrr_at_10 / max(by_mode[other].mrr_at_10, 1e-9):.2f}x"
-        )
-    beats = all(hybrid.recall_at_5 > by_mode[m].recall_at_5 for m in ("vector", "bm25"))
-    print(f"target hybrid recall@5 >= {TARGET_RECALL_AT_5} and above both: "
-          f"{'MET' if hybrid.recall_at_5 >= TARGET_RECALL_AT_5 and beats else 'NOT MET'}")  # fmt: skip
-    if args.show_misses:
-        for q in quality:
-            print(f"\n{q.mode} misses@5 ({len(q.misses_at_5)}):")
-            for miss in q.misses_at_5:
-                print(f"  {miss}")
+    print(f"corpus: {corpus_description(include_rest)}")
+    halves = {h: sum(question_half(q["question"]) == h for q in questions) for h in HALVES}
+    print(f"\nRetrieval quality on {len(questions)} labelled stdlib questions "
+          f"({halves['tuning']} tuning, {halves['held-out']} held-out; k=10 retrieved)")  # fmt: skip
+    _print_quality(evaluate(index_path, embeddings, questions), args.show_misses)
     if args.skip_latency:
         return
-    report = latency(args.index_path, embeddings, questions, args.latency_chunks)
-    print(
-        f"\nQuery latency on {report['chunks']['count']} chunks (BM25 index built in {report['chunks']['bm25_build_s']} s)"
-    )
+    print(f"\nlatency measured under {_load()}")
+    report = latency(index_path, embeddings, questions, args.latency_chunks, args.repeats)
+    print(f"Query latency on {report['chunks']['count']} chunks (BM25 index built in "
+          f"{report['chunks']['bm25_build_s']} s), {args.repeats} passes x {len(questions)} queries")  # fmt: skip
     print(f"{'what':<44} {'p50 ms':>8} {'p95 ms':>8}")
     for name, row in report.items():
         if name != "chunks":
             print(f"{name:<44} {row['p50_ms']:>8.2f} {row['p95_ms']:>8.2f}")
+    print(f"after: {_load()}")
     hybrid_search = report["hybrid: search (query vector cached)"]["p50_ms"]
-    print(
-        f"target hybrid p50 <= {TARGET_P50_MS} ms (search): {'MET' if hybrid_search <= TARGET_P50_MS else 'NOT MET'}"
-    )
+    hybrid_total = report["hybrid: end to end (embeds query)"]["p50_ms"]
+    print(f"target hybrid p50 <= {TARGET_P50_MS} ms: search {'MET' if hybrid_search <= TARGET_P50_MS else 'NOT MET'}"
+          f" ({hybrid_search:.1f} ms); with query embedding {'MET' if hybrid_total <= TARGET_P50_MS else 'NOT MET'}"
+          f" ({hybrid_total:.1f} ms)")  # fmt: skip
 
 
 if __name__ == "__main__":

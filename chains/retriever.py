@@ -1,13 +1,11 @@
-"""The retriever over the persistent Chroma index: vector, BM25 or hybrid (reciprocal rank fusion),
-with an MMR option, ``k`` and a score threshold. An empty or missing index returns no documents.
+"""The retriever over the persistent Chroma index: vector, BM25 or hybrid (score fusion, then
+exact-name boosts and one chunk per API symbol), with an MMR option, ``k`` and a score threshold.
+An empty or missing index returns no documents.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import threading
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,161 +23,22 @@ from chains.indexing import (
     open_collection,
     resolve_index_path,
 )
+from chains.retrieval_fusion import (
+    Candidate,
+    collapse_duplicates,
+    convex_fusion,
+    name_match_boost,
+    reciprocal_rank_fusion,
+)
+from chains.retrieval_lexical import BM25Index, tokenize
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
 RetrievalMode = Literal["hybrid", "vector", "bm25"]
-
-# -- BM25 -----------------------------------------------------------------------------------------
-
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "get",
-        "how",
-        "i",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "of",
-        "on",
-        "or",
-        "so",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "this",
-        "to",
-        "use",
-        "using",
-        "was",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-        "want",
-        "need",
-        "way",
-        "python",
-        "should",
-        "would",
-        "could",
-        "some",
-        "any",
-        "all",
-        "also",
-        "just",
-        "than",
-    ]
-)
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+")
-_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
-
-
-def _stem(word: str) -> str:
-    """A deliberately light suffix stripper (parse/parses/parsed/parsing -> pars)."""
-    if len(word) > 4 and word.endswith("ies"):
-        word = word[:-3] + "y"
-    elif len(word) > 4 and word.endswith("sses"):
-        word = word[:-2]
-    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        word = word[:-1]
-    if len(word) > 5 and word.endswith("ing"):
-        word = word[:-3]
-    elif len(word) > 4 and word.endswith("ed"):
-        word = word[:-2]
-    if len(word) > 3 and word.endswith("e"):
-        word = word[:-1]
-    return word
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased, stemmed words without stop words; identifiers also yield their snake/camel parts."""
-    tokens: list[str] = []
-    for word in _WORD.findall(text):
-        lowered = word.lower()
-        if lowered not in _STOPWORDS:
-            tokens.append(_stem(lowered))
-        parts = _PARTS.findall(word)
-        if len(parts) > 1:
-            tokens.extend(_stem(p.lower()) for p in parts if p.lower() not in _STOPWORDS)
-    return tokens
-
-
-@dataclass
-class Posting:
-    doc_indexes: Any  # np.ndarray[int32]
-    weights: Any  # np.ndarray[float32]: the term's full BM25 contribution in each document
-
-
-class BM25Index:
-    """Okapi BM25 with precomputed per-posting weights: a query is a few vector additions."""
-
-    def __init__(self, texts: list[str], k1: float = 1.2, b: float = 0.75) -> None:
-        import numpy as np
-
-        self.size = len(texts)
-        token_lists = [tokenize(t) for t in texts]
-        lengths = np.array([len(t) for t in token_lists], dtype=np.float32)
-        average = float(lengths.mean()) if self.size else 1.0
-        by_term: dict[str, tuple[list[int], list[int]]] = {}
-        for doc_index, tokens in enumerate(token_lists):
-            for term, count in Counter(tokens).items():
-                docs, counts = by_term.setdefault(term, ([], []))
-                docs.append(doc_index)
-                counts.append(count)
-        self.postings: dict[str, Posting] = {}
-        for term, (docs, counts) in by_term.items():
-            doc_array = np.array(docs, dtype=np.int32)
-            tf = np.array(counts, dtype=np.float32)
-            idf = math.log(1.0 + (self.size - len(docs) + 0.5) / (len(docs) + 0.5))
-            norm = k1 * (1.0 - b + b * lengths[doc_array] / max(average, 1e-9))
-            self.postings[term] = Posting(doc_array, (idf * tf * (k1 + 1.0) / (tf + norm)).astype(np.float32))
-
-    def search(self, query: str, n: int) -> list[tuple[int, float]]:
-        """Up to ``n`` (document index, score) pairs with a positive score, best first."""
-        import numpy as np
-
-        terms = Counter(t for t in tokenize(query) if t in self.postings)
-        if not terms or n <= 0:
-            return []
-        scores = np.zeros(self.size, dtype=np.float32)
-        for term, count in terms.items():
-            posting = self.postings[term]
-            scores[posting.doc_indexes] += count * posting.weights
-        hits = np.flatnonzero(scores)
-        if len(hits) > n:
-            hits = hits[np.argpartition(-scores[hits], n - 1)[:n]]
-        ordered = hits[np.argsort(-scores[hits], kind="stable")]
-        return [(int(i), float(scores[i])) for i in ordered]
+FusionMethod = Literal["convex", "rrf"]
+_Candidate = Candidate  # the name used before the fusion code moved to chains.retrieval_fusion
+__all__ = ["BM25Index", "CodeDocRetriever", "open_retriever", "reciprocal_rank_fusion", "tokenize"]
 
 
 @dataclass
@@ -189,6 +48,27 @@ class _LexicalIndex:
     texts: list[str]
     metadatas: list[dict[str, Any]]
     bm25: BM25Index
+    vectors: Any = None
+    """The chunk vectors (np.ndarray, rows in ``ids`` order), loaded on first hybrid use."""
+    positions: dict[str, int] | None = None
+
+    def similarities(self, collection: Collection, query_vector: list[float], ids: list[str]) -> list[float]:
+        """Cosine of the (L2-normalised) query to chunks found by BM25 only, from vectors kept in memory."""
+        import numpy as np
+
+        if self.vectors is None:
+            got = collection.get(include=["embeddings"])
+            order = {id_: row for row, id_ in enumerate(got["ids"])}
+            matrix = np.asarray(got["embeddings"], dtype=np.float32)
+            self.vectors = matrix[[order[id_] for id_ in self.ids]] if len(self.ids) else matrix
+            norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+            self.vectors /= np.where(norms == 0, 1.0, norms)
+            self.positions = {id_: row for row, id_ in enumerate(self.ids)}
+        assert self.positions is not None
+        query = np.asarray(query_vector, dtype=np.float32)
+        query /= float(np.linalg.norm(query)) or 1.0
+        rows = [self.positions[id_] for id_ in ids]
+        return [float(v) for v in self.vectors[rows] @ query]
 
 
 _lexical_lock = threading.Lock()
@@ -235,19 +115,11 @@ def _open_collection_cached(index_path: Path, collection_name: str) -> tuple[Col
 # -- the retriever --------------------------------------------------------------------------------
 
 
-@dataclass
-class _Candidate:
-    id: str
-    text: str
-    metadata: dict[str, Any]
-    score: float
-    similarity: float | None = None
-
-
 class CodeDocRetriever(BaseRetriever):
     """Chunks of indexed code and docs for a query, from the persistent Chroma index.
 
-    ``mode="hybrid"`` fuses the BM25 and vector rankings with reciprocal rank fusion;
+    ``mode="hybrid"`` fuses the BM25 and vector scores (``fusion``), boosts chunks whose symbol the
+    query names like code, and keeps one chunk per API symbol (every mode does that);
     ``score_threshold`` drops chunks whose cosine similarity to the query is lower (in ``bm25``
     mode: whose BM25 score is lower). Each document's metadata holds ``source``, ``symbol``,
     ``start_line``/``end_line``, ``kind`` and the ranking ``score``.
@@ -260,7 +132,7 @@ class CodeDocRetriever(BaseRetriever):
     k: int = 4
     """How many documents to return."""
     mode: RetrievalMode = "hybrid"
-    """``hybrid`` (BM25 + vector, RRF), ``vector`` or ``bm25``."""
+    """``hybrid`` (BM25 + vector), ``vector`` or ``bm25``."""
     mmr: bool = False
     """Re-rank the candidates with maximal marginal relevance (diverse results)."""
     mmr_lambda: float = 0.5
@@ -269,11 +141,20 @@ class CodeDocRetriever(BaseRetriever):
     """Minimum cosine similarity (BM25 score in ``bm25`` mode); None keeps everything."""
     fetch_k: int = 30
     """Candidates taken from each ranking before fusion, MMR and the threshold."""
+    fusion: FusionMethod = "convex"
+    """How ``hybrid`` combines the rankings: ``convex`` (normalised scores, weighted) or ``rrf``."""
+    lexical_weight: float = 0.2
+    """``convex``: the BM25 share of the fused score (the normalised cosine has the rest); tuned on the
+    tuning half of bench/data/retrieval_questions.jsonl."""
     rrf_k: int = 20
-    """The RRF constant: score = sum of weight / (rrf_k + rank); small values favour each list's top."""
+    """``rrf``: score = sum of weight / (rrf_k + rank); small values favour each list's top."""
     bm25_weight: float = 0.5
-    """Weight of the BM25 ranking in the fusion (the vector ranking weighs 1): on natural-language
-    questions the vector ranking is the stronger one (bench/retrieval_bench.py), BM25 adds exact names."""
+    """``rrf``: weight of the BM25 ranking (the vector ranking weighs 1)."""
+    name_boost: float = 0.5
+    """Added (hybrid) to chunks whose symbol the query names like code (``json.loads``, ``groupby()``)."""
+    duplicate_weight: float = 0.1
+    """Every mode keeps one chunk per API symbol; in hybrid its score also gains this share of the
+    second chunk's score (pydoc and reST agreeing)."""
     collection_name: str = COLLECTION_NAME
     embeddings: Embeddings | None = Field(default=None, exclude=True)
     """The embedder the index was built with (default: ``load_embeddings()``, loaded on first use)."""
@@ -308,9 +189,9 @@ class CodeDocRetriever(BaseRetriever):
 
     def _rank(
         self, query: str, query_vector: list[float] | None, collection: Collection, path: Path, pool: int
-    ) -> list[_Candidate]:
-        vector_hits: list[_Candidate] = []
-        lexical_hits: list[_Candidate] = []
+    ) -> list[Candidate]:
+        vector_hits: list[Candidate] = []
+        lexical_hits: list[Candidate] = []
         if query_vector is not None:
             result = collection.query(
                 query_embeddings=[query_vector],
@@ -324,26 +205,44 @@ class CodeDocRetriever(BaseRetriever):
                 result["distances"][0],
                 strict=True,
             ):
-                vector_hits.append(_Candidate(id_, text, dict(metadata), 1.0 - distance, 1.0 - distance))
+                vector_hits.append(Candidate(id_, text, dict(metadata), 1.0 - distance, 1.0 - distance))
         if self.mode != "vector":
             lexical = _lexical_index(collection, path, self.collection_name)
             for index, score in lexical.bm25.search(query, pool):
                 lexical_hits.append(
-                    _Candidate(lexical.ids[index], lexical.texts[index], lexical.metadatas[index], score)
+                    Candidate(
+                        lexical.ids[index],
+                        lexical.texts[index],
+                        lexical.metadatas[index],
+                        score,
+                        lexical=score,
+                    )
                 )
         if self.mode == "vector":
-            return vector_hits
+            return collapse_duplicates(vector_hits, 0.0)
         if self.mode == "bm25":
-            return lexical_hits
-        return reciprocal_rank_fusion([vector_hits, lexical_hits], self.rrf_k, [1.0, self.bm25_weight])
+            return collapse_duplicates(lexical_hits, 0.0)
+        if self.fusion == "rrf":
+            fused = reciprocal_rank_fusion([vector_hits, lexical_hits], self.rrf_k, [1.0, self.bm25_weight])
+        else:
+            assert query_vector is not None
+            lexical = _lexical_index(collection, path, self.collection_name)
+            fused = convex_fusion(
+                vector_hits,
+                lexical_hits,
+                self.lexical_weight,
+                lambda ids: lexical.similarities(collection, query_vector, ids),
+            )
+        fused = name_match_boost(query, fused, self.name_boost)
+        return collapse_duplicates(fused, self.duplicate_weight)
 
     def _filter_and_diversify(
         self,
-        candidates: list[_Candidate],
+        candidates: list[Candidate],
         query_vector: list[float] | None,
         collection: Collection,
         wanted: int,
-    ) -> list[_Candidate]:
+    ) -> list[Candidate]:
         import numpy as np
 
         if self.mode == "bm25" and self.score_threshold is not None:  # on the BM25 score
@@ -366,23 +265,6 @@ class CodeDocRetriever(BaseRetriever):
             order = maximal_marginal_relevance(query, matrix, lambda_mult=self.mmr_lambda, k=wanted)
             candidates = [candidates[i] for i in order]
         return candidates
-
-
-def reciprocal_rank_fusion(
-    rankings: list[list[_Candidate]], rrf_k: int = 60, weights: list[float] | None = None
-) -> list[_Candidate]:
-    """Merge rankings: list i adds weights[i] / (rrf_k + rank) to its items (rank from 1); best first."""
-    fused: dict[str, _Candidate] = {}
-    for ranking, weight in zip(rankings, weights or [1.0] * len(rankings), strict=True):
-        for rank, candidate in enumerate(ranking, 1):
-            entry = fused.setdefault(
-                candidate.id,
-                _Candidate(candidate.id, candidate.text, candidate.metadata, 0.0, candidate.similarity),
-            )
-            entry.score += weight / (rrf_k + rank)
-            if entry.similarity is None:
-                entry.similarity = candidate.similarity
-    return sorted(fused.values(), key=lambda c: -c.score)
 
 
 def open_retriever(

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import PurePath
 
-SPLITTER_VERSION = "1"  # bump when chunking changes: every file is then re-indexed
+SPLITTER_VERSION = "3"  # bump when chunking changes: every file is then re-indexed
 
 MAX_CODE_CHARS = 1500
 MAX_PROSE_CHARS = 1200
@@ -31,7 +31,8 @@ class Chunk:
     source: str
     """A file path or, for pydoc chunks, a module name."""
     kind: str
-    """``code``, ``markdown``, ``rest``, ``text``, ``api-doc`` or ``module-doc``."""
+    """``code``, ``markdown``, ``rest``, ``text``, ``api-doc`` (one documented function, class or
+    method: pydoc, or a reST object directive) or ``module-doc``."""
     symbol: str = ""
     start_line: int = 0
     end_line: int = 0
@@ -216,34 +217,125 @@ def split_markdown(path: str, text: str, max_chars: int = MAX_PROSE_CHARS) -> li
 
 
 _REST_ADORNMENT = re.compile(r"^([=\-~^\"'`#*+<>:._!])\1{2,}\s*$")
-_REST_DIRECTIVE = re.compile(
-    r"^\.\.\s+(?:py:)?(function|class|method|attribute|data|exception|decorator|module|classmethod|staticmethod)::\s+([\w.]+)"
+_REST_ANY_DIRECTIVE = re.compile(r"^(\s*)\.\.\s+(?:py:)?([\w-]+)::\s*(.*)$")
+_REST_MARKUP_ONLY = re.compile(
+    r"^\s*\.\.(?:\s+_[^:]*:.*|\s+\|.*|\s+(?:index|versionadded|versionchanged|deprecated)::.*|\s*)$"
 )
+_REST_MODULE_DIRECTIVES = {"module", "currentmodule"}
+_REST_OBJECT_DIRECTIVES = {"function", "class", "method", "attribute", "data", "exception", "decorator",
+                           "classmethod", "staticmethod", "coroutinefunction", "coroutinemethod",
+                           "abstractmethod", "decoratormethod", "property", "awaitablefunction",
+                           "awaitablemethod"}  # fmt: skip
+_REST_CONTAINERS = {"class", "exception"}
+
+
+def _rest_object_name(argument: str) -> str:
+    """``dumps(obj, *, skipkeys=False)`` -> ``dumps``; ``str.split(sep=None)`` -> ``str.split``."""
+    match = re.match(r"[\w.]+", argument.strip())
+    return match.group(0).strip(".") if match else ""
+
+
+def _qualify(name: str, module: str, container: str) -> str:
+    """Sphinx's rule: a name inside a class directive belongs to the class, else to the current
+    module (no prefix for builtins pages, which declare no module)."""
+    if container:
+        return name if name.startswith(container + ".") else f"{container}.{name}"
+    if module and not name.startswith(module + "."):
+        return f"{module}.{name}"
+    return name
 
 
 def split_rest(path: str, text: str, max_chars: int = MAX_PROSE_CHARS) -> list[Chunk]:
-    """Sections by underlined heading and at Python-domain directives (``.. function:: name``)."""
+    """Sections by underlined heading and at Python-domain object directives (``.. function::``,
+    nested ``.. method::`` ...), whose symbols are qualified like Sphinx does (``.. module:: json``
+    + ``.. function:: dumps`` -> ``json.dumps``; a method inside ``.. class:: Counter`` ->
+    ``collections.Counter.most_common``). Text that dedents out of an object's body returns to the
+    enclosing object or heading. Object chunks get a plain-text summary for the embedder."""
     lines = text.splitlines()
     sections: list[tuple[int, str]] = []
-    heading = ""
+    heading = module = ""
+    objects: list[tuple[int, str, bool]] = []  # open object directives: (indent, symbol, is container)
+    object_symbols: set[str] = set()
+
+    def enclosing() -> str:
+        return objects[-1][1] if objects else heading
+
     for index, line in enumerate(lines):
         number = index + 1
-        directive = _REST_DIRECTIVE.match(line)
-        if directive:
-            sections.append((number, directive.group(2) if directive.group(1) != "module" else heading))
+        stripped = line.strip()
+        if not stripped or _REST_ADORNMENT.match(line):
             continue
-        title = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if _REST_MARKUP_ONLY.match(line):  # labels, comments, index entries: neither text nor structure
+            continue
+        directive = _REST_ANY_DIRECTIVE.match(line)
+        kind = directive.group(2) if directive else ""
+        if kind in _REST_MODULE_DIRECTIVES:
+            module = directive.group(3).strip() if directive else module
+            continue
         if (
-            title
-            and not _REST_ADORNMENT.match(line)
+            not directive
             and index + 1 < len(lines)
             and _REST_ADORNMENT.match(lines[index + 1])
-            and len(lines[index + 1].rstrip()) >= len(title)
+            and len(lines[index + 1].rstrip()) >= len(stripped)
         ):
             overline = index > 0 and _REST_ADORNMENT.match(lines[index - 1])
-            heading = title
+            heading, objects = rest_plain(stripped), []
             sections.append((number - 1 if overline else number, heading))
-    return _sections_to_chunks(path, lines, sections, "rest", max_chars)
+            continue
+        closed = False
+        while objects and indent <= objects[-1][0]:
+            objects.pop()
+            closed = True
+        if directive and kind in _REST_OBJECT_DIRECTIVES:
+            name = _rest_object_name(directive.group(3))
+            if name:
+                container = next(
+                    (symbol for _, symbol, is_container in reversed(objects) if is_container), ""
+                )
+                symbol = _qualify(name, module, container)
+                objects.append((indent, symbol, kind in _REST_CONTAINERS))
+                object_symbols.add(symbol)
+                sections.append((number, symbol))
+                continue
+        if closed:
+            sections.append((number, enclosing()))
+    chunks = _sections_to_chunks(path, lines, sections, "rest", max_chars)
+    for chunk in chunks:
+        is_object = chunk.symbol in object_symbols
+        chunk.kind = "api-doc" if is_object else "rest"
+        chunk.embed_text = rest_embed_text(chunk.symbol, chunk.text, is_object)
+    return chunks
+
+
+REST_EMBED_CHARS = 420  # what the embedder sees of a reST chunk (its cost grows with the length)
+_REST_ROLE = re.compile(r":[\w:-]+:`(?:[^`<]*<)?~?([^`>]+)>?`")
+_REST_NOISE = re.compile(r"^\s*\.\.\s+(?:index|versionadded|versionchanged|deprecated|seealso|note|"
+                         r"impl-detail|testsetup|doctest|audit-event|availability|sectionauthor|moduleauthor)::.*$",
+                         re.MULTILINE)  # fmt: skip
+
+
+def rest_plain(text: str) -> str:
+    """reST markup reduced to the words a reader sees (roles, literals, directive markers)."""
+    text = _REST_NOISE.sub("", text)
+    text = re.sub(r"^\s*\.\.\s+(?:py:)?[\w-]+::\s*", "", text, flags=re.MULTILINE)
+    text = _REST_ROLE.sub(
+        lambda m: m.group(1).rsplit(".", 1)[-1] if m.group(0).count("~") else m.group(1), text
+    )
+    text = text.replace("``", "").replace("**", "")
+    text = re.sub(r"(?<![\w*])\*(\w[^*]*?)\*(?![\w*])", r"\1", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def rest_embed_text(symbol: str, text: str, is_object: bool) -> str:
+    """The embedder's view of a reST chunk: the qualified name, then the plain text, shortened."""
+    plain = rest_plain(text)
+    short = symbol.rsplit(".", 1)[-1]
+    if is_object and plain.startswith(short) and not plain.startswith(symbol):
+        plain = symbol[: len(symbol) - len(short)] + plain  # "dumps(obj, ...)" -> "json.dumps(obj, ...)"
+    elif symbol and not plain.startswith(symbol):
+        plain = f"{symbol}: {plain}"
+    return plain[:REST_EMBED_CHARS]
 
 
 def split_text(path: str, text: str, max_chars: int = MAX_PROSE_CHARS, kind: str = "text") -> list[Chunk]:

@@ -2,8 +2,11 @@
 
 It works on any machine (no package needed). One chunk per module summary, per public function,
 per public class and per documented public method of those classes. Only the modules in
-``STDLIB_MODULES`` are covered, so ``ragcoder index --stdlib`` takes a few minutes on 2 cores; when
-Debian's ``python3.11-doc`` is installed, the reST pages of the same modules are added too.
+``STDLIB_MODULES`` are covered, so ``ragcoder index --stdlib`` takes a few minutes on 2 cores. On
+request (``include_rest``) and when Debian's ``python3.11-doc`` is installed, the reST pages of the
+same modules are added, split at object directives with Sphinx-qualified symbols; measured on the
+benchmark's tuning half they made retrieval worse (more near-duplicate distractors), so they are off
+by default.
 """
 
 from __future__ import annotations
@@ -190,27 +193,50 @@ def _object_chunks(obj: object, qualname: str, module_name: str) -> list[Chunk]:
     return chunks
 
 
-def rest_docs(module_name: str, sources: Path = DEBIAN_DOC_SOURCES) -> ModuleDocs:
-    """The Debian ``python3.11-doc`` reST page of a module, when installed (else no chunks)."""
-    path = sources / f"{module_name}.rst.txt"
-    docs = ModuleDocs(str(path))
-    if path.is_file():
-        docs.chunks = split_rest(str(path), path.read_text(encoding="utf-8", errors="replace"))
-    return docs
+# reST pages per module where the page name is not "<module>.rst.txt" (or one page is not enough)
+REST_PAGES: dict[str, tuple[str, ...]] = {
+    "builtins": ("functions", "stdtypes"),
+    "asyncio": ("asyncio-task", "asyncio-runner", "asyncio-queue", "asyncio-sync", "asyncio-stream",
+                "asyncio-subprocess"),
+    "xml.etree.ElementTree": ("xml.etree.elementtree",),
+}  # fmt: skip
+
+
+def rest_pages(module_name: str, sources: Path | None = None) -> list[Path]:
+    """The Debian reST pages that document ``module_name`` (those present)."""
+    folder = sources or DEBIAN_DOC_SOURCES
+    names = REST_PAGES.get(module_name, (module_name,))
+    return [path for name in names if (path := folder / f"{name}.rst.txt").is_file()]
+
+
+def rest_docs(page: Path) -> ModuleDocs:
+    """One Debian ``python3.11-doc`` reST page, split at headings and object directives."""
+    return ModuleDocs(str(page), split_rest(str(page), page.read_text(encoding="utf-8", errors="replace")))
 
 
 def iter_stdlib_docs(
-    modules: tuple[str, ...] = STDLIB_MODULES, include_rest: bool = True
+    modules: tuple[str, ...] = STDLIB_MODULES, include_rest: bool = False
 ) -> Iterator[ModuleDocs]:
     """pydoc chunks per module, then the matching reST pages when Debian's docs are present."""
     for name in modules:
         yield module_docs(name)
     if include_rest and DEBIAN_DOC_SOURCES.is_dir():
         for name in modules:
-            docs = rest_docs(name)
-            if docs.chunks:
-                yield docs
+            for page in rest_pages(name):
+                docs = rest_docs(page)
+                if docs.chunks:
+                    yield docs
 
 
 def python_version_tag() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def corpus_description(include_rest: bool = True) -> str:
+    """Which stdlib corpus ``index_stdlib`` builds on this machine (benchmarks print it)."""
+    text = f"pydoc of {len(STDLIB_MODULES)} stdlib modules (Python {python_version_tag()})"
+    if include_rest and DEBIAN_DOC_SOURCES.is_dir():
+        return text + f" + Debian python3.11-doc reST pages ({DEBIAN_DOC_SOURCES})"
+    if include_rest:
+        return text + " (python3.11-doc reST not installed: pydoc only)"
+    return text + " (reST excluded)"

@@ -9,8 +9,9 @@ from click.testing import CliRunner
 from langchain_core.documents import Document
 
 from chains.embeddings import HashingEmbeddings
-from chains.indexing import IndexMismatchError, index_paths, index_stdlib
-from chains.retriever import BM25Index, _Candidate, open_retriever, reciprocal_rank_fusion, tokenize
+from chains.indexing import IndexMismatchError, index_paths, index_stdlib, open_collection
+from chains.retrieval_fusion import Candidate as _Candidate
+from chains.retriever import BM25Index, open_retriever, reciprocal_rank_fusion, tokenize
 
 
 def _symbols(documents: list[Document]) -> list[str]:
@@ -170,7 +171,11 @@ def test_index_refuses_another_embedder(retrieval_index: Path) -> None:
 def test_index_stdlib_subset_is_incremental(tmp_path: Path, retrieval_embeddings: HashingEmbeddings) -> None:
     index_path = tmp_path / "idx"
     stats = index_stdlib(
-        index_path=index_path, embeddings=retrieval_embeddings, progress=False, modules=("json", "heapq")
+        index_path=index_path,
+        embeddings=retrieval_embeddings,
+        progress=False,
+        modules=("json", "heapq"),
+        include_rest=False,
     )
     assert stats.units_indexed == 2 and stats.chunks_added > 15
     retriever = open_retriever(index_path, k=3, mode="bm25", embeddings=retrieval_embeddings)
@@ -178,9 +183,68 @@ def test_index_stdlib_subset_is_incremental(tmp_path: Path, retrieval_embeddings
     assert "json.loads" in _symbols(top)
     assert top[0].metadata["kind"] in {"api-doc", "module-doc"} and top[0].metadata["source"] == "json"
     again = index_stdlib(
-        index_path=index_path, embeddings=retrieval_embeddings, progress=False, modules=("json",)
+        index_path=index_path,
+        embeddings=retrieval_embeddings,
+        progress=False,
+        modules=("json",),
+        include_rest=False,
     )
     assert (again.units_unchanged, again.units_removed, again.chunks_added) == (1, 1, 0)
+
+
+FAKE_JSON_REST = """\
+:mod:`json` --- JSON encoder and decoder
+========================================
+
+.. module:: json
+
+.. function:: loads(s, *, cls=None)
+
+   Deserialize *s* (a :class:`str` instance containing a JSON document) to a Python object.
+"""
+
+
+def test_index_stdlib_adds_debian_rest_pages_with_qualified_symbols(
+    tmp_path: Path, retrieval_embeddings: HashingEmbeddings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chains.stdlib_corpus as corpus
+
+    sources = tmp_path / "_sources" / "library"
+    sources.mkdir(parents=True)
+    (sources / "json.rst.txt").write_text(FAKE_JSON_REST)
+    monkeypatch.setattr(corpus, "DEBIAN_DOC_SOURCES", sources)
+    assert "python3.11-doc reST" in corpus.corpus_description(True)
+    assert corpus.corpus_description(False).endswith("(reST excluded)")
+    stats = index_stdlib(
+        index_path=tmp_path / "idx",
+        embeddings=retrieval_embeddings,
+        progress=False,
+        modules=("json",),
+        include_rest=True,
+    )
+    assert stats.units_indexed == 2  # the pydoc module and its reST page
+    retriever = open_retriever(tmp_path / "idx", k=50, mode="bm25", embeddings=retrieval_embeddings)
+    loads = [
+        d for d in retriever.invoke("deserialize a JSON document") if d.metadata["symbol"] == "json.loads"
+    ]
+    assert len(loads) == 1  # pydoc and reST both document it: one chunk per symbol is returned
+    stored = open_collection(tmp_path / "idx", None, create=False)
+    assert stored is not None
+    rest = stored.get(where={"source": str(sources / "json.rst.txt")}, include=["metadatas"])["metadatas"]
+    assert {(m["symbol"], m["kind"]) for m in rest} == {
+        ("json --- JSON encoder and decoder", "rest"),
+        ("json.loads", "api-doc"),
+    }
+    monkeypatch.setattr(corpus, "DEBIAN_DOC_SOURCES", tmp_path / "absent")
+    assert "not installed" in corpus.corpus_description(True)
+    again = index_stdlib(
+        index_path=tmp_path / "idx",
+        embeddings=retrieval_embeddings,
+        progress=False,
+        modules=("json",),
+        include_rest=True,
+    )
+    assert (again.units_unchanged, again.units_removed) == (1, 1)  # without the docs: pydoc only
 
 
 def test_index_command_indexes_paths_and_reports(
@@ -205,5 +269,24 @@ def test_overlapping_roots_index_once_and_humaneval_is_never_indexed(
     roots = [retrieval_corpus, retrieval_corpus / "pkg", retrieval_corpus / "data" / "HumanEval.jsonl"]
     stats = index_paths(roots, index_path=tmp_path / "idx", embeddings=retrieval_embeddings, progress=False)
     assert (stats.units_indexed, stats.units_excluded) == (4, 2)
-    everything = open_retriever(tmp_path / "idx", k=100, mode="vector", embeddings=retrieval_embeddings).invoke("x")
+    everything = open_retriever(
+        tmp_path / "idx", k=100, mode="vector", embeddings=retrieval_embeddings
+    ).invoke("x")
     assert not any("has_close_elements" in d.page_content for d in everything)
+
+
+def test_hybrid_cosines_for_bm25_only_chunks_match_chroma(
+    retrieval_index: Path, retrieval_embeddings: HashingEmbeddings
+) -> None:
+    from chains.retriever import _lexical_index, _open_collection_cached
+
+    collection, count = _open_collection_cached(retrieval_index.resolve(), "ragcoder")
+    assert collection is not None and count > 3
+    lexical = _lexical_index(collection, retrieval_index.resolve(), "ragcoder")
+    query = retrieval_embeddings.embed_query("turn a title into a url slug")
+    result = collection.query(query_embeddings=[query], n_results=count, include=["distances"])
+    chroma = {
+        id_: 1.0 - distance for id_, distance in zip(result["ids"][0], result["distances"][0], strict=True)
+    }
+    ids = list(chroma)[-3:]  # the least similar: the kind BM25 finds and the vector pool misses
+    assert lexical.similarities(collection, query, ids) == pytest.approx([chroma[i] for i in ids], abs=1e-5)

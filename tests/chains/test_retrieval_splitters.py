@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from chains.splitters import split_file, split_markdown, split_python, split_rest, split_text
+from chains.splitters import rest_plain, split_file, split_markdown, split_python, split_rest, split_text
 from chains.stdlib_corpus import module_docs
 
 PYTHON_SOURCE = textwrap.dedent(
@@ -97,7 +97,72 @@ def test_rest_splits_at_headings_and_python_directives() -> None:
     )
     chunks = split_rest("json.rst", text)
     assert [c.symbol for c in chunks] == ["json --- JSON encoder", "dumps", "Basic usage"]
-    assert all(c.kind == "rest" for c in chunks)
+    assert [c.kind for c in chunks] == ["rest", "api-doc", "rest"]
+
+
+REST_MODULE_PAGE = textwrap.dedent(
+    """    :mod:`collections` --- Container datatypes
+    ==========================================
+
+    .. module:: collections
+
+    .. _counter-objects:
+
+    .. class:: Counter([iterable-or-mapping])
+
+       A :class:`dict` subclass for counting hashable objects.
+
+       .. versionadded:: 3.1
+
+       .. method:: most_common([n])
+
+          Return a list of the *n* most common elements and their counts, using
+          :func:`~heapq.nlargest` for ``n``.
+
+       .. attribute:: total
+
+          The sum of the counts.
+
+    Counters support rich comparison operators.
+
+    .. function:: namedtuple(typename, field_names)
+
+       Factory function for tuples with named fields.
+
+    .. method:: str.split(sep=None)
+
+       Not qualified twice.
+    """
+)
+
+
+def test_rest_qualifies_symbols_like_sphinx_and_returns_to_the_heading_after_a_dedent() -> None:
+    chunks = split_rest("collections.rst", REST_MODULE_PAGE)
+    assert [(c.symbol, c.kind) for c in chunks] == [
+        ("collections --- Container datatypes", "rest"),  # roles stripped from the heading
+        ("collections.Counter", "api-doc"),
+        ("collections.Counter.most_common", "api-doc"),
+        ("collections.Counter.total", "api-doc"),
+        ("collections --- Container datatypes", "rest"),  # the dedented paragraph
+        ("collections.namedtuple", "api-doc"),
+        ("collections.str.split", "api-doc"),
+    ]
+    most_common = chunks[2]
+    assert most_common.text.lstrip().startswith(".. method:: most_common([n])")
+    assert (most_common.start_line, most_common.end_line) == (14, 17)
+    # the embedder sees plain words led by the qualified signature, no markup
+    assert most_common.text_for_embedding() == (
+        "collections.Counter.most_common([n]) Return a list of the n most common elements and their "
+        "counts, using nlargest for n."
+    )
+    assert "Counters support rich comparison" in chunks[4].text
+
+
+def test_rest_plain_strips_roles_literals_and_emphasis() -> None:
+    assert rest_plain("Use :func:`json.dumps` or :meth:`~dict.get` on ``x`` with *key* and **kw") == (
+        "Use json.dumps or get on x with key and kw"
+    )
+    assert rest_plain(".. versionchanged:: 3.10\n   Added *key*.\n\n.. note::\n   Text") == "Added key. Text"
 
 
 def test_text_packs_paragraphs_and_dispatch_by_suffix() -> None:
