@@ -91,3 +91,19 @@ def test_model_switch_takes_effect_and_a_bad_name_keeps_the_session(trusted_sand
     text = out.getvalue()
     assert "error: unknown model 'nope'" in text and "model: second" in text
     assert state.code == V2 and not first.prompts
+
+
+def test_ctrl_c_cancels_the_step_not_the_session(trusted_sandbox) -> None:
+    from tests.fakes import ScriptedChatModel
+
+    class CtrlCFirst(ScriptedChatModel):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+            if not self.prompts:
+                self.prompts.append("interrupted")
+                raise KeyboardInterrupt
+            return super()._generate(messages, stop, run_manager, **kwargs)
+
+    agent = CodeAgent(CtrlCFirst(rules=[("", fenced(V1))]), trusted_sandbox)
+    text, state = transcript(agent, ["Write absval(x).", "Write absval(x) again."])
+    assert "cancelled" in text and "PASSED" in text  # the session went on to the next instruction
+    assert state.code == V1 and len(state.turns) == 1
