@@ -39,7 +39,7 @@ def below_zero(operations):
 # passes the docstring example (visible) but not the hidden tests: the agent believes it passed
 OVERFIT_3 = """
 def below_zero(operations):
-    return False
+    return -4 in operations  # fits both docstring examples, not the task
 """
 FIXED_3 = """
 def below_zero(operations):
