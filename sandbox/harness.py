@@ -48,7 +48,12 @@ def _assert_message(node, ns, exc):
             return "raised " + type(e).__name__ + ": " + str(e)
         op = type(test.ops[0]).__name__
         return "got " + repr(left)[:300] + ", expected " + op + " " + repr(right)[:300]
-    return "assertion failed"
+    negated = isinstance(test, _ast.UnaryOp) and isinstance(test.op, _ast.Not)
+    try:
+        value = eval(compile(_ast.Expression(test.operand if negated else test), "<test>", "eval"), ns)
+    except BaseException as e:
+        return "raised " + type(e).__name__ + ": " + str(e)
+    return "got " + repr(value)[:300] + ", expected a " + ("false" if negated else "true") + " value"
 
 
 def _cases(src):

@@ -84,3 +84,11 @@ def test_error_from_stderr_reads_the_last_traceback() -> None:
     err = error_from_stderr(stderr)
     assert err is not None and err.name == "KeyError" and err.value == "'k'"
     assert error_from_stderr("just a warning\n") is None
+
+
+def test_plain_asserts_say_what_the_call_returned() -> None:
+    report = report_for("def ok(s):\n    return s == 'x'\n", "assert ok('y')\nassert not ok('x')")
+    assert [o.message for o in report.failed] == [
+        "got False, expected a true value",
+        "got True, expected a false value",
+    ]
