@@ -46,8 +46,10 @@ def _assert_message(node, ns, exc):
             right = eval(compile(_ast.Expression(test.comparators[0]), "<test>", "eval"), ns)
         except BaseException as e:  # evaluating again raised: report that instead
             return "raised " + type(e).__name__ + ": " + str(e)
-        op = type(test.ops[0]).__name__
-        return "got " + repr(left)[:300] + ", expected " + op + " " + repr(right)[:300]
+        ops = {{"Eq": "", "NotEq": "!= ", "Lt": "< ", "LtE": "<= ", "Gt": "> ", "GtE": ">= ", "Is": "is ",
+               "IsNot": "is not ", "In": "in ", "NotIn": "not in "}}
+        op = ops.get(type(test.ops[0]).__name__, type(test.ops[0]).__name__ + " ")
+        return "got " + repr(left)[:300] + ", expected " + op + repr(right)[:300]
     negated = isinstance(test, _ast.UnaryOp) and isinstance(test.op, _ast.Not)
     try:
         value = eval(compile(_ast.Expression(test.operand if negated else test), "<test>", "eval"), ns)

@@ -38,7 +38,7 @@ def test_each_assert_is_a_case_with_actual_values_on_failure() -> None:
         ("assert sq(3) == 9", False),
         ("assert math.isclose(sq(1), 1)", True),
     ]
-    assert report.failed[0].message == "got 10, expected Eq 9"
+    assert report.failed[0].message == "got 10, expected 9"
     assert "called 2" in report.result.stdout and "@@ragcoder-report" not in report.result.stdout
     assert report.summary() == "2/3 tests passed"
 

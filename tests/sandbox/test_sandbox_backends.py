@@ -86,7 +86,7 @@ def test_run_tests_reports_each_case(backend: Sandbox) -> None:
         ("assert add(2, 2) == 5", False),
         ("test_zero", True),
     ]
-    assert report.failed[0].message == "got 4, expected Eq 5"
+    assert report.failed[0].message == "got 4, expected 5"
     assert report.summary() == "2/3 tests passed"
 
 
