@@ -56,7 +56,9 @@ def test_no_examples_means_no_tests() -> None:
 
 
 def test_docstring_close_is_not_part_of_the_expected_output() -> None:
-    prompt = 'def f(x):\n    """Double it.\n    >>> f(2)\n    4\n    """\n\ndef g(x):\n    """>>> g(1)\n    1"""\n'
+    prompt = (
+        'def f(x):\n    """Double it.\n    >>> f(2)\n    4\n    """\n\ndef g(x):\n    """>>> g(1)\n    1"""\n'
+    )
     assert extract_example_tests(prompt) == "assert f(2) == 4\nassert g(1) == 1\n"
 
 
