@@ -26,6 +26,9 @@ from chains.prompts import format_source
 from sandbox import ErrorInfo, ExecResult, Sandbox, SandboxError, TestReport
 
 EventKind = Literal["retrieved", "generated", "ran", "failed", "repairing", "done"]
+REPEATED_NOTE = (
+    "Your last answer repeated code that had already failed. Write a different, corrected version."
+)
 DEFAULT_MAX_ATTEMPTS = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
 
 
@@ -117,6 +120,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         tests, check = self._checks(task)
         attempts: list[Attempt] = []
         seen: set[str] = set()
+        nudged = False
         inputs: dict[str, Any] = {"instruction": task.instruction, "docs": docs, "tests": tests}
         stop: StopReason = "budget"
         draft_kind: Literal["generate", "repair"] = "generate"
@@ -158,8 +162,11 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 break
             key = _normalise(code)
             if key in seen:
-                stop = "empty" if not key else "repeated"
-                break
+                if nudged or not key:  # it repeated itself even after being told: stop
+                    stop = "empty" if not key else "repeated"
+                    break
+                nudged = True  # once: say so, which also changes the (greedy) model's prompt
+                attempt.feedback += f"\n\n{REPEATED_NOTE}"
             seen.add(key)
             if number == self.max_attempts:
                 break

@@ -40,7 +40,9 @@ def test_identical_failing_code_stops_early(trusted_sandbox) -> None:
     result = agent.invoke({"instruction": "Write mean(xs).", "tests": TESTS})
     assert not result.passed
     assert result.stop_reason == "repeated"
-    assert len(result.attempts) == 2  # the repair repeated the same code: no point going on
+    # the repair repeated the code; told so once, it repeated it again: no point going on
+    assert len(result.attempts) == 3
+    assert "repeated code that had already failed" in model.prompts[2]
 
 
 def test_budget_is_respected(trusted_sandbox) -> None:
@@ -138,3 +140,9 @@ def test_tokens_stream_to_the_callback_and_the_result_is_the_same(trusted_sandbo
     assert result.passed and result.code == FIXED
     assert "".join(tokens) == fenced(BROKEN) + fenced(FIXED)
     assert result.output_tokens > 0  # usage survives streaming
+
+
+def test_a_repeated_answer_is_pointed_out_once_and_can_then_be_fixed(trusted_sandbox) -> None:
+    model = scripted([("repeated code", fenced(FIXED)), ("", fenced(BROKEN))])
+    result = CodeAgent(model, trusted_sandbox, max_attempts=4).invoke({"instruction": "m", "tests": TESTS})
+    assert result.passed and len(result.attempts) == 3
