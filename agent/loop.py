@@ -19,6 +19,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from agent.checks import extract_example_tests
 from agent.feedback import feedback_for_run, feedback_for_tests
+from agent.prelude import add_missing_prelude
 from agent.result import AgentResult, Attempt, CheckKind, StopReason
 from agent.tasks import Task
 from chains.codegen import Draft, codegen_chain, repair_chain
@@ -128,7 +129,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         draft: Draft = self._draft(self._codegen, inputs, on_token)
         for number in range(1, self.max_attempts + 1):
             gen_ms = (time.perf_counter() - t0) * 1000
-            code = draft["code"]
+            code = add_missing_prelude(draft["code"], task.instruction)
             yield emit("generated", number, code=code, step=draft_kind, reply=draft["reply"])
             t1 = time.perf_counter()
             if code.strip():

@@ -397,9 +397,17 @@ def index_stdlib(
     from chains.stdlib_corpus import STDLIB_MODULES, iter_stdlib_docs, python_version_tag
 
     units = []
+    symbols: dict[str, str] = {}  # API symbol -> the module documenting it, for the popularity prior
     for docs in iter_stdlib_docs(modules or STDLIB_MODULES, include_rest=include_rest):
+        for chunk in docs.chunks:  # pydoc comes first and names the module (a reST chunk names a page)
+            if chunk.kind == "api-doc" and chunk.symbol:
+                symbols.setdefault(chunk.symbol, chunk.source)
         content = "\0".join(f"{c.symbol}\0{c.kind}\0{c.text}\0{c.text_for_embedding()}" for c in docs.chunks)
         chunks = docs.chunks
         units.append(Unit(docs.module, _hash(python_version_tag(), content), lambda chunks=chunks: chunks))
-    return sync_units(units, corpus="stdlib", in_scope=lambda source: True, index_path=index_path,
-                      embeddings=embeddings, progress=progress, collection_name=collection_name)  # fmt: skip
+    stats = sync_units(units, corpus="stdlib", in_scope=lambda source: True, index_path=index_path,
+                       embeddings=embeddings, progress=progress, collection_name=collection_name)  # fmt: skip
+    from chains.api_usage import ensure_usage
+
+    ensure_usage(resolve_index_path(index_path), symbols)  # the retriever's popularity prior
+    return stats

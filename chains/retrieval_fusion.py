@@ -7,6 +7,7 @@
 - ``reciprocal_rank_fusion``: the classic score-free alternative (``fusion="rrf"``).
 - ``name_match_boost``: a chunk whose symbol is named in the query (``json.loads``, ``groupby()``,
   ``ChainMap``) moves up.
+- ``usage_boost``: an API that real code uses more moves up (a popularity prior, chains.api_usage).
 - ``collapse_duplicates``: one chunk per API symbol (pydoc and reST both document ``json.loads``),
   so the top k holds k different answers; a second chunk of the same symbol adds a little.
 """
@@ -113,6 +114,20 @@ def name_match_boost(query: str, candidates: list[Candidate], weight: float) -> 
         tails = {".".join(parts[i:]) for i in range(len(parts))}
         if names & tails:
             candidate.score += weight
+    return sorted(candidates, key=lambda c: -c.score)
+
+
+def usage_boost(candidates: list[Candidate], prior: dict[str, float], weight: float) -> list[Candidate]:
+    """Add ``weight * prior[symbol]`` to API chunks (``kind == "api-doc"``); re-sort.
+
+    ``prior`` is the popularity of each API in real code, in [0, 1] (chains.api_usage): between two
+    chunks that match a question about equally, the one code uses more is the likelier answer.
+    """
+    if not prior or weight == 0.0:
+        return candidates
+    for candidate in candidates:
+        if candidate.metadata.get("kind") == "api-doc":
+            candidate.score += weight * prior.get(str(candidate.metadata.get("symbol", "")), 0.0)
     return sorted(candidates, key=lambda c: -c.score)
 
 

@@ -29,6 +29,7 @@ from chains.retrieval_fusion import (
     convex_fusion,
     name_match_boost,
     reciprocal_rank_fusion,
+    usage_boost,
 )
 from chains.retrieval_lexical import BM25Index, tokenize
 
@@ -112,6 +113,27 @@ def _open_collection_cached(index_path: Path, collection_name: str) -> tuple[Col
         return cached[1], cached[2]
 
 
+_usage_lock = threading.Lock()
+_usage_cache: dict[str, tuple[float, dict[str, float]]] = {}
+
+
+def _usage_prior(index_path: Path) -> dict[str, float]:
+    """The popularity prior of the index's API symbols, re-read when its file changes."""
+    from chains.api_usage import USAGE_FILE, read_usage, usage_prior
+
+    file = index_path / USAGE_FILE
+    try:
+        stamp = file.stat().st_mtime
+    except OSError:
+        return {}
+    with _usage_lock:
+        cached = _usage_cache.get(str(file))
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, usage_prior(read_usage(index_path)))
+            _usage_cache[str(file)] = cached
+        return cached[1]
+
+
 # -- the retriever --------------------------------------------------------------------------------
 
 
@@ -152,6 +174,9 @@ class CodeDocRetriever(BaseRetriever):
     """``rrf``: weight of the BM25 ranking (the vector ranking weighs 1)."""
     name_boost: float = 0.5
     """Added (hybrid) to chunks whose symbol the query names like code (``json.loads``, ``groupby()``)."""
+    usage_weight: float = 0.2
+    """Added (hybrid), times the API's popularity in [0, 1] (``api-usage.json`` beside the index,
+    see chains.api_usage), to API chunks; tuned on the tuning half of the retrieval questions."""
     duplicate_weight: float = 0.1
     """Every mode keeps one chunk per API symbol; in hybrid its score also gains this share of the
     second chunk's score (pydoc and reST agreeing)."""
@@ -234,6 +259,7 @@ class CodeDocRetriever(BaseRetriever):
                 lambda ids: lexical.similarities(collection, query_vector, ids),
             )
         fused = name_match_boost(query, fused, self.name_boost)
+        fused = usage_boost(fused, _usage_prior(path), self.usage_weight)
         return collapse_duplicates(fused, self.duplicate_weight)
 
     def _filter_and_diversify(

@@ -14,6 +14,18 @@ from chains.retrieval_fusion import Candidate as _Candidate
 from chains.retriever import BM25Index, open_retriever, reciprocal_rank_fusion, tokenize
 
 
+@pytest.fixture(autouse=True)
+def _small_usage_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """index_stdlib counts API usage over the whole stdlib (seconds); here one small file will do
+    (tests/chains/test_api_usage.py covers the counting, test_retrieval_real.py the real scan)."""
+    from chains import api_usage
+
+    source = tmp_path / "usage-src" / "uses.py"
+    source.parent.mkdir()
+    source.write_text("import json\njson.loads(s)\n")
+    monkeypatch.setattr(api_usage, "source_files", lambda roots=None: [source])
+
+
 def _symbols(documents: list[Document]) -> list[str]:
     return [d.metadata["symbol"] for d in documents]
 
