@@ -33,20 +33,26 @@ class BatchSummary:
         return self.passed + self.failed + self.errors
 
 
-def done_ids(out_path: Path) -> set[str]:
-    """Ids already recorded in ``out_path``; a torn last line (killed mid-write) is ignored."""
-    ids: set[str] = set()
-    if not out_path.exists():
-        return ids
-    with out_path.open("rb") as handle:
+def read_records(path: Path, key: str = "id") -> list[dict[str, Any]]:
+    """Every complete JSON record with ``key`` in a results file; a torn last line (killed
+    mid-write) and other broken lines are skipped. A missing file has none."""
+    records: list[dict[str, Any]] = []
+    if not path.exists():
+        return records
+    with path.open("rb") as handle:
         for raw in handle:
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 continue
-            if isinstance(record, dict) and "id" in record:
-                ids.add(str(record["id"]))
-    return ids
+            if isinstance(record, dict) and key in record:
+                records.append(record)
+    return records
+
+
+def done_ids(out_path: Path) -> set[str]:
+    """Ids already recorded in ``out_path`` (see :func:`read_records`)."""
+    return {str(record["id"]) for record in read_records(out_path)}
 
 
 def _repair_torn_tail(out_path: Path) -> None:

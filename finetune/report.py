@@ -4,12 +4,12 @@ written as Markdown with a PNG plot of pass rate by attempt."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.batch import read_records as batch_records
 from finetune.metrics import mean_pass_at_k, point_biserial
 
 SIMILARITY_METRICS = ("bleu", "codebleu", "rouge_l")
@@ -17,16 +17,7 @@ SIMILARITY_METRICS = ("bleu", "codebleu", "rouge_l")
 
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Every complete JSON line of an eval results file (a torn last line is skipped)."""
-    records = []
-    with path.open("rb") as handle:
-        for raw in handle:
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(record, dict) and "task_id" in record:
-                records.append(record)
-    return records
+    return batch_records(path, key="task_id")
 
 
 @dataclass

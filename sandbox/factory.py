@@ -56,7 +56,7 @@ def open_sandbox(kind: str = "auto", **settings: Any) -> Sandbox:
     except (EngineUnavailable, ImageMissing) as exc:
         docker_problem = exc
     try:
-        return LocalSandbox(**settings)
+        return LocalSandbox(because=f"Docker is not usable ({docker_problem})", **settings)
     except BackendUnavailable as exc:
         raise SandboxError(
             f"no sandbox backend: {docker_problem}; and {exc}",

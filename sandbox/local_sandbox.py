@@ -201,15 +201,19 @@ class LocalSandbox(ServerSandbox):
 
     name = "local"
 
-    def __init__(self, settings: SandboxSettings | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, settings: SandboxSettings | None = None, *, because: str | None = None, **overrides: Any
+    ) -> None:
+        """``because``: why Docker was not used (``open_sandbox("auto")`` says; an explicit choice does not)."""
         global _warned_weaker
         if bwrap_path() is None:
             raise BackendUnavailable("bubblewrap (bwrap) is not installed")
         if not _warned_weaker:
             _warned_weaker = True
+            why = f"{because}; " if because else ""
             log.warning(
-                "sandbox: no Docker engine; using the local bubblewrap sandbox, which is weaker than Docker "
-                "(shared kernel, no CPU quota). Start Docker for full isolation."
+                f"sandbox: {why}using the local bubblewrap sandbox, which is weaker than Docker "
+                "(shared kernel, no CPU quota). Use the Docker sandbox for full isolation."
             )
         install_exit_handlers()
         if os.geteuid() == 0:

@@ -303,5 +303,9 @@ def compare_cmd(runs: tuple[str, ...]) -> None:
         name, _, path = item.partition("=")
         if not path:
             raise click.UsageError(f"{item!r}: write NAME=path/to/results.jsonl")
+        if not Path(path).is_file():
+            raise click.UsageError(
+                f"{path}: no such results file; run `ragcoder eval humaneval -o {path}` first"
+            )
         pairs[name] = Path(path)
     click.echo(compare(pairs))

@@ -94,3 +94,5 @@ def test_eval_compare_uses_common_tasks(tmp_path: Path, fake_agent):
     result = CliRunner().invoke(eval_group, ["compare", f"single={a}", f"loop={b}"])
     assert result.exit_code == 0, result.output
     assert "| single | 2 | 0/2 = 0.0% |" in result.output
+    missing = CliRunner().invoke(eval_group, ["compare", f"single={a}", f"loop={tmp_path / 'nope.jsonl'}"])
+    assert missing.exit_code == 2 and "nope.jsonl: no such results file" in missing.output

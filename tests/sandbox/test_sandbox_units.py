@@ -186,3 +186,36 @@ def test_ensure_docker_script(tmp_path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1
     assert "start Docker" in proc.stderr
+
+
+def _local_warning(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, open_it: Any) -> str:
+    import logging
+
+    from sandbox import local_sandbox
+
+    if local_sandbox.bwrap_path() is None:
+        pytest.fail("bubblewrap is missing: .ci/run installs it (apt-get install bubblewrap)")
+    monkeypatch.setattr(local_sandbox, "_warned_weaker", False)
+    with caplog.at_level(logging.WARNING), open_it() as sandbox:
+        assert sandbox.name == "local"
+    return " ".join(r.getMessage() for r in caplog.records if "bubblewrap" in r.getMessage())
+
+
+def test_local_backend_warns_it_is_weaker_and_says_why_only_when_docker_failed(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chosen = _local_warning(caplog, monkeypatch, lambda: open_sandbox("local"))
+    assert "weaker than Docker" in chosen and "Docker is not usable" not in chosen
+    caplog.clear()
+
+    from sandbox import docker_sandbox
+    from sandbox.errors import EngineUnavailable
+
+    def no_engine(**settings: Any) -> None:
+        raise EngineUnavailable("Docker engine not reachable")
+
+    monkeypatch.setattr(docker_sandbox, "DockerSandbox", no_engine)
+    fallback = _local_warning(caplog, monkeypatch, lambda: open_sandbox("auto"))
+    assert (
+        "Docker is not usable (Docker engine not reachable)" in fallback and "weaker than Docker" in fallback
+    )
