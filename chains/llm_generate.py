@@ -3,6 +3,7 @@ and streaming. Used by :mod:`chains.llm`'s LangChain classes; heavy imports stay
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ class GenerationOutput:
     input_tokens: int
     output_tokens: int
     finish_reason: str
-    """``"stop"`` (end-of-turn token or a stop sequence) or ``"length"`` (max_new_tokens reached)."""
+    """``"stop"`` (end-of-turn token or a stop sequence), ``"length"`` (max_new_tokens reached) or
+    ``"repetition"`` (stopped in a degenerate loop, see :func:`degenerate`)."""
 
     def info(self) -> dict[str, Any]:
         return {
@@ -25,6 +27,56 @@ class GenerationOutput:
             "output_tokens": self.output_tokens,
             "finish_reason": self.finish_reason,
         }
+
+
+_LITERAL = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|\d+")
+
+
+def degenerate(text: str, lines: int = 32, shapes: int = 3, period: int = 50, repeats: int = 4) -> bool:
+    """Has greedy decoding fallen into a loop? Small models do, and then run to ``max_new_tokens``
+    (a quarter of a batch's time can go to one such row). Two signs:
+
+    - the last ``lines`` lines have at most ``shapes`` distinct shapes (numbers and string literals
+      masked): ``if base == 109: return ...`` / ``if base == 113: ...``, or the same print again;
+    - the text ends in a piece of at most ``period`` characters repeated ``repeats`` times (and
+      over at least 80 characters).
+    """
+    for size in range(1, period + 1):
+        tail = text[-size:]
+        times = max(repeats, -(-80 // size))  # and at least 80 characters: "0000" or "----" is fine
+        if len(text) >= size * times and tail.strip() and text.endswith(tail * times):
+            return True
+    recent = [line.strip() for line in text.splitlines()[:-1] if line.strip()][-lines:]
+    if len(recent) < lines:
+        return False
+    return len({_LITERAL.sub("#", line) for line in recent}) <= shapes
+
+
+def _repetition_stop(tokenizer: Any, prompt_len: int, every: int = 8) -> Any:
+    """A stopping criterion that ends each row whose new text is :func:`degenerate` (checked every
+    ``every`` tokens); the rows it stopped are in ``.stopped``."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class RepetitionStop(StoppingCriteria):
+        def __init__(self) -> None:
+            self.stopped: set[int] = set()
+            self.calls = 0
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            if self.calls % every:
+                return done
+            for row in range(input_ids.shape[0]):
+                if row in self.stopped:
+                    done[row] = True
+                elif degenerate(tokenizer.decode(input_ids[row, prompt_len:], skip_special_tokens=True)):
+                    self.stopped.add(row)
+                    done[row] = True
+            return done
+
+    return RepetitionStop()
 
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
@@ -69,20 +121,25 @@ def generate_batch(
 ) -> list[GenerationOutput]:
     """One left-padded greedy ``model.generate`` over ``prompts`` (already chat-formatted)."""
     import torch
+    from transformers import StoppingCriteriaList
 
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    prompt_len = encoded["input_ids"].shape[1]
+    looping = _repetition_stop(tokenizer, prompt_len)
     with torch.inference_mode():
         output = model.generate(
-            **encoded, **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens)
+            **encoded,
+            stopping_criteria=StoppingCriteriaList([looping]),
+            **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens),
         )
-    prompt_len = encoded["input_ids"].shape[1]
     results = []
     for row in range(len(prompts)):
         new_ids = output[row, prompt_len:].tolist()
         count, ended = _count_new_tokens(model, tokenizer, new_ids)
         text, hit_stop = _cut_at_stop(tokenizer.decode(new_ids[:count], skip_special_tokens=True), stop)
         input_tokens = int(encoded["attention_mask"][row].sum())
-        results.append(GenerationOutput(text, input_tokens, count, "stop" if ended or hit_stop else "length"))
+        reason = "stop" if ended or hit_stop else "repetition" if row in looping.stopped else "length"
+        results.append(GenerationOutput(text, input_tokens, count, reason))
     return results
 
 
@@ -114,6 +171,7 @@ def stream_generate(
             )
 
     outcome: dict[str, Any] = {}
+    looping = _repetition_stop(tokenizer, encoded["input_ids"].shape[1])
 
     def run() -> None:
         try:
@@ -121,7 +179,7 @@ def stream_generate(
                 outcome["output"] = model.generate(
                     **encoded,
                     streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([_Cancelled()]),
+                    stopping_criteria=StoppingCriteriaList([_Cancelled(), looping]),
                     **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens),
                 )
         except BaseException as error:  # handed to the consumer below
@@ -153,7 +211,8 @@ def stream_generate(
         new_ids = outcome["output"][0, encoded["input_ids"].shape[1] :].tolist()
         count, ended = _count_new_tokens(model, tokenizer, new_ids)
         input_tokens = int(encoded["input_ids"].shape[1])
-        yield GenerationOutput("", input_tokens, count, "stop" if ended or hit_stop else "length")
+        reason = "stop" if ended or hit_stop else "repetition" if looping.stopped else "length"
+        yield GenerationOutput("", input_tokens, count, reason)
     finally:
         cancelled.set()
         thread.join()

@@ -179,3 +179,39 @@ def test_cut_at_stop(text: str, stop: list[str], expected: tuple[str, bool]) -> 
 def test_stop_prefix_is_held_back() -> None:
     assert _stop_prefix_len("code ``", ["```"]) == 2
     assert _stop_prefix_len("code", ["```"]) == 0
+
+
+def test_degenerate_loops_are_recognised_and_ordinary_code_is_not() -> None:
+    from chains.llm_generate import degenerate
+
+    chain = "def f(base):\n" + "".join(
+        f"    if base == {n}:\n        return str(n)\n" for n in range(100, 120)
+    )
+    prints = "".join(f'print(encode("Python {i}"))  # Output: "x"\n' for i in range(34))
+    assert degenerate(chain) and degenerate(prints) and degenerate("You are a function. " * 5)
+    table = "".join(
+        f"    ({v}, '{s}'),\n" for v, s in [(1000, "M"), (900, "CM"), (500, "D"), (400, "CD")] * 3
+    )
+    roman = f"def to_roman(n):\n    table = [\n{table}    ]\n    return table\n"
+    assert not degenerate(roman) and not degenerate("x = 10000\ny = '----'\n" + " " * 200)
+    for module in ("chains/retriever.py", "sandbox/server.py", "agent/loop.py"):  # real code, read whole
+        text = (Path(__file__).resolve().parents[2] / module).read_text()
+        assert not degenerate(text), module
+
+
+def test_a_looping_row_is_stopped_early_and_says_so(model_tiny_dir: Path) -> None:
+    from chains.llm import load_model_weights
+    from chains.llm_generate import generate_batch
+
+    weights = load_model_weights(str(model_tiny_dir), quantize="none")
+    tokenizer = weights.tokenizer
+    prompt = "hello " * 40  # the tiny random model falls into a loop at once
+    (looping,) = generate_batch(weights.model, tokenizer, [prompt], stop=[], max_new_tokens=120)
+    assert looping.finish_reason == "repetition" and looping.output_tokens < 120
+    assert degenerate_text(looping.text)
+
+
+def degenerate_text(text: str) -> bool:
+    from chains.llm_generate import degenerate
+
+    return degenerate(text)
