@@ -48,6 +48,7 @@ from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
 from pydantic import PrivateAttr
 
 from chains.llm_generate import GenerationOutput, generate_batch, stream_generate
+from chains.llm_int8 import int8_cache_file, quantize_int8, read_int8_cache, write_int8_cache
 from chains.model_convert import make_tiny_random_model
 from chains.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 
@@ -307,65 +308,6 @@ def _set_cpu_threads() -> None:
         torch.set_num_threads(max(1, threads))
 
 
-def quantize_int8(model: Any) -> Any:
-    """int8 dynamic quantization of every ``nn.Linear`` (CPU): 17 vs 2.3 tok/s on Qwen 1.5B here."""
-    import torch
-    from torch import nn
-
-    with warnings.catch_warnings():
-        # torch.ao's dynamic quantization is deprecated in favour of torchao (not installed), and
-        # warns once per quantized tensor; the API still works and is the fast path on this CPU.
-        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=r".*quantize_dynamic.*", category=DeprecationWarning)
-        warnings.filterwarnings(
-            "ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning
-        )
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
-
-
-def _int8_cache_file(resolved: ResolvedModel, adapter: str | None) -> Path | None:
-    """Where the int8 model of an installed known model is kept (quantizing takes 25-60 s here)."""
-    if resolved.kind != "known" or adapter:
-        return None
-    import torch
-    import transformers
-
-    return (
-        resolved.load_dir.parent / f"int8-torch{torch.__version__}-transformers{transformers.__version__}.pt"
-    )
-
-
-def _read_int8_cache(path: Path) -> Any | None:
-    import torch
-
-    if not path.is_file():
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r".*torch\.ao\.quantization.*", category=DeprecationWarning
-            )
-            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
-            warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated", category=UserWarning)
-            return torch.load(path, weights_only=False)  # our own file, written by _write_int8_cache
-    except Exception:  # stale or corrupt: quantize again and rewrite it
-        path.unlink(missing_ok=True)
-        return None
-
-
-def _write_int8_cache(model: Any, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(model, tmp)
-        os.replace(tmp, path)
-    except (
-        Exception
-    ):  # best effort: a read-only or full cache, or a model that will not pickle, costs speed only
-        tmp.unlink(missing_ok=True)
-
-
 def _load(resolved: ResolvedModel, adapter: str | None, quantize: Quantize, device: str) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -378,11 +320,11 @@ def _load(resolved: ResolvedModel, adapter: str | None, quantize: Quantize, devi
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     precision = "int8-dynamic" if use_int8 else ("bf16" if dtype == torch.bfloat16 else "fp32")
     kwargs = resolved.from_pretrained_kwargs()
-    cache_file = _int8_cache_file(resolved, adapter) if use_int8 else None
+    cache_file = int8_cache_file(resolved, adapter) if use_int8 else None
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(resolved.load_dir, **kwargs)
-    model = _read_int8_cache(cache_file) if cache_file else None
+    model = read_int8_cache(cache_file) if cache_file else None
     if model is not None:
         _prepare_generation(model, tokenizer)
         load_s = time.perf_counter() - started
@@ -410,7 +352,7 @@ def _load(resolved: ResolvedModel, adapter: str | None, quantize: Quantize, devi
     if use_int8:
         model = quantize_int8(model)
         if cache_file:
-            _write_int8_cache(model, cache_file)
+            write_int8_cache(model, cache_file)
     quantize_s = time.perf_counter() - started
 
     _prepare_generation(model, tokenizer)
