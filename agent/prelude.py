@@ -117,13 +117,12 @@ def add_missing_prelude(code: str, instruction: str) -> str:
             break
         for source, names in added:
             needed.append(source)
+            bound |= names
             missing -= names
             helper_tree = _parse_fragment(source)
             if helper_tree is not None:
                 helper_used, helper_bound = _names(helper_tree)
-                missing |= (
-                    helper_used - helper_bound - bound - {n for s in needed for n in _bound(s, available)}
-                )
+                missing |= helper_used - helper_bound - bound
     if not needed:
         return code
     order = [s for s, _ in available]
@@ -133,7 +132,3 @@ def add_missing_prelude(code: str, instruction: str) -> str:
     parts = ["\n".join(imports)] if imports else []
     parts += helpers
     return "\n\n\n".join(parts) + "\n\n\n" + code.lstrip("\n")
-
-
-def _bound(source: str, available: list[tuple[str, set[str]]]) -> set[str]:
-    return next((names for s, names in available if s == source), set())

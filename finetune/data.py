@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.batch import read_records
 from finetune.humaneval import TestSplitLeak, find_test_leak, guard_not_test
 from finetune.sft_data import DataError
 
@@ -224,30 +225,25 @@ def harvest_traces(paths: Iterable[Path], *, repairs: bool = False) -> Iterator[
     attempt followed by a passing repair also yields a "fix this code" example.
     """
     for path in paths:
-        with path.open("rb") as handle:
-            for raw in handle:
-                try:
-                    record = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue
-                if not isinstance(record, dict) or "error" in record or not record.get("passed"):
-                    continue
-                task_id = record.get("task_id") or record.get("id")
-                is_eval = "visible_passed" in record
-                if not is_eval and record.get("check") not in ("tests", "examples"):
-                    continue  # "it ran" is not verification
-                instruction, code = record.get("instruction"), record.get("code")
-                if not instruction or not code:
-                    continue
-                attempts = record.get("attempts") or []
-                kind = "repaired" if len(attempts) > 1 else "first-try"
-                yield {"instruction": instruction, "response": code.rstrip() + "\n",
-                       "source": f"trace:{path.name}:{kind}", "task_id": task_id}  # fmt: skip
-                if repairs and len(attempts) > 1 and attempts[-2].get("feedback"):
-                    fix = (f"{instruction}\n\nThis attempt fails:\n```python\n{attempts[-2]['code'].strip()}\n```\n"
-                           f"{attempts[-2]['feedback'].strip()}\nFix it and return the whole corrected code.")  # fmt: skip
-                    yield {"instruction": fix, "response": code.rstrip() + "\n",
-                           "source": f"trace:{path.name}:repair-pair", "task_id": task_id}  # fmt: skip
+        for record in read_records(path, key="passed"):  # complete JSON lines; a torn tail is skipped
+            if "error" in record or not record.get("passed"):
+                continue
+            task_id = record.get("task_id") or record.get("id")
+            is_eval = "visible_passed" in record
+            if not is_eval and record.get("check") not in ("tests", "examples"):
+                continue  # "it ran" is not verification
+            instruction, code = record.get("instruction"), record.get("code")
+            if not instruction or not code:
+                continue
+            attempts = record.get("attempts") or []
+            kind = "repaired" if len(attempts) > 1 else "first-try"
+            yield {"instruction": instruction, "response": code.rstrip() + "\n",
+                   "source": f"trace:{path.name}:{kind}", "task_id": task_id}  # fmt: skip
+            if repairs and len(attempts) > 1 and attempts[-2].get("feedback"):
+                fix = (f"{instruction}\n\nThis attempt fails:\n```python\n{attempts[-2]['code'].strip()}\n```\n"
+                       f"{attempts[-2]['feedback'].strip()}\nFix it and return the whole corrected code.")  # fmt: skip
+                yield {"instruction": fix, "response": code.rstrip() + "\n",
+                       "source": f"trace:{path.name}:repair-pair", "task_id": task_id}  # fmt: skip
 
 
 # -- HumanEval dev references, verified -----------------------------------------------------------------
