@@ -18,367 +18,38 @@ a session is never reused for plain runs: the host kills it when the session end
 Config (argv[1], JSON): work (folder), wipe (folders emptied after each run), own_pidns (kill
 every other process after a run), mem_bytes (RLIMIT_AS for children, 0 = none), cgroup_oom
 (path of memory.oom_control to detect OOM kills).
+
+The program is ``server_base.py`` + ``server_child.py`` + this file, joined by
+:func:`sandbox.workers.server_source`. Each part imports the names it takes from earlier parts
+between ``# ---`` markers, so linters and editors see them; the join drops those lines.
 """
 
-import atexit
-import base64
 import contextlib
-import fcntl
-import io
 import json
-import linecache
 import os
-import resource
 import select
 import signal
 import sys
 import time
-import traceback
 
-CONFIG = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-WORK = CONFIG.get("work", "/work")
-WIPE = CONFIG.get("wipe", [WORK, "/tmp", "/dev/shm"])
-OWN_PIDNS = bool(CONFIG.get("own_pidns", os.getpid() == 1))
-MEM_BYTES = int(CONFIG.get("mem_bytes", 0))
-NPROC = int(CONFIG.get("nproc", 0))  # RLIMIT_NPROC for children (per user namespace), 0 = none
-OOM_CONTROL = CONFIG.get("cgroup_oom", "/sys/fs/cgroup/memory/memory.oom_control")
-MAX_FILE_BYTES = int(CONFIG.get("max_file_bytes", 1 << 20))
-MAX_FILES = int(CONFIG.get("max_files", 50))
-MAIN_NAME = "main.py"
+# --- names from the parts before this one: dropped when the parts are joined (workers.server_source)
+from sandbox.server_base import (
+    _no_dump,
+    collect_files,
+    kill_leftovers,
+    oom_kills,
+    read_msg,
+    reap_all,
+    wipe,
+    write_files,
+    write_msg,
+)
+from sandbox.server_child import (
+    child_main,
+    session_main,
+)
 
-IN = sys.stdin.buffer
-OUT = sys.stdout.buffer
-
-
-def _no_dump():
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except Exception:
-        pass
-
-
-def read_msg():
-    head = IN.read(4)
-    if len(head) < 4:
-        return None
-    size = int.from_bytes(head, "big")
-    return json.loads(IN.read(size).decode("utf-8"))
-
-
-def write_msg(obj):
-    data = json.dumps(obj).encode("utf-8")
-    OUT.write(len(data).to_bytes(4, "big") + data)
-    OUT.flush()
-
-
-def oom_kills():
-    try:
-        with open(OOM_CONTROL) as f:
-            for line in f:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return -1
-
-
-def safe_path(name):
-    path = os.path.normpath(os.path.join(WORK, name))
-    if not path.startswith(WORK.rstrip("/") + "/"):
-        raise ValueError("file name outside the work folder: " + name)
-    return path
-
-
-def write_files(files):
-    stamps = {}
-    for name, b64 in (files or {}).items():
-        path = safe_path(name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(base64.b64decode(b64))
-        st = os.stat(path)
-        stamps[path] = (st.st_size, st.st_mtime_ns)
-    return stamps
-
-
-def collect_files(stamps):
-    out, total = {}, 0
-    for root, dirs, names in os.walk(WORK):
-        dirs.sort()
-        for name in sorted(names):
-            path = os.path.join(root, name)
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue
-            if not os.path.isfile(path) or os.path.islink(path):
-                continue
-            if stamps.get(path) == (st.st_size, st.st_mtime_ns) or len(out) >= MAX_FILES:
-                continue
-            if total + st.st_size > MAX_FILE_BYTES:
-                continue
-            try:
-                with open(path, "rb") as f:
-                    data = f.read(MAX_FILE_BYTES - total + 1)
-            except OSError:
-                continue
-            total += len(data)
-            out[os.path.relpath(path, WORK)] = base64.b64encode(data).decode("ascii")
-    return out
-
-
-def _other_pids():
-    me = os.getpid()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in (1, me):
-            pids.append(int(entry))
-    return pids
-
-
-def reap_all():
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def kill_leftovers(pgid):
-    if pgid > 0:  # 0 would mean our own process group
-        with contextlib.suppress(OSError):
-            os.killpg(pgid, signal.SIGKILL)
-    if not OWN_PIDNS:
-        reap_all()
-        return
-    for _ in range(200):
-        pids = _other_pids()
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        reap_all()
-        time.sleep(0.001)
-    reap_all()
-
-
-def wipe():
-    for top in WIPE:
-        try:
-            entries = os.listdir(top)
-        except OSError:
-            continue
-        for name in entries:
-            _remove(os.path.join(top, name))
-
-
-def _remove(path):
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
-            for name in os.listdir(path):
-                _remove(os.path.join(path, name))
-            os.rmdir(path)
-        else:
-            os.unlink(path)
-    except OSError:
-        pass
-
-
-def _close_fds_from(low):
-    """Close every descriptor >= low (listing /proc/self/fd: closerange over a huge limit is slow)."""
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = range(low, 4096)
-    for fd in fds:
-        if fd >= low:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _child_setup():
-    """In a fresh child, once fds 0-3 are in place: limits, signals, streams, work folder."""
-    os.chdir(WORK)
-    try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")  # the OOM killer takes the run, not the server
-    except OSError:
-        pass
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if MEM_BYTES:
-        resource.setrlimit(resource.RLIMIT_AS, (MEM_BYTES, MEM_BYTES))
-    if NPROC:
-        resource.setrlimit(resource.RLIMIT_NPROC, (NPROC, NPROC))
-    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8")
-    sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8")
-    sys.stderr = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(2, "w", closefd=False)), encoding="utf-8", errors="backslashreplace"
-    )
-    sys.stdout.reconfigure(write_through=True)
-    sys.stderr.reconfigure(write_through=True)
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-    sys.argv = [MAIN_NAME]
-    sys.path[0:0] = [WORK]
-    atexit._clear()
-
-
-def _place_fds(fds):
-    """dup2 ``fds`` onto 0, 1, 2, ... (via fds above 100, so none is clobbered before it moves)."""
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 100) for fd in fds]
-    for target, fd in enumerate(high):
-        os.dup2(fd, target)
-        os.close(fd)
-
-
-def _set_stdin(text):
-    if text:
-        mem = os.memfd_create("stdin")
-        os.write(mem, text.encode("utf-8"))
-        os.lseek(mem, 0, os.SEEK_SET)
-    else:
-        mem = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(mem, 0)
-    os.close(mem)
-
-
-def execute(code, namespace):
-    """Run ``code`` in ``namespace``; report an uncaught error on stderr and fd 3. Returns the status."""
-    linecache.cache[MAIN_NAME] = (len(code), None, code.splitlines(True), MAIN_NAME)
-    try:
-        exec(compile(code, MAIN_NAME, "exec"), namespace)
-        return 0
-    except SystemExit as exc:
-        return _exit_code(exc)
-    except BaseException as exc:
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        if isinstance(exc, SyntaxError):
-            tb = None
-        try:
-            text = "".join(traceback.format_exception(type(exc), exc, tb))
-            sys.stderr.write(text)
-            info = {
-                "kind": "error",
-                "name": type(exc).__name__,
-                "value": str(exc)[:2000],
-                "traceback": text[-4000:],
-            }
-            os.write(3, json.dumps(info).encode("utf-8") + b"\n")
-        except BaseException:
-            pass
-        return 1
-
-
-def report_end(status):
-    """Flush, close the outputs, then say how the run ended (the server need not wait for exit)."""
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(BaseException):
-            stream.flush()
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        with contextlib.suppress(OSError):
-            os.dup2(null, fd)  # a session keeps running: its later writes go nowhere
-    os.close(null)
-    with contextlib.suppress(OSError):
-        os.write(3, json.dumps({"kind": "exit", "status": status}).encode("utf-8") + b"\n")
-        os.close(3)
-
-
-def _fail_setup(exc):
-    with contextlib.suppress(BaseException):
-        os.write(2, ("sandbox server: child set-up failed: " + repr(exc) + "\n").encode())
-    os._exit(70)
-
-
-def _fresh_main():
-    main = type(sys)("__main__")
-    main.__file__ = MAIN_NAME
-    main.__builtins__ = __builtins__
-    sys.modules["__main__"] = main
-    return main.__dict__
-
-
-def child_main(ctrl_r, out_w, err_w, info_w):
-    """The pre-forked one-shot child: set up, wait for its code on fd 4, run it; never returns."""
-    try:
-        os.setsid()
-        _place_fds([os.open(os.devnull, os.O_RDONLY), out_w, err_w, info_w, ctrl_r])
-        _close_fds_from(5)  # the server's channel and every other descriptor are gone
-        _child_setup()
-        with os.fdopen(4, "rb") as ctrl:
-            data = ctrl.read()  # the job, then EOF
-        if not data:
-            os._exit(0)  # the server dropped this child unused
-        job = json.loads(data.decode("utf-8"))
-        _set_stdin(job.get("stdin"))
-    except BaseException as exc:
-        _fail_setup(exc)
-    status = execute(job["code"], _fresh_main())
-    try:
-        threading = sys.modules.get("threading")
-        if threading is not None:
-            threading._shutdown()
-        atexit._run_exitfuncs()
-    except SystemExit as exc:
-        status = _exit_code(exc)
-    except BaseException:
-        pass
-    report_end(status)
-    os._exit(status)
-
-
-def session_main(sock_fd):
-    """A stateful session: one namespace kept across runs. Each job arrives on the unix socket
-    ``sock_fd`` with its own stdout, stderr and report pipes (SCM_RIGHTS); never returns."""
-    import socket
-
-    try:
-        os.setsid()
-        null = os.open(os.devnull, os.O_RDWR)
-        _place_fds([null, os.dup(null), os.dup(null), os.dup(null), sock_fd])
-        _close_fds_from(5)
-        _child_setup()
-        sock = socket.socket(fileno=4)
-        namespace = _fresh_main()
-    except BaseException as exc:
-        _fail_setup(exc)
-    while True:
-        try:
-            head, fds, _, _ = socket.recv_fds(sock, 8, 3)
-            if len(head) < 8 or len(fds) != 3:
-                os._exit(0)
-            size = int.from_bytes(head, "big")
-            data = bytearray()
-            while len(data) < size:
-                chunk = sock.recv(min(1 << 20, size - len(data)))
-                if not chunk:
-                    os._exit(0)
-                data += chunk
-            job = json.loads(data.decode("utf-8"))
-            _place_fds([os.open(os.devnull, os.O_RDONLY), *fds])
-            _set_stdin(job.get("stdin"))
-        except BaseException as exc:
-            _fail_setup(exc)
-        report_end(execute(job["code"], namespace))
-
-
-def _exit_code(exc):
-    code = exc.code
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    with contextlib.suppress(BaseException):
-        sys.stderr.write(str(code) + "\n")
-    return 1
+# ---
 
 
 def _info_messages(buf):

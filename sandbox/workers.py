@@ -7,8 +7,10 @@ A worker that times out, dies or answers garbage is *dead*: the pool kills and r
 from __future__ import annotations
 
 import abc
+import functools
 import json
 import os
+import re
 import select
 import subprocess
 import time
@@ -18,9 +20,20 @@ from typing import Any
 MAX_MESSAGE_BYTES = 64 << 20  # a sane bound on one answer (outputs and files are capped well below)
 
 
+SERVER_PARTS = ("server_base.py", "server_child.py", "server.py")  # one program, joined in this order
+# Each later part imports what it takes from the earlier ones between these markers (for linters
+# and readers); in the joined program those names are already defined, so the block is dropped.
+_JOIN_IMPORTS = re.compile(
+    r"^# --- names from the parts before this one.*?^# ---\n", re.MULTILINE | re.DOTALL
+)
+
+
+@functools.cache
 def server_source() -> str:
-    """The stdlib-only server program that runs inside every sandbox."""
-    return resources.files("sandbox").joinpath("server.py").read_text(encoding="utf-8")
+    """The stdlib-only server program that runs inside every sandbox: its parts, joined."""
+    folder = resources.files("sandbox")
+    parts = [folder.joinpath(name).read_text(encoding="utf-8") for name in SERVER_PARTS]
+    return "\n\n".join(_JOIN_IMPORTS.sub("", part) for part in parts)
 
 
 # A one-line loader: the server's source arrives first on stdin (length line, then the source),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import threading
 import time
 from typing import Any, ClassVar
@@ -11,7 +12,7 @@ import pytest
 from sandbox import SandboxSettings, open_sandbox
 from sandbox.pool import ServerSandbox, WarmPool
 from sandbox.settings import parse_size
-from sandbox.workers import Worker, WorkerDied, WorkerTimeout
+from sandbox.workers import SERVER_PARTS, Worker, WorkerDied, WorkerTimeout, server_source
 
 
 def test_parse_size() -> None:
@@ -21,6 +22,33 @@ def test_parse_size() -> None:
     assert parse_size(1234) == 1234
     with pytest.raises(ValueError, match="not a size"):
         parse_size("lots")
+
+
+def test_server_parts_join_into_one_program_that_defines_every_name_a_part_imports() -> None:
+    from importlib import resources
+
+    program = server_source()
+    tree = ast.parse(program)  # compiles as one module
+    assert not [
+        n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and "sandbox" in n.module
+    ]
+    top = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    top |= {
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+    }
+    defined: set[str] = set()
+    for name in SERVER_PARTS:
+        part = ast.parse(resources.files("sandbox").joinpath(name).read_text(encoding="utf-8"))
+        for node in part.body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sandbox."):
+                taken = {alias.name for alias in node.names}
+                assert taken <= defined, f"{name} imports {taken - defined} from a later part"
+            elif isinstance(node, ast.FunctionDef):
+                defined.add(node.name)
+            elif isinstance(node, ast.Assign):
+                defined |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    assert defined == top and {"main", "child_main", "read_msg"} <= top
+    assert program.rstrip().endswith("main()")  # the entry point runs last, with every part defined
 
 
 def test_unknown_setting_is_refused() -> None:
