@@ -38,6 +38,9 @@ class AgentConfig:
     k: int = 4  # documents put in the prompt
     timeout: float | None = None  # seconds per run; None: the sandbox's default
     max_new_tokens: int = 768  # enough for a 60-line function with its demo block
+    # a repair that fails like an earlier attempt is followed by one sampled at this temperature
+    # (greedy ones tend to repeat the failure); none: every repair greedy
+    stuck_temperature: float | None = 0.8
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -72,6 +75,10 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         raise ConfigError(f"{name} = {raw!r} from {source} is not a valid {kind}") from None
     if name == "sandbox" and value not in SANDBOX_KINDS:
         raise ConfigError(f"sandbox = {value!r} from {source}: choose one of {', '.join(SANDBOX_KINDS)}")
+    if name == "stuck_temperature" and value is not None and not 0 < value <= 2:
+        raise ConfigError(
+            f"stuck_temperature = {value} from {source}: use a value in (0, 2], or none for greedy repairs"
+        )
     if name == "max_attempts" and value < 1:
         raise ConfigError(f"max_attempts = {value} from {source}: it must be at least 1")
     return value
@@ -157,5 +164,5 @@ def build_agent(
         raise
     return CodeAgent(
         model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
-        timeout=config.timeout,
+        timeout=config.timeout, stuck_temperature=config.stuck_temperature,
     )  # fmt: skip

@@ -8,6 +8,7 @@ Any chat model, any retriever and any :class:`sandbox.Sandbox` can be injected.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,6 +32,10 @@ REPEATED_NOTE = (
     "Your last answer repeated code that had already failed. Write a different, corrected version."
 )
 DEFAULT_MAX_ATTEMPTS = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
+# A greedy repair that fails the same way as before tends to keep doing so: on the first 20 dev
+# tasks every failed repair repeated the earlier error. The next repair is then sampled at this
+# temperature (Chen et al. 2021 sample at 0.8) so the model can leave the rut.
+DEFAULT_STUCK_TEMPERATURE = 0.8
 
 
 @dataclass
@@ -66,9 +71,13 @@ class CodeAgent(Runnable[Any, AgentResult]):
         repair_model: Runnable | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout: float | None = None,
+        stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if stuck_temperature is not None and not stuck_temperature > 0:
+            raise ValueError("stuck_temperature must be > 0, or None to keep every repair greedy")
+        self.stuck_temperature = stuck_temperature
         self.sandbox = sandbox
         self.retriever = retriever
         self.max_attempts = max_attempts
@@ -79,7 +88,8 @@ class CodeAgent(Runnable[Any, AgentResult]):
         """Switch the chat model (and the one used for repairs) for the next instructions."""
         self.model = model
         self._codegen = codegen_chain(model)
-        self._repair = repair_chain(repair_model or model)
+        self._repair_model = repair_model or model
+        self._repair = repair_chain(self._repair_model)
 
     # -- Runnable -----------------------------------------------------------------------------
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AgentResult:
@@ -121,7 +131,9 @@ class CodeAgent(Runnable[Any, AgentResult]):
         tests, check = self._checks(task)
         attempts: list[Attempt] = []
         seen: set[str] = set()
+        seen_feedback: set[str] = set()
         nudged = False
+        temperature: float | None = None  # of the draft being checked; None: greedy
         inputs: dict[str, Any] = {"instruction": task.instruction, "docs": docs, "tests": tests}
         stop: StopReason = "budget"
         draft_kind: Literal["generate", "repair"] = "generate"
@@ -150,6 +162,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 run_ms=run_ms,
                 input_tokens=draft["input_tokens"],
                 output_tokens=draft["output_tokens"],
+                temperature=temperature,
             )
             attempts.append(attempt)
             yield emit("ran", number, result=result, report=report, passed=passed)
@@ -162,20 +175,27 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 stop = "sandbox-error"
                 break
             key = _normalise(code)
+            stuck = key in seen or attempt.feedback in seen_feedback  # failed just as before
+            seen_feedback.add(attempt.feedback)
             if key in seen:
-                if nudged or not key:  # it repeated itself even after being told: stop
+                # it repeated itself even after being told (and, when allowed, even sampling): stop
+                if not key or (nudged and (self.stuck_temperature is None or temperature is not None)):
                     stop = "empty" if not key else "repeated"
                     break
-                nudged = True  # once: say so, which also changes the (greedy) model's prompt
-                attempt.feedback += f"\n\n{REPEATED_NOTE}"
+                if not nudged:
+                    nudged = True  # once: say so, which also changes the model's prompt
+                    attempt.feedback += f"\n\n{REPEATED_NOTE}"
             seen.add(key)
             if number == self.max_attempts:
                 break
             yield emit("repairing", number + 1)
             draft_kind = "repair"
+            temperature = self.stuck_temperature if stuck else None
             t0 = time.perf_counter()
             draft = self._draft(
-                self._repair, {**inputs, "code": code, "feedback": attempt.feedback}, on_token
+                self._repair_chain(task.instruction, number + 1, temperature),
+                {**inputs, "code": code, "feedback": attempt.feedback},
+                on_token,
             )
 
         final = attempts[-1]
@@ -191,6 +211,13 @@ class CodeAgent(Runnable[Any, AgentResult]):
             total_ms=(time.perf_counter() - started) * 1000,
         )
         yield emit("done", final.number, result=result)
+
+    def _repair_chain(self, instruction: str, number: int, temperature: float | None) -> Runnable:
+        """The greedy repair chain, or one that samples (seeded by the task and attempt: reproducible)."""
+        if temperature is None:
+            return self._repair
+        seed = (zlib.crc32(instruction.encode("utf-8")) + number) % 2**31
+        return repair_chain(self._repair_model.bind(temperature=temperature, seed=seed))
 
     @staticmethod
     def _draft(chain: Runnable, inputs: dict[str, Any], on_token: Callable[[str], None] | None) -> Draft:

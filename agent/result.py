@@ -26,6 +26,7 @@ class Attempt:
     run_ms: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    temperature: float | None = None  # the draft was sampled at this temperature; None: greedy
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k not in ("result", "report")}

@@ -47,7 +47,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
 from pydantic import PrivateAttr
 
-from chains.llm_generate import GenerationOutput, generate_batch, stream_generate
+from chains.llm_generate import GenerationOutput, Sampling, generate_batch, stream_generate
 from chains.llm_int8 import int8_cache_file, quantize_int8, read_int8_cache, write_int8_cache
 from chains.model_convert import make_tiny_random_model
 from chains.models import DEFAULT_MODEL, ResolvedModel, resolve_model
@@ -92,18 +92,24 @@ class LocalPipelineLLM(HuggingFacePipeline):
         with _CACHE_LOCK:
             return _GENERATE_LOCKS.setdefault(self.pipeline.model, threading.Lock())
 
-    def _gen_options(self, kwargs: dict[str, Any]) -> tuple[int, int | None]:
+    def _gen_options(self, kwargs: dict[str, Any]) -> tuple[int, int | None, Sampling | None]:
         max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
         lookup = kwargs.get("prompt_lookup")
         if lookup is True:
             lookup = self.prompt_lookup_num_tokens
-        return max_new, (int(lookup) if lookup else None)
+        temperature = kwargs.get("temperature")
+        sampling = None
+        if temperature:  # None or 0: greedy, the default
+            seed = kwargs.get("seed")
+            sampling = Sampling(float(temperature), float(kwargs.get("top_p") or Sampling.top_p),
+                                None if seed is None else int(seed))  # fmt: skip
+        return max_new, (int(lookup) if lookup else None), sampling
 
     def generate_texts(
         self, prompts: Sequence[str], stop: list[str] | None = None, **kwargs: Any
     ) -> list[GenerationOutput]:
-        """Greedy completions of ready-made prompts, batched ``batch_size`` at a time."""
-        max_new, lookup = self._gen_options(kwargs)
+        """Completions of ready-made prompts (greedy unless ``temperature``), ``batch_size`` at a time."""
+        max_new, lookup, sampling = self._gen_options(kwargs)
         step = 1 if lookup else max(1, self.batch_size)  # prompt lookup works one prompt at a time
         outputs: list[GenerationOutput] = []
         for start in range(0, len(prompts), step):
@@ -115,6 +121,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
                     stop=stop or [],
                     max_new_tokens=max_new,
                     prompt_lookup_num_tokens=lookup,
+                    sampling=sampling,
                 )
         return outputs
 
@@ -135,7 +142,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        max_new, lookup = self._gen_options(kwargs)
+        max_new, lookup, sampling = self._gen_options(kwargs)
         with self._lock:
             for piece in stream_generate(
                 self.pipeline.model,
@@ -144,6 +151,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
                 stop=stop or [],
                 max_new_tokens=max_new,
                 prompt_lookup_num_tokens=lookup,
+                sampling=sampling,
             ):
                 if isinstance(piece, GenerationOutput):  # the last item: usage and finish reason
                     yield GenerationChunk(text="", generation_info=piece.info())
@@ -168,7 +176,8 @@ class LocalChatModel(ChatHuggingFace):
     """``ChatHuggingFace`` over :class:`LocalPipelineLLM`: usage metadata, real batching, streaming.
 
     Per-call options (``invoke(..., key=value)`` or ``.bind(key=value)``): ``stop``,
-    ``max_new_tokens``, ``prompt_lookup`` (True or a candidate length).
+    ``max_new_tokens``, ``prompt_lookup`` (True or a candidate length), and ``temperature`` (> 0
+    samples instead of decoding greedily) with ``top_p`` and ``seed``.
     """
 
     _prefilled: dict[tuple[str, tuple[str, ...]], ChatResult] = PrivateAttr(default_factory=dict)

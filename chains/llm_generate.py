@@ -89,8 +89,35 @@ def _stop_prefix_len(text: str, stop: Sequence[str]) -> int:
     return max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
 
 
-def _generate_kwargs(tokenizer: Any, stop: Sequence[str], max_new_tokens: int, lookup: int | None) -> dict:
+@dataclass(frozen=True)
+class Sampling:
+    """Sample instead of greedy decoding (e.g. for a repair that is stuck repeating itself)."""
+
+    temperature: float
+    top_p: float = 0.95  # the Codex paper's nucleus
+    seed: int | None = None  # torch's global seed, set just before generating (under the model lock)
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(
+                f"temperature must be > 0 to sample, not {self.temperature}; omit it to decode greedily"
+            )
+
+
+def _generate_kwargs(
+    tokenizer: Any,
+    stop: Sequence[str],
+    max_new_tokens: int,
+    lookup: int | None,
+    sampling: Sampling | None = None,
+) -> dict:
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
+    if sampling is not None:
+        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+        if sampling.seed is not None:
+            import torch
+
+            torch.manual_seed(sampling.seed)
     if stop:
         kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
     if lookup:
@@ -118,8 +145,9 @@ def generate_batch(
     stop: Sequence[str],
     max_new_tokens: int,
     prompt_lookup_num_tokens: int | None = None,
+    sampling: Sampling | None = None,
 ) -> list[GenerationOutput]:
-    """One left-padded greedy ``model.generate`` over ``prompts`` (already chat-formatted)."""
+    """One left-padded ``model.generate`` over ``prompts`` (already chat-formatted); greedy unless ``sampling``."""
     import torch
     from transformers import StoppingCriteriaList
 
@@ -130,7 +158,7 @@ def generate_batch(
         output = model.generate(
             **encoded,
             stopping_criteria=StoppingCriteriaList([looping]),
-            **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens),
+            **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens, sampling),
         )
     results = []
     for row in range(len(prompts)):
@@ -151,6 +179,7 @@ def stream_generate(
     stop: Sequence[str],
     max_new_tokens: int,
     prompt_lookup_num_tokens: int | None = None,
+    sampling: Sampling | None = None,
 ) -> Iterator[str | GenerationOutput]:
     """Yield text pieces as they are generated, then one :class:`GenerationOutput` (empty text).
 
@@ -180,7 +209,7 @@ def stream_generate(
                     **encoded,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_Cancelled(), looping]),
-                    **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens),
+                    **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens, sampling),
                 )
         except BaseException as error:  # handed to the consumer below
             outcome["error"] = error

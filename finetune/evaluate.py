@@ -99,6 +99,7 @@ def record_for(
             "run_ms": round(attempt.run_ms, 1),
             "input_tokens": attempt.input_tokens,
             "output_tokens": attempt.output_tokens,
+            "temperature": attempt.temperature,
         })  # fmt: skip
     final = verdict(result.code)
     reference = problem.canonical_code
@@ -217,8 +218,19 @@ def run_eval(
     return summary
 
 
-def select_problems(split: str = "dev", limit: int | None = None) -> list[Problem]:
+def select_problems(split: str = "dev", limit: int | None = None, tasks: str | None = None) -> list[Problem]:
+    """The split's problems; ``tasks`` ("1,5,HumanEval/6") keeps only those, which must be in the split."""
     problems = load_problems(split)
+    if tasks:
+        wanted = [t.strip() for t in tasks.split(",") if t.strip()]
+        ids = [t if t.startswith("HumanEval/") else f"HumanEval/{t}" for t in wanted]
+        known = {p.task_id for p in problems}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise ValueError(
+                f"--tasks: {', '.join(missing)} not in the {split} split; give task numbers of that split"
+            )
+        problems = [p for p in problems if p.task_id in set(ids)]
     return problems[:limit] if limit else problems
 
 

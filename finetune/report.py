@@ -127,7 +127,9 @@ def markdown(stats: EvalStats, *, title: str, results: Path | None = None, plot:
     for i, rate in enumerate(stats.pass_after_attempt, 1):
         label = "after attempt 1 (single shot)" if i == 1 else f"after attempt {i} (repair {i - 1})"
         lines.append(f"| pass rate {label} | {rate:.1%} |")
-    lines.append(f"| time, summed over tasks (tasks overlap with --workers > 1) | {stats.seconds_total:.0f} s |")
+    lines.append(
+        f"| time, summed over tasks (tasks overlap with --workers > 1) | {stats.seconds_total:.0f} s |"
+    )
     lines.append(f"| time per solved task | {_fmt(stats.seconds_per_solved, '.1f')} s |")
     lines.append(f"| generated tokens per solved task | {_fmt(stats.output_tokens_per_solved, '.0f')} |")
     if stats.similarity:

@@ -22,6 +22,7 @@ class ScriptedChatModel(BaseChatModel):
     rules: list[tuple[str, str]]
     sequence: list[str] = Field(default_factory=list)  # when not empty, replies come from it in order first
     prompts: list[str] = Field(default_factory=list)
+    options: list[dict[str, Any]] = Field(default_factory=list)  # the per-call options (e.g. temperature)
 
     @property
     def _llm_type(self) -> str:
@@ -36,6 +37,7 @@ class ScriptedChatModel(BaseChatModel):
     ) -> ChatResult:
         prompt = "\n".join(str(m.content) for m in messages)
         self.prompts.append(prompt)
+        self.options.append(dict(kwargs))
         if self.sequence:
             reply = self.sequence.pop(0)
         else:

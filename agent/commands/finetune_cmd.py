@@ -35,6 +35,9 @@ def eval_group() -> None:
               help="dev = tasks 0-81 (tune on these), test = 82-163 (report only).")  # fmt: skip
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N tasks of the split.")
 @click.option(
+    "--tasks", default=None, help="Only these tasks of the split, e.g. 1,5,HumanEval/6 (rerun failures)."
+)
+@click.option(
     "--no-retrieval", "retrieval", flag_value=False, default=None, help="No retrieved docs in prompts."
 )
 @click.option("--no-repair", is_flag=True, help="Single shot: one attempt, no repairs.")
@@ -44,6 +47,9 @@ def eval_group() -> None:
               help="Samples per task (n > 1 samples with temperature and reports pass@k).")  # fmt: skip
 @click.option("--temperature", type=click.FloatRange(0.01, 2.0), default=0.8, show_default=True,
               help="Sampling temperature when --samples > 1.")  # fmt: skip
+@click.option("--stuck-temperature", default=None,
+              help="A repair failing like an earlier attempt is followed by one sampled at this temperature "
+                   "[default: 0.8]; 'none': greedy repairs.")  # fmt: skip
 @click.option("--model", default=None, help="Known model name, HF folder or .gguf file.")
 @click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder.")
 @click.option("--sandbox", type=click.Choice(["auto", "docker", "local", "unsafe-local"]), default="docker",
@@ -59,8 +65,9 @@ def eval_group() -> None:
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
-def humaneval_cmd(split: str, limit: int | None, retrieval: bool | None, no_repair: bool,
-                  max_attempts: int | None, samples: int, temperature: float, model: str | None,
+def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: bool | None, no_repair: bool,
+                  max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
+                  model: str | None,
                   adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
                   quantize: str, workers: int, output: Path, report: Path | None, fresh: bool) -> None:  # fmt: skip
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
@@ -72,10 +79,10 @@ def humaneval_cmd(split: str, limit: int | None, retrieval: bool | None, no_repa
 
     flags = {"model": model, "adapter": adapter, "sandbox": sandbox, "retrieval": retrieval,
              "max_attempts": 1 if no_repair else max_attempts, "index_path": index_path,
-             "max_new_tokens": max_new_tokens}  # fmt: skip
+             "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}  # fmt: skip
     try:
         config = resolve_config(flags)
-        problems = select_problems(split, limit)
+        problems = select_problems(split, limit, tasks)
     except Exception as exc:
         _fail(exc)
     if fresh and output.exists():
@@ -111,11 +118,13 @@ def humaneval_cmd(split: str, limit: int | None, retrieval: bool | None, no_repa
     with agent:
         click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
                    f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
-                   f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}")  # fmt: skip
+                   f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}; "
+                   f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
         with progress:
             summary = run_eval(agent, problems, output, samples=samples, workers=workers,
                                on_start=on_start, on_result=on_result)  # fmt: skip
-    title = f"HumanEval {split}{f' (first {limit})' if limit else ''}: {config.model}" + (
+    chosen = f" (tasks {tasks})" if tasks else ""
+    title = f"HumanEval {split}{chosen}{f' (first {limit})' if limit else ''}: {config.model}" + (
         f" + {Path(config.adapter).name}" if config.adapter else "")  # fmt: skip
     from finetune.report import markdown, read_records, summarise
 

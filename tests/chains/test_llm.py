@@ -82,6 +82,25 @@ def test_prompt_lookup_keeps_greedy_output(model_tiny_chat: LocalChatModel) -> N
     assert _joined(list(model_tiny_chat.stream(PROMPTS[1], prompt_lookup=True))).content == plain
 
 
+def test_temperature_samples_reproducibly_with_a_seed_on_every_path(model_tiny_chat: LocalChatModel) -> None:
+    prompt = PROMPTS[1]
+    greedy = model_tiny_chat.invoke(prompt).content
+    sampled = [model_tiny_chat.invoke(prompt, temperature=1.5, seed=s).content for s in range(4)]
+    assert model_tiny_chat.invoke(prompt, temperature=1.5, seed=0).content == sampled[0]  # seeded
+    assert any(text != greedy for text in sampled) and len(set(sampled)) > 1  # a random model varies
+    # the repair model (prompt lookup), batches and streams sample too
+    assert {
+        repair_model(model_tiny_chat).invoke(prompt, temperature=1.5, seed=s).content for s in range(4)
+    } != {greedy}
+    assert {m.content for m in model_tiny_chat.batch([prompt, prompt], temperature=1.5, seed=1)} != {greedy}
+    assert _joined(list(model_tiny_chat.stream(prompt, temperature=1.5, seed=0))).content == sampled[0]
+    assert model_tiny_chat.invoke(prompt, temperature=0).content == greedy  # 0 means greedy
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        from chains.llm_generate import Sampling
+
+        Sampling(temperature=-1.0)
+
+
 def test_async_invoke_and_stream_match_sync(model_tiny_chat: LocalChatModel) -> None:
     import asyncio
 

@@ -63,6 +63,10 @@ def test_split_is_fixed_half_and_half():
     assert [p.index for p in test] == list(range(82, 164))
     assert split_of("HumanEval/81") == "dev" and split_of("HumanEval/82") == "test"
     assert len(select_problems("dev", 5)) == 5
+    chosen = select_problems("dev", tasks="6, HumanEval/1,5")
+    assert [p.task_id for p in chosen] == ["HumanEval/1", "HumanEval/5", "HumanEval/6"]
+    with pytest.raises(ValueError, match="HumanEval/90 not in the dev split"):
+        select_problems("dev", tasks="1,90")  # rerunning failures never reaches into the test split
 
 
 def test_guard_refuses_test_split_ids_and_text():
