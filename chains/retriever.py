@@ -6,7 +6,7 @@ An empty or missing index returns no documents.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,7 +51,11 @@ class _LexicalIndex:
     bm25: BM25Index
     vectors: Any = None
     """The chunk vectors (np.ndarray, rows in ``ids`` order), loaded on first hybrid use."""
-    positions: dict[str, int] | None = None
+    positions: dict[str, int] = field(default_factory=dict)
+    """Row of each chunk id: hybrid search takes texts and metadata from here, not from SQLite."""
+
+    def __post_init__(self) -> None:
+        self.positions = {id_: row for row, id_ in enumerate(self.ids)}
 
     def similarities(self, collection: Collection, query_vector: list[float], ids: list[str]) -> list[float]:
         """Cosine of the (L2-normalised) query to chunks found by BM25 only, from vectors kept in memory."""
@@ -64,8 +68,6 @@ class _LexicalIndex:
             self.vectors = matrix[[order[id_] for id_ in self.ids]] if len(self.ids) else matrix
             norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
             self.vectors /= np.where(norms == 0, 1.0, norms)
-            self.positions = {id_: row for row, id_ in enumerate(self.ids)}
-        assert self.positions is not None
         query = np.asarray(query_vector, dtype=np.float32)
         query /= float(np.linalg.norm(query)) or 1.0
         rows = [self.positions[id_] for id_ in ids]
@@ -76,10 +78,12 @@ _lexical_lock = threading.Lock()
 _lexical_cache: dict[tuple[str, str], _LexicalIndex] = {}
 
 
-def _lexical_index(collection: Collection, index_path: Path, collection_name: str) -> _LexicalIndex:
+def _lexical_index(
+    collection: Collection, index_path: Path, collection_name: str, generation: str | None = None
+) -> _LexicalIndex:
     """BM25 over every chunk (symbol counted twice, it names the API), cached until the index changes."""
     key = (str(index_path), collection_name)
-    generation = index_generation(index_path)
+    generation = index_generation(index_path) if generation is None else generation
     with _lexical_lock:
         cached = _lexical_cache.get(key)
         if cached is None or cached.generation != generation:
@@ -99,10 +103,12 @@ _collections_lock = threading.Lock()
 _collections: dict[tuple[str, str], tuple[str, Collection | None, int]] = {}
 
 
-def _open_collection_cached(index_path: Path, collection_name: str) -> tuple[Collection | None, int]:
+def _open_collection_cached(
+    index_path: Path, collection_name: str, generation: str | None = None
+) -> tuple[Collection | None, int]:
     """The collection and its size, re-read only when the indexer has written since (its generation)."""
     key = (str(index_path), collection_name)
-    generation = index_generation(index_path)
+    generation = index_generation(index_path) if generation is None else generation
     with _collections_lock:
         cached = _collections.get(key)
         if cached is None or cached[0] != generation:
@@ -111,6 +117,27 @@ def _open_collection_cached(index_path: Path, collection_name: str) -> tuple[Col
             if collection is not None:  # a missing index is not remembered: it may appear any time
                 _collections[key] = cached
         return cached[1], cached[2]
+
+
+def _vector_search(
+    collection: Collection, query_vector: list[float], pool: int, store: _LexicalIndex | None
+) -> list[Candidate]:
+    """The ``pool`` nearest chunks. With the in-memory chunk store (hybrid mode) Chroma returns only
+    ids and distances: fetching texts and metadata from SQLite was over half the search time."""
+    wanted = ["distances"] if store is not None else ["documents", "metadatas", "distances"]
+    result = collection.query(query_embeddings=[query_vector], n_results=pool, include=wanted)  # type: ignore[list-item]
+    ids, distances = result["ids"][0], result["distances"][0]  # type: ignore[index]
+    if store is not None and all(id_ in store.positions for id_ in ids):
+        rows = [store.positions[id_] for id_ in ids]
+        texts, metadatas = [store.texts[r] for r in rows], [store.metadatas[r] for r in rows]
+    elif store is not None:  # written since the store was read: ask Chroma for the rest
+        return _vector_search(collection, query_vector, pool, None)
+    else:
+        texts, metadatas = result["documents"][0], result["metadatas"][0]  # type: ignore[index]
+    return [
+        Candidate(id_, text, dict(metadata or {}), 1.0 - distance, 1.0 - distance)
+        for id_, text, metadata, distance in zip(ids, texts, metadatas, distances, strict=True)
+    ]
 
 
 _usage_lock = threading.Lock()
@@ -196,7 +223,8 @@ class CodeDocRetriever(BaseRetriever):
     ) -> list[Document]:
         wanted = self.k if k is None else k
         path = resolve_index_path(self.index_path)
-        collection, count = _open_collection_cached(path, self.collection_name)
+        generation = index_generation(path)  # read once per query: it names the cached state to use
+        collection, count = _open_collection_cached(path, self.collection_name, generation)
         if wanted <= 0 or collection is None or count == 0:
             return []
         pool = max(self.fetch_k, wanted * (4 if self.mmr else 1))
@@ -204,7 +232,14 @@ class CodeDocRetriever(BaseRetriever):
         if needs_vector or self.embeddings is not None:
             check_embedder(collection, self._embedder(), path)
         query_vector = self._embedder().embed_query(query) if needs_vector else None
-        candidates = self._rank(query, query_vector if self.mode != "bm25" else None, collection, path, pool)
+        lexical = (
+            _lexical_index(collection, path, self.collection_name, generation)
+            if self.mode != "vector"
+            else None
+        )
+        candidates = self._rank(
+            query, query_vector if self.mode != "bm25" else None, collection, lexical, pool, path
+        )
         if self.score_threshold is not None or self.mmr:
             candidates = self._filter_and_diversify(candidates, query_vector, collection, wanted)
         return [
@@ -213,26 +248,19 @@ class CodeDocRetriever(BaseRetriever):
         ]
 
     def _rank(
-        self, query: str, query_vector: list[float] | None, collection: Collection, path: Path, pool: int
+        self,
+        query: str,
+        query_vector: list[float] | None,
+        collection: Collection,
+        lexical: _LexicalIndex | None,
+        pool: int,
+        path: Path,
     ) -> list[Candidate]:
         vector_hits: list[Candidate] = []
         lexical_hits: list[Candidate] = []
         if query_vector is not None:
-            result = collection.query(
-                query_embeddings=[query_vector],
-                n_results=pool,
-                include=["documents", "metadatas", "distances"],
-            )
-            for id_, text, metadata, distance in zip(
-                result["ids"][0],
-                result["documents"][0],
-                result["metadatas"][0],
-                result["distances"][0],
-                strict=True,
-            ):
-                vector_hits.append(Candidate(id_, text, dict(metadata), 1.0 - distance, 1.0 - distance))
-        if self.mode != "vector":
-            lexical = _lexical_index(collection, path, self.collection_name)
+            vector_hits = _vector_search(collection, query_vector, pool, lexical)
+        if lexical is not None:
             for index, score in lexical.bm25.search(query, pool):
                 lexical_hits.append(
                     Candidate(
@@ -250,8 +278,7 @@ class CodeDocRetriever(BaseRetriever):
         if self.fusion == "rrf":
             fused = reciprocal_rank_fusion([vector_hits, lexical_hits], self.rrf_k, [1.0, self.bm25_weight])
         else:
-            assert query_vector is not None
-            lexical = _lexical_index(collection, path, self.collection_name)
+            assert query_vector is not None and lexical is not None
             fused = convex_fusion(
                 vector_hits,
                 lexical_hits,

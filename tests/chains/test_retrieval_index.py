@@ -302,3 +302,20 @@ def test_hybrid_cosines_for_bm25_only_chunks_match_chroma(
     }
     ids = list(chroma)[-3:]  # the least similar: the kind BM25 finds and the vector pool misses
     assert lexical.similarities(collection, query, ids) == pytest.approx([chroma[i] for i in ids], abs=1e-5)
+
+
+def test_hybrid_vector_hits_from_the_in_memory_store_match_chroma_and_survive_a_stale_store(
+    retrieval_index: Path, retrieval_embeddings: HashingEmbeddings
+) -> None:
+    from dataclasses import replace
+
+    from chains.retriever import _lexical_index, _open_collection_cached, _vector_search
+
+    collection, count = _open_collection_cached(retrieval_index.resolve(), "ragcoder")
+    assert collection is not None
+    store = _lexical_index(collection, retrieval_index.resolve(), "ragcoder")
+    query = retrieval_embeddings.embed_query("turn a title into a url slug")
+    from_chroma = _vector_search(collection, query, count, None)  # texts and metadata from SQLite
+    assert _vector_search(collection, query, count, store) == from_chroma
+    stale = replace(store, ids=store.ids[1:], texts=store.texts[1:], metadatas=store.metadatas[1:])
+    assert _vector_search(collection, query, count, stale) == from_chroma  # a chunk it lacks: asks Chroma
