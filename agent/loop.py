@@ -32,9 +32,10 @@ REPEATED_NOTE = (
     "Your last answer repeated code that had already failed. Write a different, corrected version."
 )
 DEFAULT_MAX_ATTEMPTS = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
-# A greedy repair that fails the same way as before tends to keep doing so: on the first 20 dev
-# tasks every failed repair repeated the earlier error. The next repair is then sampled at this
-# temperature (Chen et al. 2021 sample at 0.8) so the model can leave the rut.
+# A greedy repair that fails the same way as before tends to keep doing so: in the greedy loop over
+# the dev split (Qwen 1.5B), 70 of 79 repairs failed exactly as the attempt before them, 44 with the
+# very same code. The next repair is then sampled at this temperature (Chen et al. 2021 sample at
+# 0.8) so the model can leave the rut.
 DEFAULT_STUCK_TEMPERATURE = 0.8
 
 
