@@ -34,9 +34,10 @@ REPEATED_NOTE = (
 DEFAULT_MAX_ATTEMPTS = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
 # A greedy repair that fails the same way as before tends to keep doing so: in the greedy loop over
 # the dev split (Qwen 1.5B), 70 of 79 repairs failed exactly as the attempt before them, 44 with the
-# very same code. The next repair is then sampled at this temperature (Chen et al. 2021 sample at
-# 0.8) so the model can leave the rut.
-DEFAULT_STUCK_TEMPERATURE = 0.8
+# very same code. With ``stuck_temperature`` set, the next repair is sampled at it instead (Chen et
+# al. 2021 sample at 0.8). Off by default: at 0.8 it rescued none of the 15 dev tasks where it
+# was used (docs/results.md), and sampled repairs cost the attempts the repeat detector saved.
+DEFAULT_STUCK_TEMPERATURE: float | None = None
 
 
 @dataclass

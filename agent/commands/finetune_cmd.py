@@ -49,7 +49,7 @@ def eval_group() -> None:
               help="Sampling temperature when --samples > 1.")  # fmt: skip
 @click.option("--stuck-temperature", default=None,
               help="A repair failing like an earlier attempt is followed by one sampled at this temperature "
-                   "[default: 0.8]; 'none': greedy repairs.")  # fmt: skip
+                   "(e.g. 0.8) [default: none, greedy repairs].")  # fmt: skip
 @click.option("--model", default=None, help="Known model name, HF folder or .gguf file.")
 @click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder.")
 @click.option("--sandbox", type=click.Choice(["auto", "docker", "local", "unsafe-local"]), default="docker",

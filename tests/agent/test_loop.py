@@ -49,7 +49,8 @@ def test_a_repair_that_fails_like_before_is_followed_by_a_sampled_one(trusted_sa
     # new code each time, but the same failing test and error: greedy decoding is in a rut
     wrong = [fenced(f"def mean(xs):\n    return sum(xs) / len(xs)  # try {i}\n") for i in range(3)]
     model = scripted([("", fenced(FIXED))], sequence=wrong)
-    result = CodeAgent(model, trusted_sandbox, max_attempts=4).invoke({"instruction": "m", "tests": TESTS})
+    agent = CodeAgent(model, trusted_sandbox, max_attempts=4, stuck_temperature=0.8)
+    result = agent.invoke({"instruction": "m", "tests": TESTS})
     assert result.passed and len(result.attempts) == 4
     temperatures = [a.temperature for a in result.attempts]
     assert temperatures == [None, None, 0.8, 0.8]  # attempt 2 failed as 1 did, attempt 3 as 2 did
@@ -57,13 +58,15 @@ def test_a_repair_that_fails_like_before_is_followed_by_a_sampled_one(trusted_sa
     assert len(sampled) == 2 and sampled[0]["seed"] != sampled[1]["seed"]  # seeded per attempt
     assert result.to_dict()["attempts"][2]["temperature"] == 0.8  # the trace says how each was made
     again = scripted([("", fenced(FIXED))], sequence=list(wrong))
-    CodeAgent(again, trusted_sandbox, max_attempts=4).invoke({"instruction": "m", "tests": TESTS})
+    CodeAgent(again, trusted_sandbox, max_attempts=4, stuck_temperature=0.8).invoke(
+        {"instruction": "m", "tests": TESTS}
+    )
     assert again.options == model.options  # same task, same seeds: reproducible
 
 
-def test_greedy_only_when_stuck_temperature_is_none(trusted_sandbox) -> None:
+def test_repairs_are_greedy_by_default(trusted_sandbox) -> None:
     model = scripted([("", fenced(BROKEN))])
-    agent = CodeAgent(model, trusted_sandbox, max_attempts=5, stuck_temperature=None)
+    agent = CodeAgent(model, trusted_sandbox, max_attempts=5)
     result = agent.invoke({"instruction": "Write mean(xs).", "tests": TESTS})
     assert result.stop_reason == "repeated" and len(result.attempts) == 3
     assert all(not o.get("temperature") for o in model.options)
@@ -179,6 +182,8 @@ def test_stuck_temperature_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) ->
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAGCODER_CONFIG", str(tmp_path / "none.toml"))
+    assert resolve_config().stuck_temperature is None
+    monkeypatch.setenv("RAGCODER_STUCK_TEMPERATURE", "0.8")
     assert resolve_config().stuck_temperature == 0.8
     monkeypatch.setenv("RAGCODER_STUCK_TEMPERATURE", "none")
     assert resolve_config().stuck_temperature is None
