@@ -147,9 +147,8 @@ def build_eval_agent(config: Any, *, workers: int, samples: int, temperature: fl
     from agent.config import build_agent
 
     def sampled(chat: Any) -> tuple[Any, Any]:
-        from finetune.sampling import sampling_model
-
-        model = sampling_model(chat, temperature=temperature, max_new_tokens=config.max_new_tokens)
+        # the local chat model samples when given a temperature (top-p 0.95, the Codex paper's nucleus)
+        model = chat.bind(temperature=temperature)
         return model, model
 
     return build_agent(config, workers=workers, quantize=quantize, models=sampled if samples > 1 else None)
