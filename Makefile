@@ -44,6 +44,7 @@ bench: venv engine
 	$(PY) bench/sandbox_bench.py
 	$(PY) bench/retrieval_bench.py
 	$(PY) bench/llm_bench.py
+	$(PY) bench/int8_bench.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -125,9 +125,15 @@ class _CachedQueryEmbeddings(Embeddings):
 
 
 def latency(
-    source_index: Path, embeddings: Embeddings, questions: list[dict], n_chunks: int, repeats: int = 3
+    source_index: Path,
+    embeddings: Embeddings,
+    questions: list[dict],
+    n_chunks: int,
+    repeats: int = 3,
+    other_embedders: dict[str, Embeddings] | None = None,
 ) -> dict[str, dict]:
-    """Per-query latency on an index of ``n_chunks`` synthetic chunks, by mode."""
+    """Per-query latency on an index of ``n_chunks`` synthetic chunks, by mode; end to end also with
+    each of ``other_embedders`` (label -> embedder of the same vectors, e.g. the torch backend)."""
     import numpy as np
 
     from chains.indexing import get_client, open_collection
@@ -174,11 +180,10 @@ def latency(
             lexical.bm25.search(query, 30)
             timings.append((time.perf_counter() - t0) * 1000)
     report["bm25 scoring only"] = {"p50_ms": _percentile(timings, 0.5), "p95_ms": _percentile(timings, 0.95)}
-    for label, embedder in (
-        ("search (query vector cached)", cached),
-        ("end to end (embeds query)", embeddings),
-    ):
-        for mode in MODES:
+    runs = [("search (query vector cached)", cached, MODES), ("end to end (embeds query)", embeddings, MODES)]
+    runs += [(f"end to end, {name}", other, ("hybrid",)) for name, other in (other_embedders or {}).items()]
+    for label, embedder, modes in runs:
+        for mode in modes:
             retriever = CodeDocRetriever(index_path=str(workdir), k=5, mode=mode, embeddings=embedder)  # type: ignore[arg-type]
             for query in queries[:5]:
                 retriever.invoke(query)  # warm: model, BM25 cache, query-vector cache
@@ -247,7 +252,7 @@ def main() -> None:
     parser.add_argument("--show-misses", action="store_true", help="misses of the TUNING half only")
     args = parser.parse_args()
 
-    from chains.embeddings import load_embeddings
+    from chains.embeddings import embedder_id, load_embeddings
     from chains.indexing import index_stdlib
     from chains.stdlib_corpus import corpus_description
 
@@ -256,7 +261,7 @@ def main() -> None:
         "bench-stdlib-index-rest" if include_rest else "bench-stdlib-index"
     )
     questions = load_questions()
-    embeddings = load_embeddings()
+    embeddings = load_embeddings()  # ONNX Runtime where it works (the default), else torch
     stats = index_stdlib(
         index_path=index_path, embeddings=embeddings, progress=True, include_rest=include_rest
     )
@@ -269,13 +274,21 @@ def main() -> None:
     if args.skip_latency:
         return
     print(f"\nlatency measured under {_load()}")
-    report = latency(index_path, embeddings, questions, args.latency_chunks, args.repeats)
+    others = {}
+    if type(embeddings).__name__ == "OnnxSentenceEmbeddings":  # the same model through torch, side by side
+        others["torch embedder"] = load_embeddings(backend="torch")
+    report = latency(index_path, embeddings, questions, args.latency_chunks, args.repeats, others)
     print(f"Query latency on {report['chunks']['count']} chunks (BM25 index built in "
           f"{report['chunks']['bm25_build_s']} s), {args.repeats} passes x {len(questions)} queries")  # fmt: skip
-    print(f"{'what':<44} {'p50 ms':>8} {'p95 ms':>8}")
+    print(f"embedder: {type(embeddings).__name__} ({embedder_id(embeddings)})")
+    print(f"{'what':<48} {'p50 ms':>8} {'p95 ms':>8}")
     for name, row in report.items():
         if name != "chunks":
-            print(f"{name:<44} {row['p50_ms']:>8.2f} {row['p95_ms']:>8.2f}")
+            print(f"{name:<48} {row['p50_ms']:>8.2f} {row['p95_ms']:>8.2f}")
+    torch_row = report.get("hybrid: end to end, torch embedder")
+    if torch_row:
+        ratio = torch_row["p50_ms"] / report["hybrid: end to end (embeds query)"]["p50_ms"]
+        print(f"hybrid end to end, torch / ONNX embedder: {ratio:.2f}x")
     print(f"after: {_load()}")
     hybrid_search = report["hybrid: search (query vector cached)"]["p50_ms"]
     hybrid_total = report["hybrid: end to end (embeds query)"]["p50_ms"]

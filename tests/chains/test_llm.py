@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,42 @@ def test_int8_quantized_load_works_under_warnings_as_errors(model_tiny_dir: Path
     assert chat.invoke("hello there").usage_metadata["output_tokens"] > 0
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.ao.quantization.*:DeprecationWarning")  # the stock one, compared
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+@pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")  # saving quantized tensors
+def test_int8_rows_are_quantized_on_their_own_scale_so_batches_do_not_change_results() -> None:
+    import io
+
+    import torch
+
+    from chains.llm_int8 import quantize_int8
+
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(
+        torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32, bias=False)
+    )
+    rows = torch.randn(5, 7, 64) * torch.tensor([0.1, 1.0, 3.0, 10.0, 30.0]).view(
+        5, 1, 1
+    )  # one outlier prompt
+    exact = layers(rows)
+    stock = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(layers), {torch.nn.Linear}, dtype=torch.qint8
+    )
+    alone = torch.cat([stock(rows[i : i + 1]) for i in range(5)])
+    assert not torch.equal(stock(rows), alone)  # torch's own: one activation scale for the whole batch
+
+    quantized = quantize_int8(copy.deepcopy(layers))
+    assert "RowwiseInt8Linear" in repr(quantized)
+    batched = quantized(rows)
+    assert torch.equal(batched, torch.cat([quantized(rows[i : i + 1]) for i in range(5)]))
+    for i in range(5):  # every prompt, the small ones too, stays close to fp32
+        assert (batched[i] - exact[i]).norm() / exact[i].norm() < 0.03
+    buffer = io.BytesIO()  # the on-disk cache pickles the whole model
+    torch.save(quantized, buffer)
+    buffer.seek(0)
+    assert torch.equal(torch.load(buffer, weights_only=False)(rows), batched)
+
+
 def test_int8_model_of_an_installed_model_is_cached_on_disk(
     model_tiny_dir: Path, model_cache_dir: Path
 ) -> None:
@@ -141,7 +178,7 @@ def test_int8_model_of_an_installed_model_is_cached_on_disk(
     try:
         first = load_model_weights(name, quantize="int8", device="cpu")
         answer = load_chat_model(name, max_new_tokens=8).invoke("hello there").content
-        assert first.description == "int8-dynamic cpu" and list(model_dir(name).glob("int8-*.pt"))
+        assert first.description == "int8-dynamic cpu" and len(list(model_dir(name).glob("int8*.pt"))) == 1
         clear_model_cache()
         second = load_model_weights(name, quantize="int8", device="cpu")
         assert second.description == "int8-dynamic cpu (cached)" and second.quantize_s == 0.0
