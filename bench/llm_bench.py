@@ -3,8 +3,12 @@
 1. chat model (``LocalChatModel.invoke``) vs bare ``model.generate``, same prompt and settings:
    the wrapper's overhead (target <= 5%);
 2. 8 prompts through ``.batch()`` (one left-padded generate) vs one by one (target >= 2x);
-3. a repair prompt with vs without prompt-lookup decoding (target >= 2.5x, identical output), as the
-   chat model answers it and (3b) at a fixed number of new tokens, so the two decode the same length.
+3. real repair prompts (``bench/data/repair_cases.jsonl``: the first failed attempt and its feedback
+   of 8 dev-split tasks from the greedy loop, docs/results.md) with vs without prompt-lookup decoding,
+   one at a time (target >= 2.5x); how many answers are identical, and the tokens gained per pass;
+3b. the same repair prompts as one left-padded batch, against prompt lookup one at a time: which
+   serves several concurrent repairs faster (lookup did, 1.35x, so a batch with lookup runs its
+   prompts one at a time).
 
     python bench/llm_bench.py                      # Qwen 1.5B int8 (installed), a few minutes
     python bench/llm_bench.py --model smollm2-135m-instruct --quantize none
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -33,48 +38,31 @@ QUESTIONS = [
     "Write a Python function that merges two sorted lists.",
 ]
 
-BROKEN_CODE = '''def parse_records(lines):
-    """Parse 'name,age,city' lines into dicts, skipping blank lines and comments."""
-    records = []
-    for number, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, age, city = line.split(",")
-        records.append({"name": name.strip(), "age": int(age), "city": city.strip(), "line": number})
-    return records
+REPAIR_CASES = Path(__file__).resolve().parent / "data" / "repair_cases.jsonl"
 
 
-def average_age(records):
-    total = sum(r["age"] for r in records)
-    return total / len(records)
+def repair_messages(limit: int) -> list[tuple[str, list]]:
+    """(task id, chat messages) of the repair prompts, built as the agent's repair chain builds them."""
+    from agent.checks import extract_example_tests
+    from chains.codegen import _prompt_vars
+    from chains.prompts import repair_prompt
+
+    cases = [json.loads(line) for line in REPAIR_CASES.read_text().splitlines() if line.strip()][:limit]
+    template = repair_prompt()
+    return [
+        (
+            case["task_id"],
+            template.invoke(
+                _prompt_vars({**case, "tests": extract_example_tests(case["instruction"])})
+            ).to_messages(),
+        )
+        for case in cases
+    ]
 
 
-def oldest(records):
-    return max(records, key=lambda r: r["age"])["name"]
-
-
-def by_city(records):
-    groups = {}
-    for r in records:
-        groups.setdefault(r["city"], []).append(r["name"])
-    return groups
-'''
-
-REPAIR_PROMPT = (
-    "This code fails its test.\n\n```python\n" + BROKEN_CODE + "```\n\n"
-    "Test: `assert average_age([]) == 0`\n"
-    'Error:\nTraceback (most recent call last):\n  File "test.py", line 3, in <module>\n'
-    '  File "solution.py", line 16, in average_age\n    return total / len(records)\n'
-    "ZeroDivisionError: division by zero\n\n"
-    "Fix the bug: average_age must return 0 for no records. Reply with the complete corrected file "
-    "(all four functions) in one ```python block, nothing else."
-)
-
-
-def _timed(fn):
+def _timed(fn, *args, **kwargs):
     started = time.perf_counter()
-    value = fn()
+    value = fn(*args, **kwargs)
     return value, time.perf_counter() - started
 
 
@@ -86,6 +74,11 @@ def main() -> None:
     parser.add_argument("--quantize", default="auto", choices=["auto", "int8", "none"])
     parser.add_argument("--max-new-tokens", type=int, default=64, help="for parts 1 and 2")
     parser.add_argument("--batch", type=int, default=8, help="prompts in part 2")
+    parser.add_argument("--repairs", type=int, default=8, help="repair prompts in part 3 (at most 8)")
+    parser.add_argument(
+        "--lookup-tokens", type=int, default=0, help="prompt-lookup draft length (0: the default)"
+    )
+    parser.add_argument("--only-repairs", action="store_true", help="run part 3 alone")
     args = parser.parse_args()
 
     import torch
@@ -105,78 +98,101 @@ def main() -> None:
     )
     chat.invoke("Say hi.", max_new_tokens=4)  # warm-up
 
-    # 1. wrapper overhead
-    question = QUESTIONS[0]
-    prompt = chat._to_chat_prompt(chat._convert_input(question).to_messages())
-    encoded = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+    if not args.only_repairs:
+        # 1. wrapper overhead
+        question = QUESTIONS[0]
+        prompt = chat._to_chat_prompt(chat._convert_input(question).to_messages())
+        encoded = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
 
-    def bare() -> int:
+        def bare() -> int:
+            with torch.inference_mode():
+                out = model.generate(**encoded, max_new_tokens=args.max_new_tokens, do_sample=False)
+            return out.shape[1] - encoded["input_ids"].shape[1]
+
+        bare_rates, chat_rates = [], []
+        for _ in range(2):  # alternate, best of two each: the machine is shared and noisy
+            n_bare, t_bare = _timed(bare)
+            message, t_chat = _timed(lambda: chat.invoke(question))
+            bare_rates.append(n_bare / t_bare)
+            chat_rates.append(message.usage_metadata["output_tokens"] / t_chat)
+        bare_rate, chat_rate = max(bare_rates), max(chat_rates)
+        overhead = (bare_rate / chat_rate - 1) * 100
+        print(
+            f"1. chat model {chat_rate:6.1f} tok/s vs bare generate {bare_rate:6.1f} tok/s: "
+            f"overhead {overhead:+.1f}% (target <= 5%)"
+        )
+
+        # 2. batched vs sequential
+        prompts = (QUESTIONS * ((args.batch + len(QUESTIONS) - 1) // len(QUESTIONS)))[: args.batch]
+        sequential, t_seq = _timed(lambda: [chat.invoke(p) for p in prompts])
+        batched, t_batch = _timed(lambda: chat.batch(prompts))
+        tokens_seq = sum(m.usage_metadata["output_tokens"] for m in sequential)
+        tokens_batch = sum(m.usage_metadata["output_tokens"] for m in batched)
+        same = sum(a.content == b.content for a, b in zip(sequential, batched, strict=True))
+        ratio = (tokens_batch / t_batch) / (tokens_seq / t_seq)
+        print(
+            f"2. {len(prompts)} prompts batched {tokens_batch / t_batch:6.1f} tok/s ({t_batch:.1f}s) vs sequential "
+            f"{tokens_seq / t_seq:6.1f} tok/s ({t_seq:.1f}s): {ratio:.2f}x (target >= 2x); "
+            f"{same}/{len(prompts)} identical"
+        )
+
+    # 3. real repair prompts, one at a time, with and without prompt lookup
+    repairs = repair_messages(args.repairs)
+    lookup = args.lookup_tokens or True  # True: the chat model's default draft length
+    passes: list[int] = []  # input lengths of the model's forward passes, to count tokens per pass
+    forward = model.forward
+
+    def counted(*a, **kw):
+        passes.append(int(kw["input_ids"].shape[1]) if kw.get("input_ids") is not None else 0)
+        return forward(*a, **kw)
+
+    model.forward = counted
+    plain_tokens = look_tokens = 0
+    t_plain = t_look = t_prefill = 0.0
+    identical = look_passes = 0
+    looked_answers = []
+    for task_id, messages in repairs:
+        encoded = tokenizer([chat._to_chat_prompt(messages)], return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
-            out = model.generate(**encoded, max_new_tokens=args.max_new_tokens, do_sample=False)
-        return out.shape[1] - encoded["input_ids"].shape[1]
-
-    bare_rates, chat_rates = [], []
-    for _ in range(2):  # alternate, best of two each: the machine is shared and noisy
-        n_bare, t_bare = _timed(bare)
-        message, t_chat = _timed(lambda: chat.invoke(question))
-        bare_rates.append(n_bare / t_bare)
-        chat_rates.append(message.usage_metadata["output_tokens"] / t_chat)
-    bare_rate, chat_rate = max(bare_rates), max(chat_rates)
-    overhead = (bare_rate / chat_rate - 1) * 100
+            _, prefill_s = _timed(model, **encoded)
+        plain, plain_s = _timed(chat.invoke, messages, max_new_tokens=400)
+        passes.clear()
+        looked, look_s = _timed(chat.bind(prompt_lookup=lookup).invoke, messages, max_new_tokens=400)
+        n_plain, n_look = plain.usage_metadata["output_tokens"], looked.usage_metadata["output_tokens"]
+        looked_answers.append(looked)
+        plain_tokens, look_tokens = plain_tokens + n_plain, look_tokens + n_look
+        t_plain, t_look, t_prefill = t_plain + plain_s, t_look + look_s, t_prefill + prefill_s
+        identical += plain.content == looked.content
+        look_passes += len(passes) - 1  # the first pass is the prefill
+        print(
+            f"   {task_id:>13}: {encoded['input_ids'].shape[1]} prompt tokens (prefill {prefill_s:.1f}s); "
+            f"without lookup {n_plain} tokens in {plain_s:.1f}s, with lookup {n_look} tokens in {look_s:.1f}s; "
+            f"identical: {plain.content == looked.content}"
+        )
+    model.forward = forward
+    rate_plain, rate_look = plain_tokens / t_plain, look_tokens / t_look
+    decode_plain = plain_tokens / (t_plain - t_prefill)
+    decode_look = look_tokens / (t_look - t_prefill)
     print(
-        f"1. chat model {chat_rate:6.1f} tok/s vs bare generate {bare_rate:6.1f} tok/s: "
-        f"overhead {overhead:+.1f}% (target <= 5%)"
+        f"3. {len(repairs)} repair prompts, prompt lookup {rate_look:5.1f} tok/s vs without {rate_plain:5.1f} tok/s: "
+        f"{rate_look / rate_plain:.2f}x (target >= 2.5x); decoding alone (prefill taken out) "
+        f"{decode_look:5.1f} vs {decode_plain:5.1f} tok/s: {decode_look / decode_plain:.2f}x; "
+        f"{look_tokens / max(1, look_passes):.1f} tokens per lookup pass; {identical}/{len(repairs)} identical"
     )
-
-    # 2. batched vs sequential
-    prompts = (QUESTIONS * ((args.batch + len(QUESTIONS) - 1) // len(QUESTIONS)))[: args.batch]
-    sequential, t_seq = _timed(lambda: [chat.invoke(p) for p in prompts])
-    batched, t_batch = _timed(lambda: chat.batch(prompts))
-    tokens_seq = sum(m.usage_metadata["output_tokens"] for m in sequential)
-    tokens_batch = sum(m.usage_metadata["output_tokens"] for m in batched)
-    same = sum(a.content == b.content for a, b in zip(sequential, batched, strict=True))
-    ratio = (tokens_batch / t_batch) / (tokens_seq / t_seq)
+    # 3b. several repairs at once (batch runs): one left-padded batch vs lookup one at a time
+    batched, t_batch = _timed(lambda: chat.batch([m for _, m in repairs], max_new_tokens=400))
+    batch_tokens = sum(m.usage_metadata["output_tokens"] for m in batched)
+    same = sum(a.content == b.content for a, b in zip(batched, looked_answers, strict=True))
     print(
-        f"2. {len(prompts)} prompts batched {tokens_batch / t_batch:6.1f} tok/s ({t_batch:.1f}s) vs sequential "
-        f"{tokens_seq / t_seq:6.1f} tok/s ({t_seq:.1f}s): {ratio:.2f}x (target >= 2x); "
-        f"{same}/{len(prompts)} identical"
-    )
-
-    # 3. repair prompt, prompt lookup
-    plain, t_plain = _timed(lambda: chat.invoke(REPAIR_PROMPT, max_new_tokens=400))
-    looked, t_look = _timed(lambda: chat.bind(prompt_lookup=True).invoke(REPAIR_PROMPT, max_new_tokens=400))
-    rate_plain = plain.usage_metadata["output_tokens"] / t_plain
-    rate_look = looked.usage_metadata["output_tokens"] / t_look
-    print(
-        f"3. repair prompt with prompt lookup {rate_look:6.1f} tok/s vs without {rate_plain:6.1f} tok/s: "
-        f"{rate_look / rate_plain:.2f}x (target >= 2.5x); {looked.usage_metadata['output_tokens']} vs "
-        f"{plain.usage_metadata['output_tokens']} tokens, identical output: {plain.content == looked.content}"
-    )
-    # 3b. the same, at a fixed length: when the two outputs differ (int8), 3 compares answers of
-    # different lengths, whose prefill shares differ; here both decode exactly the same number of tokens
-    repair = tokenizer(
-        [chat._to_chat_prompt(chat._convert_input(REPAIR_PROMPT).to_messages())],
-        return_tensors="pt",
-        add_special_tokens=False,
-    )
-    fixed = 160
-
-    def decode(**lookup: int) -> None:
-        with torch.inference_mode():
-            model.generate(**repair, max_new_tokens=fixed, min_new_tokens=fixed, do_sample=False, **lookup)
-
-    _, t_fixed_plain = _timed(decode)
-    _, t_fixed_look = _timed(lambda: decode(prompt_lookup_num_tokens=10))
-    print(
-        f"3b. repair prompt, exactly {fixed} new tokens (bare generate): prompt lookup "
-        f"{fixed / t_fixed_look:6.1f} tok/s vs without {fixed / t_fixed_plain:6.1f} tok/s: "
-        f"{t_fixed_plain / t_fixed_look:.2f}x (target >= 2.5x)"
+        f"3b. the {len(repairs)} repair prompts as one batch {batch_tokens / t_batch:5.1f} tok/s ({t_batch:.1f}s) "
+        f"vs prompt lookup one at a time {rate_look:5.1f} tok/s ({t_look:.1f}s): "
+        f"{(batch_tokens / t_batch) / rate_look:.2f}x; {same}/{len(repairs)} identical"
     )
     if weights.description.startswith("int8"):
         print(
             "   note: under int8 a multi-token pass (a batch, prompt lookup's verify step) computes the fp32 "
             "attention in another order; int8 rounding can amplify that last-bit difference into another "
-            "greedy pick. fp32/bf16 outputs are identical"
+            "greedy pick. In fp32 only near ties can flip"
         )
 
 

@@ -11,13 +11,17 @@ generation calls ``model.generate`` directly; what is added on top of the stock 
 - ``.stream()`` yields text as it is generated, and ends with a chunk carrying the usage;
 - ``.batch()`` runs one left-padded ``generate`` for up to ``batch_size`` prompts;
 - prompt-lookup decoding per call (``model.bind(prompt_lookup=True)`` or :func:`repair_model`):
-  several times faster when the answer copies the prompt (repairs), same greedy output.
+  faster when the answer copies the prompt (repairs), same greedy output. A ``batch()`` with lookup
+  runs its prompts one at a time: for repairs that beats one batched generation (llm_bench 3b).
 
-Under int8 dynamic quantization, activations are scaled per forward pass, so a batched or
-prompt-lookup answer can differ from the one-prompt greedy answer (fp32/bf16: identical, tested).
+Under int8 (one activation scale per token, ``chains.int8_linear``) each linear layer is exact
+per row, but the fp32 attention of a multi-token pass (a batch, prompt lookup's verify step) sums
+in another order, and int8 rounding can amplify that last-bit difference into another greedy pick.
+So a batched or prompt-lookup answer can differ from the one-prompt answer. In fp32 that takes a
+near tie (tested identical on the tests' model; 1 of 2 repair answers of SmolLM2 differed, llm_bench).
 
 The int8 model of an installed known model is pickled once next to it
-(``int8-torch<v>-transformers<v>.pt``, 2.5 GB for Qwen) so later processes skip quantizing.
+(``int8rows-v2-torch<v>-transformers<v>.pt``, 2.5 GB for Qwen) so later processes skip quantizing.
 """
 
 from __future__ import annotations
@@ -110,7 +114,9 @@ class LocalPipelineLLM(HuggingFacePipeline):
     ) -> list[GenerationOutput]:
         """Completions of ready-made prompts (greedy unless ``temperature``), ``batch_size`` at a time."""
         max_new, lookup, sampling = self._gen_options(kwargs)
-        step = 1 if lookup else max(1, self.batch_size)  # prompt lookup works one prompt at a time
+        # prompt lookup works one prompt at a time, and for repairs that beats one batch of them
+        # (llm_bench 3b: 8 repairs looked up one by one 1.35x faster than batched, docs/benchmarks.md)
+        step = 1 if lookup else max(1, self.batch_size)
         outputs: list[GenerationOutput] = []
         for start in range(0, len(prompts), step):
             with self._lock:
