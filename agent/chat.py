@@ -140,6 +140,8 @@ def render_event(console: Console, event: AgentEvent) -> None:
     data: dict[str, Any] = event.data
     if event.kind == "retrieved" and data["sources"]:
         console.print("[dim]sources: " + "; ".join(data["sources"]) + "[/dim]", highlight=False)
+    elif event.kind == "retrieved" and data.get("retrieval", "").startswith("skipped"):
+        console.print(f"[dim]no docs: {data['retrieval'].removeprefix('skipped: ')}[/dim]", highlight=False)
     elif event.kind == "generated":
         console.print(f"[bold]attempt {event.attempt}[/bold] ({data['step']})", highlight=False)
         console.print(Syntax(data["code"].rstrip() or "# (no code)", "python"))

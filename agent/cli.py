@@ -66,11 +66,18 @@ def _agent_options(func: Any) -> Any:
             help="Generation + repair attempts [default: 4].",
         ),
         click.option(
+            "--retrieval",
+            type=click.Choice(["auto", "always", "never"]),
+            default=None,
+            help="Retrieved docs in the prompt: auto (not for self-contained function stubs), "
+            "always or never [default: auto].",
+        ),
+        click.option(
             "--no-retrieval",
             "retrieval",
-            flag_value=False,
+            flag_value="never",
             default=None,
-            help="Do not put retrieved docs in the prompt.",
+            help="Same as --retrieval never.",
         ),
         click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder."),
     ]
@@ -278,6 +285,8 @@ def print_result(result: AgentResult, *, backend: str) -> None:
     console = Console()
     if result.sources:
         console.print("[dim]sources: " + "; ".join(result.sources) + "[/dim]")
+    elif result.retrieval.startswith("skipped"):
+        console.print(f"[dim]no docs: {result.retrieval.removeprefix('skipped: ')}[/dim]")
     for attempt in result.attempts:
         mark = "[green]passed[/green]" if attempt.passed else "[red]failed[/red]"
         why = "" if attempt.passed else f": {attempt.feedback.splitlines()[0] if attempt.feedback else ''}"

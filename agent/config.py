@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 SANDBOX_KINDS = ("auto", "docker", "local", "unsafe-local")
+RETRIEVAL_MODES = ("auto", "always", "never")
+_RETRIEVAL_WORDS = {"true": "always", "yes": "always", "on": "always", "1": "always",
+                    "false": "never", "no": "never", "off": "never", "0": "never"}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -33,7 +36,9 @@ class AgentConfig:
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
     sandbox: str = "auto"  # auto | docker | local | unsafe-local
     max_attempts: int = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
-    retrieval: bool = True
+    # auto: docs for requests that may need an API, none for self-contained function stubs, where
+    # they measured as a distraction (chains/retrieval_gate.py); always | never (true | false)
+    retrieval: str = "auto"
     index_path: str | None = None  # default: the user's data dir
     k: int = 4  # documents put in the prompt
     timeout: float | None = None  # seconds per run; None: the sandbox's default
@@ -61,6 +66,14 @@ def project_config_path() -> Path:
 def _coerce(name: str, raw: Any, source: str) -> Any:
     kinds = {f.name: f.type for f in fields(AgentConfig)}
     kind = str(kinds[name])
+    if name == "retrieval":
+        word = str(raw).lower()
+        value = _RETRIEVAL_WORDS.get(word, word)
+        if value not in RETRIEVAL_MODES:
+            raise ConfigError(
+                f"retrieval = {raw!r} from {source}: choose one of {', '.join(RETRIEVAL_MODES)}"
+            )
+        return value
     try:
         if raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null") and "None" in kind):
             return None
@@ -139,12 +152,13 @@ def build_agent(
     """
     from agent.loop import CodeAgent
     from chains.llm import load_chat_model, repair_model
+    from chains.retrieval_gate import decide_retrieval
     from sandbox import open_sandbox
 
     sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
     try:
         retriever = None
-        if config.retrieval:
+        if config.retrieval != "never":
             from chains.retriever import open_retriever
 
             retriever = open_retriever(config.index_path, k=config.k)
@@ -166,4 +180,5 @@ def build_agent(
     return CodeAgent(
         model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
         timeout=config.timeout, stuck_temperature=config.stuck_temperature,
+        retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )  # fmt: skip

@@ -25,6 +25,7 @@ from agent.result import AgentResult, Attempt, CheckKind, StopReason
 from agent.tasks import Task
 from chains.codegen import Draft, codegen_chain, repair_chain
 from chains.prompts import format_source
+from chains.retrieval_gate import RetrievalDecision
 from sandbox import ErrorInfo, ExecResult, Sandbox, SandboxError, TestReport
 
 EventKind = Literal["retrieved", "generated", "ran", "failed", "repairing", "done"]
@@ -74,7 +75,10 @@ class CodeAgent(Runnable[Any, AgentResult]):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout: float | None = None,
         stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE,
+        retrieval_gate: Callable[[str], RetrievalDecision] | None = None,
     ) -> None:
+        """``retrieval_gate`` decides per instruction whether to query ``retriever`` (e.g.
+        :func:`chains.retrieval_gate.decide_retrieval`); without one, every instruction is."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if stuck_temperature is not None and not stuck_temperature > 0:
@@ -82,6 +86,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         self.stuck_temperature = stuck_temperature
         self.sandbox = sandbox
         self.retriever = retriever
+        self.retrieval_gate = retrieval_gate
         self.max_attempts = max_attempts
         self.timeout = timeout
         self.set_model(model, repair_model)
@@ -126,9 +131,9 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 on_event(event)
             return event
 
-        docs = self._retrieve(task.instruction)
+        docs, retrieval = self._retrieve(task.instruction)
         sources = [format_source(d) for d in docs]
-        yield emit("retrieved", docs=docs, sources=sources)
+        yield emit("retrieved", docs=docs, sources=sources, retrieval=retrieval)
 
         tests, check = self._checks(task)
         attempts: list[Attempt] = []
@@ -209,6 +214,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
             stop_reason=stop,
             attempts=attempts,
             sources=sources,
+            retrieval=retrieval,
             tests=tests,
             total_ms=(time.perf_counter() - started) * 1000,
         )
@@ -231,10 +237,18 @@ class CodeAgent(Runnable[Any, AgentResult]):
         assert draft is not None
         return draft
 
-    def _retrieve(self, instruction: str) -> list[Document]:
+    def _retrieve(self, instruction: str) -> tuple[list[Document], str]:
+        """The docs for the prompt, and what was done to get them (for the trace)."""
         if self.retriever is None:
-            return []
-        return list(self.retriever.invoke(instruction))
+            return [], "off"
+        if self.retrieval_gate is not None:
+            decision = self.retrieval_gate(instruction)
+            if not decision.retrieve:
+                return [], f"skipped: {decision.reason}"
+            docs = list(self.retriever.invoke(instruction))
+            return docs, f"{len(docs)} doc(s): {decision.reason}"
+        docs = list(self.retriever.invoke(instruction))
+        return docs, f"{len(docs)} doc(s)"
 
     @staticmethod
     def _checks(task: Task) -> tuple[str | None, CheckKind]:

@@ -48,6 +48,7 @@ class AgentResult:
     stop_reason: StopReason
     attempts: list[Attempt] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # retrieved documents, as `path:lines (symbol)`
+    retrieval: str = ""  # "off", "skipped: <why>" or "<n> doc(s)[: <why>]"
     tests: str | None = None  # the tests that decided `passed` (user's or taken from the instruction)
     total_ms: float = 0.0
 
@@ -78,6 +79,7 @@ class AgentResult:
             "repairs": self.repairs,
             "output": self.output,
             "sources": self.sources,
+            "retrieval": self.retrieval,
             "tests": self.tests,
             "total_ms": round(self.total_ms, 1),
             "input_tokens": self.input_tokens,

@@ -115,6 +115,8 @@ def record_for(
         "visible_passed": result.passed,
         "check": result.check,
         "stop_reason": result.stop_reason,
+        "retrieval": result.retrieval,
+        "sources": result.sources,
         "attempts": attempts,
         "total_ms": round(result.total_ms, 1),
         "input_tokens": result.input_tokens,

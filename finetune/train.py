@@ -48,6 +48,7 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda when present, else cpu
     merge: bool = False  # also write OUT/merged: base + adapter as one standalone model folder
     gradient_checkpointing: bool = False  # saves memory for 1.5B on small GPUs; slower
+    memory_guard: bool = True  # estimate the peak first; turn on checkpointing / smaller batches to fit
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -141,8 +142,13 @@ def train(config: TrainConfig) -> Path:
     checkpoint = out / "checkpoint"
     model, tokenizer, base_dir = load_base(config.base, device)
     rows, sources = build_dataset(config, tokenizer)
-    if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if config.memory_guard:
+        _fit_to_memory(config, model, device, longest=max(len(r["input_ids"]) for r in rows))
+    if config.gradient_checkpointing:  # transformers 5 renamed it; 4.x has only the old name
+        enable = (
+            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        )
+        enable()
         model.enable_input_require_grads()
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.target_modules.split(","), task_type="CAUSAL_LM")  # fmt: skip
@@ -221,6 +227,23 @@ def train(config: TrainConfig) -> Path:
         f"adapter: {out} ({len(rows)} examples, {step} steps, {seconds:.0f} s, final loss {loss_value:.4f})"
     )
     return out
+
+
+def _fit_to_memory(config: TrainConfig, model: Any, device: str, *, longest: int) -> None:
+    """Change batch/accumulation/checkpointing in ``config`` so one step fits (finetune.memory)."""
+    from finetune.memory import available_bytes, lora_params, model_shape, plan_memory
+
+    targets = config.target_modules.split(",")
+    plan = plan_memory(
+        model_shape(model), params=sum(p.numel() for p in model.parameters()),
+        trainable=lora_params(model, targets, config.lora_r), dtype_bytes=next(model.parameters()).element_size(),
+        longest=min(longest, config.max_len), batch_size=config.batch_size, grad_accum=config.grad_accum,
+        checkpointing=config.gradient_checkpointing, available=available_bytes(device), base=config.base,
+    )  # fmt: skip
+    if plan.note:
+        print(plan.note)
+    config.batch_size, config.grad_accum = plan.batch_size, plan.grad_accum
+    config.gradient_checkpointing = plan.gradient_checkpointing
 
 
 def _save_checkpoint(model: Any, optimizer: Any, folder: Path, step: int, tokens_seen: int) -> None:

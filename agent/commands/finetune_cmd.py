@@ -38,7 +38,13 @@ def eval_group() -> None:
     "--tasks", default=None, help="Only these tasks of the split, e.g. 1,5,HumanEval/6 (rerun failures)."
 )
 @click.option(
-    "--no-retrieval", "retrieval", flag_value=False, default=None, help="No retrieved docs in prompts."
+    "--retrieval",
+    type=click.Choice(["auto", "always", "never"]),
+    default=None,
+    help="Docs in prompts: auto (none for self-contained stubs), always, never [default: auto].",
+)
+@click.option(
+    "--no-retrieval", "retrieval", flag_value="never", default=None, help="Same as --retrieval never."
 )
 @click.option("--no-repair", is_flag=True, help="Single shot: one attempt, no repairs.")
 @click.option("--attempts", "max_attempts", type=click.IntRange(1, 20), default=None,
@@ -65,7 +71,7 @@ def eval_group() -> None:
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
-def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: bool | None, no_repair: bool,
+def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: str | None, no_repair: bool,
                   max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
                   model: str | None,
                   adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
@@ -261,7 +267,7 @@ def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | N
 
     results = results or output.with_suffix(".teacher.jsonl")
     config = resolve_config(
-        {"model": teacher, "max_attempts": attempts, "retrieval": False, "sandbox": sandbox}
+        {"model": teacher, "max_attempts": attempts, "retrieval": "never", "sandbox": sandbox}
     )
     problems = select_problems("dev", limit)  # never the test split
     with build_agent(config) as agent:

@@ -8,6 +8,10 @@ the same loop against real Docker is in tests/test_end_to_end.py.
 from __future__ import annotations
 
 import pytest
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import Field
 
 from agent import CodeAgent, Task
 from sandbox import ErrorInfo, ExecResult, Sandbox
@@ -190,3 +194,71 @@ def test_stuck_temperature_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) ->
     assert resolve_config({"stuck_temperature": "0.5"}).stuck_temperature == 0.5
     with pytest.raises(ConfigError, match=r"stuck_temperature = 0\.0 from flag"):
         resolve_config({"stuck_temperature": "0"})
+
+
+class _CountingRetriever(BaseRetriever):
+    """One fixed document; counts the queries (the gate decides whether there are any)."""
+
+    queries: list[str] = Field(default_factory=list)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        self.queries.append(query)
+        return [
+            Document(
+                "math.isclose(a, b, *, rel_tol=1e-09)",
+                metadata={"path": "math.txt", "symbol": "math.isclose"},
+            )
+        ]
+
+
+STUB = 'from typing import List\n\ndef total(xs: List[int]) -> int:\n    """Sum xs.\n    >>> total([1, 2])\n    3\n    """\n'
+TOTAL = "from typing import List\n\ndef total(xs: List[int]) -> int:\n    return sum(xs)\n"
+
+
+def test_the_retrieval_gate_skips_self_contained_stubs_and_says_so(trusted_sandbox) -> None:
+    from chains.retrieval_gate import decide_retrieval
+
+    model = scripted([("", fenced(TOTAL))])
+    retriever = _CountingRetriever()
+    agent = CodeAgent(model, trusted_sandbox, retriever=retriever, retrieval_gate=decide_retrieval)
+    stub = agent.invoke("Complete this function.\n\n" + STUB)
+    assert stub.passed and retriever.queries == [] and stub.sources == []
+    assert stub.retrieval.startswith("skipped: a self-contained function stub")
+    assert "math.isclose" not in model.prompts[0]
+    assert stub.to_dict()["retrieval"] == stub.retrieval  # the trace says why there were no docs
+
+    words = agent.invoke(
+        {"instruction": "Write total(xs), the sum of a list of ints.", "tests": "assert total([1, 2]) == 3"}
+    )
+    assert words.passed and len(retriever.queries) == 1 and words.sources
+    assert words.retrieval.startswith("1 doc(s): a request in words")
+    assert "math.isclose" in model.prompts[1]
+    with_import = agent.invoke("Complete this.\n\nimport math\n\n" + STUB)
+    assert len(retriever.queries) == 2 and with_import.retrieval == "1 doc(s): the stub imports math"
+
+
+def test_without_a_gate_every_instruction_is_retrieved_for(trusted_sandbox) -> None:
+    retriever = _CountingRetriever()
+    agent = CodeAgent(scripted([("", fenced(TOTAL))]), trusted_sandbox, retriever=retriever)
+    assert agent.invoke(STUB).retrieval == "1 doc(s)" and len(retriever.queries) == 1
+    assert CodeAgent(scripted([("", fenced(TOTAL))]), trusted_sandbox).invoke(STUB).retrieval == "off"
+
+
+def test_retrieval_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from agent.config import ConfigError, resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAGCODER_CONFIG", str(tmp_path / "none.toml"))
+    assert resolve_config().retrieval == "auto"
+    (tmp_path / "ragcoder.toml").write_text("retrieval = false\n")  # the old boolean still works
+    assert resolve_config().retrieval == "never"
+    (tmp_path / "ragcoder.toml").write_text("retrieval = true\n")
+    assert resolve_config().retrieval == "always"
+    monkeypatch.setenv("RAGCODER_RETRIEVAL", "Auto")
+    assert resolve_config().retrieval == "auto"
+    with pytest.raises(
+        ConfigError, match=r"retrieval = 'sometimes' from flag: choose one of auto, always, never"
+    ):
+        resolve_config({"retrieval": "sometimes"})

@@ -51,7 +51,7 @@ def test_eval_humaneval_writes_results_and_report(tmp_path: Path, fake_agent):
             "-o", str(out), "--report", str(report)]  # fmt: skip
     result = CliRunner().invoke(eval_group, args)
     assert result.exit_code == 0, result.output
-    assert fake_agent["config"].max_attempts == 1 and fake_agent["config"].retrieval is False
+    assert fake_agent["config"].max_attempts == 1 and fake_agent["config"].retrieval == "never"
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["task_id"]: r["passed"] for r in records} == {
         "HumanEval/0": False, "HumanEval/1": False, "HumanEval/2": True}  # fmt: skip

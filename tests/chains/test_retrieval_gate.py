@@ -1,0 +1,69 @@
+"""The retrieval gate: no docs for self-contained function stubs, docs for everything else."""
+
+from __future__ import annotations
+
+import pytest
+
+from chains.retrieval_gate import decide_retrieval
+
+STUB = 'from typing import List\n\n\ndef evens(xs: List[int]) -> List[int]:\n    """Keep the even numbers.\n    >>> evens([1, 2])\n    [2]\n    """\n'
+
+
+@pytest.mark.parametrize(
+    ("instruction", "reason"),
+    [
+        ("Write a function that reads a CSV file and returns its rows as dicts", "a request in words"),
+        ("Complete this Python function.\n\nimport zipfile\n\n" + STUB, "the stub imports zipfile"),
+        (
+            'def total(order: Order) -> Decimal:\n    """Sum the order lines."""\n',
+            "names it does not define: Decimal, Order",
+        ),
+        ('Use `json.loads`:\n```python\ndef parse(s):\n    """Parse s."""\n```', "the task names json.loads"),
+        (
+            'def add(a, b):\n    """Add them with the operator module."""\n    ...\n',
+            "the task names operator",
+        ),
+        ("Fix this:\n```python\ndef f(x):\n    return x + 1\n```", "code to change"),
+        ("def f(\n", "does not parse"),
+        (
+            'def max_fill(grid):\n    import math\n    """Buckets."""\n',
+            "the stub imports math",
+        ),  # import first
+    ],
+)
+def test_what_gets_docs(instruction: str, reason: str) -> None:
+    decision = decide_retrieval(instruction)
+    assert decision.retrieve and reason in decision.reason
+
+
+@pytest.mark.parametrize(
+    "instruction",
+    [
+        STUB,
+        "Complete this Python function. Return the whole function, with its imports.\n\n" + STUB,
+        "Finish it:\n```python\n" + STUB + "```\nMake it fast.",
+        'def is_palindrome(s: str) -> bool:\n    return s == s[::-1]\n\n\ndef longest(s: str) -> str:\n    """Longest palindromic prefix."""\n    pass\n',
+        'def pairs(xs):\n    """All (a, b) with a < b; e.g. pairs([1, 2]) == [(1, 2)]."""\n    ...\n',
+    ],
+)
+def test_self_contained_stubs_get_none(instruction: str) -> None:
+    decision = decide_retrieval(instruction)
+    assert not decision.retrieve and "self-contained function stub" in decision.reason
+
+
+def test_on_humaneval_dev_only_the_stub_that_imports_math_is_retrieved_for() -> None:
+    from finetune.evaluate import agent_tasks
+    from finetune.humaneval import load_problems
+
+    tasks = agent_tasks(load_problems("dev"))  # the instructions the eval gives the agent
+    retrieved = [task_id for task_id, task in tasks.items() if decide_retrieval(task.instruction).retrieve]
+    assert len(tasks) == 82 and retrieved == ["HumanEval/32"]
+
+
+def test_every_question_of_the_retrieval_benchmark_is_retrieved_for() -> None:
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "bench" / "data" / "retrieval_questions.jsonl"
+    questions = [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
+    assert len(questions) >= 60 and all(decide_retrieval(q).retrieve for q in questions)
