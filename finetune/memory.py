@@ -27,11 +27,13 @@ GIB = 1024**3
 PER_TOKEN_LAYER = (16, 5)
 ATTENTION_COPIES = 1  # heads x L x L per layer (the attention probabilities), fitted to the peaks below
 LOGIT_COPIES = 4  # logits, log-softmax and both gradients, all (tokens x vocab) in fp32
-# Peak RSS measured here against this estimate, fp32 on CPU, rows of 768 tokens (GiB):
-# SmolLM2-135M batch 4: 12.0 (14.1), batch 2: 6.3 (7.8), batch 1: 2.9 (4.7), batch 4 with
-# checkpointing: 6.3 (5.2); Qwen2.5-Coder-1.5B batch 2 with checkpointing: 12.9 (13.4), batch 4
-# with checkpointing and shorter rows: 19.4 (19.0 at 768). The margin covers what the count misses.
-MARGIN = 1.2
+# Peak RSS measured here (GiB, fp32 on CPU) against this estimate: one step of rows all 768 tokens
+# long: SmolLM2-135M batch 4: 12.0 (15.6), batch 2: 6.3 (8.5), batch 1: 2.9 (4.9), batch 4 with
+# checkpointing: 6.3 (5.8); Qwen2.5-Coder-1.5B batch 2 with checkpointing: 12.9 (14.8). Six steps
+# on the real dev data (rows of varied width, which fragments the heap): SmolLM2 batch 4: 13.2 and
+# 16.2 (two runs), 12.4 with the trainer's heap trimming; Qwen 1.5B batch 2 with checkpointing: 15.8.
+# The margin covers what the count misses (allocator slack, recomputation buffers).
+MARGIN = 1.5
 HEADROOM = 0.85  # plan for 85% of what is free: the OS and other processes need the rest
 OVERHEAD = 1 * GIB  # python, torch, tokenizer, the dataset
 
@@ -125,32 +127,43 @@ def plan_memory(
     checkpointing: bool,
     available: int | None,
     base: str,
+    resident: int = 0,
 ) -> MemoryPlan:
-    """The first of: the settings as given, + checkpointing, + halved batches; or SystemExit."""
+    """The first of: the settings as given, + checkpointing, + halved batches; or SystemExit.
+
+    ``available`` is what is free now; ``resident`` is the part of the estimate already in memory
+    (the loaded weights), which ``available`` has already paid for.
+    """
 
     def need(batch: int, ckpt: bool) -> int:
         return estimate_bytes(shape, params=params, trainable=trainable, dtype_bytes=dtype_bytes,
                               batch=batch, longest=longest, checkpointing=ckpt)  # fmt: skip
 
-    if available is None or need(batch_size, checkpointing) <= HEADROOM * available:
+    def fits(estimate: int) -> bool:
+        return available is not None and estimate - resident <= HEADROOM * available
+
+    if available is None or fits(need(batch_size, checkpointing)):
         return MemoryPlan(batch_size, grad_accum, checkpointing, need(batch_size, checkpointing), available)
     given = need(batch_size, checkpointing)
     batch, accum = batch_size, grad_accum
     while True:
         estimate = need(batch, True)
-        if estimate <= HEADROOM * available:
+        if fits(estimate):
             changes = [] if checkpointing else ["gradient checkpointing on"]
             if batch != batch_size:
                 changes.append(f"batch {batch_size} -> {batch} with grad_accum {grad_accum} -> {accum} "
                                f"(same effective batch)")  # fmt: skip
-            note = (f"memory: batch {batch_size} x {longest} tokens needs about {given / GIB:.1f} GiB, "
-                    f"{available / GIB:.1f} GiB is free; {', '.join(changes)} "
-                    f"(about {estimate / GIB:.1f} GiB; --no-memory-guard keeps the settings)")  # fmt: skip
+            note = (f"memory: batch {batch_size} x {longest} tokens needs about {given / GIB:.1f} GiB "
+                    f"({resident / GIB:.1f} of it loaded), {available / GIB:.1f} GiB more is free; "
+                    f"{', '.join(changes)} (about {estimate / GIB:.1f} GiB; --no-memory-guard keeps "
+                    f"the settings)")  # fmt: skip
             return MemoryPlan(batch, accum, True, estimate, available, note)
         if batch == 1:
+            assert available is not None
             raise SystemExit(
                 f"finetune: {base} needs about {estimate / GIB:.1f} GiB even at batch 1 with gradient "
-                f"checkpointing for {longest}-token examples, and {available / GIB:.1f} GiB is free; "
+                f"checkpointing for {longest}-token examples ({resident / GIB:.1f} of it loaded), and "
+                f"{available / GIB:.1f} GiB more is free; "
                 f"lower --max-len, free memory, or train a smaller --base"
             )
         batch = max(1, batch // 2)

@@ -67,3 +67,25 @@ def test_every_question_of_the_retrieval_benchmark_is_retrieved_for() -> None:
     path = Path(__file__).parents[2] / "bench" / "data" / "retrieval_questions.jsonl"
     questions = [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
     assert len(questions) >= 60 and all(decide_retrieval(q).retrieve for q in questions)
+
+
+def test_the_agent_with_a_real_chroma_index_puts_docs_in_the_prompt_only_when_the_gate_says_so(
+    retrieval_index, retrieval_embeddings, trusted_sandbox
+) -> None:
+    from agent import CodeAgent
+    from chains.retriever import open_retriever
+    from tests.fakes import fenced, scripted
+
+    slug = (
+        "import re\n\ndef slugify(title):\n    return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')\n"
+    )
+    model = scripted([("", fenced(slug))])
+    retriever = open_retriever(retrieval_index, k=2, embeddings=retrieval_embeddings)
+    agent = CodeAgent(model, trusted_sandbox, retriever=retriever, retrieval_gate=decide_retrieval)
+    words = agent.invoke("Turn a title into a lowercase url slug with dashes: slugify(title)")
+    assert words.retrieval.startswith("2 doc(s): a request in words") and len(words.sources) == 2
+    indexed_body = "'-'.join(title.lower().split())"  # the indexed slugify, from pkg/text_tools.py
+    assert any("text_tools.py" in source for source in words.sources) and indexed_body in model.prompts[0]
+    stub = agent.invoke('def slugify(title: str) -> str:\n    """Lowercase url slug with dashes."""\n')
+    assert stub.sources == [] and stub.retrieval.startswith("skipped: a self-contained function stub")
+    assert "slugify" in model.prompts[1] and indexed_body not in model.prompts[1]
