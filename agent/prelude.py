@@ -13,38 +13,11 @@ import ast
 import builtins
 import re
 
-_FENCE_RE = re.compile(r"```[^\n]*\n(.*?)```", re.S)
-_CODE_START_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s|import\s+\w|def\s|class\s|@)", re.M)
+from chains.instruction_code import code_regions as _code_regions
+from chains.instruction_code import is_stub as _is_stub
+from chains.instruction_code import parse_fragment as _parse_fragment
+
 _IMPORT_LINE_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s+[\w., ()*]+|import\s+[\w., ]+)\s*$", re.M)
-
-
-def _parse_fragment(source: str) -> ast.Module | None:
-    """Parse code that may end in a signature and docstring with no body yet."""
-    for candidate in (source, source.rstrip() + "\n    pass\n"):
-        try:
-            return ast.parse(candidate)
-        except SyntaxError:
-            continue
-    return None
-
-
-def _code_regions(instruction: str) -> list[str]:
-    fenced = [block for block in _FENCE_RE.findall(instruction) if block.strip()]
-    if fenced:
-        return fenced
-    start = _CODE_START_RE.search(instruction)
-    return [instruction[start.start() :]] if start else []
-
-
-def _is_stub(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> bool:
-    """A signature left for the model to fill: only a docstring, ``pass`` or ``...``."""
-    for statement in node.body:
-        if isinstance(statement, ast.Pass):
-            continue
-        if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
-            continue  # the docstring, or ``...``
-        return False
-    return True
 
 
 def _bound_by_import(node: ast.Import | ast.ImportFrom) -> set[str]:

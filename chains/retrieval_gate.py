@@ -27,8 +27,8 @@ import sys
 import typing
 from dataclasses import dataclass
 
-_CODE_START = re.compile(r"^(?:from\s+[\w.]+\s+import\b|import\s+\w|def\s|async\s+def\s|class\s|@)", re.M)
-_FENCE = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.S)
+from chains.instruction_code import code_regions, is_stub, parse_fragment
+
 _SELF_CONTAINED_MODULES = frozenset({"typing", "__future__", "collections.abc"})
 _KNOWN_NAMES = frozenset(dir(builtins)) | frozenset(typing.__all__) | {"__name__", "__file__", "__doc__"}
 _STDLIB = frozenset(m for m in sys.stdlib_module_names if not m.startswith("_"))
@@ -48,7 +48,7 @@ def decide_retrieval(instruction: str) -> RetrievalDecision:
     code, words = _split_code(instruction)
     if code is None:
         return RetrievalDecision(True, "a request in words: docs may name the APIs it needs")
-    tree = _parse(code)
+    tree = parse_fragment(code)
     if tree is None:
         return RetrievalDecision(True, "its code does not parse, so the gate cannot tell what it uses")
     if not _stubs(tree):
@@ -70,36 +70,23 @@ def decide_retrieval(instruction: str) -> RetrievalDecision:
 
 def _split_code(instruction: str) -> tuple[str | None, str]:
     """(the code, the words around it); code is None when the instruction holds none."""
-    fenced = _FENCE.findall(instruction)
-    if fenced:
-        return "\n".join(fenced), _FENCE.sub("", instruction)
-    start = _CODE_START.search(instruction)
-    if start is None:
-        return None, instruction
-    return instruction[start.start() :], instruction[: start.start()]
-
-
-def _parse(code: str) -> ast.Module | None:
-    try:
-        return ast.parse(code)
-    except (SyntaxError, ValueError):
-        return None
+    regions = code_regions(instruction)
+    words = instruction
+    for region in regions:
+        words = words.replace(region, "")
+    return ("\n".join(regions) if regions else None), words
 
 
 def _stubs(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
-    """Functions with a docstring and no code: only strings, imports, ``pass`` or ``...``."""
+    """Functions with a docstring and no code (imports inside the body allowed, as HumanEval/115 has)."""
     found = []
     for node in ast.walk(tree):
-        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
-        strings = [s for s in node.body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)]
-        others = [
-            s
-            for s in node.body
-            if not (s in strings or isinstance(s, ast.Pass | ast.Import | ast.ImportFrom))
-        ]
-        if not others and any(isinstance(s.value.value, str) for s in strings):  # type: ignore[attr-defined]
-            found.append(node)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = [s for s in node.body if not isinstance(s, ast.Import | ast.ImportFrom)]
+            docstrings = [s for s in body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
+                          and isinstance(s.value.value, str)]  # fmt: skip
+            if docstrings and is_stub(ast.FunctionDef(name=node.name, body=body)):
+                found.append(node)
     return found
 
 
