@@ -58,10 +58,14 @@ def _strip_fence(text: str) -> str:
     return match.group(1).strip("\n") if match else text.strip("\n")
 
 
-def write_examples(rows: Iterable[dict[str, Any]], out: Path, stats: WriteStats | None = None) -> WriteStats:
-    """Write rows, dropping duplicates (same code) and anything that touches the test split."""
+def write_examples(
+    rows: Iterable[dict[str, Any]], out: Path, stats: WriteStats | None = None, *, per_task: int | None = None
+) -> WriteStats:
+    """Write rows, dropping duplicates (same code) and anything that touches the test split; with
+    ``per_task``, at most that many rows per ``task_id`` (the first ones)."""
     stats = stats or WriteStats()
     seen: set[str] = set()
+    kept: dict[str, int] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:
         for row in rows:
@@ -77,6 +81,11 @@ def write_examples(rows: Iterable[dict[str, Any]], out: Path, stats: WriteStats 
             if key in seen:
                 stats.skip("duplicate")
                 continue
+            task = row.get("task_id")
+            if per_task is not None and task is not None and kept.get(task, 0) >= per_task:
+                stats.skip(f"over {per_task} per task")
+                continue
+            kept[task] = kept.get(task, 0) + 1
             seen.add(key)
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             stats.written += 1
@@ -249,15 +258,26 @@ def harvest_traces(paths: Iterable[Path], *, repairs: bool = False) -> Iterator[
 # -- HumanEval dev references, verified -----------------------------------------------------------------
 
 
-def verified_dev_references(sandbox: Any) -> Iterator[dict[str, Any]]:
-    """The DEV split's canonical solutions, each kept only if it passes its hidden tests here.
+def repaired_first(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Traces with the repaired solutions first (stable otherwise), so a per-task limit keeps them."""
+    return sorted(rows, key=lambda row: not str(row.get("source", "")).endswith(":repaired"))
+
+
+def task_ids_in(path: Path) -> set[str]:
+    """The ``task_id`` values of a JSONL file's rows."""
+    return {str(r["task_id"]) for r in read_records(path, key="task_id") if r.get("task_id")}
+
+
+def verified_dev_references(sandbox: Any, *, skip: set[str] | None = None) -> Iterator[dict[str, Any]]:
+    """The DEV split's canonical solutions, each kept only if it passes its hidden tests here
+    (tasks in ``skip`` left out, e.g. those the model's own verified traces already cover).
 
     The instruction is exactly what the agent sees for that task; the test split is never read.
     """
     from finetune.evaluate import agent_tasks, score_hidden
     from finetune.humaneval import load_problems
 
-    problems = load_problems("dev")
+    problems = [p for p in load_problems("dev") if p.task_id not in (skip or set())]
     tasks = agent_tasks(problems)
     for problem in problems:
         if score_hidden(sandbox, problem, problem.canonical_code).passed:

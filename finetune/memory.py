@@ -57,9 +57,15 @@ def estimate_bytes(
     batch: int,
     longest: int,
     checkpointing: bool,
+    graph_layers: int | None = None,
 ) -> int:
-    """Peak bytes of one training step: weights, LoRA optimizer state, activations, logits."""
-    h, i, layers = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
+    """Peak bytes of one training step: weights, LoRA optimizer state, activations, logits.
+
+    ``graph_layers``: how many (top) layers hold adapters and so keep activations for backward;
+    None = all. The logits are counted for every token, though the trainer computes them only for
+    the response's: a margin that costs nothing when the response is most of the row."""
+    h, i = shape["hidden_size"], shape["intermediate_size"]
+    layers = min(graph_layers or shape["num_hidden_layers"], shape["num_hidden_layers"])
     tokens = batch * longest
     per_layer = (PER_TOKEN_LAYER[0] * h + PER_TOKEN_LAYER[1] * i) * tokens * dtype_bytes
     attention = ATTENTION_COPIES * batch * shape["num_attention_heads"] * longest * longest * dtype_bytes
@@ -93,14 +99,21 @@ def available_bytes(device: str) -> int | None:
         return None
 
 
-def lora_params(model: Any, target_modules: list[str], r: int) -> int:
-    """Trainable parameters LoRA will add: r x (in + out) per adapted linear."""
+def lora_params(model: Any, target_modules: list[str], r: int, layers: list[int] | None = None) -> int:
+    """Trainable parameters LoRA will add: r x (in + out) per adapted linear (in ``layers`` only,
+    when given: the decoder layer index is the number in the module's name)."""
     import torch
+
+    def wanted(name: str) -> bool:
+        if layers is None:
+            return True
+        numbers = [int(part) for part in name.split(".") if part.isdigit()]
+        return bool(numbers) and numbers[0] in layers
 
     return sum(
         r * (module.in_features + module.out_features)
         for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules and wanted(name)
     )
 
 
@@ -128,6 +141,7 @@ def plan_memory(
     available: int | None,
     base: str,
     resident: int = 0,
+    graph_layers: int | None = None,
 ) -> MemoryPlan:
     """The first of: the settings as given, + checkpointing, + halved batches; or SystemExit.
 
@@ -137,7 +151,8 @@ def plan_memory(
 
     def need(batch: int, ckpt: bool) -> int:
         return estimate_bytes(shape, params=params, trainable=trainable, dtype_bytes=dtype_bytes,
-                              batch=batch, longest=longest, checkpointing=ckpt)  # fmt: skip
+                              batch=batch, longest=longest, checkpointing=ckpt,
+                              graph_layers=graph_layers)  # fmt: skip
 
     def fits(estimate: int) -> bool:
         return available is not None and estimate - resident <= HEADROOM * available

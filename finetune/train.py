@@ -34,6 +34,7 @@ class TrainConfig:
     lora_alpha: int = 32  # alpha = 2r, the usual scaling
     lora_dropout: float = 0.05  # light regularisation: datasets here are hundreds of examples, not millions
     target_modules: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # all linears: best LoRA quality per QLoRA paper
+    lora_layers: int = 0  # 0: every layer; N: only the top N, so backward stops there (cheaper steps)
     max_len: int = 768  # a HumanEval prompt + a 40-line function fit; longer examples are cut
     batch_size: int = 4  # 2 CPU cores: bigger batches do not raise tokens/s
     grad_accum: int = 2  # effective batch 8 for a steadier gradient on tiny data
@@ -130,7 +131,7 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
 
 def train(config: TrainConfig) -> Path:
     import torch
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft import set_peft_model_state_dict
     from tqdm import tqdm
 
     from finetune.sft_data import collate
@@ -146,17 +147,7 @@ def train(config: TrainConfig) -> Path:
     tight = config.memory_guard and _fit_to_memory(
         config, model, device, longest=max(len(r["input_ids"]) for r in rows)
     )
-    if config.gradient_checkpointing:  # transformers 5 renamed it; 4.x has only the old name
-        enable = (
-            getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        )
-        enable()
-        model.enable_input_require_grads()
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules.split(","), task_type="CAUSAL_LM")  # fmt: skip
-    with warnings.catch_warnings():  # peft 0.21 calls an alias transformers 5 deprecates
-        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
-        model = get_peft_model(model, lora)
+    model = wrap_lora(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)  # fmt: skip
@@ -192,7 +183,7 @@ def train(config: TrainConfig) -> Path:
         loss_sum = 0.0
         for _ in range(config.grad_accum):
             batch = {k: v.to(device) for k, v in next(stream).items()}
-            loss = model(**batch).loss / config.grad_accum
+            loss = response_loss(model, batch) / config.grad_accum
             loss.backward()
             loss_sum += loss.item()
             n = int(batch["attention_mask"].sum())
@@ -234,6 +225,56 @@ def train(config: TrainConfig) -> Path:
     return out
 
 
+def wrap_lora(model: Any, config: TrainConfig) -> Any:
+    """The peft model: adapters on ``target_modules`` of the top ``lora_layers`` layers (all when 0),
+    with gradient checkpointing when configured."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules.split(","), task_type="CAUSAL_LM",
+                      layers_to_transform=_top_layers(model, config.lora_layers))  # fmt: skip
+    with warnings.catch_warnings():  # peft 0.21 calls an alias transformers 5 deprecates
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, lora)
+    if config.gradient_checkpointing:  # after peft, so that peft adds no input-grad hook of its own
+        base = model.get_base_model()
+        # transformers 5 renamed it; 4.x has only the old name
+        enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
+        # Non-reentrant checkpointing gets the adapters their grads without making the embeddings
+        # require grad; that hook would record a graph (and run backward) through the frozen layers
+        # below the adapters, which is what --lora-layers saves.
+        base.disable_input_require_grads()
+    return model
+
+
+def response_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean cross-entropy over the response tokens, the same number as ``model(**batch).loss``, but
+    with logits computed only where a label is: the prompt's logits would be thrown away, and
+    (tokens x vocab) is the largest tensor of a step (Qwen's vocabulary is 152k)."""
+    import torch.nn.functional as F
+
+    from finetune.sft_data import IGNORE_INDEX
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), targets[keep])
+
+
+def _top_layers(model: Any, count: int) -> list[int] | None:
+    """Indices of the top ``count`` decoder layers for peft's ``layers_to_transform``; None = all."""
+    total = model.config.num_hidden_layers
+    if count <= 0:
+        return None
+    if count > total:
+        raise SystemExit(f"finetune: --lora-layers {count} is more than the model's {total} layers; "
+                         f"pass at most {total}, or 0 for all")  # fmt: skip
+    return list(range(total - count, total))
+
+
 def _trim_heap() -> None:
     """Return freed heap pages to the OS (glibc). Batches of different widths fragment the heap,
     and resident memory creeps up: SmolLM2 with the defaults peaked at 13.2 and 16.2 GiB in two
@@ -263,13 +304,15 @@ def _fit_to_memory(config: TrainConfig, model: Any, device: str, *, longest: int
     from finetune.memory import available_bytes, lora_params, model_shape, plan_memory
 
     targets = config.target_modules.split(",")
+    layers = _top_layers(model, config.lora_layers)
     params = sum(p.numel() for p in model.parameters())
     dtype_bytes = next(model.parameters()).element_size()
     plan = plan_memory(
         model_shape(model), params=params, resident=params * dtype_bytes,  # loaded: free memory excludes it
-        trainable=lora_params(model, targets, config.lora_r), dtype_bytes=dtype_bytes,
+        trainable=lora_params(model, targets, config.lora_r, layers), dtype_bytes=dtype_bytes,
         longest=min(longest, config.max_len), batch_size=config.batch_size, grad_accum=config.grad_accum,
         checkpointing=config.gradient_checkpointing, available=available_bytes(device), base=config.base,
+        graph_layers=config.lora_layers or None,
     )  # fmt: skip
     if plan.note:
         print(plan.note)

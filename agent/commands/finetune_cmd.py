@@ -240,11 +240,23 @@ def mine_cmd(roots: tuple[Path, ...], output: Path, limit: int | None) -> None:
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @click.option("--repairs", is_flag=True, help="Also add 'fix this failing code' examples from repairs.")
-def traces_cmd(results: tuple[Path, ...], output: Path, repairs: bool) -> None:
+@click.option("--per-task", type=click.IntRange(1), default=None,
+              help="Keep at most N distinct solutions per task, repaired ones first [default: all].")  # fmt: skip
+@click.option("--repaired-only", is_flag=True,
+              help="Only solutions a repair produced: the model's first greedy answers teach it little "
+                   "(its own loss on them is about 0.05).")  # fmt: skip
+def traces_cmd(
+    results: tuple[Path, ...], output: Path, repairs: bool, per_task: int | None, repaired_only: bool
+) -> None:
     """(c) Execution-verified solutions from batch/eval results JSONL (repaired ones included)."""
-    from finetune.data import harvest_traces, write_examples
+    from finetune.data import harvest_traces, repaired_first, write_examples
 
-    _report(write_examples(harvest_traces(results, repairs=repairs), output), output)
+    rows = harvest_traces(results, repairs=repairs)
+    if repaired_only:
+        rows = (row for row in rows if not row["source"].endswith(":first-try"))
+    if per_task is not None:
+        rows = iter(repaired_first(rows))
+    _report(write_examples(rows, output, per_task=per_task), output)
 
 
 @data_group.command("distill")
@@ -282,13 +294,16 @@ def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | N
 @click.option(
     "--sandbox", type=click.Choice(["auto", "docker", "local"]), default="docker", show_default=True
 )
-def humaneval_dev_cmd(output: Path, sandbox: str) -> None:
+@click.option("--except-tasks-in", "except_in", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Leave out the tasks this JSONL already covers (e.g. the model's own traces).")  # fmt: skip
+def humaneval_dev_cmd(output: Path, sandbox: str, except_in: Path | None) -> None:
     """HumanEval DEV-split reference solutions that pass their tests in the sandbox (never the test split)."""
-    from finetune.data import verified_dev_references, write_examples
+    from finetune.data import task_ids_in, verified_dev_references, write_examples
     from sandbox import open_sandbox
 
+    skip = task_ids_in(except_in) if except_in else set()
     with open_sandbox(sandbox) as box:
-        _report(write_examples(verified_dev_references(box), output), output)
+        _report(write_examples(verified_dev_references(box, skip=skip), output), output)
 
 
 @eval_group.command("rescore")

@@ -85,6 +85,19 @@ def test_data_commands(tmp_path: Path):
                               "    y = x\n    y = y + x\n    return y\n")  # fmt: skip
     result = CliRunner().invoke(finetune_group, ["data", "mine", str(src), "-o", str(tmp_path / "b.jsonl")])
     assert "1 written" in result.output, result.output
+    results = tmp_path / "eval.jsonl"
+    results.write_text("".join(json.dumps(
+        {"id": "HumanEval/3", "task_id": "HumanEval/3", "instruction": "i", "code": f"def f():\n    return {n}\n",
+         "passed": True, "visible_passed": True, "attempts": [{}] * n}) + "\n" for n in (1, 2)))  # fmt: skip
+    result = CliRunner().invoke(
+        finetune_group, ["data", "traces", str(results), "--per-task", "1", "-o", str(tmp_path / "c.jsonl")]
+    )
+    assert "1 written; skipped: over 1 per task: 1" in result.output, result.output
+    assert "return 2" in (tmp_path / "c.jsonl").read_text()  # the repaired solution is the one kept
+    result = CliRunner().invoke(
+        finetune_group, ["data", "traces", str(results), "--repaired-only", "-o", str(tmp_path / "d.jsonl")]
+    )
+    assert "1 written" in result.output and "return 1" not in (tmp_path / "d.jsonl").read_text()
 
 
 def test_eval_compare_uses_common_tasks(tmp_path: Path, fake_agent):

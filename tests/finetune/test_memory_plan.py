@@ -30,6 +30,15 @@ def test_the_estimate_grows_with_the_batch_and_shrinks_with_checkpointing() -> N
     assert need(1, True) < need(2, True) < need(1, False) < need(4, True)
 
 
+def test_only_the_adapted_top_layers_count_towards_activations() -> None:
+    def need(layers: int | None) -> float:
+        return estimate_bytes(QWEN_15B, **SIZE, batch=2, longest=768, checkpointing=False,
+                              graph_layers=layers) / GIB  # fmt: skip
+
+    assert need(8) < need(14) < need(None) == need(28) == need(99)
+    assert need(None) - need(8) > 4  # 20 layers' activations at batch 2 x 768 tokens
+
+
 def test_settings_that_fit_are_kept() -> None:
     plan = _plan(200)
     assert (plan.batch_size, plan.grad_accum, plan.gradient_checkpointing, plan.note) == (4, 2, False, "")

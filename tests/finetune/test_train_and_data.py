@@ -105,6 +105,32 @@ def test_traces_keep_only_verified_code(tmp_path: Path):
     assert stats.skipped == {"duplicate": 1, "HumanEval test split": 1}
 
 
+def test_one_solution_per_task_keeps_the_repaired_one(tmp_path: Path):
+    from finetune.data import repaired_first, task_ids_in
+
+    def row(task: str, code: str, kind: str) -> dict:
+        return {
+            "instruction": f"do {task}",
+            "response": code,
+            "source": f"trace:r.jsonl:{kind}",
+            "task_id": task,
+        }
+
+    rows = [row("HumanEval/1", "def f():\n    return 1\n", "first-try"),
+            row("HumanEval/1", "def f():\n    return 2\n", "repaired"),
+            row("HumanEval/1", "def f():\n    return 1\n", "first-try"),  # same code again
+            row("HumanEval/2", "def g():\n    return 3\n", "first-try")]  # fmt: skip
+    out = tmp_path / "one.jsonl"
+    stats = write_examples(iter(repaired_first(rows)), out, per_task=1)
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["task_id"], r["source"].split(":")[-1]) for r in kept] == [
+        ("HumanEval/1", "repaired"),
+        ("HumanEval/2", "first-try"),
+    ]
+    assert stats.skipped == {"over 1 per task": 2}
+    assert task_ids_in(out) == {"HumanEval/1", "HumanEval/2"}
+
+
 def test_encode_masks_the_prompt(tiny_model: Path):
     from transformers import AutoTokenizer
 
@@ -143,6 +169,54 @@ def test_tiny_lora_run_resumes_and_loads(tmp_path: Path, tiny_model: Path):
     assert merged.invoke("hi").usage_metadata["input_tokens"] > 0
 
 
+def test_response_loss_is_the_models_own_loss(tiny_model: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from finetune.sft_data import collate
+    from finetune.train import response_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    rows = [encode(Example(f"Write f{i}.", "def f():\n    return " + "1 + " * i + "1\n"), tokenizer, 256)
+            for i in range(3)]  # fmt: skip
+    batch = collate([r for r in rows if r is not None], tokenizer.pad_token_id or 0)
+    with torch.no_grad():
+        assert float(response_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-5)
+
+
+def test_lora_layers_adapt_only_the_top_layers_and_train_them(tmp_path: Path, tiny_model: Path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from finetune.train import TrainConfig, main, wrap_lora
+
+    # Below the adapters nothing records a graph, even with checkpointing (whose input-grad hook
+    # would otherwise run backward through every frozen layer): that is the saving.
+    model = wrap_lora(AutoModelForCausalLM.from_pretrained(tiny_model),
+                      TrainConfig(lora_layers=1, gradient_checkpointing=True, lora_r=4))  # fmt: skip
+    model.train()
+    hidden = model(input_ids=torch.tensor([[1, 2, 3]]), output_hidden_states=True).hidden_states
+    assert not hidden[0].requires_grad and not hidden[1].requires_grad and hidden[2].requires_grad
+
+    data = _write(tmp_path / "train.jsonl", [
+        {"instruction": f"Return {i}.", "response": f"def f():\n    return {i}\n"} for i in range(4)
+    ])  # fmt: skip
+    out = tmp_path / "top"
+    main(["--base", str(tiny_model), "--data", str(data), "--out", str(out), "--batch-size", "2",
+          "--grad-accum", "1", "--max-len", "256", "--lora-r", "4", "--device", "cpu", "--max-steps", "2",
+          "--lora-layers", "1", "--gradient-checkpointing", "--warmup-steps", "1"])  # fmt: skip
+    assert json.loads((out / "adapter_config.json").read_text())["layers_to_transform"] == [1]
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert weights and all(".layers.1." in name for name in weights)
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and any(float(w.abs().sum()) > 0 for w in lora_b)  # B starts at zero: grads reached it
+    with pytest.raises(SystemExit, match="--lora-layers 5 is more than"):
+        main(["--base", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "x"), "--device", "cpu",
+              "--max-steps", "1", "--lora-layers", "5"])  # fmt: skip
+
+
 def test_read_examples_rejects_bad_lines(tmp_path: Path):
     bad = _write(tmp_path / "bad.jsonl", [{"instruction": "x"}])
     with pytest.raises(DataError, match=r"bad\.jsonl:1"):
@@ -156,3 +230,6 @@ def test_dev_references_are_verified_and_dev_only(trusted_sandbox):
     assert len(rows) == 82  # every dev reference passes its own tests
     assert all(r["task_id"] in {p.task_id for p in load_problems("dev")} for r in rows)
     assert rows[0]["instruction"].startswith("Complete this Python function")
+    skip = {"HumanEval/0", "HumanEval/5"}
+    filled = list(verified_dev_references(trusted_sandbox, skip=skip))  # tasks the traces cover
+    assert len(filled) == 80 and not skip & {r["task_id"] for r in filled}
