@@ -34,7 +34,12 @@ def code_regions(instruction: str) -> list[str]:
 
 def is_stub(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> bool:
     """A signature left for the model to fill: only a docstring, ``pass`` or ``...``."""
-    for statement in node.body:
+    return is_stub_body(node.body)
+
+
+def is_stub_body(body: list[ast.stmt]) -> bool:
+    """Statements that hold no code: docstrings (or other constants), ``pass``, ``...``."""
+    for statement in body:
         if isinstance(statement, ast.Pass):
             continue
         if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):

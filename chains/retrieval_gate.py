@@ -27,7 +27,7 @@ import sys
 import typing
 from dataclasses import dataclass
 
-from chains.instruction_code import code_regions, is_stub, parse_fragment
+from chains.instruction_code import code_regions, is_stub_body, parse_fragment
 
 _SELF_CONTAINED_MODULES = frozenset({"typing", "__future__", "collections.abc"})
 _KNOWN_NAMES = frozenset(dir(builtins)) | frozenset(typing.__all__) | {"__name__", "__file__", "__doc__"}
@@ -85,7 +85,7 @@ def _stubs(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
             body = [s for s in node.body if not isinstance(s, ast.Import | ast.ImportFrom)]
             docstrings = [s for s in body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
                           and isinstance(s.value.value, str)]  # fmt: skip
-            if docstrings and is_stub(ast.FunctionDef(name=node.name, body=body)):
+            if docstrings and is_stub_body(body):
                 found.append(node)
     return found
 
