@@ -1,8 +1,8 @@
 """Fit a training run into memory before it starts, instead of being killed by the kernel mid-step.
 
 Qwen2.5-Coder-1.5B with the defaults (batch 4, no gradient checkpointing, rows up to 768 tokens)
-needs far more than 24 GB on CPU, and was killed there with no message. Before the first step the trainer now estimates the peak
-and, when it does not fit, turns on gradient checkpointing, then halves the batch (doubling
+needs far more than 24 GB on CPU, and was killed there with no message. Before the first step the
+trainer now estimates the peak and, when it does not fit, turns on gradient checkpointing, then halves the batch (doubling
 ``grad_accum``, so the effective batch stays the same); when batch 1 with checkpointing still does
 not fit it stops with one line that says what to change. ``--no-memory-guard`` keeps the settings
 as given.

@@ -255,7 +255,7 @@ def traces_cmd(
     if repaired_only:
         rows = (row for row in rows if not row["source"].endswith(":first-try"))
     if per_task is not None:
-        rows = iter(repaired_first(rows))
+        rows = repaired_first(rows)
     _report(write_examples(rows, output, per_task=per_task), output)
 
 
