@@ -1,4 +1,6 @@
-"""int8 on CPU: torch's per-tensor activation scale vs our per-row scale, side by side in one run.
+"""int8 on CPU, side by side in one run: torch's stock dynamic int8 (one activation scale per
+tensor, one weight scale per matrix) vs ours (one activation scale per row), with weights per
+matrix and per output channel (the default).
 
 For each quantization of the same fp32 model:
 1. agreement with fp32, teacher-forced on fp32's own greedy continuations of the prompts (each
@@ -92,7 +94,8 @@ def main() -> None:
     rows = []
     for label, quantize in (
         ("torch int8, one scale per tensor", lambda m: torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)),
-        ("ours, one scale per row", quantize_int8),
+        ("ours, per row, weights per tensor", lambda m: quantize_int8(m, per_channel=False)),
+        ("ours, per row, weights per channel", quantize_int8),
     ):  # fmt: skip
         model = quantize(copy.deepcopy(base))
         agreement, divergence = [], []
@@ -130,14 +133,15 @@ def main() -> None:
         f"{resolved.name}: {len(PROMPTS)} prompts x {args.new_tokens} new tokens, {torch.get_num_threads()} threads"
     )
     print(
-        f"{'int8 activations':<34} {'top-1 vs fp32':>13} {'KL':>7} {'batch==alone':>12} {'tok/s 1':>8} {'tok/s batch':>11}"
+        f"{'int8':<34} {'top-1 vs fp32':>13} {'KL':>7} {'batch==alone':>12} {'tok/s 1':>8} {'tok/s batch':>11}"
     )
     for label, agree, kl, same, one, batch in rows:
         print(f"{label:<34} {agree:>13.3f} {kl:>7.3f} {same:>7}/{len(PROMPTS):<4} {one:>8.1f} {batch:>11.1f}")
-    (_, _, kl0, _, one0, batch0), (_, _, kl1, _, one1, batch1) = rows
-    print(
-        f"per row / per tensor: KL {kl1 / max(kl0, 1e-9):.2f}x, tok/s alone {one1 / one0:.2f}x, batch {batch1 / batch0:.2f}x"
-    )
+    (_, _, kl0, _, one0, batch0), *ours = rows
+    for label, _, kl1, _, one1, batch1 in ours:
+        print(
+            f"{label} / torch's: KL {kl1 / max(kl0, 1e-9):.2f}x, tok/s alone {one1 / one0:.2f}x, batch {batch1 / batch0:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ So a batched or prompt-lookup answer can differ from the one-prompt answer. In f
 near tie (tested identical on the tests' model; 1 of 2 repair answers of SmolLM2 differed, llm_bench).
 
 The int8 model of an installed known model is pickled once next to it
-(``int8rows-v2-torch<v>-transformers<v>.pt``, 2.5 GB for Qwen) so later processes skip quantizing.
+(``int8rows-chan-v3-torch<v>-transformers<v>.pt``, 2.5 GB for Qwen) so later processes skip quantizing.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
 """int8 dynamic quantization of a HF causal LM on CPU, and the on-disk cache of the result.
 
-Weights are int8 (fbgemm, per tensor); activations are quantized on the fly **per row** (per token):
-``chains.int8_linear.RowwiseInt8Linear``. torch's own dynamic ``Linear`` takes one activation scale for the whole input
-tensor, so in a batch every prompt's rounding depended on the other prompts: the same prompt gave
-different code alone and in a batch (measured: all 24 first attempts of a rerun changed, 5 tasks
-flipped). Here each row is scaled into [-1, 1] before the int8 matmul and back after, so a row's
-result no longer depends on its neighbours, and an outlier token no longer coarsens the others'
-rounding. On Qwen 1.5B this brings the int8 model much closer to fp32 (KL 0.08 vs 0.21, top-1
-agreement 93% vs 88%; bench/int8_bench.py) at about 10-15% of the speed, and raised dev-split
-single-shot pass@1 from 45/82 to 57/82 (docs/results.md).
+Activations are quantized on the fly **per row** (per token): ``chains.int8_linear.RowwiseInt8Linear``.
+torch's own dynamic ``Linear`` takes one activation scale for the whole input tensor, so in a batch
+every prompt's rounding depended on the other prompts: the same prompt gave different code alone
+and in a batch (measured: all 24 first attempts of a rerun changed, 5 tasks flipped). Here each row
+is scaled into [-1, 1] before the int8 matmul and back after, so a row's result no longer depends on
+its neighbours, and an outlier token no longer coarsens the others' rounding. On Qwen 1.5B that
+took the int8 model closer to fp32 (KL 0.08 vs 0.21, top-1 agreement 93% vs 88%) and raised
+dev-split single-shot pass@1 from 45/82 to 57/82 (docs/results.md).
+
+Weights are int8 (fbgemm) with **one scale per output channel**, not torch's default one per
+matrix: a matrix's rows differ in size, and one scale for all of them rounds the small rows to a
+few levels. Same speed; KL to fp32 0.010 against 0.077, top-1 agreement 97% against 93%
+(bench/int8_bench.py, session 8).
 
 Quantizing Qwen 1.5B takes 25-60 s on 2 cores, so the int8 model of an installed known model is
 pickled once next to its weights and loaded from there afterwards (keyed by the format, torch and
@@ -24,12 +28,16 @@ from typing import Any
 
 from chains.models import ResolvedModel
 
-CACHE_FORMAT = "int8rows-v2"  # bump when the pickled modules change: older files are removed
+CACHE_FORMAT = "int8rows-chan-v3"  # bump when the pickled modules change: older files are removed
 
 
-def quantize_int8(model: Any) -> Any:
+def quantize_int8(model: Any, per_channel: bool = True) -> Any:
     """int8 weights and per-row int8 activations for every ``nn.Linear`` (CPU): 17 vs 2.3 tok/s on
-    Qwen 1.5B here; each layer's rows are independent of the rest of the batch (module docstring)."""
+    Qwen 1.5B here; each layer's rows are independent of the rest of the batch (module docstring).
+
+    ``per_channel``: one weight scale per output row instead of one per matrix (same speed, closer
+    to fp32); False is torch's default, kept for the side-by-side bench.
+    """
     import torch
     from torch import nn
 
@@ -41,7 +49,10 @@ def quantize_int8(model: Any) -> Any:
         warnings.filterwarnings(
             "ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel", category=UserWarning
         )
-        model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        spec: Any = (
+            {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig} if per_channel else {nn.Linear}
+        )
+        model = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
         from chains.int8_linear import RowwiseInt8Linear
 
         dynamic = torch.ao.nn.quantized.dynamic.Linear

@@ -163,6 +163,30 @@ def test_int8_rows_are_quantized_on_their_own_scale_so_batches_do_not_change_res
     assert torch.equal(torch.load(buffer, weights_only=False)(rows), batched)
 
 
+def test_int8_weights_get_one_scale_per_output_channel() -> None:
+    """Weight rows of very different size (as in real checkpoints): one scale per matrix rounds the
+    small rows to a few levels; one scale per output row keeps each of them close to fp32."""
+    import torch
+
+    from chains.llm_int8 import quantize_int8
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 48)
+    with torch.no_grad():
+        layer.weight.mul_(torch.logspace(-2, 0, 48).view(48, 1))  # rows 100x apart
+    x = torch.randn(6, 64)
+    exact = layer(x)
+
+    def error(per_channel: bool) -> float:
+        quantized = quantize_int8(torch.nn.Sequential(copy.deepcopy(layer)), per_channel=per_channel)
+        packed = quantized[0]._packed_params._weight_bias()[0]
+        assert packed.qscheme() == (torch.per_channel_affine if per_channel else torch.per_tensor_affine)
+        got = quantized(x)
+        return ((got - exact)[:, :24].norm() / exact[:, :24].norm()).item()  # the small rows
+
+    assert error(per_channel=True) < 0.02 < error(per_channel=False)
+
+
 def test_int8_model_of_an_installed_model_is_cached_on_disk(
     model_tiny_dir: Path, model_cache_dir: Path
 ) -> None:
