@@ -2,10 +2,10 @@
 
 Qwen2.5-Coder-1.5B with the defaults (batch 4, no gradient checkpointing, rows up to 768 tokens)
 needs far more than 24 GB on CPU, and was killed there with no message. Before the first step the
-trainer now estimates the peak and, when it does not fit, turns on gradient checkpointing, then halves the batch (doubling
-``grad_accum``, so the effective batch stays the same); when batch 1 with checkpointing still does
-not fit it stops with one line that says what to change. ``--no-memory-guard`` keeps the settings
-as given.
+trainer now estimates the peak and, when it does not fit, turns on gradient checkpointing, then
+halves the batch (doubling ``grad_accum``, so the effective batch stays the same); when batch 1
+with checkpointing still does not fit it stops with one line that says what to change.
+``--no-memory-guard`` keeps the settings as given.
 
 The estimate is simple arithmetic on the model's shape, calibrated against peak RSS measured here
 (see ``MARGIN``); it is meant to be right within a few GB, which is what the choice needs.
