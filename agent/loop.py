@@ -169,6 +169,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 run_ms=run_ms,
                 input_tokens=draft["input_tokens"],
                 output_tokens=draft["output_tokens"],
+                cached_tokens=draft.get("cached_tokens", 0),
                 temperature=temperature,
             )
             attempts.append(attempt)

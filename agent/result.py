@@ -26,6 +26,7 @@ class Attempt:
     run_ms: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_tokens: int = 0  # of input_tokens, reused from an earlier prompt (a repair: its first attempt's)
     temperature: float | None = None  # the draft was sampled at this temperature; None: greedy
 
     def to_dict(self) -> dict[str, Any]:

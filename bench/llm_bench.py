@@ -9,6 +9,10 @@
 3b. the same repair prompts as one left-padded batch, against prompt lookup one at a time: which
    serves several concurrent repairs faster (lookup did, 1.35x, so a batch with lookup runs its
    prompts one at a time).
+3c. the same repairs as the agent loop runs them: after their task's first-attempt prompt, whose keys
+   and values the repair reuses for the prefix they share (chains/llm_prefix_cache.py); with vs
+   without prompt lookup (the target again), and each against part 3's cold repair.
+Parts 3 and 3b turn prefix reuse off, so every prompt is read in full.
 
     python bench/llm_bench.py                      # Qwen 1.5B int8 (installed), a few minutes
     python bench/llm_bench.py --model smollm2-135m-instruct --quantize none
@@ -41,23 +45,20 @@ QUESTIONS = [
 REPAIR_CASES = Path(__file__).resolve().parent / "data" / "repair_cases.jsonl"
 
 
-def repair_messages(limit: int) -> list[tuple[str, list]]:
-    """(task id, chat messages) of the repair prompts, built as the agent's repair chain builds them."""
+def repair_messages(limit: int) -> list[tuple[str, list, list]]:
+    """(task id, repair prompt, first-attempt prompt) as chat messages, built as the agent's codegen
+    and repair chains build them."""
     from agent.checks import extract_example_tests
     from chains.codegen import _prompt_vars
-    from chains.prompts import repair_prompt
+    from chains.prompts import codegen_prompt, repair_prompt
 
     cases = [json.loads(line) for line in REPAIR_CASES.read_text().splitlines() if line.strip()][:limit]
-    template = repair_prompt()
-    return [
-        (
-            case["task_id"],
-            template.invoke(
-                _prompt_vars({**case, "tests": extract_example_tests(case["instruction"])})
-            ).to_messages(),
-        )
-        for case in cases
-    ]
+    prompts = []
+    for case in cases:
+        variables = _prompt_vars({**case, "tests": extract_example_tests(case["instruction"])})
+        repair = repair_prompt().invoke(variables).to_messages()
+        prompts.append((case["task_id"], repair, codegen_prompt().invoke(variables).to_messages()))
+    return prompts
 
 
 def _timed(fn, *args, **kwargs):
@@ -147,11 +148,12 @@ def main() -> None:
         return forward(*a, **kw)
 
     model.forward = counted
+    chat.llm.reuse_prefix = False  # every prompt read in full (3c turns it back on)
     plain_tokens = look_tokens = 0
     t_plain = t_look = t_prefill = 0.0
     identical = look_passes = 0
     looked_answers = []
-    for task_id, messages in repairs:
+    for task_id, messages, _ in repairs:
         encoded = tokenizer([chat._to_chat_prompt(messages)], return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             _, prefill_s = _timed(model, **encoded)
@@ -180,13 +182,45 @@ def main() -> None:
         f"{look_tokens / max(1, look_passes):.1f} tokens per lookup pass; {identical}/{len(repairs)} identical"
     )
     # 3b. several repairs at once (batch runs): one left-padded batch vs lookup one at a time
-    batched, t_batch = _timed(lambda: chat.batch([m for _, m in repairs], max_new_tokens=400))
+    batched, t_batch = _timed(lambda: chat.batch([m for _, m, _ in repairs], max_new_tokens=400))
     batch_tokens = sum(m.usage_metadata["output_tokens"] for m in batched)
     same = sum(a.content == b.content for a, b in zip(batched, looked_answers, strict=True))
     print(
         f"3b. the {len(repairs)} repair prompts as one batch {batch_tokens / t_batch:5.1f} tok/s ({t_batch:.1f}s) "
         f"vs prompt lookup one at a time {rate_look:5.1f} tok/s ({t_look:.1f}s): "
         f"{(batch_tokens / t_batch) / rate_look:.2f}x; {same}/{len(repairs)} identical"
+    )
+    # 3c. in the loop: each repair after its first attempt's prompt, reusing the prefix they share
+    from chains.llm_prefix_cache import prefix_cache_for
+
+    chat.llm.reuse_prefix = True
+    store = prefix_cache_for(model)
+
+    def after_first_attempt(repair: list, first: list, **kwargs):
+        store.clear()
+        chat.invoke(first, max_new_tokens=1)  # the first attempt's prompt, as the loop left it
+        return _timed(chat.invoke, repair, max_new_tokens=400, **kwargs)
+
+    warm = {"plain": [0, 0.0], "lookup": [0, 0.0]}
+    shared = same = 0
+    for (_, repair, first), cold in zip(repairs, looked_answers, strict=True):
+        plain, plain_s = after_first_attempt(repair, first)
+        looked, look_s = after_first_attempt(repair, first, prompt_lookup=lookup)
+        shared += looked.usage_metadata.get("input_token_details", {}).get("cache_read", 0)
+        same += looked.content == cold.content
+        for key, message, seconds in (("plain", plain, plain_s), ("lookup", looked, look_s)):
+            warm[key][0] += message.usage_metadata["output_tokens"]
+            warm[key][1] += seconds
+    rate_plain_warm, rate_look_warm = (warm[k][0] / warm[k][1] for k in ("plain", "lookup"))
+    prompt_tokens = sum(
+        len(tokenizer(chat._to_chat_prompt(r), add_special_tokens=False)["input_ids"]) for _, r, _ in repairs
+    )
+    print(
+        f"3c. the {len(repairs)} repairs after their first attempt ({shared}/{prompt_tokens} prompt tokens reused): "
+        f"prompt lookup {rate_look_warm:5.1f} tok/s vs without {rate_plain_warm:5.1f} tok/s: "
+        f"{rate_look_warm / rate_plain_warm:.2f}x (target >= 2.5x); against part 3's cold repairs: "
+        f"{rate_look_warm / rate_look:.2f}x with lookup, {rate_plain_warm / rate_plain:.2f}x without; "
+        f"{same}/{len(repairs)} lookup answers identical to cold"
     )
     if weights.description.startswith("int8"):
         print(

@@ -25,6 +25,7 @@ class Draft(TypedDict):
     reply: str
     input_tokens: int
     output_tokens: int
+    cached_tokens: int  # prompt tokens whose keys and values were reused from an earlier prompt
 
 
 def _prompt_vars(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +52,7 @@ def _to_draft(message: AIMessage | str) -> Draft:
         reply=reply,
         input_tokens=int(usage.get("input_tokens", 0)),
         output_tokens=int(usage.get("output_tokens", 0)),
+        cached_tokens=int((usage.get("input_token_details") or {}).get("cache_read", 0)),
     )
 
 

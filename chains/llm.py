@@ -53,6 +53,7 @@ from pydantic import PrivateAttr
 
 from chains.llm_generate import GenerationOutput, Sampling, generate_batch, stream_generate
 from chains.llm_int8 import int8_cache_file, quantize_int8, read_int8_cache, write_int8_cache
+from chains.llm_prefix_cache import PrefixCache, prefix_cache_for
 from chains.model_convert import make_tiny_random_model
 from chains.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 
@@ -85,6 +86,9 @@ class LocalPipelineLLM(HuggingFacePipeline):
     """Upper bound on generated tokens per call (override per call with ``max_new_tokens=``)."""
     prompt_lookup_num_tokens: int = DEFAULT_PROMPT_LOOKUP_TOKENS
     """Candidate length for prompt-lookup decoding when a call asks for it (``prompt_lookup=True``)."""
+    reuse_prefix: bool = True
+    """Start each prompt from the stored keys and values of the longest prefix it shares with a recent
+    prompt (a repair and its task's first attempt): :mod:`chains.llm_prefix_cache`."""
 
     @property
     def _llm_type(self) -> str:
@@ -95,6 +99,10 @@ class LocalPipelineLLM(HuggingFacePipeline):
         """One generation at a time per model (chat models with other settings share the weights)."""
         with _CACHE_LOCK:
             return _GENERATE_LOCKS.setdefault(self.pipeline.model, threading.Lock())
+
+    @property
+    def _prefix_cache(self) -> PrefixCache | None:
+        return prefix_cache_for(self.pipeline.model) if self.reuse_prefix else None
 
     def _gen_options(self, kwargs: dict[str, Any]) -> tuple[int, int | None, Sampling | None]:
         max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
@@ -128,6 +136,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
                     max_new_tokens=max_new,
                     prompt_lookup_num_tokens=lookup,
                     sampling=sampling,
+                    prefix_cache=self._prefix_cache,
                 )
         return outputs
 
@@ -158,6 +167,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
                 max_new_tokens=max_new,
                 prompt_lookup_num_tokens=lookup,
                 sampling=sampling,
+                prefix_cache=self._prefix_cache,
             ):
                 if isinstance(piece, GenerationOutput):  # the last item: usage and finish reason
                     yield GenerationChunk(text="", generation_info=piece.info())
@@ -168,14 +178,17 @@ class LocalPipelineLLM(HuggingFacePipeline):
                 yield chunk
 
 
-def _usage(info: dict[str, Any] | None) -> dict[str, int] | None:
+def _usage(info: dict[str, Any] | None) -> dict[str, Any] | None:
     if not info or "input_tokens" not in info:
         return None
-    return {
+    usage: dict[str, Any] = {
         "input_tokens": info["input_tokens"],
         "output_tokens": info["output_tokens"],
         "total_tokens": info["input_tokens"] + info["output_tokens"],
     }
+    if info.get("cached_tokens"):
+        usage["input_token_details"] = {"cache_read": info["cached_tokens"]}
+    return usage
 
 
 class LocalChatModel(ChatHuggingFace):

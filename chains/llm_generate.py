@@ -3,11 +3,14 @@ and streaming. Used by :mod:`chains.llm`'s LangChain classes; heavy imports stay
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from chains.llm_prefix_cache import PrefixCache, assisted_from_prefix, cache_argument, plain_cache, row_cache
 
 
 @dataclass
@@ -20,12 +23,15 @@ class GenerationOutput:
     finish_reason: str
     """``"stop"`` (end-of-turn token or a stop sequence), ``"length"`` (max_new_tokens reached) or
     ``"repetition"`` (stopped in a degenerate loop, see :func:`degenerate`)."""
+    cached_tokens: int = 0
+    """Prompt tokens whose keys and values came from an earlier prompt (:mod:`chains.llm_prefix_cache`)."""
 
     def info(self) -> dict[str, Any]:
         return {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "finish_reason": self.finish_reason,
+            "cached_tokens": self.cached_tokens,
         }
 
 
@@ -146,20 +152,26 @@ def generate_batch(
     max_new_tokens: int,
     prompt_lookup_num_tokens: int | None = None,
     sampling: Sampling | None = None,
+    prefix_cache: PrefixCache | None = None,
 ) -> list[GenerationOutput]:
-    """One left-padded ``model.generate`` over ``prompts`` (already chat-formatted); greedy unless ``sampling``."""
+    """One left-padded ``model.generate`` over ``prompts`` (already chat-formatted); greedy unless
+    ``sampling``. With a ``prefix_cache``, one prompt starts from the longest stored prefix it
+    shares, and every prompt's keys and values are stored for the prompts after it."""
     import torch
     from transformers import StoppingCriteriaList
 
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     prompt_len = encoded["input_ids"].shape[1]
     looping = _repetition_stop(tokenizer, prompt_len)
-    with torch.inference_mode():
-        output = model.generate(
+    reuse, reused = _reuse_kwargs(prefix_cache, encoded["input_ids"])
+    with torch.inference_mode(), _assisted_fix(model, reuse, prompt_lookup_num_tokens):
+        generated = model.generate(
             **encoded,
             stopping_criteria=StoppingCriteriaList([looping]),
             **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens, sampling),
+            **reuse,
         )
+    output = _keep_prefixes(prefix_cache, generated, encoded)
     results = []
     for row in range(len(prompts)):
         new_ids = output[row, prompt_len:].tolist()
@@ -167,8 +179,51 @@ def generate_batch(
         text, hit_stop = _cut_at_stop(tokenizer.decode(new_ids[:count], skip_special_tokens=True), stop)
         input_tokens = int(encoded["attention_mask"][row].sum())
         reason = "stop" if ended or hit_stop else "repetition" if row in looping.stopped else "length"
-        results.append(GenerationOutput(text, input_tokens, count, reason))
+        results.append(GenerationOutput(text, input_tokens, count, reason, reused))
     return results
+
+
+def _reuse_kwargs(prefix_cache: PrefixCache | None, input_ids: Any) -> tuple[dict[str, Any], int]:
+    """``generate`` arguments that start one prompt from its stored prefix, and that prefix's length."""
+    if prefix_cache is None:
+        return {}, 0
+    kwargs: dict[str, Any] = {"return_dict_in_generate": True}
+    if input_ids.shape[0] == 1:
+        cache, reused = prefix_cache.take(input_ids[0].tolist())
+        if cache is not None:
+            kwargs[cache_argument()] = cache
+            return kwargs, reused
+    return kwargs, 0
+
+
+def _assisted_fix(model: Any, reuse: dict[str, Any], lookup: int | None) -> Any:
+    cache = reuse.get(cache_argument())
+    return assisted_from_prefix(model, cache) if lookup and cache is not None else contextlib.nullcontext()
+
+
+def _keep_prefixes(prefix_cache: PrefixCache | None, generated: Any, encoded: Any) -> Any:
+    """Store the keys and values ``generate`` computed, and return its token ids.
+
+    One prompt: its cache as it is (prompt and answer). A left-padded batch: each row's prompt
+    without its padding (left-padded rows are positioned from their first real token, so that part
+    is what the row alone would have computed).
+    """
+    if prefix_cache is None:
+        return generated
+    cache = getattr(generated, cache_argument(), None)
+    sequences = generated.sequences
+    if cache is None or not plain_cache(cache):
+        return sequences
+    if sequences.shape[0] == 1:
+        prefix_cache.put(sequences[0, : cache.get_seq_length()].tolist(), cache)
+        return sequences
+    prompt_len = encoded["input_ids"].shape[1]
+    for row in range(sequences.shape[0]):
+        start = prompt_len - int(encoded["attention_mask"][row].sum())
+        ids = encoded["input_ids"][row, start:].tolist()
+        if len(ids) >= prefix_cache.min_tokens:
+            prefix_cache.put(ids, row_cache(cache, row, start, prompt_len))
+    return sequences
 
 
 def stream_generate(
@@ -180,6 +235,7 @@ def stream_generate(
     max_new_tokens: int,
     prompt_lookup_num_tokens: int | None = None,
     sampling: Sampling | None = None,
+    prefix_cache: PrefixCache | None = None,
 ) -> Iterator[str | GenerationOutput]:
     """Yield text pieces as they are generated, then one :class:`GenerationOutput` (empty text).
 
@@ -201,16 +257,19 @@ def stream_generate(
 
     outcome: dict[str, Any] = {}
     looping = _repetition_stop(tokenizer, encoded["input_ids"].shape[1])
+    reuse, reused = _reuse_kwargs(prefix_cache, encoded["input_ids"])
 
     def run() -> None:
         try:
-            with torch.inference_mode():
-                outcome["output"] = model.generate(
+            with torch.inference_mode(), _assisted_fix(model, reuse, prompt_lookup_num_tokens):
+                generated = model.generate(
                     **encoded,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_Cancelled(), looping]),
                     **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens, sampling),
+                    **reuse,
                 )
+            outcome["output"] = _keep_prefixes(prefix_cache, generated, encoded)
         except BaseException as error:  # handed to the consumer below
             outcome["error"] = error
             streamer.end()
@@ -241,7 +300,7 @@ def stream_generate(
         count, ended = _count_new_tokens(model, tokenizer, new_ids)
         input_tokens = int(encoded["input_ids"].shape[1])
         reason = "stop" if ended or hit_stop else "repetition" if looping.stopped else "length"
-        yield GenerationOutput("", input_tokens, count, reason)
+        yield GenerationOutput("", input_tokens, count, reason, reused)
     finally:
         cancelled.set()
         thread.join()

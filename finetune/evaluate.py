@@ -99,6 +99,7 @@ def record_for(
             "run_ms": round(attempt.run_ms, 1),
             "input_tokens": attempt.input_tokens,
             "output_tokens": attempt.output_tokens,
+            "cached_tokens": attempt.cached_tokens,
             "temperature": attempt.temperature,
         })  # fmt: skip
     final = verdict(result.code)

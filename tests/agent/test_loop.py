@@ -262,3 +262,19 @@ def test_retrieval_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         ConfigError, match=r"retrieval = 'sometimes' from flag: choose one of auto, always, never"
     ):
         resolve_config({"retrieval": "sometimes"})
+
+
+def test_a_repair_reuses_its_first_attempts_prompt_with_a_real_model(model_tiny_dir, docker_sandbox) -> None:
+    """The tiny random model writes no code, so every attempt fails and is repaired; the repair
+    prompt repeats the task, and the model reads only what follows it."""
+    from chains.llm import load_chat_model
+    from chains.llm_prefix_cache import prefix_cache_for
+
+    chat = load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=16)
+    prefix_cache_for(chat.llm.pipeline.model).clear()  # the model is shared with other tests
+    agent = CodeAgent(chat, docker_sandbox, max_attempts=2)
+    result = agent.invoke(Task(id="m", instruction="Write mean(xs); 0.0 for an empty list.", tests=TESTS))
+    first, repair = result.attempts
+    assert repair.kind == "repair" and not repair.passed
+    assert first.cached_tokens == 0 and 32 <= repair.cached_tokens < repair.input_tokens
+    assert result.to_dict()["attempts"][1]["cached_tokens"] == repair.cached_tokens

@@ -295,3 +295,89 @@ def degenerate_text(text: str) -> bool:
     from chains.llm_generate import degenerate
 
     return degenerate(text)
+
+
+# -- reuse of a shared prompt prefix (chains/llm_prefix_cache.py) ----------------------------------
+
+TASK = "Task:\nwrite a python function that sorts a list of numbers, and one that reverses a string.\n"
+FIRST_ATTEMPT = [SystemMessage("You write Python."), HumanMessage(TASK + "Write the complete program.")]
+REPAIR = [
+    SystemMessage("You write Python."),
+    HumanMessage(
+        TASK + "This code was run and failed:\n```python\ndef sort(xs):\n    return xs\n```\nFix it."
+    ),
+]
+
+
+def _cold(chat: LocalChatModel, messages: list, **kwargs) -> AIMessage:
+    """The answer with no stored prefix to start from."""
+    from chains.llm_prefix_cache import prefix_cache_for
+
+    prefix_cache_for(chat.llm.pipeline.model).clear()
+    return chat.invoke(messages, **kwargs)
+
+
+@pytest.mark.parametrize("lookup", [None, True], ids=["plain", "prompt-lookup"])
+def test_a_repair_starts_from_its_first_attempts_prefix_and_answers_the_same(
+    model_tiny_chat: LocalChatModel, lookup: bool | None
+) -> None:
+    expected = _cold(model_tiny_chat, REPAIR, prompt_lookup=lookup)
+    assert "input_token_details" not in expected.usage_metadata  # nothing was reused
+    _cold(model_tiny_chat, FIRST_ATTEMPT)
+    reused = model_tiny_chat.invoke(REPAIR, prompt_lookup=lookup)
+    shared = reused.usage_metadata["input_token_details"]["cache_read"]
+    assert 32 <= shared < reused.usage_metadata["input_tokens"]
+    assert reused.content == expected.content
+    assert reused.usage_metadata["output_tokens"] == expected.usage_metadata["output_tokens"]
+    _cold(model_tiny_chat, FIRST_ATTEMPT)  # the stream path reuses too
+    streamed = _joined(list(model_tiny_chat.stream(REPAIR, prompt_lookup=lookup)))
+    assert streamed.content == expected.content
+    assert streamed.usage_metadata["input_token_details"]["cache_read"] == shared
+
+
+def test_a_batch_leaves_each_rows_prompt_for_its_repair(model_tiny_chat: LocalChatModel) -> None:
+    expected = _cold(model_tiny_chat, REPAIR)
+    # the first attempt is the shorter, left-padded row of a batch
+    model_tiny_chat.batch([FIRST_ATTEMPT, [HumanMessage(PROMPTS[1] * 6)]])
+    reused = model_tiny_chat.invoke(REPAIR)
+    assert reused.usage_metadata["input_token_details"]["cache_read"] >= 32
+    assert reused.content == expected.content
+
+
+def test_turning_prefix_reuse_off_reads_every_prompt_token(model_tiny_dir: Path) -> None:
+    chat = load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=8, batch_size=1)
+    chat.invoke(FIRST_ATTEMPT)
+    chat.llm.reuse_prefix = False
+    try:
+        assert "input_token_details" not in chat.invoke(REPAIR).usage_metadata
+    finally:
+        chat.llm.reuse_prefix = True
+
+
+def test_prefix_cache_picks_the_longest_match_and_keeps_the_last_token_to_compute() -> None:
+    import torch
+    from transformers import DynamicCache
+
+    from chains.llm_prefix_cache import PrefixCache
+
+    def cache_of(n: int) -> DynamicCache:
+        cache = DynamicCache()
+        cache.update(torch.arange(n, dtype=torch.float).view(1, 1, n, 1), torch.zeros(1, 1, n, 1), 0)
+        return cache
+
+    store = PrefixCache(max_entries=2, min_tokens=4)
+    store.put(list(range(10)), cache_of(10))
+    store.put(list(range(6)) + [99] * 4, cache_of(10))
+    assert store.take([7] * 10) == (None, 0)  # nothing shared
+    cache, shared = store.take([*range(8), 50])
+    assert shared == 8 and cache.get_seq_length() == 8
+    assert cache.layers[0].keys.flatten().tolist() == list(range(8))
+    assert len(store.entries) == 1  # handed out: generate extends it in place
+    cache, shared = store.take(list(range(6)) + [99] * 4)  # the whole prompt matches: one token left
+    assert shared == 9 and cache.get_seq_length() == 9
+    store.put(list(range(3)), cache_of(3))  # below min_tokens: not kept
+    for n in range(3):
+        store.put(list(range(10 + n)), cache_of(10 + n))
+    assert [len(e.ids) for e in store.entries] == [11, 12]  # the oldest went first
+    store.put(list(range(5)), cache_of(4))  # a cache that does not cover its ids is refused
+    assert len(store.entries) == 2
