@@ -12,7 +12,7 @@
 3c. the same repairs as the agent loop runs them: after their task's first-attempt prompt, whose keys
    and values the repair reuses for the prefix they share (chains/llm_prefix_cache.py); with vs
    without prompt lookup (the target again), and each against part 3's cold repair.
-Parts 3 and 3b turn prefix reuse off, so every prompt is read in full.
+Parts 1 to 3b turn prefix reuse off, so every prompt is read in full.
 
     python bench/llm_bench.py                      # Qwen 1.5B int8 (installed), a few minutes
     python bench/llm_bench.py --model smollm2-135m-instruct --quantize none
@@ -98,6 +98,8 @@ def main() -> None:
         f"(load {weights.load_s:.1f}s, quantize {weights.quantize_s:.1f}s)"
     )
     chat.invoke("Say hi.", max_new_tokens=4)  # warm-up
+    # every prompt read in full (part 1's bare generate does; 3c turns reuse back on)
+    chat.llm.reuse_prefix = False
 
     if not args.only_repairs:
         # 1. wrapper overhead
@@ -148,7 +150,6 @@ def main() -> None:
         return forward(*a, **kw)
 
     model.forward = counted
-    chat.llm.reuse_prefix = False  # every prompt read in full (3c turns it back on)
     plain_tokens = look_tokens = 0
     t_plain = t_look = t_prefill = 0.0
     identical = look_passes = 0
