@@ -134,6 +134,7 @@ def assisted_from_prefix(model: Any, cache: Any) -> Iterator[None]:
     under the model's generate lock.
     """
     prepare = model.prepare_inputs_for_generation
+    own = "prepare_inputs_for_generation" in vars(model)  # set on the instance already (a wrapper's)
 
     def prepare_after_cache(input_ids: Any, next_sequence_length: int | None = None, **kwargs: Any) -> Any:
         if next_sequence_length is None and kwargs.get("is_first_iteration"):
@@ -146,4 +147,7 @@ def assisted_from_prefix(model: Any, cache: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        del model.prepare_inputs_for_generation  # back to the class's method
+        if own:
+            model.prepare_inputs_for_generation = prepare
+        else:
+            del model.prepare_inputs_for_generation  # back to the class's method

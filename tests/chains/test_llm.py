@@ -381,3 +381,32 @@ def test_prefix_cache_picks_the_longest_match_and_keeps_the_last_token_to_comput
     assert [len(e.ids) for e in store.entries] == [11, 12]  # the oldest went first
     store.put(list(range(5)), cache_of(4))  # a cache that does not cover its ids is refused
     assert len(store.entries) == 2
+
+
+def test_the_assisted_decoding_fix_lasts_one_call_and_restores_the_method() -> None:
+    from chains.llm_prefix_cache import assisted_from_prefix
+
+    class Model:
+        def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, **kwargs):
+            return input_ids[-next_sequence_length:] if next_sequence_length else input_ids
+
+    class Filled:
+        def get_seq_length(self) -> int:
+            return 3
+
+    class Ids(list):
+        shape = (1, 5)
+
+    model = Model()
+    with assisted_from_prefix(model, Filled()):
+        assert model.prepare_inputs_for_generation(Ids(range(5)), is_first_iteration=True) == [3, 4]
+        assert model.prepare_inputs_for_generation(Ids(range(5)), next_sequence_length=1) == [4]
+    assert "prepare_inputs_for_generation" not in vars(model)  # the class's method again
+
+    def wrapped(input_ids, next_sequence_length=None, **kwargs):
+        return "wrapped"
+
+    model.prepare_inputs_for_generation = wrapped  # set on the instance, as some wrappers do
+    with assisted_from_prefix(model, Filled()):
+        assert model.prepare_inputs_for_generation(Ids(range(5)), is_first_iteration=True) == "wrapped"
+    assert model.prepare_inputs_for_generation is wrapped
