@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MIN_REUSED_TOKENS = 32  # a shorter match (the chat template's first tokens alone) saves nothing
-MAX_ENTRIES = (
-    8  # one left-padded batch's rows (batch_size 8): a batch run's repairs follow its first attempts
-)
+# one left-padded batch's rows (batch_size 8): a batch run's repairs follow its first attempts
+MAX_ENTRIES = 8
 
 
 @dataclass
