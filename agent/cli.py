@@ -79,6 +79,13 @@ def _agent_options(func: Any) -> Any:
             default=None,
             help="Same as --retrieval never.",
         ),
+        click.option(
+            "--guess-apis/--no-guess-apis",
+            "retrieval_guess",
+            default=None,
+            help="Let the model name the APIs a request needs before searching the index: finds "
+            "docs worded unlike the request, one short generation more [default: off].",
+        ),
         click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder."),
     ]
     for option in reversed(options):

@@ -39,6 +39,9 @@ class AgentConfig:
     # auto: docs for requests that may need an API, none for self-contained function stubs, where
     # they measured as a distraction (chains/retrieval_gate.py); always | never (true | false)
     retrieval: str = "auto"
+    # the model names the APIs a request needs before the index is searched (chains/api_guess.py):
+    # finds docs worded unlike the request, for one short generation more per retrieval
+    retrieval_guess: bool = False
     index_path: str | None = None  # default: the user's data dir
     k: int = 4  # documents put in the prompt
     timeout: float | None = None  # seconds per run; None: the sandbox's default
@@ -165,6 +168,10 @@ def build_agent(
         chat: Any = load_chat_model(
             config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
         )  # type: ignore[arg-type]
+        if retriever is not None and config.retrieval_guess:
+            from chains.api_guess import load_api_guesser
+
+            retriever.api_guesser = load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
         if models is not None:
             model, repair = models(chat)
         else:  # prompt-lookup decoding for repairs: a repair copies the code it was shown

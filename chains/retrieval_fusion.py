@@ -8,6 +8,7 @@
 - ``name_match_boost``: a chunk whose symbol is named in the query (``json.loads``, ``groupby()``,
   ``ChainMap``) moves up.
 - ``usage_boost``: an API that real code uses more moves up (a popularity prior, chains.api_usage).
+- ``guess_boost``: an API the code model named for the query moves up (chains.api_guess).
 - ``collapse_duplicates``: one chunk per API symbol (pydoc and reST both document ``json.loads``),
   so the top k holds k different answers; a second chunk of the same symbol adds a little.
 """
@@ -128,6 +129,20 @@ def usage_boost(candidates: list[Candidate], prior: dict[str, float], weight: fl
     for candidate in candidates:
         if candidate.metadata.get("kind") == "api-doc":
             candidate.score += weight * prior.get(str(candidate.metadata.get("symbol", "")), 0.0)
+    return sorted(candidates, key=lambda c: -c.score)
+
+
+def guess_boost(
+    candidates: list[Candidate], guess_ranks: dict[str, int], weight: float, decay: float
+) -> list[Candidate]:
+    """Add ``weight * decay ** rank`` to each chunk the model named (``guess_ranks``: chunk id ->
+    rank of the guess that named it, 0 = first); re-sort."""
+    if not guess_ranks or weight == 0.0:
+        return candidates
+    for candidate in candidates:
+        rank = guess_ranks.get(candidate.id)
+        if rank is not None:
+            candidate.score += weight * decay**rank
     return sorted(candidates, key=lambda c: -c.score)
 
 

@@ -46,6 +46,8 @@ def eval_group() -> None:
 @click.option(
     "--no-retrieval", "retrieval", flag_value="never", default=None, help="Same as --retrieval never."
 )
+@click.option("--guess-apis/--no-guess-apis", "retrieval_guess", default=None,
+              help="The model names the APIs a task needs before the index is searched [default: off].")  # fmt: skip
 @click.option("--no-repair", is_flag=True, help="Single shot: one attempt, no repairs.")
 @click.option("--attempts", "max_attempts", type=click.IntRange(1, 20), default=None,
               help="Generation + repair attempts [default: 4].")  # fmt: skip
@@ -71,7 +73,8 @@ def eval_group() -> None:
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
-def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: str | None, no_repair: bool,
+def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: str | None,
+                  retrieval_guess: bool | None, no_repair: bool,
                   max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
                   model: str | None,
                   adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
@@ -84,6 +87,7 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
     from finetune.report import write_report
 
     flags = {"model": model, "adapter": adapter, "sandbox": sandbox, "retrieval": retrieval,
+             "retrieval_guess": retrieval_guess,
              "max_attempts": 1 if no_repair else max_attempts, "index_path": index_path,
              "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}  # fmt: skip
     try:
@@ -124,7 +128,8 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
     with agent:
         click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
                    f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
-                   f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}; "
+                   f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
+                   f"{' + API guesses' if config.retrieval_guess else ''}; "
                    f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
         with progress:
             summary = run_eval(agent, problems, output, samples=samples, workers=workers,

@@ -278,3 +278,29 @@ def test_a_repair_reuses_its_first_attempts_prompt_with_a_real_model(model_tiny_
     assert repair.kind == "repair" and not repair.passed
     assert first.cached_tokens == 0 and 32 <= repair.cached_tokens < repair.input_tokens
     assert result.to_dict()["attempts"][1]["cached_tokens"] == repair.cached_tokens
+
+
+def test_guess_apis_setting_gives_the_retriever_the_models_guesser(
+    model_tiny_dir, docker_sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    from agent.config import build_agent, resolve_config
+    from chains.api_guess import GUESS_MAX_NEW_TOKENS
+    from chains.llm import load_chat_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAGCODER_CONFIG", str(tmp_path / "none.toml"))
+    assert resolve_config().retrieval_guess is False
+    monkeypatch.setenv("RAGCODER_RETRIEVAL_GUESS", "on")
+    flags = {"model": str(model_tiny_dir), "sandbox": "docker", "index_path": str(tmp_path / "index"),
+             "max_attempts": 1, "max_new_tokens": 16}  # fmt: skip
+    with build_agent(resolve_config(flags), quantize="none") as agent:
+        guesser = agent.retriever.api_guesser
+        assert guesser is not None
+        names = guesser.invoke("read rows from a CSV file")  # the tiny random model: any words
+        assert isinstance(names, list) and len(names) <= 3 and all(isinstance(n, str) for n in names)
+        guess_chat = load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=GUESS_MAX_NEW_TOKENS)
+        assert guess_chat.llm.reuse_prefix is False  # its prompts leave the repairs' caches alone
+        result = agent.invoke({"instruction": "Write one() returning 1.", "tests": "assert one() == 1"})
+        assert result.retrieval.startswith("0 doc(s)")  # an empty index: no search, no model call
+    with build_agent(resolve_config({**flags, "retrieval_guess": False}), quantize="none") as agent:
+        assert agent.retriever.api_guesser is None

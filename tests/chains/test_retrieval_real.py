@@ -117,3 +117,23 @@ def test_real_stdlib_subset_answers_api_questions(tmp_path: Path, retrieval_real
     ]
     mmr = open_retriever(tmp_path / "idx", k=5, mmr=True, embeddings=retrieval_real_embeddings)
     assert len({d.metadata["symbol"] for d in mmr.invoke("read rows from a csv file")}) == 5
+
+
+def test_real_model_names_the_api_and_the_hybrid_retriever_puts_it_first(
+    tmp_path: Path, retrieval_real_embeddings, qwen_chat
+) -> None:
+    """Generation-augmented retrieval with the real default model: the request's words are not the
+    doc's, the model knows the API's name, and the index confirms it."""
+    from chains.api_guess import load_api_guesser
+
+    index_stdlib(
+        index_path=tmp_path / "idx", embeddings=retrieval_real_embeddings, progress=False,
+        modules=("shutil", "json", "heapq"),
+    )  # fmt: skip
+    request = "duplicate a folder with all of its files into a backup location"
+    guesser = load_api_guesser()
+    guesses = guesser.invoke(request)
+    assert "shutil.copytree" in guesses, guesses
+    retriever = open_retriever(tmp_path / "idx", k=5, embeddings=retrieval_real_embeddings)
+    retriever.api_guesser = guesser
+    assert retriever.invoke(request)[0].metadata["symbol"] == "shutil.copytree"
