@@ -311,11 +311,11 @@ def print_result(result: AgentResult, *, backend: str) -> None:
 def _register_subcommands() -> None:
     """Command groups that live in agent/commands/ (each imports only click at module level)."""
     from agent.commands.finetune_cmd import eval_group, finetune_group
-    from agent.commands.index_cmd import index
+    from agent.commands.index_cmd import index, search
     from agent.commands.models_cmd import models
     from agent.commands.sandbox_cmd import sandbox
 
-    for command in (models, sandbox, index, eval_group, finetune_group):
+    for command in (models, sandbox, index, search, eval_group, finetune_group):
         cli.add_command(command)
 
 
