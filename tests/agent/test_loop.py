@@ -298,7 +298,9 @@ def test_guess_apis_setting_gives_the_retriever_the_models_guesser(
         assert guesser is not None
         names = guesser.invoke("read rows from a CSV file")  # the tiny random model: any words
         assert isinstance(names, list) and len(names) <= 3 and all(isinstance(n, str) for n in names)
-        guess_chat = load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=GUESS_MAX_NEW_TOKENS)
+        guess_chat = load_chat_model(
+            str(model_tiny_dir), quantize="none", max_new_tokens=GUESS_MAX_NEW_TOKENS
+        )
         assert guess_chat.llm.reuse_prefix is False  # its prompts leave the repairs' caches alone
         result = agent.invoke({"instruction": "Write one() returning 1.", "tests": "assert one() == 1"})
         assert result.retrieval.startswith("0 doc(s)")  # an empty index: no search, no model call

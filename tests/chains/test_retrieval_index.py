@@ -275,7 +275,6 @@ def test_index_command_indexes_paths_and_reports(
     assert nothing.exit_code != 0 and "--stdlib" in nothing.output
 
 
-
 def test_search_command_shows_what_the_retriever_finds(
     retrieval_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -285,17 +284,21 @@ def test_search_command_shows_what_the_retriever_finds(
 
     monkeypatch.setattr(index_cmd, "load_embeddings", lambda model_path=None: HashingEmbeddings(64))
     runner = CliRunner()
-    found = runner.invoke(index_cmd.search, ["slug for a title", "--index-path", str(retrieval_index), "-k", "2"])
+    found = runner.invoke(
+        index_cmd.search, ["slug for a title", "--index-path", str(retrieval_index), "-k", "2"]
+    )
     assert found.exit_code == 0, found.output
     assert found.output.startswith(" 1. slugify  (") and "pkg/text_tools.py:1-" in found.output
     assert "def slugify(title):" in found.output and " 3. " not in found.output
     as_json = runner.invoke(
-        index_cmd.search, ["slug", "--index-path", str(retrieval_index), "--json", "--mode", "bm25", "-k", "1"]
+        index_cmd.search,
+        ["slug", "--index-path", str(retrieval_index), "--json", "--mode", "bm25", "-k", "1"],
     )
     record = json.loads(as_json.output)
     assert record["rank"] == 1 and record["symbol"] == "slugify" and "lower()" in record["text"]
     empty = runner.invoke(index_cmd.search, ["anything", "--index-path", str(tmp_path / "none")])
     assert empty.exit_code != 0 and "is empty" in empty.output and "ragcoder index --stdlib" in empty.output
+
 
 def test_overlapping_roots_index_once_and_humaneval_is_never_indexed(
     tmp_path: Path, retrieval_corpus: Path, retrieval_embeddings: HashingEmbeddings
