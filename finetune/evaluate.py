@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from agent.batch import append_record, done_ids
 from agent.loop import CodeAgent
 from agent.result import AgentResult
 from agent.tasks import Task, read_humaneval_tasks
-from finetune.humaneval import Problem, dataset_path, load_problems, program_for
+from finetune.humaneval import Problem, dataset_path, load_problems, program_for, words_instruction
 from finetune.metrics import bleu, codebleu, rouge_l
 from sandbox import Sandbox, SandboxError
 
@@ -43,13 +43,23 @@ class HiddenScore:
     detail: str  # "" when passed, else one line on what failed
 
 
-def agent_tasks(problems: Iterable[Problem]) -> dict[str, Task]:
-    """The agent's view of each problem, built by the agent's own HumanEval reader (prompt only)."""
-    wanted = {p.task_id for p in problems}
+PROMPT_STYLES = ("stub", "words")
+
+
+def agent_tasks(problems: Iterable[Problem], style: str = "stub") -> dict[str, Task]:
+    """The agent's view of each problem, built by the agent's own HumanEval reader (prompt only).
+
+    ``style="words"`` asks each task in words instead (``finetune.humaneval.words_instruction``;
+    a prompt that cannot be restated keeps its stub).
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt style {style!r}: choose one of {', '.join(PROMPT_STYLES)}")
+    by_id = {p.task_id: p for p in problems}
     tasks: dict[str, Task] = {}
     for item in read_humaneval_tasks(dataset_path()):
-        if isinstance(item, Task) and item.id in wanted:
-            tasks[item.id] = item
+        if isinstance(item, Task) and item.id in by_id:
+            words = words_instruction(by_id[item.id]) if style == "words" else None
+            tasks[item.id] = replace(item, instruction=words) if words else item
     return tasks
 
 
@@ -152,16 +162,18 @@ def run_eval(
     scorer: Sandbox | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    prompt_style: str = "stub",
 ) -> EvalSummary:
     """Solve every (problem, sample) not yet in ``out_path`` and append its scored record.
 
     ``scorer`` runs the hidden tests (default: the agent's own sandbox). With ``workers > 1``
-    tasks run in threads; records are written only from this thread.
+    tasks run in threads; records are written only from this thread. ``prompt_style``: see
+    :func:`agent_tasks`.
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
     scorer = scorer or agent.sandbox
-    tasks = agent_tasks(problems)
+    tasks = agent_tasks(problems, prompt_style)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _repair_torn_tail(out_path)
     already = done_ids(out_path)

@@ -205,3 +205,33 @@ def program_for(problem: Problem, code: str) -> str:
         ):
             prelude.append(ast.get_source_segment(problem.prompt + "    pass\n", node) or "")
     return "\n".join([*prelude, "", code]) if prelude else code
+
+
+def words_instruction(problem: Problem) -> str | None:
+    """The task asked in words, with no stub to complete: the entry point's signature in backticks,
+    its docstring as prose (examples included), and any helper functions the prompt defines, shown
+    as existing code. None when the prompt does not parse or has no docstring.
+
+    The agent treats the two forms differently (its retrieval gate sends docs to requests in words,
+    none to self-contained stubs), so ``eval humaneval --prompt-style words`` measures that branch
+    on the same tasks.
+    """
+    try:
+        tree = ast.parse(problem.prompt + "    pass\n")
+    except SyntaxError:
+        return None
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    target = next((f for f in functions if f.name == problem.entry_point), None)
+    doc = ast.get_docstring(target) if target is not None else None
+    if target is None or not doc:
+        return None
+    returns = f" -> {ast.unparse(target.returns)}" if target.returns else ""
+    text = f"Write a Python function `{target.name}({ast.unparse(target.args)}){returns}`.\n\n{doc}"
+    helpers = [ast.unparse(f) for f in functions if f is not target]
+    if helpers:
+        text += (
+            "\n\nThese functions already exist; use them as needed:\n```python\n"
+            + "\n\n".join(helpers)
+            + "\n```"
+        )
+    return text

@@ -48,6 +48,9 @@ def eval_group() -> None:
 )
 @click.option("--guess-apis/--no-guess-apis", "retrieval_guess", default=None,
               help="The model names the APIs a task needs before the index is searched [default: off].")  # fmt: skip
+@click.option("--prompt-style", type=click.Choice(["stub", "words"]), default="stub", show_default=True,
+              help="stub: complete the prompt's function; words: the same task asked in words (its "
+                   "signature and docstring as prose), which the retrieval gate treats as a request.")  # fmt: skip
 @click.option("--no-repair", is_flag=True, help="Single shot: one attempt, no repairs.")
 @click.option("--attempts", "max_attempts", type=click.IntRange(1, 20), default=None,
               help="Generation + repair attempts [default: 4].")  # fmt: skip
@@ -74,7 +77,7 @@ def eval_group() -> None:
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
 def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: str | None,
-                  retrieval_guess: bool | None, no_repair: bool,
+                  retrieval_guess: bool | None, prompt_style: str, no_repair: bool,
                   max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
                   model: str | None,
                   adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
@@ -133,8 +136,9 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
                    f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
         with progress:
             summary = run_eval(agent, problems, output, samples=samples, workers=workers,
-                               on_start=on_start, on_result=on_result)  # fmt: skip
+                               on_start=on_start, on_result=on_result, prompt_style=prompt_style)  # fmt: skip
     chosen = f" (tasks {tasks})" if tasks else ""
+    chosen += " asked in words" if prompt_style == "words" else ""
     title = f"HumanEval {split}{chosen}{f' (first {limit})' if limit else ''}: {config.model}" + (
         f" + {Path(config.adapter).name}" if config.adapter else "")  # fmt: skip
     from finetune.report import markdown, read_records, summarise

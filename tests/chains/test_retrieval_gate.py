@@ -60,6 +60,25 @@ def test_on_humaneval_dev_only_the_stub_that_imports_math_is_retrieved_for() -> 
     assert len(tasks) == 82 and retrieved == ["HumanEval/32"]
 
 
+def test_humaneval_asked_in_words_is_retrieved_for_and_keeps_what_the_stub_said() -> None:
+    from finetune.evaluate import agent_tasks
+    from finetune.humaneval import load_problems
+
+    problems = load_problems("dev")
+    words = agent_tasks(problems, "words")
+    assert len(words) == 82 and all(decide_retrieval(t.instruction).retrieve for t in words.values())
+    first = words["HumanEval/0"].instruction
+    assert first.startswith(
+        "Write a Python function `has_close_elements(numbers: List[float], threshold: float) -> bool`."
+    )
+    assert ">>> has_close_elements([1.0, 2.0, 3.0], 0.5)" in first and "def " not in first
+    helper = words["HumanEval/10"].instruction  # make_palindrome's prompt defines is_palindrome
+    assert "```python\ndef is_palindrome(string: str) -> bool:" in helper
+    assert words["HumanEval/10"].entry_point == "make_palindrome"
+    with pytest.raises(ValueError, match="prompt style 'prose': choose one of stub, words"):
+        agent_tasks(problems, "prose")
+
+
 def test_every_question_of_the_retrieval_benchmark_is_retrieved_for() -> None:
     import json
     from pathlib import Path

@@ -39,6 +39,7 @@ def fake_agent(monkeypatch, trusted_sandbox):
     def build(config, *, workers, samples, temperature, quantize="auto"):
         seen.update(config=config, workers=workers, samples=samples)
         model = scripted([("truncate_number", fenced(GOOD_2)), ("", fenced("def nope():\n    return 0\n"))])
+        seen["model"] = model
         return CodeAgent(model, _KeepOpen(trusted_sandbox), max_attempts=config.max_attempts)
 
     monkeypatch.setattr(finetune_cmd, "build_eval_agent", build)
@@ -60,6 +61,29 @@ def test_eval_humaneval_writes_results_and_report(tmp_path: Path, fake_agent):
     again = CliRunner().invoke(eval_group, args)  # resumes: nothing re-run
     assert "resuming: 3 record(s)" in again.output
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_eval_humaneval_asked_in_words_with_api_guesses(tmp_path: Path, fake_agent):
+    out = tmp_path / "w.jsonl"
+    args = [
+        "humaneval",
+        "--tasks",
+        "2",
+        "--no-repair",
+        "--prompt-style",
+        "words",
+        "--guess-apis",
+        "-o",
+        str(out),
+    ]
+    result = CliRunner().invoke(eval_group, args)
+    assert result.exit_code == 0, result.output
+    assert fake_agent["config"].retrieval_guess is True and "retrieval: auto + API guesses" in result.output
+    prompt = fake_agent["model"].prompts[0]
+    assert "Write a Python function `truncate_number(number: float) -> float`." in prompt
+    assert "def truncate_number" not in prompt
+    assert "HumanEval dev (tasks 2) asked in words" in result.output
+    assert json.loads(out.read_text())["passed"] is True
 
 
 def test_eval_report_command(tmp_path: Path, fake_agent):
