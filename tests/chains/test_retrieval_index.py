@@ -259,13 +259,19 @@ def test_index_stdlib_adds_debian_rest_pages_with_qualified_symbols(
     assert (again.units_unchanged, again.units_removed) == (1, 1)  # without the docs: pydoc only
 
 
-def test_index_command_indexes_paths_and_reports(
-    tmp_path: Path, retrieval_corpus: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def index_commands(monkeypatch: pytest.MonkeyPatch):
+    """agent.commands.index_cmd (``index`` and ``search``) with the hashing embeddings."""
     from agent.commands import index_cmd
 
     monkeypatch.setattr(index_cmd, "load_embeddings", lambda model_path=None: HashingEmbeddings(64))
-    runner = CliRunner()
+    return index_cmd
+
+
+def test_index_command_indexes_paths_and_reports(
+    tmp_path: Path, retrieval_corpus: Path, index_commands
+) -> None:
+    index_cmd, runner = index_commands, CliRunner()
     result = runner.invoke(
         index_cmd.index, [str(retrieval_corpus), "--index-path", str(tmp_path / "idx"), "--quiet"]
     )
@@ -276,14 +282,11 @@ def test_index_command_indexes_paths_and_reports(
 
 
 def test_search_command_shows_what_the_retriever_finds(
-    retrieval_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    retrieval_index: Path, tmp_path: Path, index_commands
 ) -> None:
     import json
 
-    from agent.commands import index_cmd
-
-    monkeypatch.setattr(index_cmd, "load_embeddings", lambda model_path=None: HashingEmbeddings(64))
-    runner = CliRunner()
+    index_cmd, runner = index_commands, CliRunner()
     found = runner.invoke(
         index_cmd.search, ["slug for a title", "--index-path", str(retrieval_index), "-k", "2"]
     )
