@@ -246,7 +246,11 @@ class CodeAgent(Runnable[Any, AgentResult]):
             decision = self.retrieval_gate(instruction)
             if not decision.retrieve:
                 return [], f"skipped: {decision.reason}"
-            docs = list(self.retriever.invoke(instruction))
+            if decision.stdlib:
+                docs = list(self.retriever.invoke(instruction))
+            else:  # our retriever leaves the corpus out of its search; others are filtered after
+                found = self.retriever.invoke(instruction, exclude_corpus="stdlib")
+                docs = [d for d in found if d.metadata.get("corpus") != "stdlib"]
             return docs, f"{len(docs)} doc(s): {decision.reason}"
         docs = list(self.retriever.invoke(instruction))
         return docs, f"{len(docs)} doc(s)"

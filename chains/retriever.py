@@ -69,6 +69,15 @@ class _LexicalIndex:
             for start in range(max(len(parts) - 1, 1)):
                 self.symbol_rows.setdefault(".".join(parts[start:]), []).append(row)
 
+    def search(self, query: str, pool: int, exclude_corpus: str | None = None) -> list[tuple[int, float]]:
+        """BM25's best ``pool`` (row, score); leaving out a corpus scores every chunk (cheap)."""
+        if not exclude_corpus:
+            return self.bm25.search(query, pool)
+        hits = self.bm25.search(query, len(self.ids))
+        return [(row, score) for row, score in hits if self.metadatas[row].get("corpus") != exclude_corpus][
+            :pool
+        ]
+
     def rows_named(self, names: list[str]) -> list[tuple[int, int]]:
         """(guess rank, row) of the chunks whose symbol, or a dotted tail of it, is one of ``names``
         (best guess first). Ranks count only the names found (a made-up first guess does not demote
@@ -148,18 +157,23 @@ def _open_collection_cached(
 
 
 def _vector_search(
-    collection: Collection, query_vector: list[float], pool: int, store: _LexicalIndex | None
+    collection: Collection,
+    query_vector: list[float],
+    pool: int,
+    store: _LexicalIndex | None,
+    exclude_corpus: str | None = None,
 ) -> list[Candidate]:
     """The ``pool`` nearest chunks. With the in-memory chunk store (hybrid mode) Chroma returns only
     ids and distances: fetching texts and metadata from SQLite was over half the search time."""
     wanted = ["distances"] if store is not None else ["documents", "metadatas", "distances"]
-    result = collection.query(query_embeddings=[query_vector], n_results=pool, include=wanted)  # type: ignore[list-item]
+    where = {"corpus": {"$ne": exclude_corpus}} if exclude_corpus else None
+    result = collection.query(query_embeddings=[query_vector], n_results=pool, include=wanted, where=where)  # type: ignore[list-item, arg-type]
     ids, distances = result["ids"][0], result["distances"][0]  # type: ignore[index]
     if store is not None and all(id_ in store.positions for id_ in ids):
         rows = [store.positions[id_] for id_ in ids]
         texts, metadatas = [store.texts[r] for r in rows], [store.metadatas[r] for r in rows]
     elif store is not None:  # written since the store was read: ask Chroma for the rest
-        return _vector_search(collection, query_vector, pool, None)
+        return _vector_search(collection, query_vector, pool, None, exclude_corpus)
     else:
         texts, metadatas = result["documents"][0], result["metadatas"][0]  # type: ignore[index]
     return [
@@ -256,8 +270,15 @@ class CodeDocRetriever(BaseRetriever):
         return self.embeddings
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        k: int | None = None,
+        exclude_corpus: str | None = None,
     ) -> list[Document]:
+        """``k`` overrides the retriever's; ``exclude_corpus="stdlib"`` leaves the standard library's
+        docs out (the agent's gate asks for that: the user's own code and docs only)."""
         wanted = self.k if k is None else k
         path = resolve_index_path(self.index_path)
         generation = index_generation(path)  # read once per query: it names the cached state to use
@@ -275,10 +296,17 @@ class CodeDocRetriever(BaseRetriever):
             else None
         )
         guesses: list[str] = []
-        if self.api_guesser is not None and self.mode == "hybrid":
+        if self.api_guesser is not None and self.mode == "hybrid" and exclude_corpus != "stdlib":
             guesses = self.api_guesser.invoke(query, config={"callbacks": run_manager.get_child()})
         candidates = self._rank(
-            query, query_vector if self.mode != "bm25" else None, collection, lexical, pool, path, guesses
+            query,
+            query_vector if self.mode != "bm25" else None,
+            collection,
+            lexical,
+            pool,
+            path,
+            guesses,
+            exclude_corpus,
         )
         if self.score_threshold is not None or self.mmr:
             candidates = self._filter_and_diversify(candidates, query_vector, collection, wanted)
@@ -296,13 +324,14 @@ class CodeDocRetriever(BaseRetriever):
         pool: int,
         path: Path,
         guesses: list[str] | None = None,
+        exclude_corpus: str | None = None,
     ) -> list[Candidate]:
         vector_hits: list[Candidate] = []
         lexical_hits: list[Candidate] = []
         if query_vector is not None:
-            vector_hits = _vector_search(collection, query_vector, pool, lexical)
+            vector_hits = _vector_search(collection, query_vector, pool, lexical, exclude_corpus)
         if lexical is not None:
-            for index, score in lexical.bm25.search(query, pool):
+            for index, score in lexical.search(query, pool, exclude_corpus):
                 lexical_hits.append(
                     Candidate(
                         lexical.ids[index],
@@ -321,6 +350,8 @@ class CodeDocRetriever(BaseRetriever):
         guessed: list[Candidate] = []  # the named chunks neither ranking found, BM25 score 0
         found = {c.id for c in vector_hits} | {c.id for c in lexical_hits}
         for rank, row in lexical.rows_named(guesses or []):
+            if exclude_corpus and lexical.metadatas[row].get("corpus") == exclude_corpus:
+                continue
             id_ = lexical.ids[row]
             guess_ranks[id_] = rank
             if id_ not in found:

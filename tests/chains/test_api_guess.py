@@ -97,3 +97,13 @@ def test_names_are_looked_up_by_symbol_tail_without_case_and_builtins_bare() -> 
     assert store.rows_named(["builtins.sorted"]) == [(0, 0)]
     assert store.rows_named(["made.up", "Path.glob", "JSON.LOADS", "json"]) == [(0, 1), (1, 2)]
     assert store.rows_named(["glob", "loads"]) == []  # one bare word names too much to trust
+
+
+def test_leaving_out_the_stdlib_corpus_leaves_out_its_docs_and_the_guess(stdlib_subset: Path) -> None:
+    calls: list[str] = []
+    for mode in ("hybrid", "vector", "bm25"):
+        retriever = open_retriever(stdlib_subset, k=5, mode=mode, embeddings=HashingEmbeddings(64))  # type: ignore[arg-type]
+        retriever.api_guesser = RunnableLambda(lambda q: calls.append(q) or ["shutil.copytree"])
+        assert retriever.invoke("copy a folder", exclude_corpus="stdlib") == []  # this index: stdlib only
+        assert len(retriever.invoke("copy a folder", exclude_corpus="files")) == 5
+    assert calls == ["copy a folder"]  # hybrid, and only when the stdlib may be used

@@ -88,6 +88,23 @@ def test_every_question_of_the_retrieval_benchmark_is_retrieved_for() -> None:
     assert len(questions) >= 60 and all(decide_retrieval(q).retrieve for q in questions)
 
 
+@pytest.mark.parametrize(
+    ("instruction", "stdlib", "reason"),
+    [
+        ("Write fizzbuzz(n) returning the list of strings for 1..n", False, "names no API: your own"),
+        ("how do I turn a JSON string into a Python dict", False, "names no API"),
+        ("Parse the text with json.loads and return the 'name' key", True, "the request names json.loads"),
+        ("Read the rows with the csv module", True, "the request names csv"),
+        ("Use `itertools` to pair them up", True, "the request names itertools"),
+    ],
+)
+def test_requests_in_words_get_stdlib_docs_only_when_they_name_an_api(
+    instruction: str, stdlib: bool, reason: str
+) -> None:
+    decision = decide_retrieval(instruction)
+    assert decision.retrieve and decision.stdlib is stdlib and reason in decision.reason
+
+
 def test_the_agent_with_a_real_chroma_index_puts_docs_in_the_prompt_only_when_the_gate_says_so(
     retrieval_index, retrieval_embeddings, trusted_sandbox
 ) -> None:
@@ -98,13 +115,22 @@ def test_the_agent_with_a_real_chroma_index_puts_docs_in_the_prompt_only_when_th
     slug = (
         "import re\n\ndef slugify(title):\n    return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')\n"
     )
+    from chains.indexing import index_stdlib
+
+    index_stdlib(
+        index_path=retrieval_index, embeddings=retrieval_embeddings, progress=False, modules=("json",)
+    )
     model = scripted([("", fenced(slug))])
     retriever = open_retriever(retrieval_index, k=2, embeddings=retrieval_embeddings)
     agent = CodeAgent(model, trusted_sandbox, retriever=retriever, retrieval_gate=decide_retrieval)
     words = agent.invoke("Turn a title into a lowercase url slug with dashes: slugify(title)")
-    assert words.retrieval.startswith("2 doc(s): a request in words") and len(words.sources) == 2
+    assert words.retrieval.startswith("2 doc(s): a request in words that names no API: your own")
+    assert len(words.sources) == 2 and not any(s.startswith("json") for s in words.sources)
     indexed_body = "'-'.join(title.lower().split())"  # the indexed slugify, from pkg/text_tools.py
     assert any("text_tools.py" in source for source in words.sources) and indexed_body in model.prompts[0]
     stub = agent.invoke('def slugify(title: str) -> str:\n    """Lowercase url slug with dashes."""\n')
     assert stub.sources == [] and stub.retrieval.startswith("skipped: a self-contained function stub")
     assert "slugify" in model.prompts[1] and indexed_body not in model.prompts[1]
+    named = agent.invoke("Slugify the title, then wrap it with json.dumps: slug_json(title)")
+    assert named.retrieval == "2 doc(s): the request names json.dumps"
+    assert any(s.startswith("json") for s in named.sources)
