@@ -252,7 +252,7 @@ class CodeDocRetriever(BaseRetriever):
     api_guesser: Runnable | None = Field(default=None, exclude=True)
     """Names the APIs a query needs (``chains.api_guess.api_guess_chain`` over a chat model): in
     hybrid, the indexed chunks of those symbols join the candidates and move up. One model call
-    per query; None (the default) makes none."""
+    per query, none when the query leaves the stdlib out; None (the default) makes none."""
     guess_weight: float = 1.0
     """Added (hybrid) to the chunks of the model's first guess found in the index: a named API
     outranks an unnamed one. Tuned on the tuning half (recall@1 flat from 0.8 to 1.5)."""
