@@ -11,7 +11,7 @@ their answer), so the gate looks at what the task *is* instead:
 - a request in words (no code) that names an API (``json.loads``, "the csv module") gets docs; one
   that names none gets only the user's own indexed code and docs, not the standard library's. The
   same 82 dev tasks asked in words (``eval humaneval --prompt-style words``) passed 68/82 with no
-  docs; with the stdlib docs the gate used to give them, far fewer (docs/results.md, session 10);
+  docs and 47/82 with the stdlib docs the gate used to give them (docs/results.md, session 10);
 - code that is a function stub (a signature and a docstring) and refers to nothing beyond
   builtins, ``typing`` and the names it defines itself is self-contained: no docs;
 - a stub that imports a module, uses a name it does not define (the user's ``Order`` type, a
