@@ -141,7 +141,8 @@ def latency(
     import numpy as np
 
     from chains.indexing import get_client, open_collection
-    from chains.retriever import CodeDocRetriever, _lexical_index
+    from chains.retrieval_store import chunk_store
+    from chains.retriever import CodeDocRetriever
 
     source = open_collection(source_index, None, create=False)
     assert source is not None
@@ -175,7 +176,7 @@ def latency(
     queries = [q["question"] for q in questions]
     report: dict[str, dict] = {"chunks": {"count": collection.count()}}
     started = time.perf_counter()
-    lexical = _lexical_index(collection, workdir, "ragcoder")
+    lexical = chunk_store(collection, workdir, "ragcoder")
     report["chunks"]["bm25_build_s"] = round(time.perf_counter() - started, 2)
     timings = []
     for _ in range(repeats):

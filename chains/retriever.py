@@ -6,9 +6,8 @@ An empty or missing index returns no documents.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -34,6 +33,7 @@ from chains.retrieval_fusion import (
     usage_boost,
 )
 from chains.retrieval_lexical import BM25Index, tokenize
+from chains.retrieval_store import ChunkStore, chunk_store
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -42,98 +42,6 @@ RetrievalMode = Literal["hybrid", "vector", "bm25"]
 FusionMethod = Literal["convex", "rrf"]
 _Candidate = Candidate  # the name used before the fusion code moved to chains.retrieval_fusion
 __all__ = ["BM25Index", "CodeDocRetriever", "open_retriever", "reciprocal_rank_fusion", "tokenize"]
-
-
-@dataclass
-class _LexicalIndex:
-    generation: str
-    ids: list[str]
-    texts: list[str]
-    metadatas: list[dict[str, Any]]
-    bm25: BM25Index
-    vectors: Any = None
-    """The chunk vectors (np.ndarray, rows in ``ids`` order), loaded on first hybrid use."""
-    positions: dict[str, int] = field(default_factory=dict)
-    """Row of each chunk id: hybrid search takes texts and metadata from here, not from SQLite."""
-    symbol_rows: dict[str, list[int]] = field(default_factory=dict)
-    """Rows of each API symbol, lower-cased, under the full symbol and each dotted tail of two or
-    more parts (``pathlib.path.glob`` under ``path.glob`` too): guessed names are looked up here."""
-
-    def __post_init__(self) -> None:
-        self.positions = {id_: row for row, id_ in enumerate(self.ids)}
-        for row, metadata in enumerate(self.metadatas):
-            symbol = str(metadata.get("symbol") or "").lower()
-            if not symbol or metadata.get("kind") != "api-doc":
-                continue
-            parts = symbol.split(".")
-            for start in range(max(len(parts) - 1, 1)):
-                self.symbol_rows.setdefault(".".join(parts[start:]), []).append(row)
-
-    def search(self, query: str, pool: int, exclude_corpus: str | None = None) -> list[tuple[int, float]]:
-        """BM25's best ``pool`` (row, score); leaving out a corpus scores every chunk (cheap)."""
-        if not exclude_corpus:
-            return self.bm25.search(query, pool)
-        hits = self.bm25.search(query, len(self.ids))
-        return [(row, score) for row, score in hits if self.metadatas[row].get("corpus") != exclude_corpus][
-            :pool
-        ]
-
-    def rows_named(self, names: list[str]) -> list[tuple[int, int]]:
-        """(guess rank, row) of the chunks whose symbol, or a dotted tail of it, is one of ``names``
-        (best guess first). Ranks count only the names found (a made-up first guess does not demote
-        the second), and a row is listed once, under its best guess."""
-        found: list[tuple[int, int]] = []
-        seen: set[int] = set()
-        rank = 0
-        for name in names:
-            name = name.lower().removeprefix("builtins.")  # builtins are indexed bare: ``sorted``
-            rows = [row for row in self.symbol_rows.get(name, []) if row not in seen]
-            if rows:
-                seen.update(rows)
-                found += [(rank, row) for row in rows]
-                rank += 1
-        return found
-
-    def similarities(self, collection: Collection, query_vector: list[float], ids: list[str]) -> list[float]:
-        """Cosine of the (L2-normalised) query to chunks found by BM25 only, from vectors kept in memory."""
-        import numpy as np
-
-        if self.vectors is None:
-            got = collection.get(include=["embeddings"])
-            order = {id_: row for row, id_ in enumerate(got["ids"])}
-            matrix = np.asarray(got["embeddings"], dtype=np.float32)
-            self.vectors = matrix[[order[id_] for id_ in self.ids]] if len(self.ids) else matrix
-            norms = np.linalg.norm(self.vectors, axis=1, keepdims=True)
-            self.vectors /= np.where(norms == 0, 1.0, norms)
-        query = np.asarray(query_vector, dtype=np.float32)
-        query /= float(np.linalg.norm(query)) or 1.0
-        rows = [self.positions[id_] for id_ in ids]
-        return [float(v) for v in self.vectors[rows] @ query]
-
-
-_lexical_lock = threading.Lock()
-_lexical_cache: dict[tuple[str, str], _LexicalIndex] = {}
-
-
-def _lexical_index(
-    collection: Collection, index_path: Path, collection_name: str, generation: str | None = None
-) -> _LexicalIndex:
-    """BM25 over every chunk (symbol counted twice, it names the API), cached until the index changes."""
-    key = (str(index_path), collection_name)
-    generation = index_generation(index_path) if generation is None else generation
-    with _lexical_lock:
-        cached = _lexical_cache.get(key)
-        if cached is None or cached.generation != generation:
-            got = collection.get(include=["documents", "metadatas"])
-            metadatas = [dict(m or {}) for m in got["metadatas"] or []]
-            texts = list(got["documents"] or [])
-            searchable = [
-                f"{m.get('symbol', '')} {m.get('symbol', '')} {t}"
-                for m, t in zip(metadatas, texts, strict=True)
-            ]
-            cached = _LexicalIndex(generation, list(got["ids"]), texts, metadatas, BM25Index(searchable))
-            _lexical_cache[key] = cached
-        return cached
 
 
 _collections_lock = threading.Lock()
@@ -160,7 +68,7 @@ def _vector_search(
     collection: Collection,
     query_vector: list[float],
     pool: int,
-    store: _LexicalIndex | None,
+    store: ChunkStore | None,
     exclude_corpus: str | None = None,
 ) -> list[Candidate]:
     """The ``pool`` nearest chunks. With the in-memory chunk store (hybrid mode) Chroma returns only
@@ -291,9 +199,7 @@ class CodeDocRetriever(BaseRetriever):
             check_embedder(collection, self._embedder(), path)
         query_vector = self._embedder().embed_query(query) if needs_vector else None
         lexical = (
-            _lexical_index(collection, path, self.collection_name, generation)
-            if self.mode != "vector"
-            else None
+            chunk_store(collection, path, self.collection_name, generation) if self.mode != "vector" else None
         )
         guesses: list[str] = []
         if self.api_guesser is not None and self.mode == "hybrid" and exclude_corpus != "stdlib":
@@ -320,7 +226,7 @@ class CodeDocRetriever(BaseRetriever):
         query: str,
         query_vector: list[float] | None,
         collection: Collection,
-        lexical: _LexicalIndex | None,
+        lexical: ChunkStore | None,
         pool: int,
         path: Path,
         guesses: list[str] | None = None,

@@ -87,13 +87,13 @@ def test_guesses_match_dotted_tails_and_only_hybrid_asks(stdlib_subset: Path) ->
 
 def test_names_are_looked_up_by_symbol_tail_without_case_and_builtins_bare() -> None:
     from chains.retrieval_lexical import BM25Index
-    from chains.retriever import _LexicalIndex
+    from chains.retrieval_store import ChunkStore
 
     symbols = ["sorted", "pathlib.Path.glob", "json.loads", "json"]
     kinds = ["api-doc", "api-doc", "api-doc", "module-doc"]
     texts = [f"doc of {s}" for s in symbols]
     metadatas = [{"symbol": s, "kind": k} for s, k in zip(symbols, kinds, strict=True)]
-    store = _LexicalIndex("g", [f"id{i}" for i in range(4)], texts, metadatas, BM25Index(texts))
+    store = ChunkStore("g", [f"id{i}" for i in range(4)], texts, metadatas, BM25Index(texts))
     assert store.rows_named(["builtins.sorted"]) == [(0, 0)]
     assert store.rows_named(["made.up", "Path.glob", "JSON.LOADS", "json"]) == [(0, 1), (1, 2)]
     assert store.rows_named(["glob", "loads"]) == []  # one bare word names too much to trust

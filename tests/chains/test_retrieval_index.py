@@ -318,11 +318,12 @@ def test_overlapping_roots_index_once_and_humaneval_is_never_indexed(
 def test_hybrid_cosines_for_bm25_only_chunks_match_chroma(
     retrieval_index: Path, retrieval_embeddings: HashingEmbeddings
 ) -> None:
-    from chains.retriever import _lexical_index, _open_collection_cached
+    from chains.retrieval_store import chunk_store
+    from chains.retriever import _open_collection_cached
 
     collection, count = _open_collection_cached(retrieval_index.resolve(), "ragcoder")
     assert collection is not None and count > 3
-    lexical = _lexical_index(collection, retrieval_index.resolve(), "ragcoder")
+    lexical = chunk_store(collection, retrieval_index.resolve(), "ragcoder")
     query = retrieval_embeddings.embed_query("turn a title into a url slug")
     result = collection.query(query_embeddings=[query], n_results=count, include=["distances"])
     chroma = {
@@ -337,11 +338,12 @@ def test_hybrid_vector_hits_from_the_in_memory_store_match_chroma_and_survive_a_
 ) -> None:
     from dataclasses import replace
 
-    from chains.retriever import _lexical_index, _open_collection_cached, _vector_search
+    from chains.retrieval_store import chunk_store
+    from chains.retriever import _open_collection_cached, _vector_search
 
     collection, count = _open_collection_cached(retrieval_index.resolve(), "ragcoder")
     assert collection is not None
-    store = _lexical_index(collection, retrieval_index.resolve(), "ragcoder")
+    store = chunk_store(collection, retrieval_index.resolve(), "ragcoder")
     query = retrieval_embeddings.embed_query("turn a title into a url slug")
     from_chroma = _vector_search(collection, query, count, None)  # texts and metadata from SQLite
     assert _vector_search(collection, query, count, store) == from_chroma
