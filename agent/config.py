@@ -36,8 +36,9 @@ class AgentConfig:
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
     sandbox: str = "auto"  # auto | docker | local | unsafe-local
     max_attempts: int = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
-    # auto: docs for requests that may need an API, none for self-contained function stubs, where
-    # they measured as a distraction (chains/retrieval_gate.py); always | never (true | false)
+    # auto: the user's own indexed code for every task but a self-contained function stub, the
+    # stdlib's docs only for tasks that name an API or module: elsewhere they measured as a
+    # distraction (chains/retrieval_gate.py); always | never (true | false)
     retrieval: str = "auto"
     # the model names the APIs a request needs before the index is searched (chains/api_guess.py):
     # finds docs worded unlike the request, for one short generation more per retrieval
