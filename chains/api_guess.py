@@ -8,8 +8,8 @@ few fully qualified names; the hybrid retriever (``CodeDocRetriever.api_guesser`
 among the indexed symbols and moves the chunks it finds up, the first guess most. A name the index
 does not hold is dropped, so a made-up API costs only the call.
 
-The call is one short generation per query (a few seconds for the 1.5B model on a CPU, where the
-search itself takes milliseconds), so it is off unless asked for (``retrieval_guess`` in the
+The call is one short generation per query (p50 1.3 s for the 1.5B int8 model on this project's
+2-core CPU, where the search itself takes about 10 ms), so it is off unless asked for (``retrieval_guess`` in the
 agent's settings, ``--guess`` in the retrieval bench).
 """
 
@@ -23,7 +23,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
 
-GUESS_COUNT = 3  # the answer is the first guess most of the time; later guesses are mostly noise
+GUESS_COUNT = 3  # asked for; the model mostly names one, and later names weigh less (guess_decay)
 GUESS_MAX_NEW_TOKENS = 40  # three dotted names and their line breaks, with room to spare
 
 GUESS_SYSTEM = (
@@ -49,8 +49,8 @@ def parse_api_names(text: str, limit: int = GUESS_COUNT) -> list[str]:
     return names
 
 
-# One worked example. On the tuning half of the retrieval questions (1.5B model): without it the
-# model named one API for 106 of 110 questions, and hybrid+guess reached recall@1 0.836 / @5 0.945;
+# One worked example. Without it the 1.5B model named a single API for 106 of the 110 retrieval
+# questions, and on their tuning half hybrid+guess reached recall@1 0.836 / @5 0.945;
 # with it 0.909 / 1.000 in 1.3 s a question. Asking for a numbered list instead: 0.873 / 1.000 in
 # 3.2 s. The example's question is in neither half.
 EXAMPLE = (

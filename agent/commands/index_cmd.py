@@ -65,7 +65,7 @@ def index(
 @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True, help="How many results.")
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "bm25"]), default="hybrid", show_default=True)
 @click.option("--guess-apis", is_flag=True,
-              help="Let the default model name the APIs first (hybrid only; about a second more).")  # fmt: skip
+              help="Let the default model name the APIs first (hybrid only; loads the model, then ~1 s).")  # fmt: skip
 @click.option("--index-path", type=click.Path(path_type=Path), default=None,
               help="Index folder (default: user data dir).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result.")
