@@ -223,15 +223,15 @@ def guess_all(questions: list[dict], model: str) -> tuple[dict[str, list[str]], 
     return guesses, seconds
 
 
-def _print_quality(quality: list[Quality], show_misses: bool) -> bool:
-    """The table per half, the ratios and the target verdict on the held-out half; True when met."""
+def _print_quality(quality: list[Quality], show_misses: bool) -> None:
+    """The table per half, the ratios, and the target verdict on the held-out half for ``hybrid``
+    and, when measured, ``hybrid+guess``."""
     print(f"{'mode':<13} {'half':<9} {'n':>4} {'recall@1':>9} {'recall@5':>9} {'MRR@10':>8}")
     for q in quality:
         print(
             f"{q.mode:<13} {q.half:<9} {q.count:>4} {q.recall_at_1:>9.3f} {q.recall_at_5:>9.3f} {q.mrr_at_10:>8.3f}"
         )
     held_out = {q.mode: q for q in quality if q.half == "held-out"}
-    met = False
     for best in [m for m in ("hybrid", "hybrid+guess") if m in held_out]:
         hybrid = held_out[best]
         for other in ("vector", "bm25"):
@@ -250,7 +250,6 @@ def _print_quality(quality: list[Quality], show_misses: bool) -> bool:
                 print(f"\n{q.mode} tuning-half misses@5 ({len(q.misses_at_5)}):")
                 for miss in q.misses_at_5:
                     print(f"  {miss}")
-    return met
 
 
 def _load() -> str:

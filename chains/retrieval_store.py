@@ -45,19 +45,22 @@ class ChunkStore:
             for start in range(max(len(parts) - 1, 1)):
                 self.symbol_rows.setdefault(".".join(parts[start:]), []).append(row)
 
+    def kept(self, row: int, exclude_corpus: str | None) -> bool:
+        """Whether chunk ``row`` stays when ``exclude_corpus`` (e.g. "stdlib") is left out."""
+        return not exclude_corpus or self.metadatas[row].get("corpus") != exclude_corpus
+
     def search(self, query: str, pool: int, exclude_corpus: str | None = None) -> list[tuple[int, float]]:
         """BM25's best ``pool`` (row, score); leaving out a corpus scores every chunk (cheap)."""
         if not exclude_corpus:
             return self.bm25.search(query, pool)
         hits = self.bm25.search(query, len(self.ids))
-        return [(row, score) for row, score in hits if self.metadatas[row].get("corpus") != exclude_corpus][
-            :pool
-        ]
+        return [(row, score) for row, score in hits if self.kept(row, exclude_corpus)][:pool]
 
-    def rows_named(self, names: list[str]) -> list[tuple[int, int]]:
+    def rows_named(self, names: list[str], exclude_corpus: str | None = None) -> list[tuple[int, int]]:
         """(guess rank, row) of the chunks whose symbol, or a dotted tail of it, is one of ``names``
         (best guess first). Ranks count only the names found (a made-up first guess does not demote
-        the second), and a row is listed once, under its best guess."""
+        the second), and a row is listed once, under its best guess; rows of ``exclude_corpus`` are
+        then left out."""
         found: list[tuple[int, int]] = []
         seen: set[int] = set()
         rank = 0
@@ -68,7 +71,7 @@ class ChunkStore:
                 seen.update(rows)
                 found += [(rank, row) for row in rows]
                 rank += 1
-        return found
+        return [(rank, row) for rank, row in found if self.kept(row, exclude_corpus)]
 
     def similarities(self, collection: Collection, query_vector: list[float], ids: list[str]) -> list[float]:
         """Cosine of the (L2-normalised) query to chunks found by BM25 only, from vectors kept in memory."""

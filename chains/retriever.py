@@ -255,9 +255,7 @@ class CodeDocRetriever(BaseRetriever):
         guess_ranks: dict[str, int] = {}
         guessed: list[Candidate] = []  # the named chunks neither ranking found, BM25 score 0
         found = {c.id for c in vector_hits} | {c.id for c in lexical_hits}
-        for rank, row in lexical.rows_named(guesses or []):
-            if exclude_corpus and lexical.metadatas[row].get("corpus") == exclude_corpus:
-                continue
+        for rank, row in lexical.rows_named(guesses or [], exclude_corpus):
             id_ = lexical.ids[row]
             guess_ranks[id_] = rank
             if id_ not in found:

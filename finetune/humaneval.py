@@ -212,9 +212,9 @@ def words_instruction(problem: Problem) -> str | None:
     its docstring as prose (examples included), and any helper functions the prompt defines, shown
     as existing code. None when the prompt does not parse or has no docstring.
 
-    The agent treats the two forms differently (its retrieval gate sends docs to requests in words,
-    none to self-contained stubs), so ``eval humaneval --prompt-style words`` measures that branch
-    on the same tasks.
+    The agent's retrieval gate treats the two forms differently (a request in words gets the user's
+    own indexed code, and the stdlib's docs when it names an API; a self-contained stub gets none),
+    so ``eval humaneval --prompt-style words`` measures that branch on the same tasks.
     """
     try:
         tree = ast.parse(problem.prompt + "    pass\n")
