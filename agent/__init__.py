@@ -1,6 +1,6 @@
 """ragcoder's agent: the generate -> run -> check -> repair loop and its surfaces.
 
-    from agent import AgentConfig, build_agent
+    from ragcoder.agent import AgentConfig, build_agent
     with build_agent(AgentConfig()) as agent:
         result = agent.invoke("Write is_prime(n) ...")
         print(result.code, result.passed)
@@ -14,14 +14,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "AgentConfig": "agent.config",
-    "build_agent": "agent.config",
-    "AgentEvent": "agent.loop",
-    "CodeAgent": "agent.loop",
-    "AgentResult": "agent.result",
-    "Attempt": "agent.result",
-    "Task": "agent.tasks",
-    "TaskError": "agent.tasks",
+    "AgentConfig": "ragcoder.agent.config",
+    "build_agent": "ragcoder.agent.config",
+    "AgentEvent": "ragcoder.agent.loop",
+    "CodeAgent": "ragcoder.agent.loop",
+    "AgentResult": "ragcoder.agent.result",
+    "Attempt": "ragcoder.agent.result",
+    "Task": "ragcoder.agent.tasks",
+    "TaskError": "ragcoder.agent.tasks",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.loop import CodeAgent
-from agent.result import AgentResult
-from agent.tasks import Task, TaskError
+from ragcoder.agent.loop import CodeAgent
+from ragcoder.agent.result import AgentResult
+from ragcoder.agent.tasks import Task, TaskError
 
 
 @dataclass

@@ -14,20 +14,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragcoder.errors import ConfigError
+
 if TYPE_CHECKING:
-    from agent.loop import CodeAgent
+    from ragcoder.agent.loop import CodeAgent
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 SANDBOX_KINDS = ("auto", "docker", "local", "unsafe-local")
 RETRIEVAL_MODES = ("auto", "always", "never")
 _RETRIEVAL_WORDS = {"true": "always", "yes": "always", "on": "always", "1": "always",
                     "false": "never", "no": "never", "off": "never", "0": "never"}  # fmt: skip
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names the setting, the source and the fix."""
-
-    hint = "see `ragcoder config show` for the resolved values and where each came from"
 
 
 @dataclass
@@ -38,9 +34,9 @@ class AgentConfig:
     max_attempts: int = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
     # auto: the user's own indexed code for every task but a self-contained function stub, the
     # stdlib's docs only for tasks that name an API or module: elsewhere they measured as a
-    # distraction (chains/retrieval_gate.py); always | never (true | false)
+    # distraction (chains/retrieval/gate.py); always | never (true | false)
     retrieval: str = "auto"
-    # the model names the APIs a request needs before the index is searched (chains/api_guess.py):
+    # the model names the APIs a request needs before the index is searched (chains/retrieval/api_guess.py):
     # finds docs worded unlike the request, for one short generation more per retrieval
     retrieval_guess: bool = False
     index_path: str | None = None  # default: the user's data dir
@@ -154,23 +150,23 @@ def build_agent(
     wrapped so that concurrent generations share one batched call. ``models(chat)`` may replace
     the (generate, repair) pair built from the loaded chat model (evaluation samples with it).
     """
-    from agent.loop import CodeAgent
-    from chains.llm import load_chat_model, repair_model
-    from chains.retrieval_gate import decide_retrieval
-    from sandbox import open_sandbox
+    from ragcoder.agent.loop import CodeAgent
+    from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+    from ragcoder.chains.retrieval.gate import decide_retrieval
+    from ragcoder.sandbox import open_sandbox
 
     sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
     try:
         retriever = None
         if config.retrieval != "never":
-            from chains.retriever import open_retriever
+            from ragcoder.chains.retrieval.retriever import open_retriever
 
             retriever = open_retriever(config.index_path, k=config.k)
         chat: Any = load_chat_model(
             config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
         )  # type: ignore[arg-type]
         if retriever is not None and config.retrieval_guess:
-            from chains.api_guess import load_api_guesser
+            from ragcoder.chains.retrieval.api_guess import load_api_guesser
 
             retriever.api_guesser = load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
         if models is not None:
@@ -178,7 +174,7 @@ def build_agent(
         else:  # prompt-lookup decoding for repairs: a repair copies the code it was shown
             model, repair = chat, repair_model(chat)
             if workers > 1:
-                from agent.microbatch import MicroBatchingChatModel
+                from ragcoder.agent.microbatch import MicroBatchingChatModel
 
                 model = MicroBatchingChatModel(inner=model, max_batch=workers)
                 repair = MicroBatchingChatModel(inner=repair, max_batch=workers)

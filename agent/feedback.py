@@ -7,7 +7,7 @@ and their actual values.
 
 from __future__ import annotations
 
-from sandbox import ExecResult, TestReport
+from ragcoder.sandbox import ExecResult, TestReport
 
 MAX_FAILED_TESTS = 5
 MAX_OUTPUT_CHARS = 1500

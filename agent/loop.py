@@ -17,16 +17,15 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
-
-from agent.checks import extract_example_tests
-from agent.feedback import feedback_for_run, feedback_for_tests
-from agent.prelude import add_missing_prelude
-from agent.result import AgentResult, Attempt, CheckKind, StopReason
-from agent.tasks import Task
-from chains.codegen import Draft, codegen_chain, repair_chain
-from chains.prompts import format_source
-from chains.retrieval_gate import RetrievalDecision
-from sandbox import ErrorInfo, ExecResult, Sandbox, SandboxError, TestReport
+from ragcoder.agent.checks import extract_example_tests
+from ragcoder.agent.feedback import feedback_for_run, feedback_for_tests
+from ragcoder.agent.prelude import add_missing_prelude
+from ragcoder.agent.result import AgentResult, Attempt, CheckKind, StopReason
+from ragcoder.agent.tasks import Task
+from ragcoder.chains.prompting.codegen import Draft, codegen_chain, repair_chain
+from ragcoder.chains.prompting.prompts import format_source
+from ragcoder.chains.retrieval.gate import RetrievalDecision
+from ragcoder.sandbox import ErrorInfo, ExecResult, Sandbox, SandboxError, TestReport
 
 EventKind = Literal["retrieved", "generated", "ran", "failed", "repairing", "done"]
 REPEATED_NOTE = (
@@ -78,7 +77,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         retrieval_gate: Callable[[str], RetrievalDecision] | None = None,
     ) -> None:
         """``retrieval_gate`` decides per instruction whether to query ``retriever`` (e.g.
-        :func:`chains.retrieval_gate.decide_retrieval`); without one, every instruction is."""
+        :func:`ragcoder.chains.retrieval.gate.decide_retrieval`); without one, every instruction is."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if stuck_temperature is not None and not stuck_temperature > 0:

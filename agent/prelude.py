@@ -13,9 +13,9 @@ import ast
 import builtins
 import re
 
-from chains.instruction_code import code_regions as _code_regions
-from chains.instruction_code import is_stub as _is_stub
-from chains.instruction_code import parse_fragment as _parse_fragment
+from ragcoder.chains.prompting.instruction import code_regions as _code_regions
+from ragcoder.chains.prompting.instruction import is_stub as _is_stub
+from ragcoder.chains.prompting.instruction import parse_fragment as _parse_fragment
 
 _IMPORT_LINE_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s+[\w., ()*]+|import\s+[\w., ]+)\s*$", re.M)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from sandbox import ExecResult, TestReport
+from ragcoder.sandbox import ExecResult, TestReport
 
 CheckKind = Literal["tests", "examples", "runs"]  # user tests > examples in the instruction > runs cleanly
 StopReason = Literal["passed", "budget", "repeated", "empty", "sandbox-error"]

@@ -8,13 +8,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ragcoder.errors import TaskError
+
 MAX_INSTRUCTION_CHARS = 100_000
-
-
-class TaskError(ValueError):
-    """A task or prompt file the agent cannot use; the message names the problem and the fix."""
-
-    hint = ""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
     .venv/bin/python bench/batch_bench.py --model qwen2.5-coder-1.5b-instruct --tasks 8
 
 Every configuration runs the same tasks with the same model and sandbox settings through
-`agent.batch.run_batch`, writing real result files. Prints tasks/min per configuration and the
+`ragcoder.agent.batch.run_batch`, writing real result files. Prints tasks/min per configuration and the
 ratios against the sequential run.
 """
 
@@ -21,10 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.batch import run_batch
-from agent.loop import CodeAgent
-from agent.microbatch import MicroBatchingChatModel
-from agent.tasks import Task
+from ragcoder.agent.batch import run_batch
+from ragcoder.agent.loop import CodeAgent
+from ragcoder.agent.microbatch import MicroBatchingChatModel
+from ragcoder.agent.tasks import Task
 
 OPS = [("add", "+"), ("sub", "-"), ("mul", "*"), ("maxof", "max"), ("minof", "min")]
 
@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--sandbox", default="docker")
     args = parser.parse_args()
 
-    from chains.llm import load_chat_model
-    from sandbox import open_sandbox
+    from ragcoder.chains.llm.chat_model import load_chat_model
+    from ragcoder.sandbox import open_sandbox
 
     tasks = make_tasks(args.tasks)
     model = load_chat_model(args.model, max_new_tokens=args.max_new_tokens)

@@ -49,11 +49,10 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
 
     import torch
+    from ragcoder.chains.llm.int8 import quantize_int8
+    from ragcoder.chains.llm.models import resolve_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from chains.llm_int8 import quantize_int8
-    from chains.models import resolve_model
 
     hf_logging.disable_progress_bar()
     resolved = resolve_model(args.model)

@@ -10,7 +10,7 @@
    serves several concurrent repairs faster (lookup did, 1.35x, so a batch with lookup runs its
    prompts one at a time).
 3c. the same repairs as the agent loop runs them: after their task's first-attempt prompt, whose keys
-   and values the repair reuses for the prefix they share (chains/llm_prefix_cache.py); with vs
+   and values the repair reuses for the prefix they share (chains/llm/prefix_cache.py); with vs
    without prompt lookup (the target again), and each against part 3's cold repair.
 Parts 1 to 3b turn prefix reuse off, so every prompt is read in full.
 
@@ -48,9 +48,9 @@ REPAIR_CASES = Path(__file__).resolve().parent / "data" / "repair_cases.jsonl"
 def repair_messages(limit: int) -> list[tuple[str, list, list]]:
     """(task id, repair prompt, first-attempt prompt) as chat messages, built as the agent's codegen
     and repair chains build them."""
-    from agent.checks import extract_example_tests
-    from chains.codegen import _prompt_vars
-    from chains.prompts import codegen_prompt, repair_prompt
+    from ragcoder.agent.checks import extract_example_tests
+    from ragcoder.chains.prompting.codegen import _prompt_vars
+    from ragcoder.chains.prompting.prompts import codegen_prompt, repair_prompt
 
     cases = [json.loads(line) for line in REPAIR_CASES.read_text().splitlines() if line.strip()][:limit]
     prompts = []
@@ -83,8 +83,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
-    from chains.llm import load_chat_model, load_model_weights
+    from ragcoder.chains.llm.chat_model import load_chat_model, load_model_weights
 
     chat, load_s = _timed(
         lambda: load_chat_model(
@@ -192,7 +191,7 @@ def main() -> None:
         f"{(batch_tokens / t_batch) / rate_look:.2f}x; {same}/{len(repairs)} identical"
     )
     # 3c. in the loop: each repair after its first attempt's prompt, reusing the prefix they share
-    from chains.llm_prefix_cache import prefix_cache_for
+    from ragcoder.chains.llm.prefix_cache import prefix_cache_for
 
     chat.llm.reuse_prefix = True
     store = prefix_cache_for(model)

@@ -10,7 +10,7 @@ texts repeated with variations, random unit vectors), with and without the query
                                     [--guess [MODEL]]
 
 ``--guess`` adds the row ``hybrid+guess``: hybrid with the code model naming the APIs each question
-needs (chains/api_guess.py), and the model call's latency, which is seconds, not milliseconds.
+needs (chains/retrieval/api_guess.py), and the model call's latency, which is seconds, not milliseconds.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def evaluate(
     **retriever_settings: object,
 ) -> list[Quality]:
     """Quality per mode and per half (``all`` too); misses are recorded for the tuning half only."""
-    from chains.retriever import open_retriever
+    from ragcoder.chains.retrieval.retriever import open_retriever
 
     results = []
     for mode in modes:
@@ -139,10 +139,9 @@ def latency(
     """Per-query latency on an index of ``n_chunks`` synthetic chunks, by mode; end to end also with
     each of ``other_embedders`` (label -> embedder of the same vectors, e.g. the torch backend)."""
     import numpy as np
-
-    from chains.indexing import get_client, open_collection
-    from chains.retrieval_store import chunk_store
-    from chains.retriever import CodeDocRetriever
+    from ragcoder.chains.retrieval.indexing import get_client, open_collection
+    from ragcoder.chains.retrieval.retriever import CodeDocRetriever
+    from ragcoder.chains.retrieval.store import chunk_store
 
     source = open_collection(source_index, None, create=False)
     assert source is not None
@@ -170,7 +169,7 @@ def latency(
                 {**got["metadatas"][base], "source": f"synthetic/{i // 50}", "corpus": "synthetic"}
             )
         collection.add(ids=ids, documents=documents, metadatas=metadatas, embeddings=vectors)
-    from chains.indexing import _bump_generation
+    from ragcoder.chains.retrieval.indexing import _bump_generation
 
     _bump_generation(workdir)
     queries = [q["question"] for q in questions]
@@ -211,7 +210,7 @@ def latency(
 def guess_all(questions: list[dict], model: str) -> tuple[dict[str, list[str]], list[float]]:
     """The model's API guesses for every question (asked once, then replayed by every retriever
     run) and the seconds each call took."""
-    from chains.api_guess import load_api_guesser
+    from ragcoder.chains.retrieval.api_guess import load_api_guesser
 
     guesser = load_api_guesser(model)
     guesser.invoke("read a text file")  # warm: weights, int8 cache, first-call set-up
@@ -258,7 +257,7 @@ def _load() -> str:
 
 
 def main() -> None:
-    from chains.paths import data_dir
+    from ragcoder.chains.paths import data_dir
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -267,7 +266,7 @@ def main() -> None:
                         help="default: <data dir>/bench-stdlib-index (-rest with --rest)")  # fmt: skip
     parser.add_argument("--rest", action="store_true",
                         help="add Debian's python3.11-doc reST pages when installed (off by default: "
-                        "worse on the tuning half, see chains/stdlib_corpus.py)")  # fmt: skip
+                        "worse on the tuning half, see chains/retrieval/stdlib_corpus.py)")  # fmt: skip
     parser.add_argument("--latency-chunks", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3, help="latency passes over the questions")
     parser.add_argument("--skip-latency", action="store_true")
@@ -277,9 +276,9 @@ def main() -> None:
                         "(default model: qwen2.5-coder-1.5b-instruct)")  # fmt: skip
     args = parser.parse_args()
 
-    from chains.embeddings import embedder_id, load_embeddings
-    from chains.indexing import index_stdlib
-    from chains.stdlib_corpus import corpus_description
+    from ragcoder.chains.retrieval.embeddings import embedder_id, load_embeddings
+    from ragcoder.chains.retrieval.indexing import index_stdlib
+    from ragcoder.chains.retrieval.stdlib_corpus import corpus_description
 
     include_rest = args.rest
     index_path = args.index_path or data_dir() / (

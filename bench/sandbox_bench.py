@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandbox import SandboxSettings, open_sandbox
-from sandbox.harness import build_test_program
-from sandbox.settings import DEFAULT_IMAGE, SANDBOX_UID
+from ragcoder.sandbox import SandboxSettings, open_sandbox
+from ragcoder.sandbox.harness import build_test_program
+from ragcoder.sandbox.settings import DEFAULT_IMAGE, SANDBOX_UID
 
 TRIVIAL = "print(sum(range(10)))"
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
-
-from agent import CodeAgent
-from sandbox import Sandbox
+from ragcoder.agent import CodeAgent
+from ragcoder.sandbox import Sandbox
 
 
 def build_chain(agent: CodeAgent) -> Any:
@@ -43,12 +42,12 @@ SPECS = [
 
 def main(model: Any = None, sandbox: Sandbox | None = None) -> list[str]:
     if model is None:
-        from chains.llm import load_chat_model
+        from ragcoder.chains.llm.chat_model import load_chat_model
 
         model = load_chat_model()
     from contextlib import nullcontext
 
-    from sandbox import open_sandbox
+    from ragcoder.sandbox import open_sandbox
 
     # close the sandbox only if we opened it
     with open_sandbox("auto") if sandbox is None else nullcontext(sandbox) as box:

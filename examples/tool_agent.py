@@ -12,16 +12,15 @@ from contextlib import nullcontext
 from typing import Any
 
 from langchain.agents import create_agent
-
-from sandbox import Sandbox, open_sandbox
-from sandbox.tool import RunPythonTool
+from ragcoder.sandbox import Sandbox, open_sandbox
+from ragcoder.sandbox.tool import RunPythonTool
 
 QUESTION = "What is the sum of the squares of the first 100 positive integers? Compute it, don't guess."
 
 
 def main(model: Any = None, sandbox: Sandbox | None = None) -> str:
     if model is None:  # a hosted or local tool-calling chat model goes here
-        from chains.llm import load_chat_model
+        from ragcoder.chains.llm.chat_model import load_chat_model
 
         model = load_chat_model()
     # close the sandbox only if we opened it

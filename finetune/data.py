@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.batch import read_records
-from finetune.humaneval import TestSplitLeak, find_test_leak, guard_not_test
-from finetune.sft_data import DataError
+from ragcoder.agent.batch import read_records
+from ragcoder.finetune.humaneval import TestSplitLeak, find_test_leak, guard_not_test
+from ragcoder.finetune.sft_data import DataError
 
 INSTRUCTION_KEYS = ("instruction", "prompt", "question", "input")
 RESPONSE_KEYS = ("response", "completion", "output", "code", "answer")
@@ -274,8 +274,8 @@ def verified_dev_references(sandbox: Any, *, skip: set[str] | None = None) -> It
 
     The instruction is exactly what the agent sees for that task; the test split is never read.
     """
-    from finetune.evaluate import agent_tasks, score_hidden
-    from finetune.humaneval import load_problems
+    from ragcoder.finetune.evaluate import agent_tasks, score_hidden
+    from ragcoder.finetune.humaneval import load_problems
 
     problems = [p for p in load_problems("dev") if p.task_id not in (skip or set())]
     tasks = agent_tasks(problems)

@@ -2,7 +2,7 @@
 score the final code (and the code after each attempt) in the sandbox.
 
 One JSON line per (task, sample) is appended and fsync'd as it finishes; a rerun with the same
-output file skips what is there (the batch runner's resume rules). ``finetune.report`` turns the
+output file skips what is there (the batch runner's resume rules). ``ragcoder.finetune.report`` turns the
 file into pass@k, pass rate by attempt, cost and similarity numbers.
 """
 
@@ -15,13 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.batch import append_record, done_ids
-from agent.loop import CodeAgent
-from agent.result import AgentResult
-from agent.tasks import Task, read_humaneval_tasks
-from finetune.humaneval import Problem, dataset_path, load_problems, program_for, words_instruction
-from finetune.metrics import bleu, codebleu, rouge_l
-from sandbox import Sandbox, SandboxError
+from ragcoder.agent.batch import append_record, done_ids
+from ragcoder.agent.loop import CodeAgent
+from ragcoder.agent.result import AgentResult
+from ragcoder.agent.tasks import Task, read_humaneval_tasks
+from ragcoder.finetune.humaneval import Problem, dataset_path, load_problems, program_for, words_instruction
+from ragcoder.finetune.metrics import bleu, codebleu, rouge_l
+from ragcoder.sandbox import Sandbox, SandboxError
 
 HIDDEN_TEST_TIMEOUT_S = 20.0  # HumanEval's slowest checks take a few seconds; 20 s leaves room on a busy box
 
@@ -49,7 +49,7 @@ PROMPT_STYLES = ("stub", "words")
 def agent_tasks(problems: Iterable[Problem], style: str = "stub") -> dict[str, Task]:
     """The agent's view of each problem, built by the agent's own HumanEval reader (prompt only).
 
-    ``style="words"`` asks each task in words instead (``finetune.humaneval.words_instruction``;
+    ``style="words"`` asks each task in words instead (``ragcoder.finetune.humaneval.words_instruction``;
     a prompt that cannot be restated keeps its stub).
     """
     if style not in PROMPT_STYLES:
@@ -254,7 +254,7 @@ def rescore(path: Path, sandbox: Sandbox) -> int:
     rewrites the file atomically and returns how many final verdicts changed."""
     import json
 
-    from finetune.humaneval import load_problems
+    from ragcoder.finetune.humaneval import load_problems
 
     problems = {p.task_id: p for p in load_problems("all")}
     changed, lines = 0, []

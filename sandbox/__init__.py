@@ -4,10 +4,11 @@ Open one with :func:`open_sandbox` ("auto", "docker", "local", "unsafe-local"). 
 docker/subprocess machinery lazily, so importing this package stays instant.
 """
 
-from sandbox.base import ErrorInfo, ExecResult, Sandbox, TestOutcome, TestReport
-from sandbox.errors import EngineUnavailable, ImageMissing, SandboxClosed, SandboxCrashed, SandboxError
-from sandbox.factory import KINDS, auto_backend, open_sandbox
-from sandbox.settings import SandboxSettings
+from ragcoder.sandbox.base import ErrorInfo, ExecResult, Sandbox, TestOutcome, TestReport
+from ragcoder.sandbox.factory import KINDS, auto_backend, open_sandbox
+from ragcoder.sandbox.settings import SandboxSettings
+
+from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxClosed, SandboxCrashed, SandboxError
 
 __all__ = [
     "KINDS",

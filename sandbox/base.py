@@ -1,7 +1,7 @@
 """The sandbox protocol: ``Sandbox.run(code) -> ExecResult`` and ``run_tests(code, tests) -> TestReport``.
 
 Errors raised by the *user's code* are data (``ExecResult.error``); failures of the *sandbox*
-are exceptions from :mod:`sandbox.errors`. Backends implement only :meth:`Sandbox.run` and
+are exceptions from :mod:`ragcoder.errors`. Backends implement only :meth:`Sandbox.run` and
 :meth:`Sandbox.close`; :meth:`Sandbox.run_tests` is shared and built on ``run``.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandbox.harness import build_test_program, parse_test_report
+from ragcoder.sandbox.harness import build_test_program, parse_test_report
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_OUTPUT_LIMIT = 64 * 1024  # bytes kept of stdout and of stderr, each

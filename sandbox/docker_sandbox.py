@@ -8,7 +8,7 @@ disk a run could fill), uid 10001, ``cap_drop=ALL``, ``no-new-privileges``, labe
 The host talks to the server over the container's attached stdin/stdout (no port). The
 container is created with ``StdinOnce`` and ``AutoRemove``: if this process dies, even by
 SIGKILL, its attach connection closes, the server reads EOF and exits, and Docker removes the
-container. :func:`sandbox.lifecycle.reap_orphans` at start covers anything left anyway.
+container. :func:`ragcoder.sandbox.lifecycle.reap_orphans` at start covers anything left anyway.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ import time
 import uuid
 from typing import Any
 
-from sandbox.errors import EngineUnavailable, ImageMissing, SandboxCrashed
-from sandbox.lifecycle import install_exit_handlers, owner_labels, reap_orphans
-from sandbox.pool import ServerSandbox
-from sandbox.settings import LABEL, SANDBOX_UID, SandboxSettings, parse_size
-from sandbox.workers import Worker, WorkerDied, WorkerTimeout, server_command
+from ragcoder.sandbox.lifecycle import install_exit_handlers, owner_labels, reap_orphans
+from ragcoder.sandbox.pool import ServerSandbox
+from ragcoder.sandbox.settings import LABEL, SANDBOX_UID, SandboxSettings, parse_size
+from ragcoder.sandbox.workers import Worker, WorkerDied, WorkerTimeout, server_command
+
+from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxCrashed
 
 _STDOUT, _STDERR = 1, 2
 

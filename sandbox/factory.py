@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from sandbox.base import Sandbox
-from sandbox.errors import EngineUnavailable, ImageMissing, SandboxError
-from sandbox.settings import DEFAULT_IMAGE
+from ragcoder.sandbox.base import Sandbox
+from ragcoder.sandbox.settings import DEFAULT_IMAGE
+
+from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxError
 
 log = logging.getLogger(__name__)
 SandboxKind = Literal["auto", "docker", "local", "unsafe-local"]
@@ -16,8 +17,8 @@ KINDS: tuple[str, ...] = ("auto", "docker", "local", "unsafe-local")
 
 def auto_backend(image: str = DEFAULT_IMAGE) -> tuple[str, str]:
     """(kind, reason) that ``open_sandbox("auto")`` would pick, without starting anything."""
-    from sandbox.image import engine_available, image_exists
-    from sandbox.local_sandbox import bwrap_path
+    from ragcoder.sandbox.image import engine_available, image_exists
+    from ragcoder.sandbox.local_sandbox import bwrap_path
 
     if engine_available():
         if image_exists(image):
@@ -37,19 +38,19 @@ def open_sandbox(kind: str = "auto", **settings: Any) -> Sandbox:
     if kind not in KINDS:
         raise ValueError(f"unknown sandbox kind {kind!r}; choose one of {', '.join(KINDS)}")
     if kind == "docker":
-        from sandbox.docker_sandbox import DockerSandbox
+        from ragcoder.sandbox.docker_sandbox import DockerSandbox
 
         return DockerSandbox(**settings)
     if kind == "local":
-        from sandbox.local_sandbox import LocalSandbox
+        from ragcoder.sandbox.local_sandbox import LocalSandbox
 
         return LocalSandbox(**settings)
     if kind == "unsafe-local":
-        from sandbox.local_sandbox import UnsafeLocalSandbox
+        from ragcoder.sandbox.local_sandbox import UnsafeLocalSandbox
 
         return UnsafeLocalSandbox(**settings)
-    from sandbox.docker_sandbox import DockerSandbox
-    from sandbox.local_sandbox import BackendUnavailable, LocalSandbox
+    from ragcoder.sandbox.docker_sandbox import DockerSandbox
+    from ragcoder.sandbox.local_sandbox import BackendUnavailable, LocalSandbox
 
     try:
         return DockerSandbox(**settings)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from sandbox.base import ErrorInfo, ExecResult, TestReport
+    from ragcoder.sandbox.base import ErrorInfo, ExecResult, TestReport
 
 _TRACEBACK_RE = re.compile(r"^Traceback \(most recent call last\):\n", re.M)
 _MAX_TRACEBACK_CHARS = 4000
@@ -130,7 +130,7 @@ def build_test_program(
 
 def error_from_stderr(stderr: str) -> ErrorInfo | None:
     """Read the last uncaught-exception traceback Python printed on stderr, if any."""
-    from sandbox.base import ErrorInfo
+    from ragcoder.sandbox.base import ErrorInfo
 
     matches = list(_TRACEBACK_RE.finditer(stderr))
     if not matches:
@@ -152,7 +152,7 @@ def parse_test_report(result: ExecResult, nonce: str) -> TestReport:
     """Split the report line from ``result.stdout`` and build the TestReport."""
     from dataclasses import replace
 
-    from sandbox.base import ErrorInfo, TestOutcome, TestReport
+    from ragcoder.sandbox.base import ErrorInfo, TestOutcome, TestReport
 
     idx = result.stdout.rfind(nonce)
     if idx < 0:  # the program never reached the report: crash, timeout, OOM, os._exit ...

@@ -6,18 +6,19 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from sandbox.errors import EngineUnavailable, SandboxError
-from sandbox.settings import DEFAULT_IMAGE
+from ragcoder.sandbox.settings import DEFAULT_IMAGE
+
+from ragcoder.errors import EngineUnavailable, SandboxError
 
 
 def scripts_dir() -> Path:
-    return Path(str(resources.files("sandbox").joinpath("scripts")))
+    return Path(str(resources.files("ragcoder.sandbox").joinpath("scripts")))
 
 
 def engine_available(timeout_s: float = 5.0) -> bool:
     """True when a Docker engine answers a ping."""
     try:
-        from sandbox.docker_sandbox import docker_client
+        from ragcoder.sandbox.docker_sandbox import docker_client
 
         docker_client(timeout_s).close()
     except EngineUnavailable:
@@ -29,8 +30,7 @@ def image_exists(tag: str = DEFAULT_IMAGE) -> bool:
     """True when the engine answers and has ``tag``."""
     try:
         from docker.errors import ImageNotFound
-
-        from sandbox.docker_sandbox import docker_client
+        from ragcoder.sandbox.docker_sandbox import docker_client
 
         client = docker_client()
     except EngineUnavailable:

@@ -15,7 +15,7 @@ import socket
 import threading
 from typing import Any
 
-from sandbox.settings import LABEL
+from ragcoder.sandbox.settings import LABEL
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def owner_alive(labels: dict[str, str]) -> bool:
 
 def reap_orphans(client: Any = None, *, everything: bool = False) -> list[str]:
     """Remove ragcoder containers whose owner is gone (or all of them). Returns their short ids."""
-    from sandbox.docker_sandbox import docker_client
+    from ragcoder.sandbox.docker_sandbox import docker_client
 
     own = client is None
     client = client or docker_client()
@@ -88,7 +88,7 @@ def reap_orphans(client: Any = None, *, everything: bool = False) -> list[str]:
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    from sandbox.pool import close_all_sandboxes
+    from ragcoder.sandbox.pool import close_all_sandboxes
 
     close_all_sandboxes()
     signal.signal(signum, signal.SIG_DFL)
@@ -102,7 +102,7 @@ def install_exit_handlers() -> None:
         if _handlers_installed:
             return
         _handlers_installed = True
-        from sandbox.pool import close_all_sandboxes
+        from ragcoder.sandbox.pool import close_all_sandboxes
 
         atexit.register(close_all_sandboxes)
         if threading.current_thread() is not threading.main_thread():

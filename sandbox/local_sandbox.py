@@ -23,21 +23,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sandbox.errors import SandboxError
-from sandbox.lifecycle import install_exit_handlers
-from sandbox.pool import ServerSandbox
-from sandbox.settings import SANDBOX_UID, SandboxSettings, parse_size
-from sandbox.workers import PipeWorker, Worker, server_command
+from ragcoder.sandbox.lifecycle import install_exit_handlers
+from ragcoder.sandbox.pool import ServerSandbox
+from ragcoder.sandbox.settings import SANDBOX_UID, SandboxSettings, parse_size
+from ragcoder.sandbox.workers import PipeWorker, Worker, server_command
+
+from ragcoder.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _warned_weaker = False
-
-
-class BackendUnavailable(SandboxError):
-    """The local backend cannot run here."""
-
-    hint = "install bubblewrap (`apt-get install bubblewrap`) or Docker, or pass --sandbox unsafe-local"
 
 
 def bwrap_path() -> str | None:

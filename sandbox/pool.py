@@ -6,7 +6,7 @@ in the background when the run timed out, was OOM-killed or broke the server. Th
 hands out a worker it knows to be dead.
 
 ``ServerSandbox`` turns ``run(code, ...)`` into one request to a pooled server and the answer
-into an :class:`~sandbox.base.ExecResult`.
+into an :class:`~ragcoder.sandbox.base.ExecResult`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sandbox.base import TRUNCATION_MARKER, ErrorInfo, ExecResult, Sandbox
-from sandbox.errors import SandboxClosed, SandboxCrashed, SandboxError
-from sandbox.harness import error_from_stderr
-from sandbox.settings import SandboxSettings
-from sandbox.workers import Worker, WorkerDied, WorkerTimeout
+from ragcoder.sandbox.base import TRUNCATION_MARKER, ErrorInfo, ExecResult, Sandbox
+from ragcoder.sandbox.harness import error_from_stderr
+from ragcoder.sandbox.settings import SandboxSettings
+from ragcoder.sandbox.workers import Worker, WorkerDied, WorkerTimeout
+
+from ragcoder.errors import SandboxClosed, SandboxCrashed, SandboxError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sandbox.base import DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT_S
+from ragcoder.sandbox.base import DEFAULT_OUTPUT_LIMIT, DEFAULT_TIMEOUT_S
 
 DEFAULT_IMAGE = "ragcoder-sandbox:latest"
 SANDBOX_UID = 10001

@@ -1,7 +1,7 @@
-"""``run_python``: a LangChain tool around any :class:`~sandbox.base.Sandbox`.
+"""``run_python``: a LangChain tool around any :class:`~ragcoder.sandbox.base.Sandbox`.
 
-    from sandbox import open_sandbox
-    from sandbox.tool import RunPythonTool
+    from ragcoder.sandbox import open_sandbox
+    from ragcoder.sandbox.tool import RunPythonTool
 
     tool = RunPythonTool(sandbox=open_sandbox())
     tool.invoke({"code": "print(2 + 2)"})   # -> "exit code: 0\\nstdout:\\n4\\n"
@@ -16,8 +16,7 @@ from typing import Any
 
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
-
-from sandbox.base import ExecResult, Sandbox
+from ragcoder.sandbox.base import ExecResult, Sandbox
 
 
 class RunPythonInput(BaseModel):

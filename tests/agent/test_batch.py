@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from agent import CodeAgent
-from agent.batch import done_ids, run_batch
-from agent.tasks import read_jsonl_tasks
+from ragcoder.agent import CodeAgent
+from ragcoder.agent.batch import done_ids, run_batch
+from ragcoder.agent.tasks import read_jsonl_tasks
+
 from tests.fakes import fenced, scripted
 
 GOOD = fenced("def one():\n    return 1\n")

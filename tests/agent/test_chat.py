@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from ragcoder.agent import CodeAgent
 from rich.console import Console
 
-from agent import CodeAgent
-from agent.chat import run_chat
+from ragcoder.cli.chat import run_chat
 from tests.fakes import fenced, scripted
 
 V1 = "def absval(x):\n    return x\n"

@@ -47,7 +47,7 @@ def test_chat_in_a_real_terminal(model_tiny_dir: Path) -> None:
     session = f"ragcoder-test-{uuid.uuid4().hex[:8]}"
     command = " ".join(shlex.quote(part) for part in [
         "env", "HF_HUB_OFFLINE=1", "TERM=xterm-256color", f"RAGCODER_DATA_DIR={model_tiny_dir.parent}",
-        sys.executable, "-m", "agent.cli", "chat", "--model", str(model_tiny_dir),
+        sys.executable, "-m", "ragcoder.cli.app", "chat", "--model", str(model_tiny_dir),
         "--sandbox", "docker", "--no-retrieval", "--attempts", "1",
     ])  # fmt: skip
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(ROOT), command)

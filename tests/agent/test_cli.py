@@ -16,7 +16,7 @@ def ragcoder(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli", *args],
+        [sys.executable, "-m", "ragcoder.cli.app", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -26,7 +26,7 @@ def ragcoder(
 
 def test_help_imports_nothing_heavy() -> None:
     code = (
-        "import sys; from click.testing import CliRunner; import agent.cli as c;"
+        "import sys; from click.testing import CliRunner; import ragcoder.cli.app as c;"
         "r = CliRunner().invoke(c.cli, ['--help']); assert r.exit_code == 0, r.output;"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )

@@ -53,8 +53,7 @@ def test_sandbox_tool_in_create_agent(trusted_sandbox) -> None:
 
 def test_tool_output_reached_the_model(trusted_sandbox) -> None:
     from langchain.agents import create_agent
-
-    from sandbox.tool import RunPythonTool
+    from ragcoder.sandbox.tool import RunPythonTool
 
     call = {"name": "run_python", "args": {"code": "print(6 * 7)"}, "id": "c1"}
     model = ToolCallingFake(

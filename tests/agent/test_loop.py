@@ -12,9 +12,9 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
+from ragcoder.agent import CodeAgent, Task
+from ragcoder.sandbox import ErrorInfo, ExecResult, Sandbox
 
-from agent import CodeAgent, Task
-from sandbox import ErrorInfo, ExecResult, Sandbox
 from tests.fakes import fenced, scripted
 
 BROKEN = "def mean(xs):\n    return sum(xs) / len(xs)\n"
@@ -182,7 +182,7 @@ def test_a_repeated_answer_is_pointed_out_once_and_can_then_be_fixed(trusted_san
 
 
 def test_stuck_temperature_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from agent.config import ConfigError, resolve_config
+    from ragcoder.agent.config import ConfigError, resolve_config
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAGCODER_CONFIG", str(tmp_path / "none.toml"))
@@ -218,7 +218,7 @@ TOTAL = "from typing import List\n\ndef total(xs: List[int]) -> int:\n    return
 
 
 def test_the_retrieval_gate_skips_self_contained_stubs_and_says_so(trusted_sandbox) -> None:
-    from chains.retrieval_gate import decide_retrieval
+    from ragcoder.chains.retrieval.gate import decide_retrieval
 
     model = scripted([("", fenced(TOTAL))])
     retriever = _CountingRetriever()
@@ -247,7 +247,7 @@ def test_without_a_gate_every_instruction_is_retrieved_for(trusted_sandbox) -> N
 
 
 def test_retrieval_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    from agent.config import ConfigError, resolve_config
+    from ragcoder.agent.config import ConfigError, resolve_config
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAGCODER_CONFIG", str(tmp_path / "none.toml"))
@@ -267,8 +267,8 @@ def test_retrieval_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 def test_a_repair_reuses_its_first_attempts_prompt_with_a_real_model(model_tiny_dir, docker_sandbox) -> None:
     """The tiny random model writes no code, so every attempt fails and is repaired; the repair
     prompt repeats the task, and the model reads only what follows it."""
-    from chains.llm import load_chat_model
-    from chains.llm_prefix_cache import prefix_cache_for
+    from ragcoder.chains.llm.chat_model import load_chat_model
+    from ragcoder.chains.llm.prefix_cache import prefix_cache_for
 
     chat = load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=16)
     prefix_cache_for(chat.llm.pipeline.model).clear()  # the model is shared with other tests
@@ -283,9 +283,9 @@ def test_a_repair_reuses_its_first_attempts_prompt_with_a_real_model(model_tiny_
 def test_guess_apis_setting_gives_the_retriever_the_models_guesser(
     model_tiny_dir, docker_sandbox, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    from agent.config import build_agent, resolve_config
-    from chains.api_guess import GUESS_MAX_NEW_TOKENS
-    from chains.llm import load_chat_model
+    from ragcoder.agent.config import build_agent, resolve_config
+    from ragcoder.chains.llm.chat_model import load_chat_model
+    from ragcoder.chains.retrieval.api_guess import GUESS_MAX_NEW_TOKENS
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAGCODER_CONFIG", str(tmp_path / "none.toml"))

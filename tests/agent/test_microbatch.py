@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
+from ragcoder.agent.microbatch import MicroBatchingChatModel
 
-from agent.microbatch import MicroBatchingChatModel
 from tests.fakes import ScriptedChatModel
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from agent import CodeAgent
-from agent.prelude import add_missing_prelude, instruction_prelude
+from ragcoder.agent import CodeAgent
+from ragcoder.agent.prelude import add_missing_prelude, instruction_prelude
+
 from tests.fakes import fenced, scripted
 
 HUMANEVAL_STYLE = '''Complete this Python function. Return the whole function, with its imports.

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from agent.tasks import Task, TaskError, detect_format, read_tasks
+from ragcoder.agent.tasks import Task, TaskError, detect_format, read_tasks
 
 
 def test_plain_text_paragraphs(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ def model_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def model_tiny_chat(model_tiny_dir: Path):
     """The tiny random model as a chat model (fp32, 24 new tokens at most)."""
-    from chains.llm import load_chat_model
+    from ragcoder.chains.llm.chat_model import load_chat_model
 
     return load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=24)
 
@@ -50,7 +50,7 @@ RETRIEVAL_CORPUS_FILES = {
 @pytest.fixture
 def retrieval_embeddings():
     """Deterministic 64-d hashing bag-of-words embeddings (no model)."""
-    from chains.embeddings import HashingEmbeddings
+    from ragcoder.chains.retrieval.embeddings import HashingEmbeddings
 
     return HashingEmbeddings(64)
 
@@ -69,7 +69,7 @@ def retrieval_corpus(tmp_path):
 @pytest.fixture
 def retrieval_index(tmp_path, retrieval_corpus, retrieval_embeddings):
     """``retrieval_corpus`` indexed with the hashing embeddings; returns the index folder."""
-    from chains.indexing import index_paths
+    from ragcoder.chains.retrieval.indexing import index_paths
 
     index_path = tmp_path / "index"
     index_paths([retrieval_corpus], index_path=index_path, embeddings=retrieval_embeddings, progress=False)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from langchain_core.runnables import RunnableLambda
+from ragcoder.chains.retrieval.api_guess import api_guess_chain, parse_api_names
+from ragcoder.chains.retrieval.embeddings import HashingEmbeddings
+from ragcoder.chains.retrieval.indexing import index_stdlib
+from ragcoder.chains.retrieval.retriever import open_retriever
 
-from chains.api_guess import api_guess_chain, parse_api_names
-from chains.embeddings import HashingEmbeddings
-from chains.indexing import index_stdlib
-from chains.retriever import open_retriever
 from tests.fakes import scripted
 
 
@@ -86,8 +86,8 @@ def test_guesses_match_dotted_tails_and_only_hybrid_asks(stdlib_subset: Path) ->
 
 
 def test_names_are_looked_up_by_symbol_tail_without_case_and_builtins_bare() -> None:
-    from chains.retrieval_lexical import BM25Index
-    from chains.retrieval_store import ChunkStore
+    from ragcoder.chains.retrieval.lexical import BM25Index
+    from ragcoder.chains.retrieval.store import ChunkStore
 
     symbols = ["sorted", "pathlib.Path.glob", "json.loads", "json"]
     kinds = ["api-doc", "api-doc", "api-doc", "module-doc"]

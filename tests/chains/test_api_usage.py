@@ -6,13 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
-
-from chains import api_usage
-from chains.api_usage import build_usage, ensure_usage, read_usage, source_files, usage_prior
-from chains.embeddings import HashingEmbeddings
-from chains.indexing import index_stdlib
-from chains.retrieval_fusion import Candidate, usage_boost
-from chains.retriever import open_retriever
+from ragcoder.chains.retrieval import api_usage
+from ragcoder.chains.retrieval.api_usage import (
+    build_usage,
+    ensure_usage,
+    read_usage,
+    source_files,
+    usage_prior,
+)
+from ragcoder.chains.retrieval.embeddings import HashingEmbeddings
+from ragcoder.chains.retrieval.fusion import Candidate, usage_boost
+from ragcoder.chains.retrieval.indexing import index_stdlib
+from ragcoder.chains.retrieval.retriever import open_retriever
 
 SOURCES = {
     "app/a.py": "import time\nimport json\n\ntime.sleep(1)\ndata = json.loads(s)\nfor x, y in zip(a, b):\n    pass\n",

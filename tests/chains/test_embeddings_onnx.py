@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import chains.embeddings as embeddings_module
-import chains.embeddings_onnx as onnx_module
-from chains.embeddings import default_model_path, embedder_id, load_embeddings
-from chains.embeddings_onnx import OnnxSentenceEmbeddings, UnsupportedEmbedderError
+import ragcoder.chains.retrieval.embeddings as embeddings_module
+import ragcoder.chains.retrieval.embeddings_onnx as onnx_module
+from ragcoder.chains.retrieval.embeddings import default_model_path, embedder_id, load_embeddings
+from ragcoder.chains.retrieval.embeddings_onnx import OnnxSentenceEmbeddings, UnsupportedEmbedderError
 
 pytestmark = pytest.mark.slow
 
@@ -132,7 +131,7 @@ def test_corrupt_cache_file_is_reexported_once(
     target.write_bytes(b"not an onnx file")
     calls: list[Path] = []
     monkeypatch.setattr(onnx_module, "export_onnx", fake_export(onnx_embedder.onnx_path, calls))
-    with caplog.at_level(logging.WARNING, logger="chains.embeddings_onnx"):
+    with caplog.at_level(logging.WARNING, logger="ragcoder.chains.retrieval.embeddings_onnx"):
         repaired = OnnxSentenceEmbeddings(default_model_path(), normalize=True)
     assert calls == [target] and "Re-exporting unreadable" in caplog.text
     assert (
@@ -180,7 +179,7 @@ def test_cached_embedder_does_not_import_torch(model_onnx_cache: Path) -> None:
     script = textwrap.dedent(
         """
         import json, sys
-        from chains.embeddings import load_embeddings
+        from ragcoder.chains.retrieval.embeddings import load_embeddings
         embeddings = load_embeddings()
         vector = embeddings.embed_query("read a file")
         print(json.dumps([type(embeddings).__name__, len(vector), "torch" in sys.modules]))
@@ -208,7 +207,7 @@ def test_auto_falls_back_to_torch_and_onnx_raises(
         embeddings_module, "_loaded", {k: v for k, v in embeddings_module._loaded.items() if k[1] == "torch"}
     )
     monkeypatch.delenv("RAGCODER_EMBED_BACKEND", raising=False)
-    with caplog.at_level(logging.WARNING, logger="chains.embeddings"):
+    with caplog.at_level(logging.WARNING, logger="ragcoder.chains.retrieval.embeddings"):
         assert load_embeddings() is torch_embedder
     assert "ONNX embedder unavailable" in caplog.text and "only mean pooling" in caplog.text
 

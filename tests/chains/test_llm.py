@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from ragcoder.chains.llm.chat_model import LocalChatModel, load_chat_model, load_model_weights, repair_model
+from ragcoder.chains.llm.generate import _cut_at_stop, _stop_prefix_len
 
-from chains.errors import ModelNotInstalled, UnknownModel
-from chains.llm import LocalChatModel, load_chat_model, load_model_weights, repair_model
-from chains.llm_generate import _cut_at_stop, _stop_prefix_len
+from ragcoder.errors import ModelNotInstalled, UnknownModel
 
 PROMPTS = ["hello there", "write a long python function that sorts a list of numbers", "hi"]
 
@@ -97,7 +97,7 @@ def test_temperature_samples_reproducibly_with_a_seed_on_every_path(model_tiny_c
     assert _joined(list(model_tiny_chat.stream(prompt, temperature=1.5, seed=0))).content == sampled[0]
     assert model_tiny_chat.invoke(prompt, temperature=0).content == greedy  # 0 means greedy
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        from chains.llm_generate import Sampling
+        from ragcoder.chains.llm.generate import Sampling
 
         Sampling(temperature=-1.0)
 
@@ -134,8 +134,7 @@ def test_int8_rows_are_quantized_on_their_own_scale_so_batches_do_not_change_res
     import io
 
     import torch
-
-    from chains.llm_int8 import quantize_int8
+    from ragcoder.chains.llm.int8 import quantize_int8
 
     torch.manual_seed(0)
     layers = torch.nn.Sequential(
@@ -167,8 +166,7 @@ def test_int8_weights_get_one_scale_per_output_channel() -> None:
     """Weight rows of very different size (as in real checkpoints): one scale per matrix rounds the
     small rows to a few levels; one scale per output row keeps each of them close to fp32."""
     import torch
-
-    from chains.llm_int8 import quantize_int8
+    from ragcoder.chains.llm.int8 import quantize_int8
 
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 48)
@@ -193,8 +191,8 @@ def test_int8_model_of_an_installed_model_is_cached_on_disk(
     import json
     import shutil
 
-    from chains.llm import clear_model_cache
-    from chains.models import model_dir
+    from ragcoder.chains.llm.chat_model import clear_model_cache
+    from ragcoder.chains.llm.models import model_dir
 
     name = "smollm2-135m-instruct"
     shutil.copytree(model_tiny_dir, model_dir(name) / "hf")
@@ -262,7 +260,7 @@ def test_stop_prefix_is_held_back() -> None:
 
 
 def test_degenerate_loops_are_recognised_and_ordinary_code_is_not() -> None:
-    from chains.llm_generate import degenerate
+    from ragcoder.chains.llm.generate import degenerate
 
     chain = "def f(base):\n" + "".join(
         f"    if base == {n}:\n        return str(n)\n" for n in range(100, 120)
@@ -274,14 +272,18 @@ def test_degenerate_loops_are_recognised_and_ordinary_code_is_not() -> None:
     )
     roman = f"def to_roman(n):\n    table = [\n{table}    ]\n    return table\n"
     assert not degenerate(roman) and not degenerate("x = 10000\ny = '----'\n" + " " * 200)
-    for module in ("chains/retriever.py", "sandbox/server.py", "agent/loop.py"):  # real code, read whole
+    for module in (
+        "chains/retrieval/retriever.py",
+        "sandbox/server/main.py",
+        "agent/loop.py",
+    ):  # real code, read whole
         text = (Path(__file__).resolve().parents[2] / module).read_text()
         assert not degenerate(text), module
 
 
 def test_a_looping_row_is_stopped_early_and_says_so(model_tiny_dir: Path) -> None:
-    from chains.llm import load_model_weights
-    from chains.llm_generate import generate_batch
+    from ragcoder.chains.llm.chat_model import load_model_weights
+    from ragcoder.chains.llm.generate import generate_batch
 
     weights = load_model_weights(str(model_tiny_dir), quantize="none")
     tokenizer = weights.tokenizer
@@ -292,12 +294,12 @@ def test_a_looping_row_is_stopped_early_and_says_so(model_tiny_dir: Path) -> Non
 
 
 def degenerate_text(text: str) -> bool:
-    from chains.llm_generate import degenerate
+    from ragcoder.chains.llm.generate import degenerate
 
     return degenerate(text)
 
 
-# -- reuse of a shared prompt prefix (chains/llm_prefix_cache.py) ----------------------------------
+# -- reuse of a shared prompt prefix (chains/llm/prefix_cache.py) ----------------------------------
 
 TASK = "Task:\nwrite a python function that sorts a list of numbers, and one that reverses a string.\n"
 FIRST_ATTEMPT = [SystemMessage("You write Python."), HumanMessage(TASK + "Write the complete program.")]
@@ -311,7 +313,7 @@ REPAIR = [
 
 def _cold(chat: LocalChatModel, messages: list, **kwargs) -> AIMessage:
     """The answer with no stored prefix to start from."""
-    from chains.llm_prefix_cache import prefix_cache_for
+    from ragcoder.chains.llm.prefix_cache import prefix_cache_for
 
     prefix_cache_for(chat.llm.pipeline.model).clear()
     return chat.invoke(messages, **kwargs)
@@ -356,9 +358,8 @@ def test_turning_prefix_reuse_off_reads_every_prompt_token(model_tiny_dir: Path)
 
 def test_prefix_cache_picks_the_longest_match_and_keeps_the_last_token_to_compute() -> None:
     import torch
+    from ragcoder.chains.llm.prefix_cache import PrefixCache
     from transformers import DynamicCache
-
-    from chains.llm_prefix_cache import PrefixCache
 
     def cache_of(n: int) -> DynamicCache:
         cache = DynamicCache()
@@ -384,7 +385,7 @@ def test_prefix_cache_picks_the_longest_match_and_keeps_the_last_token_to_comput
 
 
 def test_the_assisted_decoding_fix_lasts_one_call_and_restores_the_method() -> None:
-    from chains.llm_prefix_cache import assisted_from_prefix
+    from ragcoder.chains.llm.prefix_cache import assisted_from_prefix
 
     class Model:
         def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, **kwargs):

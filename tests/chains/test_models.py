@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from agent.commands.models_cmd import models as models_group
-from chains import model_convert
-from chains.errors import ModelInstallError, ModelNotInstalled, UnknownModel
-from chains.models import (
+from ragcoder.chains.llm import convert as model_convert
+from ragcoder.chains.llm.models import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
     KnownModel,
@@ -22,7 +19,10 @@ from chains.models import (
     model_dir,
     resolve_model,
 )
-from chains.paths import models_dir
+from ragcoder.chains.paths import models_dir
+
+from ragcoder.cli.commands.models_cmd import models as models_group
+from ragcoder.errors import ModelInstallError, ModelNotInstalled, UnknownModel
 
 # --- registry --------------------------------------------------------------------------------
 
@@ -261,7 +261,7 @@ def test_cli_install_prints_progress_and_is_idempotent(fake_model: KnownModel) -
 
 @pytest.mark.slow
 def test_real_smollm2_install_convert_and_answer(model_cache_dir: Path) -> None:
-    from chains.llm import clear_model_cache, load_chat_model
+    from ragcoder.chains.llm.chat_model import clear_model_cache, load_chat_model
 
     result = install_model("smollm2-135m-instruct")
     assert (result.path / "hf" / "config.json").is_file()

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from chains.retrieval_fusion import (
+from ragcoder.chains.retrieval.fusion import (
     Candidate,
     code_names,
     collapse_duplicates,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from chains.retrieval_gate import decide_retrieval
+from ragcoder.chains.retrieval.gate import decide_retrieval
 
 STUB = 'from typing import List\n\n\ndef evens(xs: List[int]) -> List[int]:\n    """Keep the even numbers.\n    >>> evens([1, 2])\n    [2]\n    """\n'
 
@@ -52,8 +51,8 @@ def test_self_contained_stubs_get_none(instruction: str) -> None:
 
 
 def test_on_humaneval_dev_only_the_stub_that_imports_math_is_retrieved_for() -> None:
-    from finetune.evaluate import agent_tasks
-    from finetune.humaneval import load_problems
+    from ragcoder.finetune.evaluate import agent_tasks
+    from ragcoder.finetune.humaneval import load_problems
 
     tasks = agent_tasks(load_problems("dev"))  # the instructions the eval gives the agent
     retrieved = [task_id for task_id, task in tasks.items() if decide_retrieval(task.instruction).retrieve]
@@ -61,8 +60,8 @@ def test_on_humaneval_dev_only_the_stub_that_imports_math_is_retrieved_for() -> 
 
 
 def test_humaneval_asked_in_words_is_retrieved_for_and_keeps_what_the_stub_said() -> None:
-    from finetune.evaluate import agent_tasks
-    from finetune.humaneval import load_problems
+    from ragcoder.finetune.evaluate import agent_tasks
+    from ragcoder.finetune.humaneval import load_problems
 
     problems = load_problems("dev")
     words = agent_tasks(problems, "words")
@@ -108,14 +107,15 @@ def test_requests_in_words_get_stdlib_docs_only_when_they_name_an_api(
 def test_the_agent_with_a_real_chroma_index_puts_docs_in_the_prompt_only_when_the_gate_says_so(
     retrieval_index, retrieval_embeddings, trusted_sandbox
 ) -> None:
-    from agent import CodeAgent
-    from chains.retriever import open_retriever
+    from ragcoder.agent import CodeAgent
+    from ragcoder.chains.retrieval.retriever import open_retriever
+
     from tests.fakes import fenced, scripted
 
     slug = (
         "import re\n\ndef slugify(title):\n    return re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')\n"
     )
-    from chains.indexing import index_stdlib
+    from ragcoder.chains.retrieval.indexing import index_stdlib
 
     index_stdlib(
         index_path=retrieval_index, embeddings=retrieval_embeddings, progress=False, modules=("json",)

@@ -7,18 +7,17 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from langchain_core.documents import Document
-
-from chains.embeddings import HashingEmbeddings
-from chains.indexing import IndexMismatchError, index_paths, index_stdlib, open_collection
-from chains.retrieval_fusion import Candidate as _Candidate
-from chains.retriever import BM25Index, open_retriever, reciprocal_rank_fusion, tokenize
+from ragcoder.chains.retrieval.embeddings import HashingEmbeddings
+from ragcoder.chains.retrieval.fusion import Candidate as _Candidate
+from ragcoder.chains.retrieval.indexing import IndexMismatchError, index_paths, index_stdlib, open_collection
+from ragcoder.chains.retrieval.retriever import BM25Index, open_retriever, reciprocal_rank_fusion, tokenize
 
 
 @pytest.fixture(autouse=True)
 def _small_usage_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """index_stdlib counts API usage over the whole stdlib (seconds); here one small file will do
     (tests/chains/test_api_usage.py covers the counting, test_retrieval_real.py the real scan)."""
-    from chains import api_usage
+    from ragcoder.chains.retrieval import api_usage
 
     source = tmp_path / "usage-src" / "uses.py"
     source.parent.mkdir()
@@ -219,7 +218,7 @@ FAKE_JSON_REST = """\
 def test_index_stdlib_adds_debian_rest_pages_with_qualified_symbols(
     tmp_path: Path, retrieval_embeddings: HashingEmbeddings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chains.stdlib_corpus as corpus
+    import ragcoder.chains.retrieval.stdlib_corpus as corpus
 
     sources = tmp_path / "_sources" / "library"
     sources.mkdir(parents=True)
@@ -261,8 +260,8 @@ def test_index_stdlib_adds_debian_rest_pages_with_qualified_symbols(
 
 @pytest.fixture
 def index_commands(monkeypatch: pytest.MonkeyPatch):
-    """agent.commands.index_cmd (``index`` and ``search``) with the hashing embeddings."""
-    from agent.commands import index_cmd
+    """ragcoder.cli.commands.index_cmd (``index`` and ``search``) with the hashing embeddings."""
+    from ragcoder.cli.commands import index_cmd
 
     monkeypatch.setattr(index_cmd, "load_embeddings", lambda model_path=None: HashingEmbeddings(64))
     return index_cmd
@@ -318,8 +317,8 @@ def test_overlapping_roots_index_once_and_humaneval_is_never_indexed(
 def test_hybrid_cosines_for_bm25_only_chunks_match_chroma(
     retrieval_index: Path, retrieval_embeddings: HashingEmbeddings
 ) -> None:
-    from chains.retrieval_store import chunk_store
-    from chains.retriever import _open_collection_cached
+    from ragcoder.chains.retrieval.retriever import _open_collection_cached
+    from ragcoder.chains.retrieval.store import chunk_store
 
     collection, count = _open_collection_cached(retrieval_index.resolve(), "ragcoder")
     assert collection is not None and count > 3
@@ -338,8 +337,8 @@ def test_hybrid_vector_hits_from_the_in_memory_store_match_chroma_and_survive_a_
 ) -> None:
     from dataclasses import replace
 
-    from chains.retrieval_store import chunk_store
-    from chains.retriever import _open_collection_cached, _vector_search
+    from ragcoder.chains.retrieval.retriever import _open_collection_cached, _vector_search
+    from ragcoder.chains.retrieval.store import chunk_store
 
     collection, count = _open_collection_cached(retrieval_index.resolve(), "ragcoder")
     assert collection is not None

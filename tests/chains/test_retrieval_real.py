@@ -10,9 +10,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from chains.indexing import index_paths, index_stdlib
-from chains.retriever import open_retriever
+from ragcoder.chains.retrieval.indexing import index_paths, index_stdlib
+from ragcoder.chains.retrieval.retriever import open_retriever
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +20,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def retrieval_real_embeddings():
-    from chains.embeddings import load_embeddings
+    from ragcoder.chains.retrieval.embeddings import load_embeddings
 
     return load_embeddings()
 
 
 def test_real_embedder_vectors_are_normalised_and_cached(retrieval_real_embeddings) -> None:
-    from chains.embeddings import load_embeddings
+    from ragcoder.chains.retrieval.embeddings import load_embeddings
 
     vector = retrieval_real_embeddings.embed_query("read a file")
     assert len(vector) == 384
@@ -56,7 +55,7 @@ def test_real_index_reopen_incremental_and_delete(
     script = textwrap.dedent(
         f"""
         import json
-        from chains.retriever import open_retriever
+        from ragcoder.chains.retrieval.retriever import open_retriever
         docs = open_retriever({str(index_path)!r}, k=2).invoke("connect to a sqlite database")
         print(json.dumps([d.metadata["source"] for d in docs]))
         """
@@ -124,7 +123,7 @@ def test_real_model_names_the_api_and_the_hybrid_retriever_puts_it_first(
 ) -> None:
     """Generation-augmented retrieval with the real default model: the request's words are not the
     doc's, the model knows the API's name, and the index confirms it."""
-    from chains.api_guess import load_api_guesser
+    from ragcoder.chains.retrieval.api_guess import load_api_guesser
 
     index_stdlib(
         index_path=tmp_path / "idx", embeddings=retrieval_real_embeddings, progress=False,

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import textwrap
 
-from chains.splitters import rest_plain, split_file, split_markdown, split_python, split_rest, split_text
-from chains.stdlib_corpus import module_docs
+from ragcoder.chains.retrieval.splitters import (
+    rest_plain,
+    split_file,
+    split_markdown,
+    split_python,
+    split_rest,
+    split_text,
+)
+from ragcoder.chains.retrieval.stdlib_corpus import module_docs
 
 PYTHON_SOURCE = textwrap.dedent(
     '''\

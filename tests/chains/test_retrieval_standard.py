@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from langchain_core.embeddings import Embeddings
 from langchain_tests.integration_tests import RetrieversIntegrationTests
-
-from chains.embeddings import HashingEmbeddings
-from chains.indexing import index_paths
-from chains.retriever import CodeDocRetriever
+from ragcoder.chains.retrieval.embeddings import HashingEmbeddings
+from ragcoder.chains.retrieval.indexing import index_paths
+from ragcoder.chains.retrieval.retriever import CodeDocRetriever
 
 # pytest-asyncio runs in strict mode: the suite's one coroutine test needs the asyncio mark, and the
 # standard tests may not be overridden, so the mark is module-wide; the sync tests then draw a
@@ -74,7 +73,7 @@ class TestRetrieverStandardSuiteRealEmbedder(_SuiteBase):
     @pytest.fixture(autouse=True, scope="class")
     @classmethod
     def retrieval_suite_index(cls) -> Any:
-        from chains.embeddings import load_embeddings
+        from ragcoder.chains.retrieval.embeddings import load_embeddings
 
         cls.suite_embeddings = load_embeddings()
         cls.index_folder = _build_index(cls.suite_embeddings)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from ragcoder.agent.loop import CodeAgent
 
-from agent.commands import finetune_cmd
-from agent.commands.finetune_cmd import eval_group, finetune_group
-from agent.loop import CodeAgent
+from ragcoder.cli.commands import finetune_cmd
+from ragcoder.cli.commands.finetune_cmd import eval_group, finetune_group
 from tests.fakes import fenced, scripted
 
 GOOD_2 = "def truncate_number(number: float) -> float:\n    return number % 1.0\n"

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from agent.loop import CodeAgent
-from finetune.evaluate import run_eval, score_hidden, select_problems
-from finetune.humaneval import (
+from ragcoder.agent.loop import CodeAgent
+from ragcoder.finetune.evaluate import run_eval, score_hidden, select_problems
+from ragcoder.finetune.humaneval import (
     TestSplitLeak,
     find_test_leak,
     guard_not_test,
@@ -17,7 +16,8 @@ from finetune.humaneval import (
     program_for,
     split_of,
 )
-from finetune.report import read_records, summarise, write_report
+from ragcoder.finetune.report import read_records, summarise, write_report
+
 from tests.fakes import fenced, scripted
 
 # HumanEval/0 has_close_elements, /2 truncate_number, /3 below_zero (dev split)
@@ -172,7 +172,7 @@ def test_torn_last_line_is_cut_and_rerun(tmp_path: Path, trusted_sandbox):
 
 
 def test_demo_block_is_not_scored(trusted_sandbox):
-    from finetune.humaneval import strip_main_block
+    from ragcoder.finetune.humaneval import strip_main_block
 
     (p2,) = by_id("HumanEval/2")
     with_demo = GOOD_2 + '\nif __name__ == "__main__":\n    assert truncate_number(3.5) == 99\n'
@@ -181,7 +181,7 @@ def test_demo_block_is_not_scored(trusted_sandbox):
 
 
 def test_rescore_rewrites_verdicts(tmp_path: Path, trusted_sandbox):
-    from finetune.evaluate import rescore
+    from ragcoder.finetune.evaluate import rescore
 
     agent, _ = _agent(trusted_sandbox, attempts=1)
     out = tmp_path / "r.jsonl"

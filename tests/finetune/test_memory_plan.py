@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from finetune.memory import GIB, estimate_bytes, plan_memory
+from ragcoder.finetune.memory import GIB, estimate_bytes, plan_memory
 
 QWEN_15B = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
             "num_attention_heads": 12, "vocab_size": 151936}  # fmt: skip
@@ -65,9 +64,9 @@ def test_too_little_memory_stops_with_one_line_that_says_what_to_change() -> Non
 
 
 def test_the_trainer_applies_the_plan_and_saves_it_in_the_config(tmp_path: Path, monkeypatch) -> None:
-    from chains.llm import make_tiny_random_model
-    from finetune import memory
-    from finetune.train import main
+    from ragcoder.chains.llm.chat_model import make_tiny_random_model
+    from ragcoder.finetune import memory
+    from ragcoder.finetune.train import main
 
     tiny = make_tiny_random_model(tmp_path / "tiny")
     long_code = "".join(f"    x{j} = {j}\n" for j in range(80))  # every row is cut to --max-len

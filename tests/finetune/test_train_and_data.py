@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from finetune.data import harvest_traces, mine_docstring_pairs, normalise_pairs, write_examples
-from finetune.humaneval import load_problems
-from finetune.sft_data import IGNORE_INDEX, DataError, Example, encode, read_examples
+from ragcoder.finetune.data import harvest_traces, mine_docstring_pairs, normalise_pairs, write_examples
+from ragcoder.finetune.humaneval import load_problems
+from ragcoder.finetune.sft_data import IGNORE_INDEX, DataError, Example, encode, read_examples
 
 MINED_SOURCE = '''
 def clamp(value, low, high):
@@ -34,7 +33,7 @@ def stub(x):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from chains.llm import make_tiny_random_model
+    from ragcoder.chains.llm.chat_model import make_tiny_random_model
 
     return make_tiny_random_model(tmp_path_factory.mktemp("tiny"))
 
@@ -106,7 +105,7 @@ def test_traces_keep_only_verified_code(tmp_path: Path):
 
 
 def test_one_solution_per_task_keeps_the_repaired_one(tmp_path: Path):
-    from finetune.data import repaired_first, task_ids_in
+    from ragcoder.finetune.data import repaired_first, task_ids_in
 
     def row(task: str, code: str, kind: str) -> dict:
         return {
@@ -145,8 +144,8 @@ def test_encode_masks_the_prompt(tiny_model: Path):
 
 
 def test_tiny_lora_run_resumes_and_loads(tmp_path: Path, tiny_model: Path):
-    from chains.llm import load_chat_model
-    from finetune.train import main
+    from ragcoder.chains.llm.chat_model import load_chat_model
+    from ragcoder.finetune.train import main
 
     data = _write(tmp_path / "train.jsonl", [
         {"instruction": f"Return {i} plus one.", "response": f"def f():\n    return {i + 1}\n"} for i in range(6)
@@ -171,10 +170,9 @@ def test_tiny_lora_run_resumes_and_loads(tmp_path: Path, tiny_model: Path):
 
 def test_response_loss_is_the_models_own_loss(tiny_model: Path):
     import torch
+    from ragcoder.finetune.sft_data import collate
+    from ragcoder.finetune.train import response_loss
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from finetune.sft_data import collate
-    from finetune.train import response_loss
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
@@ -187,10 +185,9 @@ def test_response_loss_is_the_models_own_loss(tiny_model: Path):
 
 def test_lora_layers_adapt_only_the_top_layers_and_train_them(tmp_path: Path, tiny_model: Path):
     import torch
+    from ragcoder.finetune.train import TrainConfig, main, wrap_lora
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
-
-    from finetune.train import TrainConfig, main, wrap_lora
 
     # Below the adapters nothing records a graph, even with checkpointing (whose input-grad hook
     # would otherwise run backward through every frozen layer): that is the saving.
@@ -224,7 +221,7 @@ def test_read_examples_rejects_bad_lines(tmp_path: Path):
 
 
 def test_dev_references_are_verified_and_dev_only(trusted_sandbox):
-    from finetune.data import verified_dev_references
+    from ragcoder.finetune.data import verified_dev_references
 
     rows = list(verified_dev_references(trusted_sandbox))
     assert len(rows) == 82  # every dev reference passes its own tests

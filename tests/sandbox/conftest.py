@@ -10,8 +10,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-
-from sandbox import Sandbox
+from ragcoder.sandbox import Sandbox
 
 BACKENDS = [
     pytest.param("docker", marks=pytest.mark.docker, id="docker"),
@@ -20,8 +19,8 @@ BACKENDS = [
 
 
 def docker_problem() -> str | None:
-    from sandbox.image import engine_available, image_exists
-    from sandbox.settings import DEFAULT_IMAGE
+    from ragcoder.sandbox.image import engine_available, image_exists
+    from ragcoder.sandbox.settings import DEFAULT_IMAGE
 
     if not engine_available():
         return "no Docker engine answers: run `sudo sandbox/scripts/ensure_docker.sh` or start Docker"
@@ -40,7 +39,7 @@ def require_docker() -> None:
 
 
 def require_bwrap() -> None:
-    from sandbox.local_sandbox import bwrap_path
+    from ragcoder.sandbox.local_sandbox import bwrap_path
 
     if bwrap_path() is None:
         if os.environ.get("RAGCODER_REQUIRE_DOCKER") == "1":
@@ -49,7 +48,7 @@ def require_bwrap() -> None:
 
 
 def open_backend(kind: str, **settings: object) -> Sandbox:
-    from sandbox import open_sandbox
+    from ragcoder.sandbox import open_sandbox
 
     if kind == "docker":
         require_docker()

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from sandbox import Sandbox
-from sandbox.base import TRUNCATION_MARKER
+from ragcoder.sandbox import Sandbox
+from ragcoder.sandbox.base import TRUNCATION_MARKER
 
 
 def test_stdout_stdin_and_exit_code(backend: Sandbox) -> None:

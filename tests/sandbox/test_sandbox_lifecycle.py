@@ -10,8 +10,8 @@ import textwrap
 import time
 
 import pytest
+from ragcoder.sandbox import EngineUnavailable, ImageMissing, SandboxClosed, open_sandbox
 
-from sandbox import EngineUnavailable, ImageMissing, SandboxClosed, open_sandbox
 from tests.sandbox.conftest import require_docker
 
 pytestmark = pytest.mark.docker
@@ -41,7 +41,7 @@ def test_missing_image_is_one_clear_error() -> None:
 
 def test_close_is_idempotent_and_removes_containers() -> None:
     require_docker()
-    from sandbox.docker_sandbox import DockerSandbox
+    from ragcoder.sandbox.docker_sandbox import DockerSandbox
 
     sandbox = open_sandbox("docker", pool_size=2)
     assert isinstance(sandbox, DockerSandbox)
@@ -77,7 +77,7 @@ def test_sigkilled_host_leaves_no_orphans() -> None:
     child = textwrap.dedent(
         """
         import sys, time
-        from sandbox import open_sandbox
+        from ragcoder.sandbox import open_sandbox
         sb = open_sandbox("docker", pool_size=2)
         assert sb.run("print(1)").stdout == "1\\n"
         while len(sb.containers()) < 2:
@@ -117,8 +117,7 @@ def test_sigkilled_host_leaves_no_orphans() -> None:
 def test_reap_removes_containers_of_dead_owners() -> None:
     require_docker()
     import docker
-
-    from sandbox.lifecycle import owner_labels, reap_orphans
+    from ragcoder.sandbox.lifecycle import owner_labels, reap_orphans
 
     labels = owner_labels() | {"ragcoder.owner_pid": "999999999"}
     client = docker.from_env()
@@ -139,7 +138,7 @@ def test_sigterm_closes_the_pool() -> None:
     child = textwrap.dedent(
         """
         import time
-        from sandbox import open_sandbox
+        from ragcoder.sandbox import open_sandbox
         sb = open_sandbox("docker", pool_size=1)
         assert sb.run("print(1)").stdout == "1\\n"
         print("ready", flush=True)

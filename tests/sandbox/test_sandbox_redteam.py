@@ -14,8 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-
-from sandbox import ExecResult, Sandbox
+from ragcoder.sandbox import ExecResult, Sandbox
 
 pytestmark = pytest.mark.redteam
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from langchain_tests.unit_tests import ToolsUnitTests
-
-from sandbox import ErrorInfo, ExecResult, Sandbox
-from sandbox.tool import RunPythonTool, format_result
+from ragcoder.sandbox import ErrorInfo, ExecResult, Sandbox
+from ragcoder.sandbox.tool import RunPythonTool, format_result
 
 
 class EchoSandbox(Sandbox):

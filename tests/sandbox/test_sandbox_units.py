@@ -8,11 +8,10 @@ import time
 from typing import Any, ClassVar
 
 import pytest
-
-from sandbox import SandboxSettings, open_sandbox
-from sandbox.pool import ServerSandbox, WarmPool
-from sandbox.settings import parse_size
-from sandbox.workers import SERVER_PARTS, Worker, WorkerDied, WorkerTimeout, server_source
+from ragcoder.sandbox import SandboxSettings, open_sandbox
+from ragcoder.sandbox.pool import ServerSandbox, WarmPool
+from ragcoder.sandbox.settings import parse_size
+from ragcoder.sandbox.workers import SERVER_PARTS, Worker, WorkerDied, WorkerTimeout, server_source
 
 
 def test_parse_size() -> None:
@@ -38,9 +37,15 @@ def test_server_parts_join_into_one_program_that_defines_every_name_a_part_impor
     }
     defined: set[str] = set()
     for name in SERVER_PARTS:
-        part = ast.parse(resources.files("sandbox").joinpath(name).read_text(encoding="utf-8"))
+        part = ast.parse(
+            resources.files("ragcoder.sandbox.server").joinpath(name).read_text(encoding="utf-8")
+        )
         for node in part.body:
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sandbox."):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("ragcoder.sandbox.")
+            ):
                 taken = {alias.name for alias in node.names}
                 assert taken <= defined, f"{name} imports {taken - defined} from a later part"
             elif isinstance(node, ast.FunctionDef):
@@ -181,7 +186,7 @@ def test_require_docker_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_status_and_reap_run() -> None:
     from click.testing import CliRunner
 
-    from agent.commands.sandbox_cmd import sandbox
+    from ragcoder.cli.commands.sandbox_cmd import sandbox
 
     result = CliRunner().invoke(sandbox, ["status"])
     assert result.exit_code == 0, result.output
@@ -219,7 +224,7 @@ def test_ensure_docker_script(tmp_path) -> None:
 def _local_warning(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, open_it: Any) -> str:
     import logging
 
-    from sandbox import local_sandbox
+    from ragcoder.sandbox import local_sandbox
 
     if local_sandbox.bwrap_path() is None:
         pytest.fail("bubblewrap is missing: .ci/run installs it (apt-get install bubblewrap)")
@@ -236,8 +241,9 @@ def test_local_backend_warns_it_is_weaker_and_says_why_only_when_docker_failed(
     assert "weaker than Docker" in chosen and "Docker is not usable" not in chosen
     caplog.clear()
 
-    from sandbox import docker_sandbox
-    from sandbox.errors import EngineUnavailable
+    from ragcoder.sandbox import docker_sandbox
+
+    from ragcoder.errors import EngineUnavailable
 
     def no_engine(**settings: Any) -> None:
         raise EngineUnavailable("Docker engine not reachable")

@@ -1,0 +1,478 @@
+"""The local chat model: an HF causal LM behind LangChain's ``ChatHuggingFace`` interface.
+
+``load_chat_model()`` loads a model once per process (int8 dynamic quantization on CPU, bf16 on
+CUDA, optional LoRA adapter merged on load) and returns a :class:`LocalChatModel`, a
+``ChatHuggingFace`` over a :class:`LocalPipelineLLM` (a ``HuggingFacePipeline``). The pipeline's
+stock generate path ignores stop sequences, gives no token counts and loops prompt by prompt, so
+generation calls ``model.generate`` directly; what is added on top of the stock classes:
+
+- greedy decoding, only the new text returned, stop sequences honoured (and cut from the text);
+- ``AIMessage.usage_metadata`` (input/output/total tokens) on invoke, stream and batch;
+- ``.stream()`` yields text as it is generated, and ends with a chunk carrying the usage;
+- ``.batch()`` runs one left-padded ``generate`` for up to ``batch_size`` prompts;
+- prompt-lookup decoding per call (``model.bind(prompt_lookup=True)`` or :func:`repair_model`):
+  faster when the answer copies the prompt (repairs), same greedy output. A ``batch()`` with lookup
+  runs its prompts one at a time: for repairs that beats one batched generation (llm_bench 3b).
+
+Under int8 (one activation scale per token, ``ragcoder.chains.llm.int8_linear``) each linear layer is exact
+per row, but the fp32 attention of a multi-token pass (a batch, prompt lookup's verify step) sums
+in another order, and int8 rounding can amplify that last-bit difference into another greedy pick.
+So a batched or prompt-lookup answer can differ from the one-prompt answer. In fp32 that takes a
+near tie (tested identical on the tests' model; 1 of 2 repair answers of SmolLM2 differed, llm_bench).
+
+The int8 model of an installed known model is pickled once next to it
+(``int8rows-chan-v3-torch<v>-transformers<v>.pt``, 2.5 GB for Qwen) so later processes skip quantizing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import (
+    ChatGeneration,
+    ChatGenerationChunk,
+    ChatResult,
+    Generation,
+    GenerationChunk,
+    LLMResult,
+)
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
+from pydantic import PrivateAttr
+from ragcoder.chains.llm.convert import make_tiny_random_model
+from ragcoder.chains.llm.generate import GenerationOutput, Sampling, generate_batch, stream_generate
+from ragcoder.chains.llm.int8 import int8_cache_file, quantize_int8, read_int8_cache, write_int8_cache
+from ragcoder.chains.llm.models import DEFAULT_MODEL, ResolvedModel, resolve_model
+from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
+
+# OpenMP threads that spin while waiting make torch 4-8x slower when other processes share the CPU
+# (measured: Qwen int8 0.3 vs 1.5 tok/s at 2 threads, load average 8). Only effective if torch is
+# not imported yet; the CLI sets it before any import. Override by setting it yourself.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+__all__ = [
+    "LoadedModel",
+    "LocalChatModel",
+    "LocalPipelineLLM",
+    "clear_model_cache",
+    "load_chat_model",
+    "make_tiny_random_model",
+    "repair_model",
+]
+
+Quantize = Literal["auto", "int8", "none"]
+# "auto" quantizes on CPU only from this size up: SmolLM2-135M stopped answering correctly in int8
+# while running 18.8 tok/s in fp32; Qwen 1.5B goes from 2.3 (fp32) to 17 tok/s (int8).
+INT8_MIN_PARAMS = 500_000_000
+DEFAULT_PROMPT_LOOKUP_TOKENS = 10
+
+
+class LocalPipelineLLM(HuggingFacePipeline):
+    """``HuggingFacePipeline`` whose generation honours stops, counts tokens and batches for real."""
+
+    max_new_tokens: int = 512
+    """Upper bound on generated tokens per call (override per call with ``max_new_tokens=``)."""
+    prompt_lookup_num_tokens: int = DEFAULT_PROMPT_LOOKUP_TOKENS
+    """Candidate length for prompt-lookup decoding when a call asks for it (``prompt_lookup=True``)."""
+    reuse_prefix: bool = True
+    """Start each prompt from the stored keys and values of the longest prefix it shares with a recent
+    prompt (a repair and its task's first attempt): :mod:`ragcoder.chains.llm.prefix_cache`."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragcoder_local_pipeline"
+
+    @property
+    def _lock(self) -> threading.Lock:
+        """One generation at a time per model (chat models with other settings share the weights)."""
+        with _CACHE_LOCK:
+            return _GENERATE_LOCKS.setdefault(self.pipeline.model, threading.Lock())
+
+    @property
+    def _prefix_cache(self) -> PrefixCache | None:
+        return prefix_cache_for(self.pipeline.model) if self.reuse_prefix else None
+
+    def _gen_options(self, kwargs: dict[str, Any]) -> tuple[int, int | None, Sampling | None]:
+        max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
+        lookup = kwargs.get("prompt_lookup")
+        if lookup is True:
+            lookup = self.prompt_lookup_num_tokens
+        temperature = kwargs.get("temperature")
+        sampling = None
+        if temperature:  # None or 0: greedy, the default
+            seed = kwargs.get("seed")
+            sampling = Sampling(float(temperature), float(kwargs.get("top_p") or Sampling.top_p),
+                                None if seed is None else int(seed))  # fmt: skip
+        return max_new, (int(lookup) if lookup else None), sampling
+
+    def generate_texts(
+        self, prompts: Sequence[str], stop: list[str] | None = None, **kwargs: Any
+    ) -> list[GenerationOutput]:
+        """Completions of ready-made prompts (greedy unless ``temperature``), ``batch_size`` at a time."""
+        max_new, lookup, sampling = self._gen_options(kwargs)
+        # prompt lookup works one prompt at a time, and for repairs that beats one batch of them
+        # (llm_bench 3b: 8 repairs looked up one by one 1.35x faster than batched, docs/benchmarks.md)
+        step = 1 if lookup else max(1, self.batch_size)
+        outputs: list[GenerationOutput] = []
+        for start in range(0, len(prompts), step):
+            with self._lock:
+                outputs += generate_batch(
+                    self.pipeline.model,
+                    self.pipeline.tokenizer,
+                    list(prompts[start : start + step]),
+                    stop=stop or [],
+                    max_new_tokens=max_new,
+                    prompt_lookup_num_tokens=lookup,
+                    sampling=sampling,
+                    prefix_cache=self._prefix_cache,
+                )
+        return outputs
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        outputs = self.generate_texts(prompts, stop, **kwargs)
+        return LLMResult(generations=[[Generation(text=o.text, generation_info=o.info())] for o in outputs])
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        max_new, lookup, sampling = self._gen_options(kwargs)
+        with self._lock:
+            for piece in stream_generate(
+                self.pipeline.model,
+                self.pipeline.tokenizer,
+                prompt,
+                stop=stop or [],
+                max_new_tokens=max_new,
+                prompt_lookup_num_tokens=lookup,
+                sampling=sampling,
+                prefix_cache=self._prefix_cache,
+            ):
+                if isinstance(piece, GenerationOutput):  # the last item: usage and finish reason
+                    yield GenerationChunk(text="", generation_info=piece.info())
+                    return
+                chunk = GenerationChunk(text=piece)
+                if run_manager:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+
+
+def _usage(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not info or "input_tokens" not in info:
+        return None
+    usage: dict[str, Any] = {
+        "input_tokens": info["input_tokens"],
+        "output_tokens": info["output_tokens"],
+        "total_tokens": info["input_tokens"] + info["output_tokens"],
+    }
+    if info.get("cached_tokens"):
+        usage["input_token_details"] = {"cache_read": info["cached_tokens"]}
+    return usage
+
+
+class LocalChatModel(ChatHuggingFace):
+    """``ChatHuggingFace`` over :class:`LocalPipelineLLM`: usage metadata, real batching, streaming.
+
+    Per-call options (``invoke(..., key=value)`` or ``.bind(key=value)``): ``stop``,
+    ``max_new_tokens``, ``prompt_lookup`` (True or a candidate length), and ``temperature`` (> 0
+    samples instead of decoding greedily) with ``top_p`` and ``seed``.
+    """
+
+    _prefilled: dict[tuple[str, tuple[str, ...]], ChatResult] = PrivateAttr(default_factory=dict)
+
+    @property
+    def _llm_type(self) -> str:
+        return "ragcoder_local_chat"
+
+    def _result(self, output_text: str, info: dict[str, Any]) -> ChatGeneration:
+        message = AIMessage(
+            content=output_text,
+            usage_metadata=_usage(info),
+            response_metadata={"finish_reason": info.get("finish_reason"), "model_name": self.model_id},
+        )
+        return ChatGeneration(message=message, generation_info=info)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        stream: bool | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        prompt = self._to_chat_prompt(messages)
+        prefilled = self._prefilled.pop((prompt, tuple(stop or ())), None)
+        if prefilled is not None:
+            return prefilled
+        output = self.llm.generate_texts([prompt], stop, **kwargs)[0]
+        return ChatResult(generations=[self._result(output.text, output.info())])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        *,
+        stream_usage: bool | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        prompt = self._to_chat_prompt(messages)
+        for chunk in self.llm._stream(prompt, stop=stop, **kwargs):
+            info = chunk.generation_info
+            if info:  # the final chunk
+                message = AIMessageChunk(
+                    content="",
+                    usage_metadata=_usage(info),
+                    response_metadata={
+                        "finish_reason": info.get("finish_reason"),
+                        "model_name": self.model_id,
+                    },
+                    chunk_position="last",
+                )
+                yield ChatGenerationChunk(message=message, generation_info=info)
+                return
+            generation = ChatGenerationChunk(message=AIMessageChunk(content=chunk.text))
+            if run_manager:
+                run_manager.on_llm_new_token(chunk.text, chunk=generation)
+            yield generation
+
+    # ChatHuggingFace's async paths refuse a pipeline; LangChain's stock ones run the sync code in a thread.
+    _agenerate = BaseChatModel._agenerate
+    _astream = BaseChatModel._astream
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Generate all prompts in left-padded batches, then hand out results through the normal path.
+
+        Callbacks, tracing and config handling stay LangChain's own (``super().batch``); each
+        per-input ``_generate`` just picks up its precomputed result.
+        """
+        if len(inputs) > 1 and not kwargs.get("prompt_lookup") and self.llm.batch_size > 1:
+            stop = kwargs.get("stop")
+            try:
+                prompts = [self._to_chat_prompt(self._convert_input(i).to_messages()) for i in inputs]
+                gen_kwargs = {k: v for k, v in kwargs.items() if k != "stop"}
+                outputs = self.llm.generate_texts(prompts, stop, **gen_kwargs)
+            except Exception:
+                prompts, outputs = [], []  # fall back: each input runs (and fails) on its own
+            for prompt, output in zip(prompts, outputs, strict=True):
+                result = ChatResult(generations=[self._result(output.text, output.info())])
+                self._prefilled[(prompt, tuple(stop or ()))] = result
+        try:
+            return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            self._prefilled.clear()
+
+
+@dataclass
+class LoadedModel:
+    """Weights loaded once per process, shared by every chat model built on them."""
+
+    model: Any
+    tokenizer: Any
+    resolved: ResolvedModel
+    device: str
+    description: str
+    """e.g. ``"int8-dynamic cpu"``, ``"bf16 cuda"``."""
+    load_s: float
+    quantize_s: float
+    pipeline: Any = None
+
+
+_CACHE_LOCK = threading.RLock()
+_GENERATE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_LOADED: dict[tuple, LoadedModel] = {}
+_CHATS: dict[tuple, LocalChatModel] = {}
+
+
+def clear_model_cache() -> None:
+    """Forget every loaded model (tests; freeing memory)."""
+    with _CACHE_LOCK:
+        _CHATS.clear()
+        _LOADED.clear()
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _set_cpu_threads() -> None:
+    import torch
+
+    wanted = os.environ.get("RAGCODER_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    threads = int(wanted) if wanted else len(os.sched_getaffinity(0))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(max(1, threads))
+
+
+def _load(resolved: ResolvedModel, adapter: str | None, quantize: Quantize, device: str) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    use_int8 = quantize == "int8" or (quantize == "auto" and device == "cpu")
+    if use_int8 and device != "cpu":
+        raise ValueError(f"int8 dynamic quantization runs on CPU only, not on {device}; use quantize='none'")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    precision = "int8-dynamic" if use_int8 else ("bf16" if dtype == torch.bfloat16 else "fp32")
+    kwargs = resolved.from_pretrained_kwargs()
+    cache_file = int8_cache_file(resolved, adapter) if use_int8 else None
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(resolved.load_dir, **kwargs)
+    model = read_int8_cache(cache_file) if cache_file else None
+    if model is not None:
+        _prepare_generation(model, tokenizer)
+        load_s = time.perf_counter() - started
+        return LoadedModel(model, tokenizer, resolved, device, f"{precision} {device} (cached)", load_s, 0.0)
+
+    model = AutoModelForCausalLM.from_pretrained(resolved.load_dir, dtype=dtype, **kwargs)
+    if getattr(model, "hf_quantizer", None) is not None:  # loaded from a GGUF: now dense weights
+        model.hf_quantizer = None
+        model.is_quantized = False
+    if adapter:
+        from peft import PeftModel
+
+        with warnings.catch_warnings():  # peft 0.21 calls an alias transformers 5 deprecates
+            warnings.filterwarnings(
+                "ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning
+            )
+            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.to(device)
+    model.eval()
+    load_s = time.perf_counter() - started
+    if quantize == "auto" and use_int8 and sum(p.numel() for p in model.parameters()) < INT8_MIN_PARAMS:
+        use_int8, precision = False, "fp32"  # small models lose too much to int8 and are fast in fp32
+
+    started = time.perf_counter()
+    if use_int8:
+        model = quantize_int8(model)
+        if cache_file:
+            write_int8_cache(model, cache_file)
+    quantize_s = time.perf_counter() - started
+
+    _prepare_generation(model, tokenizer)
+    return LoadedModel(model, tokenizer, resolved, device, f"{precision} {device}", load_s, quantize_s)
+
+
+def _prepare_generation(model: Any, tokenizer: Any) -> None:
+    """Greedy by default, a pad token for batching, left padding for decoder-only batches."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    config = model.generation_config
+    config.do_sample = False
+    config.temperature = None
+    config.top_p = None
+    config.top_k = None
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+
+
+def load_model_weights(
+    spec: str | Path = DEFAULT_MODEL,
+    *,
+    adapter: str | Path | None = None,
+    quantize: Quantize = "auto",
+    device: str = "auto",
+) -> LoadedModel:
+    """Load (once per process) the weights a spec points to; shared by every chat model on them."""
+    if quantize not in ("auto", "int8", "none"):
+        raise ValueError(f"quantize must be 'auto', 'int8' or 'none', not {quantize!r}")
+    resolved = resolve_model(spec)
+    adapter_path = str(Path(adapter).expanduser().resolve()) if adapter else None
+    if adapter_path and not (Path(adapter_path) / "adapter_config.json").is_file():
+        from ragcoder.errors import ModelNotInstalled
+
+        raise ModelNotInstalled(
+            f"LoRA adapter folder {adapter!r} has no adapter_config.json",
+            hint="pass a folder written by peft's save_pretrained",
+        )
+    device = _pick_device(device)
+    key = (str(resolved.load_dir), resolved.gguf_file, adapter_path, quantize, device)
+    with _CACHE_LOCK:
+        if key not in _LOADED:
+            if device == "cpu":
+                _set_cpu_threads()
+            _LOADED[key] = _load(resolved, adapter_path, quantize, device)
+        return _LOADED[key]
+
+
+def load_chat_model(
+    spec: str | Path = DEFAULT_MODEL,
+    *,
+    adapter: str | Path | None = None,
+    quantize: Quantize = "auto",
+    max_new_tokens: int = 512,
+    device: str = "auto",
+    batch_size: int = 8,
+) -> LocalChatModel:
+    """The chat model for ``spec`` (a known name, HF folder, .gguf file or cached HF id).
+
+    Loaded once per process and shared: the same arguments return the same object, and
+    different ``max_new_tokens``/``batch_size`` share the loaded weights. ``quantize="auto"``
+    means int8 dynamic on CPU and none (bf16) on CUDA. Raises ``ModelNotInstalled`` /
+    ``UnknownModel`` (see :mod:`ragcoder.errors`) when the spec does not point at a model.
+    """
+    loaded = load_model_weights(spec, adapter=adapter, quantize=quantize, device=device)
+    key = (id(loaded), max_new_tokens, batch_size)
+    with _CACHE_LOCK:
+        if key not in _CHATS:
+            if loaded.pipeline is None:
+                loaded.pipeline = _make_pipeline(loaded)
+            llm = LocalPipelineLLM(
+                pipeline=loaded.pipeline,
+                model_id=loaded.resolved.name,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                pipeline_kwargs={"max_new_tokens": max_new_tokens, "return_full_text": False},
+            )
+            _CHATS[key] = LocalChatModel(llm=llm, tokenizer=loaded.tokenizer, model_id=loaded.resolved.name)
+        return _CHATS[key]
+
+
+def _make_pipeline(loaded: LoadedModel) -> Any:
+    from transformers import pipeline
+
+    return pipeline(
+        "text-generation",
+        model=loaded.model,
+        tokenizer=loaded.tokenizer,
+        return_full_text=False,
+    )
+
+
+def repair_model(chat: LocalChatModel, lookup_tokens: int = DEFAULT_PROMPT_LOOKUP_TOKENS) -> Runnable:
+    """``chat`` with prompt-lookup decoding on: for prompts whose answer copies the prompt (repairs)."""
+    return chat.bind(prompt_lookup=lookup_tokens)

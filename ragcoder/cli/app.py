@@ -1,0 +1,330 @@
+"""The `ragcoder` command: a thin layer over the library (`ragcoder.agent`). Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from ragcoder.agent.config import AgentConfig
+    from ragcoder.agent.result import AgentResult
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is never needed: models come from our cache
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Must be set before torch is first imported: with the default busy-wait policy, torch threads
+# spin against each other on a loaded 2-core machine (measured 0.3 vs 1.3-1.6 tok/s for Qwen).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _is_ours(exc: BaseException) -> bool:
+    from ragcoder.errors import RagcoderError
+
+    return isinstance(exc, RagcoderError)
+
+
+class RagcoderGroup(click.Group):
+    """Turns our own errors into one line (`error: ...` and a `hint:`) and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as exc:
+            if not _is_ours(exc) and not isinstance(exc, FileNotFoundError | PermissionError):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            hint = getattr(exc, "hint", "")
+            if hint:
+                click.echo(f"hint: {hint}", err=True)
+            sys.exit(1)
+
+
+def _agent_options(func: Any) -> Any:
+    """Flags shared by solve and batch; unset flags (None) leave config files and env in charge."""
+    options = [
+        click.option("--model", default=None, help="Known model name, HF folder or .gguf file."),
+        click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder."),
+        click.option(
+            "--sandbox",
+            type=click.Choice(["auto", "docker", "local", "unsafe-local"]),
+            default=None,
+            help="Where generated code runs [default: auto]. unsafe-local runs it UNSANDBOXED here.",
+        ),
+        click.option(
+            "--attempts",
+            "max_attempts",
+            type=click.IntRange(1, 20),
+            default=None,
+            help="Generation + repair attempts [default: 4].",
+        ),
+        click.option(
+            "--retrieval",
+            type=click.Choice(["auto", "always", "never"]),
+            default=None,
+            help="Retrieved docs in the prompt: auto (not for self-contained function stubs), "
+            "always or never [default: auto].",
+        ),
+        click.option(
+            "--no-retrieval",
+            "retrieval",
+            flag_value="never",
+            default=None,
+            help="Same as --retrieval never.",
+        ),
+        click.option(
+            "--guess-apis/--no-guess-apis",
+            "retrieval_guess",
+            default=None,
+            help="Let the model name the APIs a request needs before searching the index: finds "
+            "docs worded unlike the request, one short generation more [default: off].",
+        ),
+        click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _resolve(options: dict[str, Any]) -> AgentConfig:
+    from ragcoder.agent.config import resolve_config
+
+    return resolve_config(options)
+
+
+@click.group(cls=RagcoderGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ragcoder")
+def cli() -> None:
+    """ragcoder: a local, private code-generation agent.
+
+    It retrieves docs, writes code with a local model, runs it in a Docker sandbox and repairs it
+    until its checks pass.
+    """
+
+
+@cli.command()
+@click.argument("instruction")
+@click.option("--tests", "tests", default=None, help="Python asserts the code must pass (or @FILE).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@_agent_options
+def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) -> None:
+    """Solve one INSTRUCTION and print the code, its output and the attempts."""
+    import json
+
+    from ragcoder.agent.config import build_agent
+    from ragcoder.agent.tasks import Task
+
+    if tests and tests.startswith("@"):
+        tests = Path(tests[1:]).read_text(encoding="utf-8")
+    task = Task(id="cli", instruction=instruction, tests=tests)
+    with build_agent(_resolve(options)) as agent:
+        result = agent.invoke(task)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        print_result(result, backend=agent.sandbox.name)
+    sys.exit(0 if result.passed else 2)
+
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("results.jsonl"),
+              show_default=True, help="JSONL results; a rerun skips ids already there.")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "humaneval", "text", "folder"]), default=None,
+              help="Input format [default: detected].")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Tasks run concurrently (generation is batched across them).")  # fmt: skip
+@click.option(
+    "--report", type=click.Path(path_type=Path), default=None, help="Also write the summary as Markdown."
+)
+@click.option("--fresh", is_flag=True, help="Start over: remove OUTPUT first instead of resuming.")
+@click.option("--show-code", is_flag=True, help="Print each task's final code.")
+@_agent_options
+def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report: Path | None, fresh: bool,
+          show_code: bool, **options: Any) -> None:  # fmt: skip
+    """Run every task in INPUT: JSONL (id, instruction, tests?, entry_point?), HumanEval JSONL,
+    plain text (one instruction per paragraph) or a folder of .txt/.md files."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ragcoder.agent.batch import run_batch
+    from ragcoder.agent.config import build_agent
+    from ragcoder.agent.tasks import read_tasks
+    from ragcoder.cli.report import print_summary, write_markdown_report
+
+    tasks = list(read_tasks(input_path, fmt))
+    if fresh and output.exists():
+        output.unlink()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("pass {task.fields[rate]}"), TimeRemainingColumn(), transient=False)  # fmt: skip
+    bar = progress.add_task("batch", total=None, rate="-")
+    counts = {"passed": 0, "ran": 0}
+
+    def on_start(todo: int, skipped: int) -> None:
+        progress.update(bar, total=todo)
+        if skipped:
+            progress.console.print(f"resuming: {skipped} task(s) already in {output}")
+
+    def on_result(task_id: str, result: AgentResult | None, record: dict[str, Any]) -> None:
+        if result is None:
+            progress.console.print(f"[red][{task_id}] error:[/red] {record['error']}", highlight=False)
+        else:
+            counts["ran"] += 1
+            counts["passed"] += result.passed
+            status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
+            progress.console.print(f"[{task_id}] {status}  check={result.check}  repairs={result.repairs}  "
+                                   f"{result.total_ms / 1000:.1f}s", highlight=False)  # fmt: skip
+            if show_code:
+                print_code(result.code, console=progress.console)
+        rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
+        progress.update(bar, advance=1, rate=rate)
+
+    with build_agent(_resolve(options), workers=workers) as agent:
+        click.echo(f"sandbox: {agent.sandbox.name}; {len(tasks)} tasks -> {output}")
+        with progress:
+            summary = run_batch(agent, tasks, output, workers=workers, on_start=on_start, on_result=on_result)
+    print_summary(summary)
+    if report is not None:
+        write_markdown_report(summary, report, title=f"ragcoder batch: {input_path}", results=output)
+    if summary.interrupted:
+        click.echo(
+            f"interrupted: finished tasks are in {output}; rerun the same command to resume.", err=True
+        )
+        sys.exit(130)
+
+
+@cli.command()
+@_agent_options
+def chat(**options: Any) -> None:
+    """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
+    from rich.console import Console
+
+    from ragcoder.agent.config import build_agent
+    from ragcoder.cli.chat import run_chat
+
+    read_line = _line_reader()
+    config = _resolve(options)
+    with build_agent(config) as agent:
+
+        def switch_model(spec: str) -> str:
+            from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+
+            chat = load_chat_model(spec, adapter=None, max_new_tokens=config.max_new_tokens)
+            agent.set_model(chat, repair_model(chat))
+            return f"model: {spec}"
+
+        run_chat(agent, read_line, Console(), switch_model=switch_model,
+                 index_paths=_index_paths(config.index_path))  # fmt: skip
+
+
+def _line_reader() -> Any:
+    """prompt_toolkit (line editing, history file) on a terminal; plain stdin otherwise."""
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory
+
+        from ragcoder.chains.paths import data_dir
+
+        data_dir().mkdir(parents=True, exist_ok=True)
+        session: Any = PromptSession(history=FileHistory(str(data_dir() / "chat_history")))
+
+        def read_tty(prompt: str) -> str | None:
+            try:
+                return session.prompt(prompt)
+            except EOFError:
+                return None
+
+        return read_tty
+
+    def read_stdin(prompt: str) -> str | None:
+        line = sys.stdin.readline()
+        return line if line else None
+
+    return read_stdin
+
+
+def _index_paths(index_path: str | None) -> Any:
+    def index(paths: list[str]) -> str:
+        from ragcoder.chains.retrieval.indexing import index_paths
+
+        stats = index_paths([Path(p) for p in paths], index_path=index_path, progress=False)
+        return f"indexed: {stats}"
+
+    return index
+
+
+@cli.group()
+def config() -> None:
+    """Show the resolved settings."""
+
+
+@config.command("show")
+def config_show() -> None:
+    """Print every setting, its value and where it came from (flag, env, file, default)."""
+    from dataclasses import fields
+
+    from ragcoder.agent.config import AgentConfig, project_config_path, resolve_config, user_config_path
+
+    resolved = resolve_config()
+    click.echo(f"# user file:    {user_config_path()}")
+    click.echo(f"# project file: {project_config_path()}")
+    for f in fields(AgentConfig):
+        if f.name != "sources":
+            click.echo(f"{f.name} = {getattr(resolved, f.name)!r}  ({resolved.sources[f.name]})")
+
+
+def print_code(code: str, console: Any = None) -> None:
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    (console or Console()).print(Syntax(code.rstrip(), "python", line_numbers=False, word_wrap=True))
+
+
+def print_result(result: AgentResult, *, backend: str) -> None:
+    from rich.console import Console
+
+    console = Console()
+    if result.sources:
+        console.print("[dim]sources: " + "; ".join(result.sources) + "[/dim]")
+    elif result.retrieval.startswith("skipped"):
+        console.print(f"[dim]no docs: {result.retrieval.removeprefix('skipped: ')}[/dim]")
+    for attempt in result.attempts:
+        mark = "[green]passed[/green]" if attempt.passed else "[red]failed[/red]"
+        why = "" if attempt.passed else f": {attempt.feedback.splitlines()[0] if attempt.feedback else ''}"
+        console.print(f"attempt {attempt.number} ({attempt.kind}) {mark}{why}", markup=True, highlight=False)
+    print_code(result.code)
+    console.rule(f"output (ran in the {backend} sandbox)")
+    console.print(result.output.rstrip() or "[dim](no output)[/dim]", highlight=False)
+    console.rule()
+    verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
+    console.print(
+        f"{verdict} check={result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s"
+    )
+
+
+def _register_subcommands() -> None:
+    """Command groups that live in ragcoder/cli/commands/ (each imports only click at module level)."""
+    from ragcoder.cli.commands.finetune_cmd import eval_group, finetune_group
+    from ragcoder.cli.commands.index_cmd import index, search
+    from ragcoder.cli.commands.models_cmd import models
+    from ragcoder.cli.commands.sandbox_cmd import sandbox
+
+    for command in (models, sandbox, index, search, eval_group, finetune_group):
+        cli.add_command(command)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    cli(prog_name="ragcoder")
+
+
+if __name__ == "__main__":
+    main()

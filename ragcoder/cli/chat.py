@@ -1,0 +1,222 @@
+"""The terminal chat: one function fed by a line-reading callback, so stdin drives it in tests.
+
+Each message is an instruction, or a follow-up that refines the previous code ("now make it
+handle negative numbers"). Slash commands manage the session. Ctrl-C cancels the current step,
+not the session; Ctrl-D or /exit ends it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ragcoder.agent.loop import AgentEvent, CodeAgent
+from ragcoder.agent.result import AgentResult
+from ragcoder.agent.tasks import Task
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+HELP = """Type an instruction, or a follow-up to change the last code. Commands:
+  /help             this help
+  /reset            forget the current code, tests and instruction
+  /save FILE        write the current code to FILE
+  /run              run the current code again and show its output
+  /tests [SOURCE]   show the tests, or set them (Python asserts; /tests - clears them)
+  /model [NAME]     show the model, or switch to another (known name, folder or .gguf)
+  /index PATH...    add files or folders to the retrieval index
+  /exit             leave (Ctrl-D works too)"""
+
+
+@dataclass
+class ChatState:
+    instruction: str = ""  # the conversation's task so far, follow-ups included
+    code: str = ""
+    tests: str | None = None
+    turns: list[AgentResult] = field(default_factory=list)
+
+
+def follow_up_task(state: ChatState, message: str) -> Task:
+    """A new instruction, or a change to the code we already have."""
+    if not state.code:
+        return Task(id=f"turn{len(state.turns) + 1}", instruction=message, tests=state.tests)
+    instruction = (
+        f"{state.instruction}\n\nThe current code is:\n```python\n{state.code.strip()}\n```\n\n"
+        f"Change it as follows, keeping everything else working: {message}"
+    )
+    return Task(id=f"turn{len(state.turns) + 1}", instruction=instruction, tests=state.tests)
+
+
+class ChatCommands:
+    """The slash commands; each returns False to end the session."""
+
+    def __init__(self, agent: CodeAgent, state: ChatState, console: Console,
+                 switch_model: Callable[[str], str] | None, index_paths: Callable[[list[str]], str] | None) -> None:  # fmt: skip
+        self.agent, self.state, self.console = agent, state, console
+        self.switch_model, self.index_paths = switch_model, index_paths
+
+    def __call__(self, line: str) -> bool:
+        name, _, rest = line.partition(" ")
+        handler = getattr(self, "do_" + name[1:].replace("-", "_"), None)
+        if handler is None:
+            self.console.print(f"unknown command {name}; /help lists them", highlight=False)
+            return True
+        return handler(rest.strip()) is not False
+
+    def do_help(self, _: str) -> None:
+        self.console.print(HELP, highlight=False, markup=False)
+
+    def do_exit(self, _: str) -> bool:
+        return False
+
+    do_quit = do_exit
+
+    def do_reset(self, _: str) -> None:
+        self.state.__init__()  # type: ignore[misc]
+        self.console.print("session reset", highlight=False)
+
+    def do_save(self, arg: str) -> None:
+        if not arg:
+            self.console.print("usage: /save FILE", highlight=False)
+        elif not self.state.code:
+            self.console.print("nothing to save yet", highlight=False)
+        else:
+            path = Path(shlex.split(arg)[0]).expanduser()
+            path.write_text(self.state.code, encoding="utf-8")
+            self.console.print(f"saved {len(self.state.code.splitlines())} lines to {path}", highlight=False)
+
+    def do_run(self, _: str) -> None:
+        if not self.state.code:
+            self.console.print("no code yet", highlight=False)
+            return
+        result = self.agent.sandbox.run(self.state.code)
+        show_output(self.console, result.stdout, result.failure_summary(), self.agent.sandbox.name)
+
+    def do_tests(self, arg: str) -> None:
+        if arg == "-":
+            self.state.tests = None
+            self.console.print("tests cleared", highlight=False)
+        elif arg:
+            self.state.tests = arg.replace("\\n", "\n")
+            self.console.print("tests set; they decide whether code passes", highlight=False)
+        else:
+            self.console.print(
+                self.state.tests or "no tests (examples in the instruction are used)", highlight=False
+            )
+
+    def do_model(self, arg: str) -> None:
+        if not arg or self.switch_model is None:
+            self.console.print(f"model: {getattr(self.agent.model, 'model_id', type(self.agent.model).__name__)}",
+                               highlight=False)  # fmt: skip
+            return
+        try:
+            self.console.print(self.switch_model(arg), highlight=False)
+        except Exception as exc:  # a bad name must not end the session
+            hint = getattr(exc, "hint", "")
+            self.console.print(f"[red]error:[/red] {exc}" + (f" ({hint})" if hint else ""), highlight=False)
+
+    def do_index(self, arg: str) -> None:
+        if not arg or self.index_paths is None:
+            self.console.print("usage: /index PATH...", highlight=False)
+            return
+        self.console.print(self.index_paths(shlex.split(arg)), highlight=False)
+
+
+def show_output(console: Console, stdout: str, failure: str, backend: str) -> None:
+    console.rule(f"output ({backend} sandbox)")
+    console.print(stdout.rstrip() or "(no output)", highlight=False, markup=False)
+    if failure:
+        console.print(f"[red]{failure}[/red]", highlight=False)
+    console.rule()
+
+
+def render_event(console: Console, event: AgentEvent) -> None:
+    """Show each step as it happens: sources, code, each run, each repair."""
+    from rich.syntax import Syntax
+
+    data: dict[str, Any] = event.data
+    if event.kind == "retrieved" and data["sources"]:
+        console.print("[dim]sources: " + "; ".join(data["sources"]) + "[/dim]", highlight=False)
+    elif event.kind == "retrieved" and data.get("retrieval", "").startswith("skipped"):
+        console.print(f"[dim]no docs: {data['retrieval'].removeprefix('skipped: ')}[/dim]", highlight=False)
+    elif event.kind == "generated":
+        console.print(f"[bold]attempt {event.attempt}[/bold] ({data['step']})", highlight=False)
+        console.print(Syntax(data["code"].rstrip() or "# (no code)", "python"))
+    elif event.kind == "ran":
+        report = data["report"]
+        verdict = "[green]passed[/green]" if data["passed"] else "[red]failed[/red]"
+        detail = (
+            report.summary() if report is not None else (data["result"].failure_summary() or "ran cleanly")
+        )
+        console.print(f"{verdict}: {detail}", highlight=False)
+        if data["result"].stdout.strip():
+            console.print(data["result"].stdout.rstrip()[-2000:], highlight=False, markup=False)
+    elif event.kind == "repairing":
+        console.print("[yellow]repairing...[/yellow]", highlight=False)
+
+
+def run_chat(
+    agent: CodeAgent,
+    read_line: Callable[[str], str | None],
+    console: Console,
+    *,
+    switch_model: Callable[[str], str] | None = None,
+    index_paths: Callable[[list[str]], str] | None = None,
+    stream_tokens: bool = True,
+) -> ChatState:
+    """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input.
+
+    With ``stream_tokens`` the model's reply appears as it is generated (dimmed), then the code
+    it contained is shown highlighted.
+    """
+    state = ChatState()
+    streamed = {"any": False}  # a token line is open and needs a newline before the next event
+
+    def on_token(token: str) -> None:
+        streamed["any"] = True
+        console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
+
+    commands = ChatCommands(agent, state, console, switch_model, index_paths)
+    console.print("ragcoder chat: type an instruction, /help for commands, /exit to leave.", highlight=False)
+    while True:
+        try:
+            line = read_line("ragcoder> ")
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: clear the line, stay
+            console.print("(Ctrl-D or /exit to leave)", highlight=False)
+            continue
+        if line is None:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not commands(line):
+                break
+            continue
+        task = follow_up_task(state, line)
+        try:
+            result = None
+            for event in agent.events(task, on_token=on_token if stream_tokens else None):
+                if streamed["any"]:
+                    console.print()
+                    streamed["any"] = False
+                render_event(console, event)
+                if event.kind == "done":
+                    result = event.data["result"]
+        except KeyboardInterrupt:
+            console.print("[yellow]cancelled[/yellow]", highlight=False)
+            continue
+        assert result is not None
+        state.turns.append(result)
+        state.code = result.code
+        state.instruction = line if len(state.turns) == 1 or not state.instruction else (
+            f"{state.instruction}\nThen: {line}"
+        )  # fmt: skip
+        verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
+        console.print(f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
+                      highlight=False)  # fmt: skip
+    console.print("bye", highlight=False)
+    return state

@@ -1,0 +1,109 @@
+"""``ragcoder index PATH... [--stdlib]``: build or update the retrieval index; ``ragcoder search
+QUERY``: what the retriever finds in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def load_embeddings(model_path: str | None = None):
+    from ragcoder.chains.retrieval.embeddings import load_embeddings as load
+
+    return load(model_path)
+
+
+@click.command("index")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--stdlib", is_flag=True, help="Index the standard library's documentation (pydoc, a few minutes)."
+)
+@click.option(
+    "--index-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Index folder (default: user data dir).",
+)
+@click.option("--embedder", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A sentence-transformers folder (default: all-MiniLM-L6-v2).")  # fmt: skip
+@click.option("--rebuild", is_flag=True, help="Delete the index first and embed everything again.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def index(
+    paths: tuple[Path, ...],
+    stdlib: bool,
+    index_path: Path | None,
+    embedder: str | None,
+    rebuild: bool,
+    quiet: bool,
+) -> None:
+    """Index code and docs under PATH... (Python by function/class, Markdown/reST by heading).
+
+    Re-running is incremental: unchanged files are skipped, changed ones re-embedded, deleted ones
+    removed. HumanEval files are never indexed.
+    """
+    if not paths and not stdlib:
+        raise click.UsageError("Nothing to index: give one or more PATHs, or --stdlib for the stdlib docs.")
+    from ragcoder.chains.retrieval.indexing import IndexMismatchError, delete_index, index_paths, index_stdlib
+
+    try:
+        embeddings = load_embeddings(embedder)
+        if rebuild:
+            delete_index(index_path)
+        if stdlib:
+            stats = index_stdlib(index_path=index_path, embeddings=embeddings, progress=not quiet)
+            click.echo(f"stdlib: {stats.summary()}")
+        if paths:
+            stats = index_paths(paths, index_path=index_path, embeddings=embeddings, progress=not quiet)
+            click.echo(f"files: {stats.summary()}")
+    except (IndexMismatchError, FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.command("search")
+@click.argument("query")
+@click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True, help="How many results.")
+@click.option("--mode", type=click.Choice(["hybrid", "vector", "bm25"]), default="hybrid", show_default=True)
+@click.option("--guess-apis", is_flag=True,
+              help="Let the default model name the APIs first (hybrid only; loads the model, then ~1 s).")  # fmt: skip
+@click.option("--index-path", type=click.Path(path_type=Path), default=None,
+              help="Index folder (default: user data dir).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per result.")
+def search(query: str, k: int, mode: str, guess_apis: bool, index_path: Path | None, as_json: bool) -> None:
+    """Show what the agent's retriever finds for QUERY: symbol, file and lines, score, first line."""
+    import json
+
+    from ragcoder.chains.retrieval.indexing import IndexMismatchError, open_collection, resolve_index_path
+    from ragcoder.chains.retrieval.retriever import open_retriever
+
+    path = resolve_index_path(index_path)
+    collection = open_collection(path, None, create=False)
+    if collection is None or collection.count() == 0:
+        raise click.ClickException(
+            f"the index at {path} is empty: build it with `ragcoder index --stdlib` or `ragcoder index PATH`"
+        )
+    try:
+        retriever = open_retriever(path, k=k, mode=mode, embeddings=load_embeddings())  # type: ignore[arg-type]
+        guesses: list[str] = []
+        if guess_apis:
+            from langchain_core.runnables import RunnableLambda
+
+            from ragcoder.chains.retrieval.api_guess import load_api_guesser
+
+            guesser = load_api_guesser()
+            guesses = guesser.invoke(query)
+            retriever.api_guesser = RunnableLambda(lambda _: guesses)
+        docs = retriever.invoke(query)
+    except (IndexMismatchError, FileNotFoundError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if guess_apis and not as_json:
+        click.echo(f"model's guesses: {', '.join(guesses) or '(none)'}")
+    for rank, doc in enumerate(docs, 1):
+        meta = doc.metadata
+        lines = f":{meta['start_line']}-{meta['end_line']}" if meta.get("start_line") else ""
+        first = next((line.strip() for line in doc.page_content.splitlines() if line.strip()), "")
+        if as_json:
+            click.echo(json.dumps({"rank": rank, **meta, "text": doc.page_content}))
+        else:
+            click.echo(f"{rank:>2}. {meta.get('symbol') or '-'}  ({meta.get('source', '?')}{lines}, "
+                       f"score {meta.get('score', 0):.3f})\n    {first[:100]}")  # fmt: skip

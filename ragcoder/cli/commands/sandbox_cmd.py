@@ -1,0 +1,70 @@
+"""``ragcoder sandbox build-image|status|reap``: the sandbox image, which backend runs, orphans."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ragcoder.sandbox.settings import DEFAULT_IMAGE
+
+
+def _fail(exc: Exception) -> None:
+    """One line (and a hint line) on stderr, exit status 1: the same shape as the main CLI's errors."""
+    click.echo(f"error: {exc}", err=True)
+    if hint := getattr(exc, "hint", ""):
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(1)
+
+
+@click.group("sandbox")
+def sandbox() -> None:
+    """Build the sandbox image, show which backend runs code, remove orphaned containers."""
+
+
+@sandbox.command("build-image")
+@click.option("--force", is_flag=True, help="Rebuild even when the image exists.")
+@click.option("--tag", default=DEFAULT_IMAGE, show_default=True, help="Image name to build.")
+def build_image_cmd(force: bool, tag: str) -> None:
+    """Build the sandbox image (Dockerfile when a registry answers, else offline with debootstrap)."""
+    from ragcoder.errors import SandboxError
+    from ragcoder.sandbox.image import build_image, image_exists
+
+    if image_exists(tag) and not force:
+        click.echo(f"{tag} already exists (use --force to rebuild)")
+        return
+    try:
+        build_image(tag, force=force)
+    except SandboxError as exc:
+        _fail(exc)
+    click.echo(f"built {tag}")
+
+
+@sandbox.command("status")
+@click.option("--tag", default=DEFAULT_IMAGE, show_default=True, help="Image to look for.")
+def status_cmd(tag: str) -> None:
+    """Docker engine, image, and the backend that `--sandbox auto` picks."""
+    from ragcoder.sandbox.factory import auto_backend
+    from ragcoder.sandbox.image import engine_available, image_exists
+    from ragcoder.sandbox.local_sandbox import bwrap_path
+
+    engine = engine_available()
+    click.echo(f"docker engine: {'answers' if engine else 'not answering'}")
+    click.echo(f"image {tag}: {'built' if engine and image_exists(tag) else 'missing'}")
+    click.echo(f"bubblewrap: {bwrap_path() or 'not installed'}")
+    kind, reason = auto_backend(tag)
+    click.echo(f"auto backend: {kind} ({reason})")
+
+
+@sandbox.command("reap")
+@click.option("--all", "everything", is_flag=True, help="Remove every ragcoder container, not only orphans.")
+def reap_cmd(everything: bool) -> None:
+    """Remove ragcoder containers whose owning process is gone."""
+    from ragcoder.errors import SandboxError
+    from ragcoder.sandbox.lifecycle import reap_orphans
+
+    try:
+        removed = reap_orphans(everything=everything)
+    except SandboxError as exc:
+        _fail(exc)
+    click.echo(f"removed {len(removed)} container(s)" + (f": {' '.join(removed)}" if removed else ""))
