@@ -259,12 +259,12 @@ def build_agent(
     wrapped so that concurrent generations share one batched call. ``models(chat)`` may replace
     the (generate, repair) pair built from the loaded chat model (evaluation samples with it).
     """
+    check_config(config)  # before anything opens or loads
     from ragcoder.agent.loop import CodeAgent
     from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
     from ragcoder.chains.retrieval.gate import decide_retrieval
     from ragcoder.sandbox import open_sandbox
 
-    check_config(config)
     sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
     try:
         retriever = None
