@@ -158,9 +158,14 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
     from ragcoder.agent.config import build_agent
     from ragcoder.agent.tasks import read_tasks
     from ragcoder.cli.report import print_summary, write_markdown_report
+    from ragcoder.errors import TaskError
 
     config = _resolve(options)
     tasks = list(read_tasks(input_path, fmt, config.max_instruction_chars))
+    if not tasks:  # before the model loads: nothing to do is a mistake worth one line
+        raise TaskError(
+            f"{input_path} holds no tasks: one JSON object per line, or one instruction per paragraph"
+        )
     if fresh and output.exists():
         output.unlink()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -143,6 +143,15 @@ def test_batch_applies_the_configured_limit_to_each_task(
     assert isinstance(refused, TaskError) and "the limit is 100" in str(refused)
 
 
+@pytest.mark.parametrize("content", ["", "\n\n  \n"])
+@pytest.mark.parametrize("name", ["tasks.jsonl", "tasks.txt"])
+def test_batch_refuses_a_file_with_no_tasks_before_loading(name: str, content: str, tmp_path: Path) -> None:
+    (tmp_path / name).write_text(content)
+    line = one_line_error(["batch", name, "-o", "out.jsonl"])
+    assert line == f"error: {name} holds no tasks: one JSON object per line, or one instruction per paragraph"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_undecodable_bytes_in_an_instruction_are_replaced_not_passed_on() -> None:
     argv_like = b"Write caf\xe9 \xff".decode("utf-8", "surrogateescape")  # how Python decodes argv
     task = Task(id="t", instruction=argv_like, tests="assert f() == '\udcff'")
