@@ -11,9 +11,7 @@ from typing import Any
 
 from ragcoder.errors import TaskError
 
-# ~4 characters a token: 16k is a long spec (~4k tokens) that leaves the model's 32k-token context
-# room for docs, code and feedback; the default of the `max_instruction_chars` setting
-MAX_INSTRUCTION_CHARS = 16_000
+MAX_INSTRUCTION_CHARS = 16_000  # ~4k tokens: a long spec, with room left for docs, code and feedback
 MAX_TESTS_BYTES = 1 << 20  # a tests file of asserts is kilobytes; a megabyte is the wrong file
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 

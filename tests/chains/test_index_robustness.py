@@ -153,7 +153,7 @@ def test_a_write_that_fails_midway_loses_nothing_and_a_rerun_finishes_it(
 
     monkeypatch.setattr(indexing, "_chunk_metadata", poisoned)
     monkeypatch.setattr(indexing, "EMBED_BATCH_CHUNKS", 1)  # one write per file; notes.md is last
-    with pytest.raises(Exception, match="metadata|surrogates"):
+    with pytest.raises(Exception, match=r"metadata|surrogates"):
         _index(folder, tmp_path)
     assert index_generation(index) != before  # the retriever's BM25 sees what was written
     assert set(_sources(index)) == {str(folder / name) for name in GOOD}  # no file lost its chunks
