@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -119,12 +120,12 @@ def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) ->
     import json
 
     from ragcoder.agent.config import build_agent
-    from ragcoder.agent.tasks import Task
+    from ragcoder.agent.tasks import Task, check_instruction, read_tests
 
-    if tests and tests.startswith("@"):
-        tests = Path(tests[1:]).read_text(encoding="utf-8")
-    task = Task(id="cli", instruction=instruction, tests=tests)
-    with build_agent(_resolve(options)) as agent:
+    config = _resolve(options)  # settings, instruction and tests are all checked before a model loads
+    instruction = check_instruction(instruction, config.max_instruction_chars)
+    task = Task(id="cli", instruction=instruction, tests=read_tests(tests))
+    with build_agent(config) as agent:
         result = agent.invoke(task)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -157,8 +158,14 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
     from ragcoder.agent.config import build_agent
     from ragcoder.agent.tasks import read_tasks
     from ragcoder.cli.report import print_summary, write_markdown_report
+    from ragcoder.errors import TaskError
 
-    tasks = list(read_tasks(input_path, fmt))
+    config = _resolve(options)
+    tasks = list(read_tasks(input_path, fmt, config.max_instruction_chars))
+    if not tasks:  # before the model loads: nothing to do is a mistake worth one line
+        raise TaskError(
+            f"{input_path} holds no tasks: one JSON object per line, or one instruction per paragraph"
+        )
     if fresh and output.exists():
         output.unlink()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -185,7 +192,7 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
         rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
         progress.update(bar, advance=1, rate=rate)
 
-    with build_agent(_resolve(options), workers=workers) as agent:
+    with build_agent(config, workers=workers) as agent:
         click.echo(f"sandbox: {agent.sandbox.name}; {len(tasks)} tasks -> {output}")
         with progress:
             summary = run_batch(agent, tasks, output, workers=workers, on_start=on_start, on_result=on_result)
@@ -220,11 +227,15 @@ def chat(**options: Any) -> None:
             return f"model: {spec}"
 
         run_chat(agent, read_line, Console(), switch_model=switch_model,
-                 index_paths=_index_paths(config.index_path))  # fmt: skip
+                 index_paths=_index_paths(config.index_path),
+                 max_instruction_chars=config.max_instruction_chars)  # fmt: skip
 
 
 def _line_reader() -> Any:
-    """prompt_toolkit (line editing, history file) on a terminal; plain stdin otherwise."""
+    """prompt_toolkit (line editing, history file) on a terminal; plain stdin otherwise. Bytes that
+    are not UTF-8 become U+FFFD (the tokenizer refuses the lone surrogates Python makes of them)."""
+    from ragcoder.agent.tasks import clean_text
+
     if sys.stdin.isatty() and sys.stdout.isatty():
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory
@@ -236,15 +247,18 @@ def _line_reader() -> Any:
 
         def read_tty(prompt: str) -> str | None:
             try:
-                return session.prompt(prompt)
+                return clean_text(session.prompt(prompt))
             except EOFError:
                 return None
 
         return read_tty
 
+    if isinstance(sys.stdin, io.TextIOWrapper):  # strict or surrogateescape, per locale: replace
+        sys.stdin.reconfigure(errors="replace")
+
     def read_stdin(prompt: str) -> str | None:
         line = sys.stdin.readline()
-        return line if line else None
+        return clean_text(line) if line else None
 
     return read_stdin
 
