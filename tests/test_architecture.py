@@ -65,6 +65,21 @@ def test_the_import_contracts_hold(tmp_path: Path) -> None:
     assert analyzed == on_disk, f"import-linter saw {analyzed} modules, the folders hold {on_disk}"
 
 
+def test_the_architecture_doc_states_the_contracts_and_every_package() -> None:
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    for contract in contracts:
+        if contract["type"] == "layers":
+            assert f"`{' > '.join(contract['layers'])}`" in doc, (
+                f"docs/architecture.md lacks {contract['name']}"
+            )
+    package_dir = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for name, folder in package_dir.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            package = ".".join([name, *init.parent.relative_to(REPO / folder).parts])
+            assert f"`{package}`" in doc, f"docs/architecture.md does not say what {package} owns"
+
+
 def test_the_in_sandbox_server_imports_the_standard_library_only(tmp_path: Path) -> None:
     # It runs inside the sandbox image, which has no site-packages (the contracts cover ragcoder.*).
     layout = installed_layout(tmp_path)
