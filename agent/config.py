@@ -20,6 +20,7 @@ from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS
 from ragcoder.errors import ConfigError
 
 if TYPE_CHECKING:
+    from langchain_core.retrievers import BaseRetriever
     from ragcoder.agent.loop import CodeAgent
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
@@ -252,8 +253,13 @@ def build_agent(
     workers: int = 1,
     quantize: str = "auto",
     models: Callable[[Any], tuple[Any, Any]] | None = None,
+    retriever: BaseRetriever | None = None,
 ) -> CodeAgent:
     """Open the sandbox first (fails fast), then the retriever and the model (slow).
+
+    ``retriever`` replaces the index at ``config.index_path`` with one of your own, e.g. your
+    LangChain vector store's ``store.as_retriever()``; ``config.retrieval`` still decides when it
+    is asked ("never": not at all), and ``retrieval_guess`` applies to ragcoder's index only.
 
     With ``workers > 1`` (batch runs) the sandbox keeps that many warm servers and the model is
     wrapped so that concurrent generations share one batched call. ``models(chat)`` may replace
@@ -267,15 +273,17 @@ def build_agent(
 
     sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
     try:
-        retriever = None
-        if config.retrieval != "never":
+        own_index = retriever is None and config.retrieval != "never"
+        if config.retrieval == "never":
+            retriever = None
+        elif own_index:
             from ragcoder.chains.retrieval.retriever import open_retriever
 
             retriever = open_retriever(config.index_path, k=config.k)
         chat: Any = load_chat_model(
             config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
         )  # type: ignore[arg-type]
-        if retriever is not None and config.retrieval_guess:
+        if own_index and config.retrieval_guess:
             from ragcoder.chains.retrieval.api_guess import load_api_guesser
 
             retriever.api_guesser = load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)

@@ -7,6 +7,7 @@ Any chat model, any retriever and any :class:`sandbox.Sandbox` can be injected.
 
 from __future__ import annotations
 
+import inspect
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -55,6 +56,13 @@ class _TokenForwarder(BaseCallbackHandler):
 
     def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
         self.on_token(token)
+
+
+def _filters_corpus(retriever: BaseRetriever) -> bool:
+    """Whether the retriever takes ``exclude_corpus`` (ragcoder's does; a vector store's retriever
+    hands unknown keywords on to its store's search, which rejects them)."""
+    search = getattr(retriever, "_get_relevant_documents", None)
+    return search is not None and "exclude_corpus" in inspect.signature(search).parameters
 
 
 def _normalise(code: str) -> str:
@@ -248,7 +256,8 @@ class CodeAgent(Runnable[Any, AgentResult]):
             if decision.stdlib:
                 docs = list(self.retriever.invoke(instruction))
             else:  # our retriever leaves the corpus out of its search; others are filtered after
-                found = self.retriever.invoke(instruction, exclude_corpus="stdlib")
+                leave_out = {"exclude_corpus": "stdlib"} if _filters_corpus(self.retriever) else {}
+                found = self.retriever.invoke(instruction, **leave_out)
                 docs = [d for d in found if d.metadata.get("corpus") != "stdlib"]
             return docs, f"{len(docs)} doc(s): {decision.reason}"
         docs = list(self.retriever.invoke(instruction))
