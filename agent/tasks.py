@@ -196,17 +196,17 @@ def read_humaneval_tasks(path: Path, max_chars: int = MAX_INSTRUCTION_CHARS) -> 
                 continue
             try:
                 data = json.loads(raw.decode("utf-8"))
-                yield Task(
-                    id=str(data["task_id"]),
-                    instruction=check_instruction(
-                        "Complete this Python function. Return the whole function, with its imports.\n\n"
-                        + data["prompt"],
-                        max_chars,
-                    ),
-                    entry_point=data.get("entry_point"),
-                )
+                yield humaneval_task(str(data["task_id"]), data["prompt"], data.get("entry_point"), max_chars)
             except (ValueError, KeyError, UnicodeDecodeError, TaskError) as exc:
                 yield TaskError(f"{path}:{lineno}: not a HumanEval task ({type(exc).__name__}: {exc})")
+
+
+def humaneval_task(
+    task_id: str, prompt: str, entry_point: str | None, max_chars: int = MAX_INSTRUCTION_CHARS
+) -> Task:
+    """The agent's view of a HumanEval problem: its prompt (signature + docstring), never its tests."""
+    instruction = "Complete this Python function. Return the whole function, with its imports.\n\n" + prompt
+    return Task(id=task_id, instruction=check_instruction(instruction, max_chars), entry_point=entry_point)
 
 
 def read_text_tasks(path: Path, max_chars: int = MAX_INSTRUCTION_CHARS) -> Iterator[Task | TaskError]:
