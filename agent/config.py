@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_STUCK_TEMPERATURE, MAX_STUCK_TEMPERATURE
 from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS
 
 from ragcoder.errors import ConfigError
@@ -39,7 +40,7 @@ class AgentConfig:
     model: str = DEFAULT_MODEL  # known name, HF folder, .gguf file or cached HF id
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
     sandbox: str = "auto"  # auto | docker | local | unsafe-local
-    max_attempts: int = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # auto: the user's own indexed code for every task but a self-contained function stub, the
     # stdlib's docs only for tasks that name an API or module: elsewhere they measured as a
     # distraction (chains/retrieval/gate.py); always | never (true | false)
@@ -52,9 +53,8 @@ class AgentConfig:
     timeout: float | None = None  # seconds per run; None: the sandbox's default
     max_new_tokens: int = 768  # enough for a 60-line function with its demo block
     # a repair that fails like an earlier attempt is followed by one sampled at this temperature
-    # (greedy ones tend to repeat the failure); none (default): every repair greedy, which
-    # measured as good on the dev split (docs/results.md)
-    stuck_temperature: float | None = None
+    # (ragcoder.agent.defaults); none: every repair greedy
+    stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -99,7 +99,8 @@ RULES: dict[str, _Rule] = {
     "k": _Rule(int, 1, 20),  # 20 chunks of ~1.5k characters already fill a quarter of the context
     "timeout": _Rule(float, 0, MAX_TIMEOUT_S, low_open=True, none="the sandbox's default"),
     "max_new_tokens": _Rule(int, 16, 8192),  # under 16 no function fits; 8k is a quarter of the context
-    "stuck_temperature": _Rule(float, 0, 2, low_open=True, none="greedy repairs"),
+    # the same range CodeAgent checks (defaults.check_stuck_temperature): 0 is greedy, say none
+    "stuck_temperature": _Rule(float, 0, MAX_STUCK_TEMPERATURE, low_open=True, none="greedy repairs"),
     "max_instruction_chars": _Rule(int, 1, 100_000),  # 100k characters ~ the whole 32k-token context
 }
 

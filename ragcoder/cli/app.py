@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ragcoder.cli.options import agent_options, fail
+
 if TYPE_CHECKING:
     from ragcoder.agent.config import AgentConfig
     from ragcoder.agent.result import AgentResult
@@ -41,57 +43,7 @@ class RagcoderGroup(click.Group):
         except Exception as exc:
             if not _is_ours(exc) and not isinstance(exc, FileNotFoundError | PermissionError):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            hint = getattr(exc, "hint", "")
-            if hint:
-                click.echo(f"hint: {hint}", err=True)
-            sys.exit(1)
-
-
-def _agent_options(func: Any) -> Any:
-    """Flags shared by solve and batch; unset flags (None) leave config files and env in charge."""
-    options = [
-        click.option("--model", default=None, help="Known model name, HF folder or .gguf file."),
-        click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder."),
-        click.option(
-            "--sandbox",
-            type=click.Choice(["auto", "docker", "local", "unsafe-local"]),
-            default=None,
-            help="Where generated code runs [default: auto]. unsafe-local runs it UNSANDBOXED here.",
-        ),
-        click.option(
-            "--attempts",
-            "max_attempts",
-            type=click.IntRange(1, 20),
-            default=None,
-            help="Generation + repair attempts [default: 4].",
-        ),
-        click.option(
-            "--retrieval",
-            type=click.Choice(["auto", "always", "never"]),
-            default=None,
-            help="Retrieved docs in the prompt: auto (not for self-contained function stubs), "
-            "always or never [default: auto].",
-        ),
-        click.option(
-            "--no-retrieval",
-            "retrieval",
-            flag_value="never",
-            default=None,
-            help="Same as --retrieval never.",
-        ),
-        click.option(
-            "--guess-apis/--no-guess-apis",
-            "retrieval_guess",
-            default=None,
-            help="Let the model name the APIs a request needs before searching the index: finds "
-            "docs worded unlike the request, one short generation more [default: off].",
-        ),
-        click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+            fail(exc)
 
 
 def _resolve(options: dict[str, Any]) -> AgentConfig:
@@ -114,7 +66,7 @@ def cli() -> None:
 @click.argument("instruction")
 @click.option("--tests", "tests", default=None, help="Python asserts the code must pass (or @FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@_agent_options
+@agent_options()
 def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) -> None:
     """Solve one INSTRUCTION and print the code, its output and the attempts."""
     import json
@@ -147,7 +99,7 @@ def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) ->
 )
 @click.option("--fresh", is_flag=True, help="Start over: remove OUTPUT first instead of resuming.")
 @click.option("--show-code", is_flag=True, help="Print each task's final code.")
-@_agent_options
+@agent_options()
 def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report: Path | None, fresh: bool,
           show_code: bool, **options: Any) -> None:  # fmt: skip
     """Run every task in INPUT: JSONL (id, instruction, tests?, entry_point?), HumanEval JSONL,
@@ -207,7 +159,7 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
 
 
 @cli.command()
-@_agent_options
+@agent_options()
 def chat(**options: Any) -> None:
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console

@@ -10,12 +10,7 @@ from typing import Any
 
 import click
 
-
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    if hint := getattr(exc, "hint", ""):
-        click.echo(f"hint: {hint}", err=True)
-    sys.exit(1)
+from ragcoder.cli.options import agent_options, fail
 
 
 def _command_line() -> str:
@@ -37,23 +32,10 @@ def eval_group() -> None:
 @click.option(
     "--tasks", default=None, help="Only these tasks of the split, e.g. 1,5,HumanEval/6 (rerun failures)."
 )
-@click.option(
-    "--retrieval",
-    type=click.Choice(["auto", "always", "never"]),
-    default=None,
-    help="Docs in prompts: auto (none for self-contained stubs), always, never [default: auto].",
-)
-@click.option(
-    "--no-retrieval", "retrieval", flag_value="never", default=None, help="Same as --retrieval never."
-)
-@click.option("--guess-apis/--no-guess-apis", "retrieval_guess", default=None,
-              help="The model names the APIs a task needs before the index is searched [default: off].")  # fmt: skip
 @click.option("--prompt-style", type=click.Choice(["stub", "words"]), default="stub", show_default=True,
               help="stub: complete the prompt's function; words: the same task asked in words (its "
                    "signature and docstring as prose), which the retrieval gate treats as a request.")  # fmt: skip
 @click.option("--no-repair", is_flag=True, help="Single shot: one attempt, no repairs.")
-@click.option("--attempts", "max_attempts", type=click.IntRange(1, 20), default=None,
-              help="Generation + repair attempts [default: 4].")  # fmt: skip
 @click.option("--samples", type=click.IntRange(1, 200), default=1, show_default=True,
               help="Samples per task (n > 1 samples with temperature and reports pass@k).")  # fmt: skip
 @click.option("--temperature", type=click.FloatRange(0.01, 2.0), default=0.8, show_default=True,
@@ -61,11 +43,6 @@ def eval_group() -> None:
 @click.option("--stuck-temperature", default=None,
               help="A repair failing like an earlier attempt is followed by one sampled at this temperature "
                    "(e.g. 0.8) [default: none, greedy repairs].")  # fmt: skip
-@click.option("--model", default=None, help="Known model name, HF folder or .gguf file.")
-@click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder.")
-@click.option("--sandbox", type=click.Choice(["auto", "docker", "local", "unsafe-local"]), default="docker",
-              show_default=True, help="Where generated code and the hidden tests run.")  # fmt: skip
-@click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder.")
 @click.option("--max-new-tokens", type=click.IntRange(16), default=None, help="Generation budget per reply.")
 @click.option("--quantize", type=click.Choice(["auto", "int8", "none"]), default="auto", show_default=True,
               help="auto: int8 on CPU (fast for Qwen 1.5B); none: full precision (small models).")  # fmt: skip
@@ -76,12 +53,11 @@ def eval_group() -> None:
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
-def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: str | None,
-                  retrieval_guess: bool | None, prompt_style: str, no_repair: bool,
-                  max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
-                  model: str | None,
-                  adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
-                  quantize: str, workers: int, output: Path, report: Path | None, fresh: bool) -> None:  # fmt: skip
+@agent_options(sandbox_default="docker")  # the hidden tests run there too
+def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style: str, no_repair: bool,
+                  samples: int, temperature: float, stuck_temperature: str | None, max_new_tokens: int | None,
+                  quantize: str, workers: int, output: Path, report: Path | None, fresh: bool,
+                  **options: Any) -> None:  # fmt: skip
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -89,15 +65,14 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
     from ragcoder.finetune.evaluate import run_eval, select_problems
     from ragcoder.finetune.report import write_report
 
-    flags = {"model": model, "adapter": adapter, "sandbox": sandbox, "retrieval": retrieval,
-             "retrieval_guess": retrieval_guess,
-             "max_attempts": 1 if no_repair else max_attempts, "index_path": index_path,
-             "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}  # fmt: skip
+    flags = {**options, "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}
+    if no_repair:
+        flags["max_attempts"] = 1
     try:
         config = resolve_config(flags)
         problems = select_problems(split, limit, tasks)
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     if fresh and output.exists():
         output.unlink()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -127,7 +102,7 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
             config, workers=workers, samples=samples, temperature=temperature, quantize=quantize
         )
     except Exception as exc:
-        _fail(exc)
+        fail(exc)
     with agent:
         click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
                    f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "

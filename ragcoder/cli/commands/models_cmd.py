@@ -7,13 +7,7 @@ import time
 
 import click
 
-
-def _fail(exc: Exception) -> None:
-    """One line (and a hint line) on stderr, exit status 1: the same shape as the main CLI's errors."""
-    click.echo(f"error: {exc}", err=True)
-    if hint := getattr(exc, "hint", ""):
-        click.echo(f"hint: {hint}", err=True)
-    sys.exit(1)
+from ragcoder.cli.options import fail
 
 
 def _size(num_bytes: int) -> str:
@@ -54,7 +48,7 @@ def install_cmd(name: str, find_links: str | None) -> None:
     try:
         result = install_model(name, progress=progress, find_links=find_links)
     except RagcoderError as exc:
-        _fail(exc)
+        fail(exc)
         return
     except KeyboardInterrupt:
         click.echo("interrupted: nothing was left half-installed", err=True)
