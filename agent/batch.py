@@ -34,9 +34,11 @@ class BatchSummary:
 
 
 def plan_batch(tasks: Iterable[Task | TaskError], done: set[str]) -> Plan[Task]:
-    """The tasks not in ``done``; a bad input line (TaskError) becomes a ready error record."""
+    """The tasks not in ``done``; a bad input line (TaskError) or a repeated id becomes an error record."""
     jobs = (
-        Job(item.id, item) if isinstance(item, Task) else Job(None, record={"error": str(item)})
+        Job(item.id, item, origin=item.origin)
+        if isinstance(item, Task)
+        else Job(None, record={"error": str(item)})
         for item in tasks
     )
     return plan_jobs(jobs, done)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ragcoder.agent.records import ResultsFile
+from ragcoder.agent.tasks import clean_text
 
 Item = TypeVar("Item")
 Outcome = tuple[dict[str, Any], Any]
@@ -25,9 +26,10 @@ Outcome = tuple[dict[str, Any], Any]
 class Job(Generic[Item]):
     """One line of a results file: ``item`` to solve, or a ``record`` ready to write (a bad input line)."""
 
-    id: str | None  # None: the runner names it error<position>
+    id: str | None  # None: the runner names it error<position>, an id no other job has
     item: Item | None = None
     record: dict[str, Any] | None = None
+    origin: str = ""  # where the job came from ("p.jsonl:3"), for messages; default "task <position>"
 
 
 @dataclass
@@ -51,18 +53,39 @@ class RunReport:
 
 
 def plan_jobs(jobs: Iterable[Job[Item]], done: set[str]) -> Plan[Item]:
-    """Name id-less jobs ``error<position>`` and leave out those whose id is in ``done`` (or repeated)."""
-    seen = set(done)
+    """Make every id final and unique, and leave out the jobs whose id is in ``done``.
+
+    Ids are cleaned (``tasks.clean_text``: a lone surrogate would make the line unwritable). A job
+    repeating an earlier job's id becomes an error record naming where both came from. Id-less
+    jobs (and those repeats) are named ``error<position>``, with a ``-2``, ``-3``... added while
+    that is some other job's id, so a generated id never hides a task.
+    """
+    given = list(jobs)
+    ids = [None if job.id is None else clean_text(str(job.id)) for job in given]
+    taken = {job_id for job_id in ids if job_id is not None}
+
+    def generated(position: int) -> str:
+        name, n = f"error{position}", 1
+        while name in taken:
+            n += 1
+            name = f"error{position}-{n}"
+        taken.add(name)
+        return name
+
+    first_seen: dict[str, str] = {}
     todo: list[Job[Item]] = []
-    total = 0
-    for position, job in enumerate(jobs, 1):
-        total += 1
-        job_id = job.id if job.id is not None else f"error{position}"
-        if job_id in seen:
-            continue
-        seen.add(job_id)
-        todo.append(Job(job_id, job.item, job.record))
-    return Plan(todo, total, total - len(todo))
+    for position, (job, job_id) in enumerate(zip(given, ids, strict=True), 1):
+        origin = job.origin or f"task {position}"
+        if job_id is not None and job_id in first_seen:
+            message = (f"duplicate id {job_id!r} at {origin}: {first_seen[job_id]} has it already; "
+                       "give every task its own id")  # fmt: skip
+            job, job_id = Job(None, record={"error": message}, origin=origin), None
+        elif job_id is not None:
+            first_seen[job_id] = origin
+        job_id = job_id if job_id is not None else generated(position)
+        if job_id not in done:
+            todo.append(Job(job_id, job.item, job.record, origin))
+    return Plan(todo, len(given), len(given) - len(todo))
 
 
 def run_jobs(
@@ -79,7 +102,7 @@ def run_jobs(
 
     ``solve(item)`` runs in a worker thread and returns the record and a payload; if it raises,
     the record is ``{"id": ..., **failed(item), "error": "<Type>: <message>"}``. ``on_record``
-    sees each record as written, with its payload (None for errors and ready records).
+    sees each record as written (cleaned), with its payload (None for errors and ready records).
     """
     report = RunReport()
     started = time.perf_counter()
@@ -89,13 +112,13 @@ def run_jobs(
             record, payload = solve(job.item)  # type: ignore[arg-type]
         except Exception as exc:  # one broken task must not end the run
             extra = failed(job.item) if failed is not None else {}  # type: ignore[arg-type]
-            return _with_id(job.id, {**extra, "error": f"{type(exc).__name__}: {exc}"}), None
+            return _with_id(job.id, {**extra, "error": _describe(exc)}), None
         return _with_id(job.id, record), payload
 
     def write(record: dict[str, Any], payload: Any) -> None:
-        results.append(record)
+        written = results.append(record)
         if on_record is not None:
-            on_record(record, payload)
+            on_record(written, payload)
 
     width = max(1, workers)
     pool = ThreadPoolExecutor(max_workers=width, thread_name_prefix=thread_name)
@@ -127,3 +150,10 @@ def run_jobs(
 def _with_id(job_id: str | None, record: dict[str, Any]) -> dict[str, Any]:
     """``record`` with the job's id, first (a reader sees which task a line is at a glance)."""
     return {"id": job_id, **{key: value for key, value in record.items() if key != "id"}}
+
+
+def _describe(exc: Exception) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:  # an exception whose str() fails must still leave a record
+        return f"{type(exc).__name__} (its message could not be read)"

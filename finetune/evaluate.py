@@ -17,7 +17,7 @@ from typing import Any
 from ragcoder.agent.loop import CodeAgent
 from ragcoder.agent.records import ResultsFile, read_records, to_json_line
 from ragcoder.agent.result import AgentResult
-from ragcoder.agent.runner import Job, Outcome, plan_jobs, run_jobs
+from ragcoder.agent.runner import Job, Outcome, Plan, plan_jobs, run_jobs
 from ragcoder.agent.tasks import Task, humaneval_task
 from ragcoder.finetune.humaneval import Problem, load_problems, program_for, words_instruction
 from ragcoder.finetune.metrics import bleu, codebleu, rouge_l
@@ -145,8 +145,18 @@ def record_id(problem: Problem, sample: int, samples: int) -> str:
     return problem.task_id if samples == 1 else f"{problem.task_id}#{sample}"
 
 
+def plan_eval(problems: list[Problem], samples: int, done: set[str]) -> Plan[tuple[Problem, int]]:
+    """The (problem, sample) pairs whose record is not in ``done``."""
+    jobs = (
+        Job(record_id(problem, sample, samples), (problem, sample))
+        for problem in problems
+        for sample in range(samples)
+    )
+    return plan_jobs(jobs, done)
+
+
 def run_eval(
-    agent: CodeAgent,
+    agent: CodeAgent | None,
     problems: list[Problem],
     out: Path | ResultsFile,
     *,
@@ -161,6 +171,7 @@ def run_eval(
 
     ``scorer`` runs the hidden tests (default: the agent's own sandbox). With ``workers > 1``
     tasks run in threads (:mod:`ragcoder.agent.runner`). ``prompt_style``: see :func:`agent_tasks`.
+    ``agent`` may be None when every record is there already.
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
@@ -168,21 +179,18 @@ def run_eval(
         with ResultsFile.open(out) as results:
             return run_eval(agent, problems, results, samples=samples, workers=workers, scorer=scorer,
                             on_start=on_start, on_result=on_result, prompt_style=prompt_style)  # fmt: skip
-    hidden = scorer or agent.sandbox
     tasks = agent_tasks(problems, prompt_style)
-    jobs = (
-        Job(record_id(problem, sample, samples), (problem, sample))
-        for problem in problems
-        for sample in range(samples)
-    )
-    plan = plan_jobs(jobs, out.done)
+    plan = plan_eval(problems, samples, out.done)
+    if plan.to_solve and agent is None:
+        raise ValueError("run_eval: records are missing and no agent was given")
     summary = EvalSummary(to_run=len(plan.jobs), skipped=plan.skipped)
     if on_start is not None:
         on_start(len(plan.jobs), plan.skipped)
 
     def solve(item: tuple[Problem, int]) -> Outcome:
         problem, sample = item
-        return record_for(problem, sample, samples, agent.invoke(tasks[problem.task_id]), hidden), None
+        result = agent.invoke(tasks[problem.task_id])  # type: ignore[union-attr]
+        return record_for(problem, sample, samples, result, scorer or agent.sandbox), None  # type: ignore[union-attr]
 
     def failed(item: tuple[Problem, int]) -> dict[str, Any]:
         problem, sample = item
@@ -217,6 +225,8 @@ def select_problems(split: str = "dev", limit: int | None = None, tasks: str | N
                 f"--tasks: {', '.join(missing)} not in the {split} split; give task numbers of that split"
             )
         problems = [p for p in problems if p.task_id in set(ids)]
+        if not problems:
+            raise ValueError(f"--tasks {tasks!r} names no task; give task numbers, e.g. 1,5,HumanEval/6")
     return problems[:limit] if limit else problems
 
 
@@ -225,17 +235,18 @@ def rescore(path: Path, sandbox: Sandbox) -> int:
     rewrites the file atomically and returns how many final verdicts changed."""
     problems = {p.task_id: p for p in load_problems("all")}
     changed, lines = 0, []
-    for record in read_records(path):
-        if "error" not in record:
-            problem = problems[record["task_id"]]
-            for attempt in record["attempts"]:
-                score = score_hidden(sandbox, problem, attempt["code"])
-                attempt["passed"], attempt["hidden_detail"] = score.passed, score.detail
-            final = score_hidden(sandbox, problem, record["code"])
-            changed += final.passed != record["passed"]
-            record["passed"], record["hidden_detail"] = final.passed, final.detail
-        lines.append(to_json_line(record))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(b"".join(lines))
-    tmp.replace(path)
+    with ResultsFile.open(path, flag="RESULTS"):  # the lock: no eval may append while it is rewritten
+        for record in read_records(path):
+            if "error" not in record:
+                problem = problems[record["task_id"]]
+                for attempt in record["attempts"]:
+                    score = score_hidden(sandbox, problem, attempt["code"])
+                    attempt["passed"], attempt["hidden_detail"] = score.passed, score.detail
+                final = score_hidden(sandbox, problem, record["code"])
+                changed += final.passed != record["passed"]
+                record["passed"], record["hidden_detail"] = final.passed, final.detail
+            lines.append(to_json_line(record))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(b"".join(lines))
+        tmp.replace(path)
     return changed

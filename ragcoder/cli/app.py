@@ -97,64 +97,69 @@ def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) ->
 @click.option(
     "--report", type=click.Path(path_type=Path), default=None, help="Also write the summary as Markdown."
 )
-@click.option("--fresh", is_flag=True, help="Start over: remove OUTPUT first instead of resuming.")
+@click.option("--fresh", is_flag=True, help="Start over: empty OUTPUT first instead of resuming.")
 @click.option("--show-code", is_flag=True, help="Print each task's final code.")
 @agent_options()
 def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report: Path | None, fresh: bool,
           show_code: bool, **options: Any) -> None:  # fmt: skip
     """Run every task in INPUT: JSONL (id, instruction, tests?, entry_point?), HumanEval JSONL,
     plain text (one instruction per paragraph) or a folder of .txt/.md files."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from contextlib import nullcontext
 
-    from ragcoder.agent.batch import run_batch
+    from rich.markup import escape
+
+    from ragcoder.agent.batch import plan_batch, run_batch
     from ragcoder.agent.config import build_agent
+    from ragcoder.agent.records import ResultsFile, check_writable
     from ragcoder.agent.tasks import read_tasks
-    from ragcoder.cli.report import print_summary, write_markdown_report
+    from ragcoder.cli.report import print_summary, run_progress, write_markdown_report
     from ragcoder.errors import TaskError
 
+    # everything that can be wrong with the input, the settings or the paths fails here, in one
+    # line, before the sandbox and the model start (tens of seconds)
     config = _resolve(options)
     tasks = list(read_tasks(input_path, fmt, config.max_instruction_chars))
-    if not tasks:  # before the model loads: nothing to do is a mistake worth one line
+    if not tasks:  # an error rather than "0 tasks, rc 0": an empty input is a wrong or unfinished file
         raise TaskError(
             f"{input_path} holds no tasks: one JSON object per line, or one instruction per paragraph"
         )
-    if fresh and output.exists():
-        output.unlink()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("pass {task.fields[rate]}"), TimeRemainingColumn(), transient=False)  # fmt: skip
-    bar = progress.add_task("batch", total=None, rate="-")
-    counts = {"passed": 0, "ran": 0}
+    if report is not None:
+        check_writable(report, "--report")
+    shown = click.format_filename(output)
+    with ResultsFile.open(output, fresh=fresh) as results:
+        plan = plan_batch(tasks, results.done)
+        if not plan.jobs:
+            click.echo(f"nothing to do: all {plan.total} tasks are in {shown} (--fresh starts over)")
+        progress, on_start = run_progress("batch", shown)
+        bar, counts = progress.task_ids[0], {"passed": 0, "ran": 0}
 
-    def on_start(todo: int, skipped: int) -> None:
-        progress.update(bar, total=todo)
-        if skipped:
-            progress.console.print(f"resuming: {skipped} task(s) already in {output}")
+        def on_result(task_id: str, result: AgentResult | None, record: dict[str, Any]) -> None:
+            if result is None:
+                progress.console.print(f"[red]{escape(f'[{task_id}]')} error:[/red] {escape(record['error'])}",
+                                       highlight=False)  # fmt: skip
+            else:
+                counts["ran"] += 1
+                counts["passed"] += result.passed
+                status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
+                progress.console.print(f"{escape(f'[{task_id}]')} {status}  check={result.check}  "
+                                       f"repairs={result.repairs}  {result.total_ms / 1000:.1f}s", highlight=False)  # fmt: skip
+                if show_code:
+                    print_code(record["code"], console=progress.console)
+            rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
+            progress.update(bar, advance=1, rate=rate)
 
-    def on_result(task_id: str, result: AgentResult | None, record: dict[str, Any]) -> None:
-        if result is None:
-            progress.console.print(f"[red][{task_id}] error:[/red] {record['error']}", highlight=False)
-        else:
-            counts["ran"] += 1
-            counts["passed"] += result.passed
-            status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
-            progress.console.print(f"[{task_id}] {status}  check={result.check}  repairs={result.repairs}  "
-                                   f"{result.total_ms / 1000:.1f}s", highlight=False)  # fmt: skip
-            if show_code:
-                print_code(result.code, console=progress.console)
-        rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
-        progress.update(bar, advance=1, rate=rate)
-
-    with build_agent(config, workers=workers) as agent:
-        click.echo(f"sandbox: {agent.sandbox.name}; {len(tasks)} tasks -> {output}")
-        with progress:
-            summary = run_batch(agent, tasks, output, workers=workers, on_start=on_start, on_result=on_result)
+        # no model when nothing is left to solve (a finished run, or only bad lines to record)
+        with build_agent(config, workers=workers) if plan.to_solve else nullcontext() as agent:
+            where = f"sandbox: {agent.sandbox.name}; " if agent is not None else ""
+            click.echo(f"{where}{len(tasks)} tasks -> {shown}")
+            with progress:
+                summary = run_batch(agent, tasks, results, workers=workers, on_start=on_start,
+                                    on_result=on_result)  # fmt: skip
     print_summary(summary)
     if report is not None:
         write_markdown_report(summary, report, title=f"ragcoder batch: {input_path}", results=output)
     if summary.interrupted:
-        click.echo(
-            f"interrupted: finished tasks are in {output}; rerun the same command to resume.", err=True
-        )
+        click.echo(f"interrupted: finished tasks are in {shown}; rerun the same command to resume.", err=True)
         sys.exit(130)
 
 

@@ -52,66 +52,72 @@ def eval_group() -> None:
               show_default=True, help="Per-task JSONL; a rerun resumes.")  # fmt: skip
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
-@click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
+@click.option("--fresh", is_flag=True, help="Empty OUTPUT first instead of resuming.")
 @agent_options(sandbox_default="docker")  # the hidden tests run there too
 def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style: str, no_repair: bool,
                   samples: int, temperature: float, stuck_temperature: str | None, max_new_tokens: int | None,
                   quantize: str, workers: int, output: Path, report: Path | None, fresh: bool,
                   **options: Any) -> None:  # fmt: skip
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from contextlib import nullcontext
+
+    from rich.markup import escape
 
     from ragcoder.agent.config import resolve_config
-    from ragcoder.finetune.evaluate import run_eval, select_problems
+    from ragcoder.agent.records import ResultsFile, check_writable
+    from ragcoder.cli.report import run_progress
+    from ragcoder.finetune.evaluate import plan_eval, run_eval, select_problems
     from ragcoder.finetune.report import write_report
 
     flags = {**options, "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}
     if no_repair:
         flags["max_attempts"] = 1
-    try:
+    try:  # every setting and path is checked before the sandbox and the model start
         config = resolve_config(flags)
         problems = select_problems(split, limit, tasks)
+        if report is not None:
+            check_writable(report, "--report")
+            check_writable(report.with_suffix(".png"), "--report (its plot)")
+        results = ResultsFile.open(output, fresh=fresh)
     except Exception as exc:
         fail(exc)
-    if fresh and output.exists():
-        output.unlink()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("pass {task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
-    bar = progress.add_task(f"humaneval {split}", total=None, rate="-")
-    counts = {"passed": 0, "ran": 0}
-
-    def on_start(todo: int, skipped: int) -> None:
-        progress.update(bar, total=todo)
-        if skipped:
-            progress.console.print(f"resuming: {skipped} record(s) already in {output}")
+    shown = click.format_filename(output)
+    progress, on_start = run_progress(f"humaneval {split}", shown, "record(s)")
+    bar, counts = progress.task_ids[0], {"passed": 0, "ran": 0}
 
     def on_result(record: dict[str, Any]) -> None:
         counts["ran"] += 1
         counts["passed"] += bool(record.get("passed"))
+        task_id = escape(f"[{record['id']}]")
         if "error" in record:
-            line = f"[{record['id']}] [red]error[/red]: {record['error']}"
+            line = f"{task_id} [red]error[/red]: {escape(record['error'])}"
         else:
             mark = "[green]PASSED[/green]" if record["passed"] else "[red]FAILED[/red]"
-            line = (f"[{record['id']}] {mark} attempts={len(record['attempts'])} "
-                    f"{record['total_ms'] / 1000:.1f}s {record['hidden_detail']}")  # fmt: skip
+            line = (f"{task_id} {mark} attempts={len(record['attempts'])} "
+                    f"{record['total_ms'] / 1000:.1f}s {escape(record['hidden_detail'])}")  # fmt: skip
         progress.console.print(line, highlight=False)
         progress.update(bar, advance=1, rate=f"{counts['passed'] / counts['ran']:.0%}")
 
-    try:
-        agent = build_eval_agent(
-            config, workers=workers, samples=samples, temperature=temperature, quantize=quantize
-        )
-    except Exception as exc:
-        fail(exc)
-    with agent:
-        click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
-                   f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
-                   f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
-                   f"{' + API guesses' if config.retrieval_guess else ''}; "
-                   f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
-        with progress:
-            summary = run_eval(agent, problems, output, samples=samples, workers=workers,
-                               on_start=on_start, on_result=on_result, prompt_style=prompt_style)  # fmt: skip
+    with results:
+        plan = plan_eval(problems, samples, results.done)
+        try:  # no model when every record is there already (a rerun for the report)
+            agent = (build_eval_agent(config, workers=workers, samples=samples, temperature=temperature,
+                                      quantize=quantize) if plan.to_solve else nullcontext())  # fmt: skip
+        except Exception as exc:
+            fail(exc)
+        with agent:
+            if plan.to_solve:
+                click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
+                           f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
+                           f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
+                           f"{' + API guesses' if config.retrieval_guess else ''}; "
+                           f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
+            else:
+                click.echo(f"nothing to do: every record is in {shown} (--fresh starts over)")
+            with progress:
+                summary = run_eval(agent if plan.to_solve else None, problems, results, samples=samples,
+                                   workers=workers, on_start=on_start, on_result=on_result,
+                                   prompt_style=prompt_style)  # fmt: skip
     chosen = f" (tasks {tasks})" if tasks else ""
     chosen += " asked in words" if prompt_style == "words" else ""
     title = f"HumanEval {split}{chosen}{f' (first {limit})' if limit else ''}: {config.model}" + (
@@ -124,9 +130,7 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style
         write_report(output, report, title=title, command=_command_line())
         click.echo(f"report: {report} (plot: {report.with_suffix('.png')})")
     if summary.interrupted:
-        click.echo(
-            f"interrupted: finished tasks are in {output}; rerun the same command to resume.", err=True
-        )
+        click.echo(f"interrupted: finished tasks are in {shown}; rerun the same command to resume.", err=True)
         sys.exit(130)
 
 
@@ -258,6 +262,7 @@ def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | N
                 results: Path | None) -> None:  # fmt: skip
     """(d) The teacher solves the HumanEval DEV split; solutions that pass the hidden tests are kept."""
     from ragcoder.agent.config import build_agent, resolve_config
+    from ragcoder.agent.records import ResultsFile, check_writable
     from ragcoder.finetune.data import harvest_traces, write_examples
     from ragcoder.finetune.evaluate import run_eval, select_problems
 
@@ -266,8 +271,9 @@ def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | N
         {"model": teacher, "max_attempts": attempts, "retrieval": "never", "sandbox": sandbox}
     )
     problems = select_problems("dev", limit)  # never the test split
-    with build_agent(config) as agent:
-        summary = run_eval(agent, problems, results,
+    check_writable(output, "-o")  # both paths before the teacher loads
+    with ResultsFile.open(results, flag="--results") as teacher_results, build_agent(config) as agent:
+        summary = run_eval(agent, problems, teacher_results,
                            on_result=lambda r: click.echo(f"[{r['id']}] {'PASSED' if r.get('passed') else 'failed'}"))  # fmt: skip
     click.echo(f"teacher: {summary.passed} passed, {summary.failed} failed ({summary.skipped} resumed)")
     _report(write_examples(harvest_traces([results]), output), output)
