@@ -356,3 +356,39 @@ def test_ids_and_errors_that_look_like_markup_are_shown_and_kept(
     assert "[t0] PASSED" in result.output and "[[red]x] PASSED" in result.output
     assert "[[/bold]] error: RuntimeError: KeyError: '[/bold]' \ufffd" in result.output
     assert sorted(r["id"] for r in records(out)) == ["[/bold]", "[red]x", "t0"]
+
+
+# -- the real path: the CLI with a real model and the Docker sandbox ------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_real_batch_holds_its_file_records_a_duplicate_and_resumes_without_the_model(tmp_path: Path) -> None:
+    from ragcoder.chains.llm.convert import install_model
+
+    from tests.conftest import docker_or_skip
+
+    docker_or_skip()
+    install_model("smollm2-135m-instruct")  # a no-op once installed
+    prompts = jsonl(tmp_path / "p.jsonl", [task("a"), task("b"), task("a", "Write two().")])
+    out = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "ragcoder.cli.app", "batch", str(prompts), "-o", str(out),
+               "--model", "smollm2-135m-instruct", "--sandbox", "docker", "--no-retrieval", "--attempts", "1"]  # fmt: skip
+    env = {**os.environ, "RAGCODER_MAX_NEW_TOKENS": "48", "COLUMNS": "120"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:  # opened and locked before the model loads
+        time.sleep(0.05)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stdout[-2000:] + stderr[-2000:]
+    assert second.returncode == 1
+    assert second.stderr.splitlines()[0] == f"error: {out} is being written by another run (pid {first.pid})"
+    by_id = {r["id"]: r for r in records(out)}
+    assert set(by_id) == {"a", "b", "error3"}  # every task once, the repeated id as an error
+    assert {"passed", "attempts"} <= set(by_id["a"]) and "duplicate id 'a'" in by_id["error3"]["error"]
+    started = time.perf_counter()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0 and "nothing to do: all 3 tasks are in" in again.stdout
+    assert "sandbox:" not in again.stdout and time.perf_counter() - started < 30  # no sandbox, no model
+    assert len(records(out)) == 3
