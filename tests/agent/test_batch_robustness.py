@@ -110,6 +110,18 @@ def test_a_file_name_that_is_not_utf8_becomes_a_usable_id(tmp_path: Path, truste
     assert sorted(r["id"] for r in records(out)) == ["bad\ufffd", "good"]
 
 
+def test_ids_that_differ_only_in_undecodable_bytes_are_one_id(tmp_path: Path, trusted_sandbox) -> None:
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    for name in (b"t\xfe.txt", b"t\xff.txt"):  # both clean to "t\ufffd": the second is a repeat
+        (folder / os.fsdecode(name)).write_text("Write one() returning 1.")
+    out = tmp_path / "out.jsonl"
+    summary = run_batch(CodeAgent(scripted([("", GOOD)]), trusted_sandbox), read_tasks(folder), out)
+    assert (summary.done, summary.errors) == (2, 1)
+    (error,) = [r for r in records(out) if "error" in r]
+    assert "duplicate id 't\ufffd'" in error["error"]
+
+
 def test_every_string_is_cleaned_keys_and_odd_values_too(tmp_path: Path) -> None:
     with ResultsFile.open(tmp_path / "out.jsonl") as results:
         written = results.append({"id": "k", f"key{SURROGATE}": [f"v{SURROGATE}", {1: {2}}], "n": 1.5})
