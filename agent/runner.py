@@ -77,8 +77,10 @@ def plan_jobs(jobs: Iterable[Job[Item]], done: set[str]) -> Plan[Item]:
     for position, (job, job_id) in enumerate(zip(given, ids, strict=True), 1):
         origin = job.origin or f"task {position}"
         if job_id is not None and job_id in first_seen:
-            message = (f"duplicate id {job_id!r} at {origin}: {first_seen[job_id]} has it already; "
-                       "give every task its own id")  # fmt: skip
+            message = (
+                f"duplicate id {job_id!r} at {origin}: {first_seen[job_id]} has it already; "
+                "give every task its own id"
+            )
             job, job_id = Job(None, record={"error": message}, origin=origin), None
         elif job_id is not None:
             first_seen[job_id] = origin

@@ -225,8 +225,11 @@ def read_text_tasks(path: Path, max_chars: int = MAX_INSTRUCTION_CHARS) -> Itera
     paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
     for number, paragraph in enumerate((p for p in paragraphs if p), 1):
         try:
-            yield Task(id=f"{path.stem}-{number}", instruction=check_instruction(paragraph, max_chars),
-                       origin=f"{path}: paragraph {number}")  # fmt: skip
+            yield Task(
+                id=f"{path.stem}-{number}",
+                instruction=check_instruction(paragraph, max_chars),
+                origin=f"{path}: paragraph {number}",
+            )
         except TaskError as exc:
             yield TaskError(f"{path}: paragraph {number}: {exc}")
 
@@ -260,6 +263,10 @@ def read_tasks(
         raise TaskError(f"--format folder needs a folder, and {path} is a file")
     if fmt != "folder" and path.is_dir():
         raise TaskError(f"{path} is a folder: use --format folder (or pass a file)")
-    readers = {"jsonl": read_jsonl_tasks, "humaneval": read_humaneval_tasks, "text": read_text_tasks,
-               "folder": read_folder_tasks}  # fmt: skip
+    readers = {
+        "jsonl": read_jsonl_tasks,
+        "humaneval": read_humaneval_tasks,
+        "text": read_text_tasks,
+        "folder": read_folder_tasks,
+    }
     return readers[fmt](path, max_chars)

@@ -150,9 +150,16 @@ def plan_memory(
     """
 
     def need(batch: int, ckpt: bool) -> int:
-        return estimate_bytes(shape, params=params, trainable=trainable, dtype_bytes=dtype_bytes,
-                              batch=batch, longest=longest, checkpointing=ckpt,
-                              graph_layers=graph_layers)  # fmt: skip
+        return estimate_bytes(
+            shape,
+            params=params,
+            trainable=trainable,
+            dtype_bytes=dtype_bytes,
+            batch=batch,
+            longest=longest,
+            checkpointing=ckpt,
+            graph_layers=graph_layers,
+        )
 
     def fits(estimate: int) -> bool:
         return available is not None and estimate - resident <= HEADROOM * available
@@ -166,12 +173,16 @@ def plan_memory(
         if fits(estimate):
             changes = [] if checkpointing else ["gradient checkpointing on"]
             if batch != batch_size:
-                changes.append(f"batch {batch_size} -> {batch} with grad_accum {grad_accum} -> {accum} "
-                               f"(same effective batch)")  # fmt: skip
-            note = (f"memory: batch {batch_size} x {longest} tokens needs about {given / GIB:.1f} GiB "
-                    f"({resident / GIB:.1f} of it loaded), {available / GIB:.1f} GiB more is free; "
-                    f"{', '.join(changes)} (about {estimate / GIB:.1f} GiB; --no-memory-guard keeps "
-                    f"the settings)")  # fmt: skip
+                changes.append(
+                    f"batch {batch_size} -> {batch} with grad_accum {grad_accum} -> {accum} "
+                    f"(same effective batch)"
+                )
+            note = (
+                f"memory: batch {batch_size} x {longest} tokens needs about {given / GIB:.1f} GiB "
+                f"({resident / GIB:.1f} of it loaded), {available / GIB:.1f} GiB more is free; "
+                f"{', '.join(changes)} (about {estimate / GIB:.1f} GiB; --no-memory-guard keeps "
+                f"the settings)"
+            )
             return MemoryPlan(batch, accum, True, estimate, available, note)
         if batch == 1:
             assert available is not None

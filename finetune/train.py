@@ -102,8 +102,14 @@ def build_dataset(config: TrainConfig, tokenizer: Any) -> tuple[list[dict[str, l
         examples = read_examples(path)
         encoded = [e for e in (encode(x, tokenizer, config.max_len) for x in examples) if e is not None]
         rows += encoded
-        sources.append({"path": str(path.resolve()), "sha256": file_sha256(path), "examples": len(examples),
-                        "used": len(encoded)})  # fmt: skip
+        sources.append(
+            {
+                "path": str(path.resolve()),
+                "sha256": file_sha256(path),
+                "examples": len(examples),
+                "used": len(encoded),
+            }
+        )
     if not rows:
         raise SystemExit("no usable training examples: pass --data FILE.jsonl (see `ragcoder finetune data`)")
     return rows, sources
@@ -137,8 +143,9 @@ def train(config: TrainConfig) -> Path:
     )
     model = wrap_lora(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
     steps_per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accum))
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
@@ -198,10 +205,19 @@ def train(config: TrainConfig) -> Path:
 
     model.save_pretrained(out)
     seconds = time.perf_counter() - started
-    record = {"config": asdict(config), "base_dir": base_dir, "device": device, "data": sources,
-              "examples": len(rows), "steps": step, "tokens_seen": tokens_seen, "final_loss": loss_value,
-              "trainable_params": trainable, "train_seconds": round(seconds, 1),
-              "versions": _versions()}  # fmt: skip
+    record = {
+        "config": asdict(config),
+        "base_dir": base_dir,
+        "device": device,
+        "data": sources,
+        "examples": len(rows),
+        "steps": step,
+        "tokens_seen": tokens_seen,
+        "final_loss": loss_value,
+        "trainable_params": trainable,
+        "train_seconds": round(seconds, 1),
+        "versions": _versions(),
+    }
     (out / "train_config.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     if config.merge:
         merged = model.merge_and_unload()
@@ -218,9 +234,14 @@ def wrap_lora(model: Any, config: TrainConfig) -> Any:
     with gradient checkpointing when configured."""
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules.split(","), task_type="CAUSAL_LM",
-                      layers_to_transform=_top_layers(model, config.lora_layers))  # fmt: skip
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules.split(","),
+        task_type="CAUSAL_LM",
+        layers_to_transform=_top_layers(model, config.lora_layers),
+    )
     with warnings.catch_warnings():  # peft 0.21 calls an alias transformers 5 deprecates
         warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(model, lora)
@@ -257,8 +278,10 @@ def _top_layers(model: Any, count: int) -> list[int] | None:
     if count <= 0:
         return None
     if count > total:
-        raise SystemExit(f"finetune: --lora-layers {count} is more than the model's {total} layers; "
-                         f"pass at most {total}, or 0 for all")  # fmt: skip
+        raise SystemExit(
+            f"finetune: --lora-layers {count} is more than the model's {total} layers; "
+            f"pass at most {total}, or 0 for all"
+        )
     return list(range(total - count, total))
 
 
@@ -295,12 +318,19 @@ def _fit_to_memory(config: TrainConfig, model: Any, device: str, *, longest: int
     params = sum(p.numel() for p in model.parameters())
     dtype_bytes = next(model.parameters()).element_size()
     plan = plan_memory(
-        model_shape(model), params=params, resident=params * dtype_bytes,  # loaded: free memory excludes it
-        trainable=lora_params(model, targets, config.lora_r, layers), dtype_bytes=dtype_bytes,
-        longest=min(longest, config.max_len), batch_size=config.batch_size, grad_accum=config.grad_accum,
-        checkpointing=config.gradient_checkpointing, available=available_bytes(device), base=config.base,
+        model_shape(model),
+        params=params,
+        resident=params * dtype_bytes,  # loaded: free memory excludes it
+        trainable=lora_params(model, targets, config.lora_r, layers),
+        dtype_bytes=dtype_bytes,
+        longest=min(longest, config.max_len),
+        batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        checkpointing=config.gradient_checkpointing,
+        available=available_bytes(device),
+        base=config.base,
         graph_layers=config.lora_layers or None,
-    )  # fmt: skip
+    )
     if plan.note:
         print(plan.note)
     config.batch_size, config.grad_accum = plan.batch_size, plan.grad_accum
@@ -313,8 +343,13 @@ def _save_checkpoint(model: Any, optimizer: Any, folder: Path, step: int, tokens
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    state = {"optimizer": optimizer.state_dict(), "step": step, "tokens_seen": tokens_seen,
-             "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()}  # fmt: skip
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "python_rng": random.getstate(),
+        "torch_rng": torch.get_rng_state(),
+    }
     tmp = folder / "state.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(folder / "state.pt")  # atomic: a kill mid-save keeps the previous checkpoint

@@ -18,8 +18,13 @@ def run_progress(
     how many ``noun`` a resumed run found already in ``output``. The bar is ``task_ids[0]``."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("pass {task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("pass {task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
     bar = progress.add_task(description, total=None, rate="-")
 
     def on_start(todo: int, skipped: int) -> None:

@@ -91,8 +91,11 @@ def test_eval_writes_a_surrogate_error_escaped_and_scores_the_rest(tmp_path: Pat
     two = fenced("def truncate_number(number: float) -> float:\n    return number % 1.0\n")
     model = RaisesOn(rules=[("", two)], trigger="has_close_elements", error=f"boom {SURROGATE}")
     out = tmp_path / "eval.jsonl"
-    summary = run_eval(CodeAgent(model, trusted_sandbox, max_attempts=1),
-                       [problems["HumanEval/0"], problems["HumanEval/2"]], out)  # fmt: skip
+    summary = run_eval(
+        CodeAgent(model, trusted_sandbox, max_attempts=1),
+        [problems["HumanEval/0"], problems["HumanEval/2"]],
+        out,
+    )
     assert (summary.errors, summary.passed) == (1, 1)
     by_id = {r["id"]: r for r in records(out)}
     assert by_id["HumanEval/0"]["error"] == "RuntimeError: boom \ufffd"
@@ -179,11 +182,17 @@ def test_a_second_writer_on_the_same_file_is_refused_naming_the_holder(tmp_path:
 def test_a_second_batch_on_the_same_output_stops_in_one_line(tmp_path: Path) -> None:
     prompts, out = jsonl(tmp_path / "p.jsonl", [task("a")]), tmp_path / "out.jsonl"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
-         "from ragcoder.agent.records import ResultsFile; f = ResultsFile.open(Path(sys.argv[1])); "
-         "print('locked', flush=True); time.sleep(60)", str(out)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from ragcoder.agent.records import ResultsFile; f = ResultsFile.open(Path(sys.argv[1])); "
+            "print('locked', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         proc = _ragcoder("batch", str(prompts), "-o", str(out), "--model", "no-such-model")
@@ -286,8 +295,12 @@ def test_only_bad_lines_are_recorded_without_loading_the_model(tmp_path: Path, n
 
 
 def _ragcoder(*args: str, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, sys.executable, "-m", "ragcoder.cli.app", *args],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "ragcoder.cli.app", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _read_only(folder: Path) -> tuple[str, ...]:
@@ -384,8 +397,22 @@ def test_real_batch_holds_its_file_records_a_duplicate_and_resumes_without_the_m
     install_model("smollm2-135m-instruct")  # a no-op once installed
     prompts = jsonl(tmp_path / "p.jsonl", [task("a"), task("b"), task("a", "Write two().")])
     out = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "ragcoder.cli.app", "batch", str(prompts), "-o", str(out),
-               "--model", "smollm2-135m-instruct", "--sandbox", "docker", "--no-retrieval", "--attempts", "1"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "ragcoder.cli.app",
+        "batch",
+        str(prompts),
+        "-o",
+        str(out),
+        "--model",
+        "smollm2-135m-instruct",
+        "--sandbox",
+        "docker",
+        "--no-retrieval",
+        "--attempts",
+        "1",
+    ]
     env = {**os.environ, "RAGCODER_MAX_NEW_TOKENS": "48", "COLUMNS": "120"}
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 60

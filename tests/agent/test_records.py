@@ -76,15 +76,22 @@ def test_run_jobs_writes_every_record_and_goes_on_past_an_error(tmp_path: Path) 
     with ResultsFile.open(out) as results:
         plan = plan_jobs(jobs, results.done)
         assert (plan.total, plan.skipped, plan.to_solve) == (6, 0, 5)
-        report = run_jobs(plan, results, _square, failed=lambda n: {"n": n}, workers=3,
-                          on_record=lambda record, payload: seen.append((record["id"], payload)))  # fmt: skip
+        report = run_jobs(
+            plan,
+            results,
+            _square,
+            failed=lambda n: {"n": n},
+            workers=3,
+            on_record=lambda record, payload: seen.append((record["id"], payload)),
+        )
     assert not report.interrupted
     by_id = {r["id"]: r for r in lines(out)}
     assert by_id["n2"] == {"id": "n2", "square": 4}
     assert by_id["n3"] == {"id": "n3", "n": 3, "error": "RuntimeError: three is unlucky"}
     assert by_id["error6"] == {"id": "error6", "error": "bad input line"}  # named by its position
-    assert sorted(seen, key=str) == sorted([("n1", 1), ("n2", 4), ("n3", None), ("n4", 16), ("n5", 25),
-                                            ("error6", None)], key=str)  # fmt: skip
+    assert sorted(seen, key=str) == sorted(
+        [("n1", 1), ("n2", 4), ("n3", None), ("n4", 16), ("n5", 25), ("error6", None)], key=str
+    )
 
 
 def test_rerun_resumes_only_what_is_missing(tmp_path: Path) -> None:
