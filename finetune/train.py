@@ -30,7 +30,7 @@ class TrainConfig:
     base: str = "smollm2-135m-instruct"  # small enough to train on 2 CPU cores in minutes
     data: list[str] = field(default_factory=list)  # instruction -> code JSONL files (finetune data ...)
     out: str = "adapters/lora"  # the adapter folder; checkpoints in OUT/checkpoint
-    lora_r: int = 16  # rank 16: enough capacity for a narrow skill, ~2% of a 135M model's params
+    lora_r: int = 16  # rank 16: enough capacity for a narrow skill, ~4% of a 135M model's params
     lora_alpha: int = 32  # alpha = 2r, the usual scaling
     lora_dropout: float = 0.05  # light regularisation: datasets here are hundreds of examples, not millions
     target_modules: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # all linears: best LoRA quality per QLoRA paper
@@ -287,9 +287,9 @@ def _top_layers(model: Any, count: int) -> list[int] | None:
 
 def _trim_heap() -> None:
     """Return freed heap pages to the OS (glibc). Batches of different widths fragment the heap,
-    and resident memory creeps up: SmolLM2 with the defaults peaked at 13.2 and 16.2 GiB in two
-    six-step runs, 12.4 GiB with this after every micro-batch, which cost about 15% of the time.
-    So it runs only when memory is tight (the memory guard had to shrink the run)."""
+    and resident memory creeps up; trimming after every micro-batch lowers the peak but costs time
+    (docs/results.md, "Fixed in session 6"), so it runs only when memory is tight (the memory
+    guard had to shrink the run)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
