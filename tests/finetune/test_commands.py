@@ -79,17 +79,8 @@ def test_eval_humaneval_writes_results_and_report(tmp_path: Path, fake_agent):
 
 def test_eval_humaneval_asked_in_words_with_api_guesses(tmp_path: Path, fake_agent):
     out = tmp_path / "w.jsonl"
-    args = [
-        "humaneval",
-        "--tasks",
-        "2",
-        "--no-repair",
-        "--prompt-style",
-        "words",
-        "--guess-apis",
-        "-o",
-        str(out),
-    ]
+    flags = "--tasks 2 --no-repair --prompt-style words --guess-apis -o"
+    args = ["humaneval", *flags.split(), str(out)]
     result = CliRunner().invoke(eval_group, args)
     assert result.exit_code == 0, result.output
     assert fake_agent["config"].retrieval_guess is True and "retrieval: auto + API guesses" in result.output

@@ -185,6 +185,12 @@ def test_encode_masks_the_prompt(tiny_model: Path):
     assert encode(Example("x " * 600, "y"), tokenizer, 64) is None  # prompt alone too long
 
 
+def _small_run(base: Path, data: Path, out: Path) -> list[str]:
+    """Training flags for a few fast steps of a tiny model: batch 2, no accumulation, LoRA rank 4."""
+    flags = "--batch-size 2 --grad-accum 1 --max-len 256 --lora-r 4"
+    return ["--base", str(base), "--data", str(data), "--out", str(out), *flags.split()]
+
+
 def test_tiny_lora_run_resumes_and_loads(tmp_path: Path, tiny_model: Path):
     from ragcoder.chains.llm.chat_model import load_chat_model
     from ragcoder.finetune.train import main
@@ -198,20 +204,7 @@ def test_tiny_lora_run_resumes_and_loads(tmp_path: Path, tiny_model: Path):
     )
     out = tmp_path / "adapter"
     args = [
-        "--base",
-        str(tiny_model),
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--batch-size",
-        "2",
-        "--grad-accum",
-        "1",
-        "--max-len",
-        "256",
-        "--lora-r",
-        "4",
+        *_small_run(tiny_model, data, out),
         "--save-every",
         "2",
         "--device",
@@ -272,20 +265,7 @@ def test_lora_layers_adapt_only_the_top_layers_and_train_them(tmp_path: Path, ti
     out = tmp_path / "top"
     main(
         [
-            "--base",
-            str(tiny_model),
-            "--data",
-            str(data),
-            "--out",
-            str(out),
-            "--batch-size",
-            "2",
-            "--grad-accum",
-            "1",
-            "--max-len",
-            "256",
-            "--lora-r",
-            "4",
+            *_small_run(tiny_model, data, out),
             "--device",
             "cpu",
             "--max-steps",
