@@ -20,29 +20,14 @@ import time
 import uuid
 from typing import Any
 
-from ragcoder.sandbox.lifecycle import install_exit_handlers, owner_labels, reap_orphans
+from ragcoder.sandbox.lifecycle import docker_client, install_exit_handlers, owner_labels, reap_orphans
 from ragcoder.sandbox.pool import ServerSandbox
 from ragcoder.sandbox.settings import LABEL, SANDBOX_UID, SandboxSettings, parse_size
 from ragcoder.sandbox.workers import Worker, WorkerDied, WorkerTimeout, server_command
 
-from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxCrashed
+from ragcoder.errors import ImageMissing, SandboxCrashed
 
 _STDOUT, _STDERR = 1, 2
-
-
-def docker_client(timeout_s: float = 10.0) -> Any:
-    """A docker SDK client that answered ping, or EngineUnavailable."""
-    try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
-        raise EngineUnavailable("the `docker` Python package is missing", hint="pip install docker") from exc
-    try:
-        client = docker.from_env(timeout=int(timeout_s))
-        client.ping()
-    except (DockerException, OSError) as exc:
-        raise EngineUnavailable(f"no Docker engine answers ({type(exc).__name__})") from exc
-    return client
 
 
 def hardened_container_config(

@@ -1,4 +1,5 @@
-"""Lifecycle: labels naming the owning process, reaping orphans, closing pools at exit.
+"""Lifecycle: the engine connection, labels naming the owning process, reaping orphans, closing
+pools at exit.
 
 Containers carry ``ragcoder=1`` plus the owner's host name, pid and process start time. A
 container is an orphan when its owner (same host) is no longer running: pid gone, or the pid was
@@ -17,10 +18,27 @@ from typing import Any
 
 from ragcoder.sandbox.settings import LABEL
 
+from ragcoder.errors import EngineUnavailable
+
 log = logging.getLogger(__name__)
 
 _handlers_installed = False
 _install_lock = threading.Lock()
+
+
+def docker_client(timeout_s: float = 10.0) -> Any:
+    """A docker SDK client that answered ping, or EngineUnavailable."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
+        raise EngineUnavailable("the `docker` Python package is missing", hint="pip install docker") from exc
+    try:
+        client = docker.from_env(timeout=int(timeout_s))
+        client.ping()
+    except (DockerException, OSError) as exc:
+        raise EngineUnavailable(f"no Docker engine answers ({type(exc).__name__})") from exc
+    return client
 
 
 def process_start_ticks(pid: int) -> str:
@@ -63,8 +81,6 @@ def owner_alive(labels: dict[str, str]) -> bool:
 
 def reap_orphans(client: Any = None, *, everything: bool = False) -> list[str]:
     """Remove ragcoder containers whose owner is gone (or all of them). Returns their short ids."""
-    from ragcoder.sandbox.docker_sandbox import docker_client
-
     own = client is None
     client = client or docker_client()
     removed: list[str] = []
