@@ -16,6 +16,7 @@ import socket
 import threading
 from typing import Any
 
+from ragcoder.sandbox.pool import close_all_sandboxes
 from ragcoder.sandbox.settings import LABEL
 
 from ragcoder.errors import EngineUnavailable
@@ -104,8 +105,6 @@ def reap_orphans(client: Any = None, *, everything: bool = False) -> list[str]:
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    from ragcoder.sandbox.pool import close_all_sandboxes
-
     close_all_sandboxes()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
@@ -118,8 +117,6 @@ def install_exit_handlers() -> None:
         if _handlers_installed:
             return
         _handlers_installed = True
-        from ragcoder.sandbox.pool import close_all_sandboxes
-
         atexit.register(close_all_sandboxes)
         if threading.current_thread() is not threading.main_thread():
             return
