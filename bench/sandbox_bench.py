@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragcoder.sandbox import SandboxSettings, open_sandbox
-from ragcoder.sandbox.harness import build_test_program
+from ragcoder.sandbox import ExecResult, SandboxSettings, open_sandbox
+from ragcoder.sandbox.harness import parse_standalone, standalone_job
 from ragcoder.sandbox.settings import DEFAULT_IMAGE, SANDBOX_UID
 
 TRIVIAL = "print(sum(range(10)))"
@@ -193,11 +193,15 @@ def main() -> None:
     import docker
 
     client = docker.from_env()
-    test_program, nonce = build_test_program(SCRIPT_100, TESTS_10)
-    programs = {"trivial": TRIVIAL, "100-line + tests": test_program}
+    # The ways without our server run the same judge as an ordinary program, its job on stdin
+    # (what Sandbox.run_tests does for any backend): same checks, mechanisms compared.
+    judge, job, secret = standalone_job(SCRIPT_100, TESTS_10, None)
+    piped = 'printf %s "$JOB" | python3 -I -c "$PROG"'
+    programs = {"trivial": TRIVIAL, "100-line + tests": judge}
+    stdins = {"trivial": "", "100-line + tests": job}
     expect = {
         "trivial": lambda out: "45" in out,
-        "100-line + tests": lambda out: nonce in out and '"passed": false' not in out,
+        "100-line + tests": lambda out: parse_standalone(ExecResult(stdout=out), secret).passed,
     }
     rows: dict[str, dict[str, tuple[float, float]]] = {}
 
@@ -213,9 +217,13 @@ def main() -> None:
     for workload, program in programs.items():
         ok = expect[workload]
 
-        def cold(program: str = program) -> str:
+        def cold(program: str = program, stdin: str = stdins[workload]) -> str:
             out = client.containers.run(
-                DEFAULT_IMAGE, ["python3", "-I", "-c", program], remove=True, **hardened_kwargs()
+                DEFAULT_IMAGE,
+                ["sh", "-c", piped],
+                environment={"JOB": stdin, "PROG": program},
+                remove=True,
+                **hardened_kwargs(),
             )
             return out.decode()
 
@@ -225,8 +233,9 @@ def main() -> None:
     try:
         for workload, program in programs.items():
 
-            def exec_(program: str = program) -> str:
-                return warm.exec_run(["python3", "-I", "-c", program]).output.decode()
+            def exec_(program: str = program, stdin: str = stdins[workload]) -> str:
+                cmd = ["sh", "-c", piped]
+                return warm.exec_run(cmd, environment={"JOB": stdin, "PROG": program}).output.decode()
 
             record("docker exec", workload, timed(exec_, args.runs, expect[workload]))
     finally:
@@ -244,9 +253,9 @@ def main() -> None:
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     for workload, program in programs.items():
 
-        def sub(program: str = program) -> str:
+        def sub(program: str = program, stdin: str = stdins[workload]) -> str:
             return subprocess.run(
-                [py, "-I", "-c", program], capture_output=True, text=True, check=False
+                [py, "-I", "-c", program], input=stdin, capture_output=True, text=True, check=False
             ).stdout
 
         record("subprocess", workload, timed(sub, args.runs, expect[workload]))

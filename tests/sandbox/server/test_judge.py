@@ -1,0 +1,162 @@
+"""The judge (server/judge.py) through the server's ``test`` op: cases, messages, load errors, and
+what crosses the bridge between the judge and the process that loaded the code."""
+
+from __future__ import annotations
+
+from ragcoder.sandbox.answers import exec_result
+from ragcoder.sandbox.harness import report_from_verdict
+from ragcoder.sandbox.results import TestReport
+
+from .conftest import ServerProcess
+
+
+def report_for(
+    server: ServerProcess, code: str, tests: str | list[str], entry_point: str | None = None
+) -> TestReport:
+    answer = server.test(code, tests, entry_point)
+    assert answer["ok"], answer
+    assert server.after == {"ok": True, "ready": True}
+    return report_from_verdict(exec_result(answer, 65536), answer["verdict"])
+
+
+def test_each_assert_is_a_case_with_actual_values_on_failure(shared_server: ServerProcess) -> None:
+    report = report_for(
+        shared_server,
+        "def sq(x):\n    print('called', x)\n    return x * x if x != 3 else 10\n",
+        "import math\nassert sq(2) == 4\nassert sq(3) == 9\nassert math.isclose(sq(1), 1)",
+    )
+    assert not report.passed
+    assert [(o.name, o.passed) for o in report.outcomes] == [
+        ("assert sq(2) == 4", True),
+        ("assert sq(3) == 9", False),
+        ("assert math.isclose(sq(1), 1)", True),
+    ]
+    assert report.failed[0].message == "got 10, expected 9"
+    assert "called 2" in report.result.stdout
+    assert report.summary() == "2/3 tests passed"
+
+
+def test_test_functions_and_humaneval_check(shared_server: ServerProcess) -> None:
+    code = "def add(a, b):\n    return a + b\n"
+    tests = "def test_small():\n    assert add(1, 1) == 2\n\ndef check(candidate):\n    assert candidate(2, 2) == 4\n"
+    report = report_for(shared_server, code, tests, entry_point="add")
+    assert report.passed, report
+    assert [o.name for o in report.outcomes] == ["test_small", "check(add)"]
+
+
+def test_exception_in_a_test_is_reported_not_fatal(shared_server: ServerProcess) -> None:
+    report = report_for(
+        shared_server, "def f(x):\n    return 1 / x\n", ["assert f(0) == 0", "assert f(1) == 1"]
+    )
+    assert [o.passed for o in report.outcomes] == [False, True]
+    assert report.failed[0].message.startswith("raised ZeroDivisionError")
+
+
+def test_code_that_fails_to_load_is_an_error_with_a_user_traceback(shared_server: ServerProcess) -> None:
+    report = report_for(shared_server, "def f(:\n    pass\n", "assert f() is None")
+    assert not report.passed and report.error is not None
+    assert report.error.name == "SyntaxError"
+    report = report_for(shared_server, "x = 1\nraise ValueError('boom')\n", "assert x == 1")
+    assert report.error is not None and report.error.name == "ValueError" and report.error.value == "boom"
+    assert 'File "solution.py", line 2' in report.error.traceback
+    assert "ragcoder-server" not in report.error.traceback and "judge" not in report.error.traceback
+
+
+def test_code_that_exits_while_loading_fails_whatever_its_status(shared_server: ServerProcess) -> None:
+    for code in ("import os\nos._exit(0)\n", "import sys\nsys.exit(0)\n", "raise SystemExit\n"):
+        report = report_for(shared_server, code, "assert True")
+        assert not report.passed and report.outcomes == (), code
+        assert report.error is not None and report.error.name in ("ProcessEnded", "SystemExit")
+
+
+def test_no_tests_is_not_a_pass(shared_server: ServerProcess) -> None:
+    assert not report_for(shared_server, "x = 1\n", "").passed
+    assert not report_for(shared_server, "x = 1\n", "y = 2\n").passed  # setup only: no case
+
+
+def test_plain_asserts_say_what_the_call_returned(shared_server: ServerProcess) -> None:
+    report = report_for(
+        shared_server, "def ok(s):\n    return s == 'x'\n", "assert ok('y')\nassert not ok('x')"
+    )
+    assert [o.message for o in report.failed] == [
+        "got False, expected a true value",
+        "got True, expected a false value",
+    ]
+
+
+def test_objects_of_the_code_behave_like_themselves(shared_server: ServerProcess) -> None:
+    code = """
+class Stack:
+    def __init__(self): self.items = []
+    def push(self, x): self.items.append(x)
+    def pop(self): return self.items.pop()
+    def __len__(self): return len(self.items)
+    def __iter__(self): return iter(self.items)
+    def __eq__(self, other): return isinstance(other, Stack) and self.items == other.items
+    def __hash__(self): return 0
+class ParseError(ValueError): pass
+def parse(s):
+    if s == 'bad': raise ParseError('bad input')
+    return int(s)
+def gen(n):
+    yield from range(n)
+def apply(f, *args): return f(*args)
+def total(xs): return sum(xs)
+def sort_in_place(xs): xs.sort(); return None
+CONST = {'a': [1, (2, 3)], 'b': {4}, 'c': b'x', 'd': 2 ** 100, 'e': 1 + 2j, 'f': range(3), 'g': frozenset({1})}
+"""
+    tests = """
+s = Stack(); s.push(1); s.push(2)
+assert s.pop() == 2 and len(s) == 1 and list(s) == [1]
+assert isinstance(s, Stack) and s == s and {s: 1}[s] == 1
+t = Stack(); t.push(1)
+assert s == t
+try:
+    parse('bad')
+    raise AssertionError('no error')
+except ParseError as e:
+    assert str(e) == 'bad input' and isinstance(e, ValueError)
+assert list(gen(3)) == [0, 1, 2] and sum(x for x in gen(4)) == 6
+assert CONST == {'a': [1, (2, 3)], 'b': {4}, 'c': b'x', 'd': 2 ** 100, 'e': 1 + 2j, 'f': range(3), 'g': frozenset({1})}
+assert apply(lambda a, b: a * b, 3, 4) == 12
+assert apply(len, 'abc') == 3 and apply(str.upper, 'ab') == 'AB'
+assert total(x * 2 for x in range(3)) == 6 and total(map(int, '123')) == 6
+import decimal, fractions, collections
+assert apply(lambda d: d * 2, decimal.Decimal('1.5')) == decimal.Decimal('3.0')
+assert apply(fractions.Fraction, 1, 3) == fractions.Fraction(1, 3)
+assert apply(collections.Counter, 'aab') == {'a': 2, 'b': 1}
+class Box:
+    def __init__(self, v): self.v = v
+    def get(self): return self.v
+assert apply(lambda b: b.get() + b.v, Box(2)) == 4
+assert 2 ** 70 == parse(str(2 ** 70)) and -parse('3') == -3 and 1 + parse('1') == 2
+assert parse('7') == 8
+"""
+    report = report_for(shared_server, code, tests)
+    assert [o.passed for o in report.outcomes] == [True] * 13 + [False], report.outcomes
+    assert report.failed[0].message == "got 7, expected 8"
+
+
+def test_a_process_ending_in_a_case_fails_that_case_only(shared_server: ServerProcess) -> None:
+    code = "import os\ndef die(): os._exit(0)\ndef ok(): return 1\n"
+    report = report_for(shared_server, code, "assert die() is None\nassert ok() == 1\nassert ok() == 1")
+    assert [o.passed for o in report.outcomes] == [False, True, True]
+    assert "ended its process (exit code 0)" in report.outcomes[0].message
+
+
+def test_the_code_may_only_call_what_the_tests_gave_it(shared_server: ServerProcess) -> None:
+    """A callback is a door into the judge: only test-defined callables, public attributes."""
+    code = """
+def probe(f):
+    out = []
+    for attempt in (lambda: f.__globals__, lambda: f.__code__, lambda: f._private):
+        try:
+            attempt()
+            out.append('ESCAPED')
+        except Exception as e:
+            out.append(type(e).__name__)
+    return out
+"""
+    tests = "class T:\n    _private = 1\nassert probe(lambda: 1) == ['AttributeError'] * 3\nassert probe(T()) == ['AttributeError'] * 3"
+    report = report_for(shared_server, code, tests)
+    assert report.passed, report.outcomes
