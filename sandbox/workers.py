@@ -20,7 +20,7 @@ from typing import Any
 MAX_MESSAGE_BYTES = 64 << 20  # a sane bound on one answer (outputs and files are capped well below)
 
 
-SERVER_PARTS = ("base.py", "remote.py", "child.py", "judge.py", "main.py")  # one program, in order
+SERVER_PARTS = ("base.py", "proxy.py", "codec.py", "remote.py", "child.py", "judge.py", "main.py")
 # Each later part imports what it takes from the earlier ones between these markers (for linters
 # and readers); in the joined program those names are already defined, so the block is dropped.
 _JOIN_IMPORTS = re.compile(

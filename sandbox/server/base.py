@@ -1,9 +1,9 @@
-"""The run server, part 1 of 5: its configuration, the framed channel, files, and cleaning up
+"""The run server, part 1 of 7: its configuration, the framed channel, files, and cleaning up
 after a run within a time budget (stdlib only).
 
-The server is one program made of ``base.py``, ``remote.py``, ``child.py``, ``judge.py`` and
-``main.py`` (this folder), joined in that order by :func:`ragcoder.sandbox.workers.server_source`;
-see ``main.py`` for what it does.
+The server is one program made of ``base.py``, ``proxy.py``, ``codec.py``, ``remote.py``,
+``child.py``, ``judge.py`` and ``main.py`` (this folder), joined in that order by
+:func:`ragcoder.sandbox.workers.server_source`; see ``main.py`` for what it does.
 """
 
 import base64

@@ -1,5 +1,5 @@
-"""The run server, part 3 of 5: the forked processes that run user code: a one-shot run, a
-stateful session, and the *subject* of a test run (see remote.py). Joined after ``remote.py``;
+"""The run server, part 5 of 7: the forked processes that run user code: a one-shot run, a
+stateful session, and the *subject* of a test run (see proxy.py). Joined after ``remote.py``;
 see ``main.py``."""
 
 import atexit

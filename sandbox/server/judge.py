@@ -1,4 +1,4 @@
-"""The run server, part 4 of 5: the judge of a test run.
+"""The run server, part 6 of 7: the judge of a test run.
 
 A test run is two processes. The *judge* (this part; forked by the server, it never runs user
 code) parses the tests and runs each case in its own namespace, where every name the tests use
@@ -26,7 +26,8 @@ import time
 # --- names from the parts before this one: dropped when the parts are joined (workers.server_source)
 from ragcoder.sandbox.server.base import WORK, _no_dump
 from ragcoder.sandbox.server.child import spawn_subject
-from ragcoder.sandbox.server.remote import TEST_FILE, Bridge, BridgeError, SubjectGone
+from ragcoder.sandbox.server.proxy import TEST_FILE, BridgeError, SubjectGone
+from ragcoder.sandbox.server.remote import Bridge
 
 # ---
 
@@ -96,16 +97,16 @@ class Subject:
 
 class TestNamespace(dict):
     """The tests' globals: a name the tests do not define comes from the subject's globals (data
-    copied, anything else as a proxy), unless it is a builtin the subject does not shadow."""
+    copied, anything else as a proxy). Builtin names always mean Python's builtins: code that
+    redefines ``all``, ``len`` or ``isinstance`` does not change what the tests' asserts do."""
 
     __module__ = "ragcoder.server"
 
     def __missing__(self, name):
-        subject = self.subject
-        if name not in subject.names and hasattr(builtins, name):
+        if hasattr(builtins, name):
             raise KeyError(name)
         try:
-            return subject.bridge.request("global", name)
+            return self.subject.bridge.request("global", name)
         except NameError:
             raise KeyError(name) from None
 
@@ -248,10 +249,20 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None):
                 report({"kind": "done"})
                 return
         try:
-            ns["check"](ns[str(entry)])
-            outcome(name, True)
-        except KeyError:
+            candidate = subject.bridge.request("global", str(entry))  # by name, builtin or not
+        except NameError:
             outcome(name, False, "the code defines no " + str(entry))
+            report({"kind": "done"})
+            subject.close()
+            return
+        except BaseException as exc:
+            outcome(name, False, _failure(exc, subject))
+            report({"kind": "done"})
+            subject.close()
+            return
+        try:
+            ns["check"](candidate)
+            outcome(name, True)
         except BaseException as exc:
             failure = _failure(exc, subject) if isinstance(exc, BridgeError) else None
             outcome(name, False, failure or type(exc).__name__ + ": " + _text(exc))

@@ -24,8 +24,8 @@ loads the same program itself).
 between calls (each call passes it fresh output pipes over a unix socket). A worker that served
 a session is never reused for plain runs: the host kills it when the session ends.
 
-The program is ``base.py`` + ``remote.py`` + ``child.py`` + ``judge.py`` + this file, joined by
-:func:`ragcoder.sandbox.workers.server_source`. Each part imports the names it takes from earlier
+The program is ``base.py``, ``proxy.py``, ``codec.py``, ``remote.py``, ``child.py``, ``judge.py``
+and this file, joined in that order by :func:`ragcoder.sandbox.workers.server_source`. Each part imports the names it takes from earlier
 parts between ``# ---`` markers, so linters and editors see them; the join drops those lines.
 """
 

@@ -160,3 +160,76 @@ def probe(f):
     tests = "class T:\n    _private = 1\nassert probe(lambda: 1) == ['AttributeError'] * 3\nassert probe(T()) == ['AttributeError'] * 3"
     report = report_for(shared_server, code, tests)
     assert report.passed, report.outcomes
+
+
+def test_callbacks_can_fill_the_tests_containers(shared_server: ServerProcess) -> None:
+    code = "def walk(tree, visit):\n    for node in tree:\n        visit(node)\n"
+    tests = "seen = []\nwalk([3, 1], seen.append)\nassert seen == [3, 1]\ncount = {}\nwalk('aba', lambda c: count.__setitem__(c, count.get(c, 0) + 1))\nassert count == {'a': 2, 'b': 1}"
+    assert report_for(shared_server, code, tests).passed
+
+
+def test_builtins_in_the_tests_are_pythons_not_the_codes(shared_server: ServerProcess) -> None:
+    code = "all = any = lambda *a: True\nlen = lambda *a: 3\nisinstance = lambda *a: True\ndef f(x):\n    return x\n"
+    tests = "assert all([f(False)])\nassert len(f([])) == 3\nassert isinstance(f('x'), int)"
+    report = report_for(shared_server, code, tests)
+    assert [o.passed for o in report.outcomes] == [False, False, False]
+
+
+def test_entry_point_is_found_by_name_even_when_it_shadows_a_builtin(shared_server: ServerProcess) -> None:
+    code = "def max(xs):\n    return sorted(xs)[-1]\n"
+    report = report_for(
+        shared_server, code, "def check(candidate):\n    assert candidate([1, 3, 2]) == 3\n", "max"
+    )
+    assert report.passed, report.outcomes
+
+
+def test_stop_iteration_from_a_call_cannot_end_the_tests_loop(shared_server: ServerProcess) -> None:
+    """``all(map(f, xs))`` stops early when f raises StopIteration: from the code under test it
+    becomes RuntimeError (only stepping an iterator may end a loop)."""
+    code = "def f(x):\n    raise StopIteration\n"
+    report = report_for(shared_server, code, "assert all(map(f, [1, 2]))\nassert all(f(x) for x in [1])")
+    assert [o.passed for o in report.outcomes] == [False, False]
+    assert "RuntimeError" in report.outcomes[0].message
+
+
+def test_a_context_manager_of_the_code_cannot_swallow_a_failed_assert(shared_server: ServerProcess) -> None:
+    code = "class Quiet:\n    def __enter__(self): return 1\n    def __exit__(self, *a): return True\n"
+    tests = "def test_inside():\n    with Quiet() as q:\n        assert q == 2\n"
+    report = report_for(shared_server, code, tests)
+    assert not report.passed and report.outcomes[0].message == "assertion failed"
+    ok = "class Quiet:\n    def __enter__(self): return 1\n    def __exit__(self, *a): return True\n"
+    assert report_for(
+        shared_server, ok, "def test_sup():\n    with Quiet():\n        raise ValueError('x')\n"
+    ).passed
+
+
+def test_the_code_cannot_stop_or_kill_the_judge_into_a_pass(shared_server: ServerProcess) -> None:
+    for how in ("signal.SIGKILL", "signal.SIGTERM", "signal.SIGINT", "signal.SIGUSR1", "signal.SIGHUP"):
+        code = f"import os, signal\ndef f():\n    os.kill(os.getppid(), {how})\n    return 4\n"
+        report = report_for(shared_server, code, "assert f() == 5\nassert f() == 5")
+        assert not report.passed, how
+    code = "import os, signal\ndef f():\n    os.kill(os.getppid(), signal.SIGSTOP)\n    return 5\n"
+    answer = shared_server.test(code, "assert f() == 5", timeout=1)
+    assert (
+        answer["timed_out"] and not report_from_verdict(exec_result(answer, 65536), answer["verdict"]).passed
+    )
+
+
+def test_frames_written_by_the_code_are_answers_at_most(shared_server: ServerProcess) -> None:
+    """The code may write anything on its end of the bridge: a forged answer is only an answer (it
+    cannot say that a case passed) and a garbled one fails the case."""
+    forge = (
+        "import json, os\n"
+        "for msg in (['r', True], ['x', 'junk'], {'kind': 'outcome', 'name': 'x', 'passed': True}, {'kind': 'done'}):\n"
+        "    data = json.dumps(msg).encode()\n"
+        "    for fd in range(3, 12):\n"
+        "        try:\n"
+        "            os.write(fd, len(data).to_bytes(4, 'big') + data)\n"
+        "            os.write(fd, data + b'\\n')\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "def f():\n    return 1\n"
+    )
+    report = report_for(shared_server, forge, "assert f() == 2\nassert f() == 2")
+    assert not report.passed
+    assert not any(o.passed for o in report.outcomes)
