@@ -13,7 +13,7 @@ import binascii
 from typing import Any
 
 from ragcoder.sandbox.base import TRUNCATION_MARKER
-from ragcoder.sandbox.harness import error_from_stderr
+from ragcoder.sandbox.harness import clean_text, error_from_stderr
 from ragcoder.sandbox.results import ErrorInfo, ExecResult
 
 # Names only the host gives an error: a run that raises (or prints) one gets it qualified, so
@@ -42,9 +42,10 @@ def _cap(text: str, total: int, limit: int) -> str:
 
 def user_error(name: str, value: str, traceback: str) -> ErrorInfo:
     """An error of the user's code, with host-only names qualified as ``__main__.<name>``."""
+    name = clean_text(name)
     if name in HOST_ONLY_ERRORS:
         name = "__main__." + name
-    return ErrorInfo(name=name[:200], value=value, traceback=traceback)
+    return ErrorInfo(name=name[:200], value=clean_text(value), traceback=clean_text(traceback))
 
 
 def exec_result(answer: Any, output_limit: int) -> ExecResult:
@@ -78,15 +79,15 @@ def exec_result(answer: Any, output_limit: int) -> ExecResult:
         raise MalformedAnswer("answer field files has the wrong type")
     try:
         files = {
-            str(name): base64.b64decode(b64, validate=True)
+            name: base64.b64decode(b64, validate=True)
             for name, b64 in files_raw.items()
-            if isinstance(name, str) and isinstance(b64, str)
-        }
+            if isinstance(name, str) and isinstance(b64, str) and clean_text(name) == name
+        }  # a file name that is not valid UTF-8 cannot be named faithfully here: left out
     except (binascii.Error, ValueError) as exc:
         raise MalformedAnswer("a returned file is not base64") from exc
     return ExecResult(
-        stdout=_cap(stdout, totals[0], output_limit),
-        stderr=_cap(stderr, totals[1], output_limit),
+        stdout=_cap(clean_text(stdout), totals[0], output_limit),
+        stderr=_cap(clean_text(stderr), totals[1], output_limit),
         exit_code=exit_code,
         error=error,
         timed_out=timed_out,

@@ -72,8 +72,18 @@ def parse_standalone(result: ExecResult, secret: bytes) -> TestReport:
     return report_from_verdict(replace(result, stdout=stdout), verdict)
 
 
+def clean_text(text: str) -> str:
+    """``text`` as valid UTF-8 (a lone surrogate from the run becomes U+FFFD): results are written
+    to JSON files and terminals later, where such a character breaks the writer."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def _text(value: object, limit: int) -> str:
-    return value[:limit] if isinstance(value, str) else ""
+    return clean_text(value[:limit]) if isinstance(value, str) else ""
 
 
 def report_from_verdict(result: ExecResult, verdict: Mapping[str, Any] | None) -> TestReport:
