@@ -138,9 +138,6 @@ class DockerWorker(Worker):
     def idle_ok(self) -> bool:
         return not self._payload and not self._raw and super().idle_ok()
 
-    def _buffered(self) -> int:
-        return len(self._payload)
-
     def _recv_exact(self, n: int, deadline: float) -> bytes:
         while len(self._payload) < n:
             left = deadline - time.monotonic()

@@ -119,14 +119,6 @@ class WarmPool:
                 if self._last_error is not None and self._pending == 0:
                     self._spawn_async()  # the last start failed: try again while we wait
                 continue
-            if not worker.settled_now():  # still cleaning up after its last run: prefer one that is not
-                try:
-                    other = self._ready.get_nowait()
-                except queue.Empty:
-                    other = None
-                if other is not None:
-                    self._ready.put(worker)
-                    worker = other
             try:
                 worker.settle()  # its cleanup's word: ready, or recycle (then it is replaced)
             except WorkerDied as exc:

@@ -41,7 +41,7 @@ class SandboxSettings:
     start_timeout_s: float = 30.0  # a server must say hello within this
     # Cleaning up after a run (kill leftovers, wipe /work, /tmp, /dev/shm, remove IPC objects) must
     # fit in this, else the worker is replaced: a run's mess never costs the next run time.
-    cleanup_budget_s: float = 2.0
+    cleanup_budget_s: float = 0.5
     seccomp: bool = True  # load the sandbox's seccomp filter (sandbox/seccomp.py) in docker and local
 
     def __post_init__(self) -> None:

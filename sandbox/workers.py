@@ -122,19 +122,6 @@ class Worker(abc.ABC):
     def _channel_fileno(self) -> int | None:
         return None
 
-    def _buffered(self) -> int:
-        """Bytes already read from the channel and not yet consumed."""
-        return 0
-
-    def settled_now(self) -> bool:
-        """True when :meth:`settle` would not wait: nothing is due, or its message is here."""
-        if not self.settle_pending:
-            return True
-        if self._buffered() >= 4:
-            return True
-        fileno = self._channel_fileno()
-        return fileno is None or bool(select.select([fileno], [], [], 0)[0])
-
     def settle(self, timeout_s: float | None = None) -> None:
         """Read the server's word after its last run: ``ready``, or ``recycle`` (its cleanup ran over
         budget). Anything but ready makes the worker dead and raises WorkerDied."""
@@ -212,9 +199,6 @@ class PipeWorker(Worker):
 
     def _channel_fileno(self) -> int | None:
         return None if self.proc.poll() is not None or self._buf else self._out
-
-    def _buffered(self) -> int:
-        return len(self._buf)
 
     def idle_ok(self) -> bool:
         return self.proc.poll() is None and not self._buf and super().idle_ok()

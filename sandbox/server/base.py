@@ -28,7 +28,7 @@ MAX_FILES = int(CONFIG.get("max_files", 50))
 MAX_TIMEOUT_S = float(CONFIG.get("max_timeout_s", 3600.0))
 # Cleaning up after a run (kill, wipe, IPC) must finish in this time, else the server asks to be
 # replaced: whatever a run leaves behind costs that run's worker, never the next task's time.
-CLEANUP_BUDGET_S = float(CONFIG.get("cleanup_budget_s", 2.0))
+CLEANUP_BUDGET_S = float(CONFIG.get("cleanup_budget_s", 0.5))
 WALK_BUDGET_S = 0.5  # collecting the files a run wrote: a tree it made cannot hold up the answer
 WALK_MAX_ENTRIES = 20_000
 WALK_MAX_DEPTH = 32

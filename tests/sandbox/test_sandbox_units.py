@@ -91,7 +91,11 @@ class ScriptedWorker(Worker):
         raise NotImplementedError
 
     def request(self, msg: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        step = ScriptedWorker.script.pop(0)
+        self.settle()
+        step, _, self.after = ScriptedWorker.script.pop(0).partition("/")
+        self.settle_pending = True  # the server's word after its cleanup: ready, recycle or slow
+        if step == "malformed":
+            return {"ok": True, "stdout": 5}
         if step == "timeout":
             self.dead = True
             raise WorkerTimeout("hung")
@@ -111,6 +115,13 @@ class ScriptedWorker(Worker):
             "error": None,
             "files": {},
         }
+
+    def read_message(self, deadline: float) -> dict[str, Any]:
+        if self.after == "slow":
+            time.sleep(0.3)
+        return (
+            {"ok": True, "recycle": "over budget"} if self.after == "recycle" else {"ok": True, "ready": True}
+        )
 
     def kill(self) -> None:
         with ScriptedWorker.lock:
@@ -152,6 +163,39 @@ def test_pool_replaces_a_worker_after_a_bad_run(fake: FakeSandbox, bad: str) -> 
     second = fake.run("good")
     assert second.ok
     assert second.stdout == "worker 2\n"  # never the worker that saw the bad run
+
+
+def test_pool_replaces_a_worker_whose_cleanup_ran_over_budget(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/recycle", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    assert fake.run("b").stdout == "worker 2\n"  # the next run never waits on, or blames, worker 1
+
+
+def test_a_worker_still_cleaning_up_is_waited_for_not_blamed(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/slow", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    started = time.monotonic()
+    assert fake.run("b").stdout == "worker 1\n"
+    assert 0.25 < time.monotonic() - started < 2
+
+
+def test_a_malformed_answer_breaks_the_worker_not_the_caller(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["malformed", "ok"]
+    first = fake.run("a")
+    assert first.error is not None and first.error.name == "SandboxCrashed" and not first.ok
+    assert fake.run("b").stdout == "worker 2\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("timeout_s", float("inf")), ("timeout_s", float("nan")), ("timeout_s", -1), ("timeout_s", 301),
+     ("max_timeout_s", 0), ("cleanup_budget_s", float("inf")), ("pool_size", 0), ("pids_limit", True)],
+)  # fmt: skip
+def test_settings_that_cannot_work_are_refused(setting: str, value: object) -> None:
+    from ragcoder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=setting):
+        SandboxSettings(**{setting: value})
 
 
 def test_pool_never_hands_out_a_worker_that_died_idle(fake: FakeSandbox) -> None:
