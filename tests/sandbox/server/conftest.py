@@ -26,7 +26,8 @@ class ServerProcess:
 
     def __init__(self, work: Path, **config: Any) -> None:
         self.work = work
-        cfg = {"work": str(work), "wipe": [str(work)], "own_pidns": False, **config}
+        # A work folder on disk, on a shared machine: cleaning up takes longer than in a tmpfs.
+        cfg = {"work": str(work), "wipe": [str(work)], "own_pidns": False, "cleanup_budget_s": 10.0, **config}
         self.proc = subprocess.Popen(
             server_command(sys.executable, cfg),
             stdin=subprocess.PIPE,
