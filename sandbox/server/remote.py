@@ -78,16 +78,25 @@ class Bridge(Codec):
 
     # -- requests -------------------------------------------------------------------------------
     def request(self, op, *args):
-        """Ask the other side; serve its nested requests meanwhile; return the decoded answer."""
+        """Ask the other side; serve its nested requests meanwhile; return the decoded answer.
+
+        A call's list, dict, set and bytearray arguments travel as copies; the answer brings back
+        what the callee left in them, written into the originals (``sort_in_place(xs)`` works)."""
         if self.closed:
             raise SubjectGone("the process running the code under test has ended")
         released, self.released = self.released, []
-        self._send(["q", op, [self.encode(a) for a in args], released])
+        targets = _mutable_arguments(args) if op == "call" else []
+        msg = ["q", op, [self.encode(a) for a in args], released]
+        if targets:
+            msg.append([where for where, _ in targets])
+        self._send(msg)
         while True:
             msg = self._recv()
-            if msg[0] == "r" and len(msg) == 2:
-                return self.decode(msg[1])
-            if msg[0] == "x" and len(msg) == 2:
+            if msg[0] in ("r", "x") and len(msg) in (2, 3):
+                if len(msg) == 3 and targets:
+                    self._write_back(targets, msg[2])
+                if msg[0] == "r":
+                    return self.decode(msg[1])
                 exc = self.decode_exception(msg[1])
                 stepping = op == "op" and args and args[0] == "next"
                 if self.trusted and not stepping and isinstance(exc, (StopIteration, StopAsyncIteration)):
@@ -100,20 +109,40 @@ class Bridge(Codec):
             self.closed = True
             raise BridgeError("malformed answer")
 
+    def _write_back(self, targets, contents):
+        if not isinstance(contents, list) or len(contents) != len(targets):
+            raise BridgeError("malformed write-back")
+        for (_, original), encoded in zip(targets, contents, strict=True):
+            new = self.decode(encoded)
+            if type(new) is not type(original) and not (type(original) is bytearray and type(new) is bytes):
+                raise BridgeError("malformed write-back")
+            if type(original) in (list, bytearray):
+                original[:] = new
+            else:
+                original.clear()
+                original.update(new)
+
     def serve_one(self, msg):
+        back = []
         try:
-            if len(msg) != 4 or not isinstance(msg[1], str) or not isinstance(msg[2], list):
+            if len(msg) not in (4, 5) or not isinstance(msg[1], str) or not isinstance(msg[2], list):
                 raise BridgeError("malformed request")
             for rid in msg[3] if isinstance(msg[3], list) else ():
                 obj = self.exports.pop(rid, None) if type(rid) is int else None
                 if obj is not None:
                     self.export_ids.pop(id(obj), None)
-            result = self.handle(msg[1], [self.decode(a) for a in msg[2]])
+            args = [self.decode(a) for a in msg[2]]
+            if len(msg) == 5 and msg[1] == "call":
+                back = [_argument(args, where) for where in msg[4]]
+            result = self.handle(msg[1], args)
             reply = ["r", self.encode(result)]
         except SubjectGone:
             raise
         except BaseException as exc:  # every failure of the request goes back as data
             reply = ["x", self.encode_exception(exc)]
+        if back:
+            with contextlib.suppress(BaseException):  # else the caller's containers stay as they were
+                reply.append([self.encode(obj) for obj in back])
         self._send(reply)
 
     def serve_forever(self):
@@ -166,3 +195,28 @@ class Bridge(Codec):
         if op == "op" and args and args[0] in _JUDGE_SERVES:
             return OPS[args[0]](*args[1:])
         raise PermissionError(f"the code under test may not ask the judge for {op!r}")
+
+
+_MUTABLE = (list, dict, set, bytearray)
+
+
+def _mutable_arguments(args):
+    """[(where, object)] of a call's list, dict, set and bytearray arguments (``args`` is the
+    request's (callable, positional, keyword))."""
+    if len(args) != 3 or not isinstance(args[1], list) or not isinstance(args[2], dict):
+        return []
+    found = [(["p", i], a) for i, a in enumerate(args[1]) if type(a) in _MUTABLE]
+    found += [(["k", k], a) for k, a in args[2].items() if type(a) in _MUTABLE]
+    return found
+
+
+def _argument(args, where):
+    """The decoded argument at ``where`` (["p", index] or ["k", name]) of a call request."""
+    if not (isinstance(where, list) and len(where) == 2 and len(args) == 3):
+        raise BridgeError("malformed write-back request")
+    kind, key = where
+    if kind == "p" and type(key) is int and isinstance(args[1], list) and 0 <= key < len(args[1]):
+        return args[1][key]
+    if kind == "k" and isinstance(key, str) and isinstance(args[2], dict) and key in args[2]:
+        return args[2][key]
+    raise BridgeError("malformed write-back request")

@@ -233,3 +233,19 @@ def test_frames_written_by_the_code_are_answers_at_most(shared_server: ServerPro
     report = report_for(shared_server, forge, "assert f() == 2\nassert f() == 2")
     assert not report.passed
     assert not any(o.passed for o in report.outcomes)
+
+
+def test_containers_the_tests_pass_come_back_changed(shared_server: ServerProcess) -> None:
+    code = (
+        "def sort_in_place(xs):\n    xs.sort()\n"
+        "def add_edge(graph, a, b):\n    graph.setdefault(a, []).append(b)\n"
+        "def fill(buf, *, seen):\n    buf[0:1] = b'Z'\n    seen.add(1)\n    raise ValueError('after the change')\n"
+    )
+    tests = (
+        "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]\n"
+        "g = {}\nadd_edge(g, 'a', 'b')\nadd_edge(g, 'a', 'c')\nassert g == {'a': ['b', 'c']}\n"
+        "buf, seen = bytearray(b'abc'), set()\ntry:\n    fill(buf, seen=seen)\nexcept ValueError:\n    pass\n"
+        "assert buf == b'Zbc' and seen == {1}"
+    )
+    report = report_for(shared_server, code, tests)
+    assert report.passed, report.outcomes
