@@ -18,7 +18,6 @@ from ragcoder.sandbox.server.proxy import (
     BridgeError,
     Remote,
     _bound_to_data,
-    _builtin_bases,
     _builtin_iterator,
     _importable,
     _mirror_str,
@@ -97,7 +96,7 @@ class Codec:
             return ["Y", object.__getattribute__(v, "_rid")]
         if not self.trusted:
             if isinstance(v, type) and issubclass(v, BaseException):
-                return ["X", self.export(v), str(v.__module__), str(v.__qualname__), _builtin_bases(v)]
+                return self._exception_class(v)
             return ["O", self.export(v)]
         if isinstance(v, type) and v in self.mirror_ids:
             return ["Y", self.mirror_ids[v]]
@@ -197,7 +196,7 @@ class Codec:
             name = cls.__name__ if getattr(builtins, cls.__name__, None) is cls else "RuntimeError"
             return {"cls": ["X", 0, "builtins", name, [name]], "args": None, "str": text[:2000], "tb": ""}
         return {
-            "cls": ["X", self.export(cls), str(cls.__module__), str(cls.__qualname__), _builtin_bases(cls)],
+            "cls": self._exception_class(cls),
             "args": args,
             "str": text[:2000],
             "tb": user_traceback(exc),
@@ -237,10 +236,21 @@ class Codec:
             pass
         return exc
 
-    def _mirror(self, info):
-        """A local class standing for an exception class of the subject (same name, builtin base)."""
+    def _exception_class(self, cls, depth=0):
+        """An exception class by reference, with its bases: builtin ones by name, others alike."""
+        bases = []
+        if cls.__module__ != "builtins" and depth < 20:
+            for base in cls.__bases__:
+                if isinstance(base, type) and issubclass(base, BaseException):
+                    named = base.__module__ == "builtins"
+                    bases.append(base.__name__ if named else self._exception_class(base, depth + 1))
+        return ["X", self.export(cls), str(cls.__module__), str(cls.__qualname__), bases]
+
+    def _mirror(self, info, depth=0):
+        """A local class standing for an exception class of the subject: same name, and bases that
+        stand for its bases (so ``except ParseError`` catches a subclass of it, as there)."""
         cid, module, qualname, bases = info
-        if not (type(cid) is int and isinstance(module, str) and isinstance(qualname, str)):
+        if not (type(cid) is int and isinstance(module, str) and isinstance(qualname, str)) or depth > 20:
             raise BridgeError("malformed exception class")
         name = qualname.rsplit(".", 1)[-1][:200]
         if module == "builtins":
@@ -249,16 +259,19 @@ class Codec:
                 return found
         if cid in self.mirrors:
             return self.mirrors[cid]
-        base = Exception
-        for base_name in bases if isinstance(bases, list) else ():
-            found = getattr(builtins, str(base_name), None)
-            if isinstance(found, type) and issubclass(found, BaseException):
-                base = found
-                break
+        parents = []
+        for base in bases if isinstance(bases, list) else ():
+            if isinstance(base, list) and len(base) == 5 and base[0] == "X":
+                parents.append(self._mirror(base[1:], depth + 1))
+            elif isinstance(base, str):
+                found = getattr(builtins, base, None)
+                if isinstance(found, type) and issubclass(found, BaseException):
+                    parents.append(found)
+        namespace = {"__module__": module[:200], "__str__": _mirror_str}
         try:
-            cls = type(name, (base,), {"__module__": module[:200], "__str__": _mirror_str})
-        except TypeError:  # a base that cannot be subclassed (e.g. bool-like): fall back
-            cls = type(name, (Exception,), {"__module__": module[:200], "__str__": _mirror_str})
+            cls = type(name, tuple(parents) or (Exception,), namespace)
+        except TypeError:  # bases Python will not combine (layout, MRO): keep the name at least
+            cls = type(name, (Exception,), namespace)
         self.mirrors[cid] = cls
         self.mirror_ids[cls] = cid
         return cls

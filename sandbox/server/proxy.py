@@ -137,10 +137,6 @@ def _mirror_str(self):
     return text if isinstance(text, str) else BaseException.__str__(self)
 
 
-def _builtin_bases(cls):
-    return [c.__name__ for c in cls.__mro__ if c.__module__ == "builtins" and issubclass(c, BaseException)]
-
-
 def _plain(encoded):
     """True when an encoded value holds data only (no object handed by reference)."""
     if type(encoded) is not list:

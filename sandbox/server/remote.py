@@ -45,13 +45,17 @@ class Bridge(Codec):
                 view = view[os.write(self.fd, view) :]
         except OSError as exc:
             self.closed = True
+            if exc.errno is None:  # raised by a signal handler of the tests, not by the socket
+                raise
             raise SubjectGone("the other process closed the bridge") from exc
 
     def _read_exact(self, n):
         while len(self._buf) < n:
             try:
                 chunk = os.read(self.fd, max(65536, n - len(self._buf)))
-            except OSError:
+            except OSError as exc:
+                if exc.errno is None:  # raised by a signal handler of the tests, not by the socket
+                    raise
                 chunk = b""
             if not chunk:
                 self.closed = True
@@ -90,24 +94,32 @@ class Bridge(Codec):
         if targets:
             msg.append([where for where, _ in targets])
         self._send(msg)
+        try:
+            answer = self._await_answer(targets)
+        except BaseException:
+            # interrupted mid-wait (a test's own alarm, a broken message): the answer would come
+            # to the wrong request, so this bridge is done (the judge starts a fresh subject)
+            self.closed = True
+            raise
+        if answer[0] == "r":
+            return self.decode(answer[1])
+        exc = self.decode_exception(answer[1])
+        stepping = op == "op" and args and args[0] == "next"
+        if self.trusted and not stepping and isinstance(exc, (StopIteration, StopAsyncIteration)):
+            # only stepping an iterator may end a loop of the tests (as PEP 479 for generators)
+            raise RuntimeError("the code under test raised " + type(exc).__name__) from exc
+        raise exc
+
+    def _await_answer(self, targets):
         while True:
             msg = self._recv()
             if msg[0] in ("r", "x") and len(msg) in (2, 3):
                 if len(msg) == 3 and targets:
                     self._write_back(targets, msg[2])
-                if msg[0] == "r":
-                    return self.decode(msg[1])
-                exc = self.decode_exception(msg[1])
-                stepping = op == "op" and args and args[0] == "next"
-                if self.trusted and not stepping and isinstance(exc, (StopIteration, StopAsyncIteration)):
-                    # only stepping an iterator may end a loop of the tests (as PEP 479 for generators)
-                    raise RuntimeError("the code under test raised " + type(exc).__name__) from exc
-                raise exc
-            if msg[0] == "q":
-                self.serve_one(msg)
-                continue
-            self.closed = True
-            raise BridgeError("malformed answer")
+                return msg
+            if msg[0] != "q":
+                raise BridgeError("malformed answer")
+            self.serve_one(msg)
 
     def _write_back(self, targets, contents):
         if not isinstance(contents, list) or len(contents) != len(targets):

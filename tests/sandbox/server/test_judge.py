@@ -249,3 +249,30 @@ def test_containers_the_tests_pass_come_back_changed(shared_server: ServerProces
     )
     report = report_for(shared_server, code, tests)
     assert report.passed, report.outcomes
+
+
+def test_exception_classes_keep_their_family(shared_server: ServerProcess) -> None:
+    code = (
+        "class AppError(Exception):\n    pass\nclass ParseError(AppError, ValueError):\n    pass\n"
+        "def parse(s):\n    raise ParseError('bad ' + s)\n"
+    )
+    tests = (
+        "def test_family():\n    for family in (ParseError, AppError, ValueError, Exception):\n"
+        "        try:\n            parse('x')\n        except family as e:\n            assert str(e) == 'bad x'\n"
+        "        else:\n            raise AssertionError('not raised')\n"
+        "assert issubclass(ParseError, AppError)"
+    )
+    report = report_for(shared_server, code, tests)
+    assert report.passed, report.outcomes
+
+
+def test_a_test_interrupting_a_call_gets_a_fresh_subject(shared_server: ServerProcess) -> None:
+    code = "import time\ndef slow():\n    time.sleep(5)\n    return 1\ndef fast():\n    return 2\n"
+    tests = (
+        "import signal\ndef on_alarm(*a):\n    raise TimeoutError('too slow')\nsignal.signal(signal.SIGALRM, on_alarm)\n"
+        "def test_slow():\n    signal.setitimer(signal.ITIMER_REAL, 0.2)\n    assert slow() == 1\n"
+        "assert fast() == 2\nassert fast() == 2"
+    )
+    report = report_for(shared_server, code, tests)
+    assert [o.passed for o in report.outcomes] == [False, True, True], report.outcomes
+    assert "TimeoutError" in report.outcomes[0].message
