@@ -47,14 +47,12 @@ class Subject:
     def __init__(self, code):
         self.pid, self.fd = spawn_subject(code)
         self.bridge = Bridge(self.fd, trusted=True)
-        self.names = frozenset()
         self.status = None
 
     def load(self):
         """Load the code: None when it loaded, else the error (name, value, traceback)."""
         try:
             self.bridge.request("load")
-            names = self.bridge.request("names")
         except SubjectGone:
             return {
                 "name": "ProcessEnded",
@@ -63,8 +61,6 @@ class Subject:
             }
         except BaseException as exc:
             return error_info(exc)
-        if type(names) is list:
-            self.names = frozenset(n for n in names if type(n) is str)
         return None
 
     def how_it_ended(self):
@@ -84,15 +80,17 @@ class Subject:
             return "killed by signal " + str(os.WTERMSIG(self.status))
         return "exit code " + str(os.WEXITSTATUS(self.status))
 
-    def close(self):
+    def close(self, wait=True):
+        """Stop the subject; ``wait=False`` at the end of a run (the server reaps what is left)."""
         self.bridge.closed = True
         with contextlib.suppress(OSError):
             os.close(self.fd)
         if self.status is None:
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                self.status = os.waitpid(self.pid, 0)[1]
+            if wait:
+                with contextlib.suppress(ChildProcessError):
+                    self.status = os.waitpid(self.pid, 0)[1]
 
 
 class TestNamespace(dict):
@@ -184,7 +182,7 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None):
     _quiet_signals()
     while WORK in sys.path:  # the judge imports nothing the run could have written
         sys.path.remove(WORK)
-    sys.path_importer_cache.clear()
+    sys.path_importer_cache.pop(WORK, None)
     tests = job.get("tests") or []
     entry = job.get("entry_point")
     subject = Subject(job["code"])
@@ -267,7 +265,7 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None):
             failure = _failure(exc, subject) if isinstance(exc, BridgeError) else None
             outcome(name, False, failure or type(exc).__name__ + ": " + _text(exc))
     report({"kind": "done"})
-    subject.close()
+    subject.close(wait=False)
 
 
 def judge_main(job):

@@ -187,8 +187,6 @@ class Bridge(Codec):
                 raise NameError(f"name {args[0]!r} is not defined") from None
         if op == "load":
             return self.loader()
-        if op == "names":
-            return [name for name in self.namespace if isinstance(name, str)]
         if op == "op":
             return OPS[args[0]](*args[1:])
         raise BridgeError("unknown request " + repr(op))
