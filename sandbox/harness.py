@@ -112,7 +112,11 @@ def report_from_verdict(result: ExecResult, verdict: Mapping[str, Any] | None) -
         return TestReport(passed=False, outcomes=outcomes, result=replace(result, error=err), error=err)
     done = verdict.get("done") is True
     ended_early = not done and not (result.timed_out or result.oom_killed)
-    if ended_early:  # the judge was killed (or failed) before it said done: say so as a case
+    if verdict.get("overflow") is True:
+        message = "the tests gave more verdicts than the run may report: split them into smaller runs"
+        outcomes += (TestOutcome(name="(test run)", passed=False, message=message),)
+        done = False
+    elif ended_early:  # the judge was killed (or failed) before it said done: say so as a case
         how = f"exit code {result.exit_code}" if result.exit_code is not None else "no exit status"
         message = f"the test run ended before every case ran ({how})"
         outcomes += (TestOutcome(name="(test run)", passed=False, message=message),)

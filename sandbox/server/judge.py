@@ -19,6 +19,7 @@ import builtins
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -33,6 +34,7 @@ from ragcoder.sandbox.server.remote import Bridge
 
 MAX_SUBJECT_RESTARTS = 20
 _MESSAGE_CHARS = 2000
+_NAME_CHARS = 1000  # a case is named by its source: an assert on a long literal is cut here
 _ASSERT_OPS = {
     "Eq": "", "NotEq": "!= ", "Lt": "< ", "LtE": "<= ", "Gt": "> ", "GtE": ">= ", "Is": "is ",
     "IsNot": "is not ", "In": "in ", "NotIn": "not in ",
@@ -122,10 +124,24 @@ def _text(exc):
         return "<unprintable " + type(exc).__name__ + ">"
 
 
+def _segment(lines, node):
+    """The source of a top-level ``node`` (``ast.get_source_segment`` splits the whole source on
+    every call: quadratic over a long test file)."""
+    first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
+    if node.end_col_offset is None or last >= len(lines):
+        return ""
+    if first == last:
+        return lines[first].encode()[node.col_offset : node.end_col_offset].decode("utf-8", "replace")
+    head = lines[first].encode()[node.col_offset :].decode("utf-8", "replace")
+    tail = lines[last].encode()[: node.end_col_offset].decode("utf-8", "replace")
+    return "".join([head, *lines[first + 1 : last], tail])
+
+
 def _cases(src):
     tree = ast.parse(src, TEST_FILE)
+    lines = re.findall(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", src)  # line breaks as the parser counts them
     for node in tree.body:
-        seg = (ast.get_source_segment(src, node) or ast.unparse(node)).strip()
+        seg = (_segment(lines, node) or ast.unparse(node)).strip()
         if isinstance(node, ast.Assert):
             yield "assert", node, seg
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
@@ -197,6 +213,7 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None):
     ns.subject = subject
 
     def outcome(name, passed, message=""):
+        name = name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 3] + "..."
         report({"kind": "outcome", "name": name, "passed": passed, "message": message[:_MESSAGE_CHARS]})
 
     def fresh_subject():

@@ -62,7 +62,7 @@ from ragcoder.sandbox.server.judge import judge_main
 
 # ---
 
-INFO_LIMIT = {"run": 65536, "session_run": 65536, "test": 1 << 20}
+INFO_LIMIT = {"run": 65536, "session_run": 65536, "test": 4 << 20}  # verdicts: a few KB per case at most
 _VERDICT_KINDS = ("outcome", "load_error", "done")
 
 
@@ -348,6 +348,7 @@ def collect(pid, out_r, err_r, info_r, started, timeout, limit, mode):
     }
     if mode == "test":
         answer["verdict"] = _verdict(bufs[info_r])
+        answer["verdict"]["overflow"] = totals[info_r] > INFO_LIMIT[mode]
     else:
         for msg in _info_messages(bufs[info_r]):
             if msg.get("kind") == "error":

@@ -276,3 +276,11 @@ def test_a_test_interrupting_a_call_gets_a_fresh_subject(shared_server: ServerPr
     report = report_for(shared_server, code, tests)
     assert [o.passed for o in report.outcomes] == [False, True, True], report.outcomes
     assert "TimeoutError" in report.outcomes[0].message
+
+
+def test_many_long_cases_are_all_reported(shared_server: ServerProcess) -> None:
+    big = repr(list(range(3000)))  # each assert's source is about 15 KB
+    tests = "".join(f"assert f() == {big} or {i} < 0\n" for i in range(300))
+    report = report_for(shared_server, f"def f():\n    return {big}\n", tests)
+    assert report.passed and len(report.outcomes) == 300
+    assert all(len(o.name) <= 1000 for o in report.outcomes)
