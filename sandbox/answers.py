@@ -13,12 +13,8 @@ import binascii
 from typing import Any
 
 from ragcoder.sandbox.base import TRUNCATION_MARKER
-from ragcoder.sandbox.harness import clean_text, error_from_stderr
-from ragcoder.sandbox.results import ErrorInfo, ExecResult
-
-# Names only the host gives an error: a run that raises (or prints) one gets it qualified, so
-# "the sandbox crashed" can never be claimed by the code under test.
-HOST_ONLY_ERRORS = frozenset({"SandboxCrashed", "SandboxError", "SandboxClosed"})
+from ragcoder.sandbox.harness import clean_text, error_from_stderr, user_error
+from ragcoder.sandbox.results import ExecResult
 
 
 class MalformedAnswer(Exception):
@@ -38,14 +34,6 @@ def _cap(text: str, total: int, limit: int) -> str:
     if total <= limit:
         return text
     return text + TRUNCATION_MARKER.format(dropped=total - limit)
-
-
-def user_error(name: str, value: str, traceback: str) -> ErrorInfo:
-    """An error of the user's code, with host-only names qualified as ``__main__.<name>``."""
-    name = clean_text(name)
-    if name in HOST_ONLY_ERRORS:
-        name = "__main__." + name
-    return ErrorInfo(name=name[:200], value=clean_text(value), traceback=clean_text(traceback))
 
 
 def exec_result(answer: Any, output_limit: int) -> ExecResult:

@@ -82,6 +82,19 @@ def clean_text(text: str) -> str:
         return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
+# Names only the host gives an error: a run that raises (or prints) one gets it qualified, so
+# "the sandbox crashed" can never be claimed by the code under test.
+HOST_ONLY_ERRORS = frozenset({"SandboxCrashed", "SandboxError", "SandboxClosed"})
+
+
+def user_error(name: str, value: str, traceback: str) -> ErrorInfo:
+    """An error of the user's code, with host-only names qualified as ``__main__.<name>``."""
+    name = clean_text(name)
+    if name in HOST_ONLY_ERRORS:
+        name = "__main__." + name
+    return ErrorInfo(name=name[:200], value=clean_text(value), traceback=clean_text(traceback))
+
+
 def _text(value: object, limit: int) -> str:
     return clean_text(value[:limit]) if isinstance(value, str) else ""
 
@@ -104,10 +117,10 @@ def report_from_verdict(result: ExecResult, verdict: Mapping[str, Any] | None) -
     )
     load = verdict.get("load_error")
     if isinstance(load, Mapping):
-        err = ErrorInfo(
-            name=_text(load.get("name"), 200) or "Error",
-            value=_text(load.get("value"), 2000),
-            traceback=_text(load.get("traceback"), _MAX_TRACEBACK_CHARS),
+        err = user_error(
+            _text(load.get("name"), 200) or "Error",
+            _text(load.get("value"), 2000),
+            _text(load.get("traceback"), _MAX_TRACEBACK_CHARS),
         )
         return TestReport(passed=False, outcomes=outcomes, result=replace(result, error=err), error=err)
     done = verdict.get("done") is True
