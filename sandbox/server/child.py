@@ -146,6 +146,25 @@ def _flush_and_detach():
     os.close(null)
 
 
+def _info_messages(buf):
+    out = []
+    for line in bytes(buf).split(b"\n"):
+        try:
+            msg = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            out.append(msg)
+    return out
+
+
+def _reported_exit(buf):
+    for msg in _info_messages(buf):
+        if msg.get("kind") == "exit" and isinstance(msg.get("status"), int):
+            return msg["status"]
+    return None
+
+
 def _fail_setup(exc):
     with contextlib.suppress(BaseException):
         os.write(2, ("sandbox server: child set-up failed: " + repr(exc) + "\n").encode())

@@ -26,7 +26,7 @@ import time
 
 # --- names from the parts before this one: dropped when the parts are joined (workers.server_source)
 from ragcoder.sandbox.server.base import WORK, _no_dump
-from ragcoder.sandbox.server.child import spawn_subject
+from ragcoder.sandbox.server.child import _info_messages, spawn_subject
 from ragcoder.sandbox.server.proxy import TEST_FILE, BridgeError, SubjectGone
 from ragcoder.sandbox.server.remote import Bridge
 
@@ -182,6 +182,26 @@ def _failure(exc, subject):
     if isinstance(exc, BridgeError):
         return "the code under test broke the test protocol (" + _text(exc) + ")"
     return "raised " + type(exc).__name__ + ": " + _text(exc)
+
+
+def _verdict(buf):
+    """The judge's verdict lines, as the answer's ``verdict``."""
+    outcomes, load_error, done = [], None, False
+    for msg in _info_messages(buf):
+        kind = msg.get("kind")
+        if kind == "outcome":
+            outcomes.append(
+                {
+                    "name": str(msg.get("name", ""))[:2000],
+                    "passed": msg.get("passed") is True,
+                    "message": str(msg.get("message", ""))[:2000],
+                }
+            )
+        elif kind == "load_error":
+            load_error = {k: str(msg.get(k, ""))[:4000] for k in ("name", "value", "traceback")}
+        elif kind == "done":
+            done = True
+    return {"outcomes": outcomes, "load_error": load_error, "done": done}
 
 
 def _quiet_signals():

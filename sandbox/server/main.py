@@ -55,54 +55,16 @@ from ragcoder.sandbox.server.base import (
     write_msg,
 )
 from ragcoder.sandbox.server.child import (
+    _info_messages,
+    _reported_exit,
     child_main,
     session_main,
 )
-from ragcoder.sandbox.server.judge import judge_main
+from ragcoder.sandbox.server.judge import _verdict, judge_main
 
 # ---
 
 INFO_LIMIT = {"run": 65536, "session_run": 65536, "test": 4 << 20}  # verdicts: a few KB per case at most
-_VERDICT_KINDS = ("outcome", "load_error", "done")
-
-
-def _info_messages(buf):
-    out = []
-    for line in bytes(buf).split(b"\n"):
-        try:
-            msg = json.loads(line.decode("utf-8", "replace"))
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
-            out.append(msg)
-    return out
-
-
-def _reported_exit(buf):
-    for msg in _info_messages(buf):
-        if msg.get("kind") == "exit" and isinstance(msg.get("status"), int):
-            return msg["status"]
-    return None
-
-
-def _verdict(buf):
-    """The judge's verdict lines, as the answer's ``verdict``."""
-    outcomes, load_error, done = [], None, False
-    for msg in _info_messages(buf):
-        kind = msg.get("kind")
-        if kind == "outcome":
-            outcomes.append(
-                {
-                    "name": str(msg.get("name", ""))[:2000],
-                    "passed": msg.get("passed") is True,
-                    "message": str(msg.get("message", ""))[:2000],
-                }
-            )
-        elif kind == "load_error":
-            load_error = {k: str(msg.get(k, ""))[:4000] for k in ("name", "value", "traceback")}
-        elif kind == "done":
-            done = True
-    return {"outcomes": outcomes, "load_error": load_error, "done": done}
 
 
 def _drain(fd, bufs, totals, caps, open_fds, tails, err_r):
