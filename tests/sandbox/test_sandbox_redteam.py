@@ -439,7 +439,7 @@ SIGNALS_AND_FDS = [
     ),
     Hostile(
         "finalizer-loop",  # weakref.finalize runs at exit (through atexit): a loop there is still timed
-        "import weakref\nclass Stuck:\n    pass\nkeep = Stuck()\nweakref.finalize(keep, lambda: [None for _ in iter(int, 1)])\nprint('bye')",
+        "import weakref\nclass Stuck:\n    pass\nkeep = Stuck()\nweakref.finalize(keep, lambda: any(iter(int, 1)))\nprint('bye')",
         timed_out,
         timeout=1,
     ),
