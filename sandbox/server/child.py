@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import traceback
+import types
 
 # --- names from the parts before this one: dropped when the parts are joined (workers.server_source)
 from ragcoder.sandbox.server.base import (
@@ -232,9 +233,9 @@ def spawn_subject(code):
                 os.chdir(WORK)
             namespace = _fresh_main()
             bridge = Bridge(3, trusted=False, namespace=namespace)
-            bridge.loader = lambda: load_solution(code, namespace)
         except BaseException as exc:
             _fail_setup(exc)
+        bridge.answer_first(lambda: load_solution(code, namespace))
         bridge.serve_forever()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
@@ -244,10 +245,19 @@ def spawn_subject(code):
     return pid, parent.detach()
 
 
+_DEFINITIONS = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
+
+
 def load_solution(code, namespace):
-    """The subject's answer to the judge's "load": run the user's code as ``solution.py``."""
+    """The subject's first answer: run the user's code as ``solution.py``; answer with its
+    definitions (functions, classes, modules by name) so the judge need not ask for each."""
     linecache.cache[SOLUTION_NAME] = (len(code), None, code.splitlines(True), SOLUTION_NAME)
     exec(compile(code, SOLUTION_NAME, "exec"), namespace)
+    return {
+        name: value
+        for name, value in namespace.items()
+        if isinstance(name, str) and not name.startswith("__") and isinstance(value, _DEFINITIONS)
+    }
 
 
 def session_main(sock_fd):

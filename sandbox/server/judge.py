@@ -49,12 +49,13 @@ class Subject:
     def __init__(self, code):
         self.pid, self.fd = spawn_subject(code)
         self.bridge = Bridge(self.fd, trusted=True)
+        self.definitions = {}  # the code's functions, classes and modules, as loaded
         self.status = None
 
     def load(self):
         """Load the code: None when it loaded, else the error (name, value, traceback)."""
         try:
-            self.bridge.request("load")
+            definitions = self.bridge.first_answer()  # the subject loads as soon as it is forked
         except SubjectGone:
             return {
                 "name": "ProcessEnded",
@@ -63,6 +64,8 @@ class Subject:
             }
         except BaseException as exc:
             return error_info(exc)
+        if isinstance(definitions, dict):
+            self.definitions = {k: v for k, v in definitions.items() if isinstance(k, str)}
         return None
 
     def how_it_ended(self):
@@ -95,9 +98,13 @@ class Subject:
                     self.status = os.waitpid(self.pid, 0)[1]
 
 
+_MISSING = object()
+
+
 class TestNamespace(dict):
     """The tests' globals: a name the tests do not define comes from the subject's globals (data
-    copied, anything else as a proxy). Builtin names always mean Python's builtins: code that
+    copied, anything else as a proxy; its functions, classes and modules as they were when it
+    loaded, other values as they are now). Builtin names always mean Python's builtins: code that
     redefines ``all``, ``len`` or ``isinstance`` does not change what the tests' asserts do."""
 
     __module__ = "ragcoder.server"
@@ -105,6 +112,9 @@ class TestNamespace(dict):
     def __missing__(self, name):
         if hasattr(builtins, name):
             raise KeyError(name)
+        found = self.subject.definitions.get(name, _MISSING)
+        if found is not _MISSING:
+            return found
         try:
             return self.subject.bridge.request("global", name)
         except NameError:
@@ -212,18 +222,19 @@ def _quiet_signals():
                 signal.signal(sig, signal.SIG_IGN)
 
 
-def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None):
+def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None, reaped=True):
     """Run ``job``'s tests against its code. ``report(dict)`` sends each verdict line: one
-    ``load_error`` or one ``outcome`` per case, then ``done``."""
+    ``load_error`` or one ``outcome`` per case, then ``done``. ``reaped``: something else (the
+    server, PID 1 here) reaps the last subject, so the judge need not wait for it to die."""
+    subject = Subject(job["code"])  # first: it loads the code while the judge sets itself up
+    if after_fork is not None:
+        after_fork()
     _quiet_signals()
     while WORK in sys.path:  # the judge imports nothing the run could have written
         sys.path.remove(WORK)
     sys.path_importer_cache.pop(WORK, None)
     tests = job.get("tests") or []
     entry = job.get("entry_point")
-    subject = Subject(job["code"])
-    if after_fork is not None:
-        after_fork()
     problem = subject.load()
     if problem is not None:
         report({"kind": "load_error", **problem})
@@ -302,7 +313,7 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None):
             failure = _failure(exc, subject) if isinstance(exc, BridgeError) else None
             outcome(name, False, failure or type(exc).__name__ + ": " + _text(exc))
     report({"kind": "done"})
-    subject.close(wait=False)
+    subject.close(wait=not reaped)
 
 
 def judge_main(job):
@@ -364,7 +375,7 @@ def judge_standalone():
         job = json.loads(_read_exact(0, size).decode("utf-8", "surrogatepass"))
     except BaseException:
         os._exit(70)
-    os._exit(_finish(judge, job, report, restarts=0, after_fork=read_secret))
+    os._exit(_finish(judge, job, report, restarts=0, after_fork=read_secret, reaped=False))
 
 
 def _read_line(fd):

@@ -30,7 +30,6 @@ class Bridge(Codec):
         super().__init__(trusted)
         self.fd = fd
         self.namespace = namespace  # the subject's globals (subject side only)
-        self.loader = None  # subject side: runs the user's code (set by spawn_subject)
         self._buf = bytearray()
 
     # -- framing --------------------------------------------------------------------------------
@@ -101,6 +100,9 @@ class Bridge(Codec):
             # to the wrong request, so this bridge is done (the judge starts a fresh subject)
             self.closed = True
             raise
+        return self._result(op, args, answer)
+
+    def _result(self, op, args, answer):
         if answer[0] == "r":
             return self.decode(answer[1])
         exc = self.decode_exception(answer[1])
@@ -109,6 +111,24 @@ class Bridge(Codec):
             # only stepping an iterator may end a loop of the tests (as PEP 479 for generators)
             raise RuntimeError("the code under test raised " + type(exc).__name__) from exc
         raise exc
+
+    def first_answer(self):
+        """The judge's side of :meth:`answer_first`: the subject's load, unasked."""
+        try:
+            answer = self._await_answer([])
+        except BaseException:
+            self.closed = True
+            raise
+        return self._result("load", (), answer)
+
+    def answer_first(self, fn):
+        """The subject's side: run ``fn`` (the load) at once and send its answer unasked, so the
+        judge's own start-up overlaps it."""
+        try:
+            reply = ["r", self.encode(fn())]
+        except BaseException as exc:
+            reply = ["x", self.encode_exception(exc)]
+        self._send(reply)
 
     def _await_answer(self, targets):
         while True:
@@ -185,8 +205,6 @@ class Bridge(Codec):
                 return self.namespace[args[0]]
             except KeyError:
                 raise NameError(f"name {args[0]!r} is not defined") from None
-        if op == "load":
-            return self.loader()
         if op == "op":
             return OPS[args[0]](*args[1:])
         raise BridgeError("unknown request " + repr(op))

@@ -284,3 +284,10 @@ def test_many_long_cases_are_all_reported(shared_server: ServerProcess) -> None:
     report = report_for(shared_server, f"def f():\n    return {big}\n", tests)
     assert report.passed and len(report.outcomes) == 300
     assert all(len(o.name) <= 1000 for o in report.outcomes)
+
+
+def test_the_codes_data_is_read_live_and_its_definitions_as_loaded(shared_server: ServerProcess) -> None:
+    code = "COUNT = 0\ndef bump():\n    global COUNT, helper\n    COUNT += 1\n    helper = lambda: 'new'\ndef helper():\n    return 'old'\n"
+    tests = "bump()\nassert COUNT == 1\nbump()\nassert COUNT == 2\nassert helper() == 'old'"
+    report = report_for(shared_server, code, tests)
+    assert report.passed, report.outcomes  # a function rebound after loading is not seen (docs/security.md)
