@@ -180,21 +180,26 @@ def _fresh_main():
     return main.__dict__
 
 
-def child_main(ctrl_r, out_w, err_w, info_w, judge):
+def child_main(ctrl_r, out_w, err_w, info_w, judge, with_subject=False):
     """The pre-forked child: set up, wait for its job on fd 4, then run it: one-shot code, or
-    ``judge(job)`` for a test run; never returns."""
+    ``judge(job, subject)`` for a test run; never returns. ``with_subject``: fork the subject of a
+    test run now, between runs (the server asks when the last run was a test run); a one-shot
+    run stops and reaps it before its code starts."""
     try:
         os.setsid()
         _place_fds([os.open(os.devnull, os.O_RDONLY), out_w, err_w, info_w, ctrl_r])
         _close_fds_from(5)  # the server's channel and every other descriptor are gone
         _child_setup()
+        subject = spawn_subject() if with_subject else None
         with os.fdopen(4, "rb") as ctrl:
             data = ctrl.read()  # the job, then EOF
         if not data:
             os._exit(0)  # the server dropped this child unused
         job = json.loads(data.decode("utf-8", "surrogatepass"))
         if job.get("mode") == "test":
-            judge(job)
+            judge(job, subject)
+        if subject is not None:
+            _drop_subject(*subject)
         _oom_first(1000)
         _set_stdin(job.get("stdin"))
     except BaseException as exc:
@@ -213,10 +218,11 @@ def child_main(ctrl_r, out_w, err_w, info_w, judge):
     os._exit(status)
 
 
-def spawn_subject(code):
-    """Fork the subject of a test run: it loads ``code`` and answers the judge over a socketpair.
-    Returns (pid, the judge's end). Before any user code runs the subject holds only /dev/null,
-    the run's stdout and stderr, and its end of the socket: the judge's verdict channel is gone."""
+def spawn_subject():
+    """Fork the subject of a test run: it waits for the judge's "load" (the code), then answers
+    the judge's requests over a socketpair. Returns (pid, the judge's end). It holds only
+    /dev/null, the run's stdout and stderr, and its end of the socket: the judge's verdict
+    channel and the server's job pipe are closed before any user code runs."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     pid = os.fork()
     if pid == 0:
@@ -231,11 +237,10 @@ def spawn_subject(code):
                 sys.path.insert(0, WORK)
             with contextlib.suppress(OSError):
                 os.chdir(WORK)
-            namespace = _fresh_main()
-            bridge = Bridge(3, trusted=False, namespace=namespace)
+            bridge = Bridge(3, trusted=False, namespace=_fresh_main())
+            bridge.loader = load_solution
         except BaseException as exc:
             _fail_setup(exc)
-        bridge.answer_first(lambda: load_solution(code, namespace))
         bridge.serve_forever()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(BaseException):
@@ -245,11 +250,20 @@ def spawn_subject(code):
     return pid, parent.detach()
 
 
+def _drop_subject(pid, fd):
+    """Stop and reap a subject that will not be used (before a one-shot run's code starts)."""
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
 _DEFINITIONS = (types.FunctionType, types.BuiltinFunctionType, type, types.ModuleType)
 
 
 def load_solution(code, namespace):
-    """The subject's first answer: run the user's code as ``solution.py``; answer with its
+    """The subject's answer to "load": run the user's code as ``solution.py``; answer with its
     definitions (functions, classes, modules by name) so the judge need not ask for each."""
     linecache.cache[SOLUTION_NAME] = (len(code), None, code.splitlines(True), SOLUTION_NAME)
     exec(compile(code, SOLUTION_NAME, "exec"), namespace)

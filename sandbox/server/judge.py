@@ -46,8 +46,10 @@ class Subject:
 
     __module__ = "ragcoder.server"
 
-    def __init__(self, code):
-        self.pid, self.fd = spawn_subject(code)
+    def __init__(self, code, forked=None):
+        """``forked``: (pid, fd) of a subject forked between runs; else one is forked now."""
+        self.code = code
+        self.pid, self.fd = forked or spawn_subject()
         self.bridge = Bridge(self.fd, trusted=True)
         self.definitions = {}  # the code's functions, classes and modules, as loaded
         self.status = None
@@ -55,7 +57,7 @@ class Subject:
     def load(self):
         """Load the code: None when it loaded, else the error (name, value, traceback)."""
         try:
-            definitions = self.bridge.first_answer()  # the subject loads as soon as it is forked
+            definitions = self.bridge.request("load", self.code)
         except SubjectGone:
             return {
                 "name": "ProcessEnded",
@@ -86,16 +88,16 @@ class Subject:
         return "exit code " + str(os.WEXITSTATUS(self.status))
 
     def close(self, wait=True):
-        """Stop the subject; ``wait=False`` at the end of a run (the server reaps what is left)."""
+        """Stop the subject. ``wait=False`` at the end of a run in the server: closing the bridge
+        ends it, and the server kills and reaps whatever is left."""
         self.bridge.closed = True
         with contextlib.suppress(OSError):
             os.close(self.fd)
-        if self.status is None:
+        if self.status is None and wait:
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
-            if wait:
-                with contextlib.suppress(ChildProcessError):
-                    self.status = os.waitpid(self.pid, 0)[1]
+            with contextlib.suppress(ChildProcessError):
+                self.status = os.waitpid(self.pid, 0)[1]
 
 
 _MISSING = object()
@@ -222,11 +224,12 @@ def _quiet_signals():
                 signal.signal(sig, signal.SIG_IGN)
 
 
-def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None, reaped=True):
+def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None, reaped=True, forked=None):
     """Run ``job``'s tests against its code. ``report(dict)`` sends each verdict line: one
     ``load_error`` or one ``outcome`` per case, then ``done``. ``reaped``: something else (the
-    server, PID 1 here) reaps the last subject, so the judge need not wait for it to die."""
-    subject = Subject(job["code"])  # first: it loads the code while the judge sets itself up
+    server, PID 1 here) reaps the last subject, so the judge need not wait for it to die.
+    ``forked``: a subject forked between runs (see child_main)."""
+    subject = Subject(job["code"], forked)
     if after_fork is not None:
         after_fork()
     _quiet_signals()
@@ -316,13 +319,13 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None, reaped=Tr
     subject.close(wait=not reaped)
 
 
-def judge_main(job):
+def judge_main(job, forked=None):
     """A test run in the server: verdict lines go to fd 3, the server's pipe; never returns."""
 
     def report(msg):
         os.write(3, json.dumps(msg).encode("utf-8", "surrogatepass") + b"\n")
 
-    os._exit(_finish(judge, job, report))
+    os._exit(_finish(judge, job, report, forked=forked))
 
 
 def _finish(run, *args, **kwargs):

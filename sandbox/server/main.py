@@ -89,6 +89,9 @@ def _drain(fd, bufs, totals, caps, open_fds, tails, err_r):
 _NEXT_CHILD = None
 
 
+_LAST_OP = None  # a worker that ran tests is likely to run tests next: its child comes with a subject
+
+
 def fork_child():
     """Fork a child that sets itself up and waits for its job: forking happens between runs."""
     ctrl_r, ctrl_w = os.pipe()
@@ -97,7 +100,7 @@ def fork_child():
     info_r, info_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        child_main(ctrl_r, out_w, err_w, info_w, judge_main)
+        child_main(ctrl_r, out_w, err_w, info_w, judge_main, with_subject=_LAST_OP == "test")
     for fd in (ctrl_r, out_w, err_w, info_w):
         os.close(fd)
     return pid, ctrl_w, out_r, err_r, info_r
@@ -153,6 +156,8 @@ def _limits(req):
 
 def run(req, mode):
     """A one-shot run (``mode`` "run") or a test run (``mode`` "test") in the pre-forked child."""
+    global _LAST_OP
+    _LAST_OP = mode
     try:
         timeout, limit = _limits(req)
         stamps = write_files(req.get("files"))

@@ -30,6 +30,7 @@ class Bridge(Codec):
         super().__init__(trusted)
         self.fd = fd
         self.namespace = namespace  # the subject's globals (subject side only)
+        self.loader = None  # subject side: runs the user's code (child.load_solution)
         self._buf = bytearray()
 
     # -- framing --------------------------------------------------------------------------------
@@ -112,24 +113,6 @@ class Bridge(Codec):
             raise RuntimeError("the code under test raised " + type(exc).__name__) from exc
         raise exc
 
-    def first_answer(self):
-        """The judge's side of :meth:`answer_first`: the subject's load, unasked."""
-        try:
-            answer = self._await_answer([])
-        except BaseException:
-            self.closed = True
-            raise
-        return self._result("load", (), answer)
-
-    def answer_first(self, fn):
-        """The subject's side: run ``fn`` (the load) at once and send its answer unasked, so the
-        judge's own start-up overlaps it."""
-        try:
-            reply = ["r", self.encode(fn())]
-        except BaseException as exc:
-            reply = ["x", self.encode_exception(exc)]
-        self._send(reply)
-
     def _await_answer(self, targets):
         while True:
             msg = self._recv()
@@ -207,6 +190,8 @@ class Bridge(Codec):
                 raise NameError(f"name {args[0]!r} is not defined") from None
         if op == "op":
             return OPS[args[0]](*args[1:])
+        if op == "load":
+            return self.loader(args[0], self.namespace)
         raise BridgeError("unknown request " + repr(op))
 
     def _handle_for_subject(self, op, args):
