@@ -6,7 +6,8 @@ interpreter start-up to pay), which has new stdin/stdout/stderr pipes, every oth
 closed, its own session, and runs the code as a fresh ``__main__`` in the work folder. How the
 run ended is what ``waitpid`` says, never what the child writes. A ``test`` run hands the child
 the judge's job instead (judge.py): the verdicts come back on the child's fd 3, which the process
-running user code never holds.
+running user code never holds. After a test run the next child is forked with its subject (the
+process that will load the code) already set up, off the next run's critical path.
 
 After each answer the server cleans up within a time budget (kills every process the run left,
 wipes the writable folders, removes SysV and POSIX IPC objects), pre-forks the next child, and
