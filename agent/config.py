@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragcoder.agent.scale_settings import SCALE_SETTINGS, coerce_scale_setting
+
 from ragcoder.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ class AgentConfig:
     # (greedy ones tend to repeat the failure); none (default): every repair greedy, which
     # measured as good on the dev split (docs/results.md)
     stuck_temperature: float | None = None
+    # past one machine (agent/scale_settings.py, docs/scale.md); unset: the embedded defaults
+    llm_url: str | None = None  # an OpenAI-compatible server: ragcoder serve, vLLM, llama.cpp, Ollama
+    index_url: str | None = None  # a Chroma server: `chroma run --path DIR --port P`
+    docker_hosts: tuple[str, ...] = ()  # Docker engines for the sandboxes: unix://, tcp://, ssh://
+    ray: str | None = None  # batch and eval fan out on Ray: local, auto or a cluster address
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -64,6 +71,8 @@ def project_config_path() -> Path:
 
 
 def _coerce(name: str, raw: Any, source: str) -> Any:
+    if name in SCALE_SETTINGS:
+        return coerce_scale_setting(name, raw, source)
     kinds = {f.name: f.type for f in fields(AgentConfig)}
     kind = str(kinds[name])
     if name == "retrieval":
@@ -155,22 +164,38 @@ def build_agent(
     from ragcoder.chains.retrieval.gate import decide_retrieval
     from ragcoder.sandbox import open_sandbox
 
-    sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
+    pool = {"pool_size": workers} if workers > 1 else {}
+    sandbox = open_sandbox(config.sandbox, **pool)
     try:
         retriever = None
         if config.retrieval != "never":
             from ragcoder.chains.retrieval.retriever import open_retriever
 
-            retriever = open_retriever(config.index_path, k=config.k)
-        chat: Any = load_chat_model(
-            config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
-        )  # type: ignore[arg-type]
-        if retriever is not None and config.retrieval_guess:
-            from ragcoder.chains.retrieval.api_guess import load_api_guesser
+            retriever = open_retriever(index_location(config), k=config.k)
+        if config.llm_url:  # the server decodes and batches: no lookup binding, no micro-batching
+            from ragcoder.chains.llm.remote import load_remote_chat_model
 
-            retriever.api_guesser = load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
+            chat: Any = load_remote_chat_model(config.llm_url, model=_served_model_name(config),
+                                               max_new_tokens=config.max_new_tokens)  # fmt: skip
+        else:
+            chat = load_chat_model(
+                config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
+            )  # type: ignore[arg-type]
+        if retriever is not None and config.retrieval_guess:
+            from ragcoder.chains.retrieval.api_guess import (
+                GUESS_MAX_NEW_TOKENS,
+                api_guess_chain,
+                load_api_guesser,
+            )
+
+            retriever.api_guesser = (
+                api_guess_chain(chat.bind(max_tokens=GUESS_MAX_NEW_TOKENS)) if config.llm_url
+                else load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
+            )  # fmt: skip
         if models is not None:
             model, repair = models(chat)
+        elif config.llm_url:
+            model, repair = chat, chat
         else:  # prompt-lookup decoding for repairs: a repair copies the code it was shown
             model, repair = chat, repair_model(chat)
             if workers > 1:
@@ -186,3 +211,18 @@ def build_agent(
         timeout=config.timeout, stuck_temperature=config.stuck_temperature,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )  # fmt: skip
+
+
+def index_location(config: AgentConfig) -> str | None:
+    """The index folder to open: ``index_path``, or the stand-in folder of the server at ``index_url``."""
+    if config.index_url:
+        from ragcoder.chains.retrieval.remote_index import remote_index_path
+
+        return str(remote_index_path(config.index_url))
+    return config.index_path
+
+
+def _served_model_name(config: AgentConfig) -> str | None:
+    """``--model`` names the model on the server; left at its default, the server's first model is used."""
+    unset = config.model == DEFAULT_MODEL and config.sources.get("model", "default") == "default"
+    return None if unset else config.model

@@ -68,9 +68,19 @@ class ModelInstallError(RagcoderError):
     """Fetching, joining, verifying or converting a model failed; nothing half-written is left."""
 
 
+class ModelUnavailable(RagcoderError):
+    """The model server at ``llm_url`` does not answer, or answers with an error."""
+
+
 # -- retrieval ------------------------------------------------------------------------------------
 class IndexMismatchError(RagcoderError, RuntimeError):
     """The index was built with another embedder than the one given."""
+
+
+class IndexUnavailable(RagcoderError, RuntimeError):
+    """The Chroma server at ``index_url`` does not answer (after waiting out a restart)."""
+
+    hint = "start it with `chroma run --path DIR --port PORT`, or fix index_url"
 
 
 class UnsupportedEmbedderError(RagcoderError, RuntimeError):

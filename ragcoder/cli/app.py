@@ -87,6 +87,27 @@ def _agent_options(func: Any) -> Any:
             "docs worded unlike the request, one short generation more [default: off].",
         ),
         click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder."),
+        click.option(
+            "--llm-url",
+            default=None,
+            metavar="URL",
+            help="An OpenAI-compatible server (ragcoder serve, vLLM, llama.cpp, Ollama) instead of "
+            "the local model; --model then names the served model [default: its first].",
+        ),
+        click.option(
+            "--index-url",
+            default=None,
+            metavar="URL",
+            help="A Chroma server (`chroma run --path DIR --port P`) instead of the index folder.",
+        ),
+        click.option(
+            "--docker-host",
+            "docker_hosts",
+            multiple=True,
+            metavar="URL",
+            help="A Docker engine for the sandboxes (unix://, tcp://, ssh://); repeat for several: "
+            "runs go to the least busy one.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -96,7 +117,8 @@ def _agent_options(func: Any) -> Any:
 def _resolve(options: dict[str, Any]) -> AgentConfig:
     from ragcoder.agent.config import resolve_config
 
-    return resolve_config(options)
+    # an unrepeated --docker-host is (), which must leave the files and env in charge
+    return resolve_config({**options, "docker_hosts": options.get("docker_hosts") or None})
 
 
 @click.group(cls=RagcoderGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -205,7 +227,7 @@ def chat(**options: Any) -> None:
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console
 
-    from ragcoder.agent.config import build_agent
+    from ragcoder.agent.config import build_agent, index_location
     from ragcoder.cli.chat import run_chat
 
     read_line = _line_reader()
@@ -215,12 +237,20 @@ def chat(**options: Any) -> None:
         def switch_model(spec: str) -> str:
             from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
 
+            if config.llm_url:  # another model of the same server
+                from ragcoder.chains.llm.remote import load_remote_chat_model
+
+                served = load_remote_chat_model(
+                    config.llm_url, model=spec, max_new_tokens=config.max_new_tokens
+                )
+                agent.set_model(served, served)
+                return f"model: {spec} at {config.llm_url}"
             chat = load_chat_model(spec, adapter=None, max_new_tokens=config.max_new_tokens)
             agent.set_model(chat, repair_model(chat))
             return f"model: {spec}"
 
         run_chat(agent, read_line, Console(), switch_model=switch_model,
-                 index_paths=_index_paths(config.index_path))  # fmt: skip
+                 index_paths=_index_paths(index_location(config)))  # fmt: skip
 
 
 def _line_reader() -> Any:

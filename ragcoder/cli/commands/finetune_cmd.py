@@ -66,6 +66,10 @@ def eval_group() -> None:
 @click.option("--sandbox", type=click.Choice(["auto", "docker", "local", "unsafe-local"]), default="docker",
               show_default=True, help="Where generated code and the hidden tests run.")  # fmt: skip
 @click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder.")
+@click.option(
+    "--llm-url", default=None, metavar="URL", help="An OpenAI-compatible server instead of the local model."
+)
+@click.option("--index-url", default=None, metavar="URL", help="A Chroma server instead of the index folder.")
 @click.option("--max-new-tokens", type=click.IntRange(16), default=None, help="Generation budget per reply.")
 @click.option("--quantize", type=click.Choice(["auto", "int8", "none"]), default="auto", show_default=True,
               help="auto: int8 on CPU (fast for Qwen 1.5B); none: full precision (small models).")  # fmt: skip
@@ -80,7 +84,8 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
                   retrieval_guess: bool | None, prompt_style: str, no_repair: bool,
                   max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
                   model: str | None,
-                  adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
+                  adapter: str | None, sandbox: str, index_path: str | None, llm_url: str | None,
+                  index_url: str | None, max_new_tokens: int | None,
                   quantize: str, workers: int, output: Path, report: Path | None, fresh: bool) -> None:  # fmt: skip
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -92,7 +97,8 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
     flags = {"model": model, "adapter": adapter, "sandbox": sandbox, "retrieval": retrieval,
              "retrieval_guess": retrieval_guess,
              "max_attempts": 1 if no_repair else max_attempts, "index_path": index_path,
-             "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}  # fmt: skip
+             "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature,
+             "llm_url": llm_url, "index_url": index_url}  # fmt: skip
     try:
         config = resolve_config(flags)
         problems = select_problems(split, limit, tasks)
