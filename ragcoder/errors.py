@@ -87,6 +87,13 @@ class UnsupportedEmbedderError(RagcoderError, RuntimeError):
     """The folder cannot run through ONNX Runtime here (layout, export or check failed): use torch."""
 
 
+# -- fan-out -------------------------------------------------------------------------------------
+class RayWorkerError(RagcoderError, RuntimeError):
+    """A Ray cluster does not answer, or a Ray worker could not set up its agent."""
+
+    hint = "check the cluster (`ray status`) and that every node has ragcoder, its model and sandbox"
+
+
 # -- sandbox: the sandbox could not run the code (not: the code failed) --------------------------
 class SandboxError(RagcoderError):
     """Base class of the sandbox's own failures."""

@@ -168,9 +168,12 @@ def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) ->
 )
 @click.option("--fresh", is_flag=True, help="Start over: remove OUTPUT first instead of resuming.")
 @click.option("--show-code", is_flag=True, help="Print each task's final code.")
+@click.option("--ray", "ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS|local]",
+              help="Fan the tasks out to --workers Ray actors, each with its own sandbox and model (or "
+              "--llm-url): `--ray` alone starts Ray here, ADDRESS joins a cluster (`ray start --head`).")  # fmt: skip
 @_agent_options
 def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report: Path | None, fresh: bool,
-          show_code: bool, **options: Any) -> None:  # fmt: skip
+          show_code: bool, ray: str | None, **options: Any) -> None:  # fmt: skip
     """Run every task in INPUT: JSONL (id, instruction, tests?, entry_point?), HumanEval JSONL,
     plain text (one instruction per paragraph) or a folder of .txt/.md files."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -207,10 +210,21 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
         rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
         progress.update(bar, advance=1, rate=rate)
 
-    with build_agent(_resolve(options), workers=workers) as agent:
-        click.echo(f"sandbox: {agent.sandbox.name}; {len(tasks)} tasks -> {output}")
+    config = _resolve({**options, "ray": ray})
+    if config.ray:  # the agents live in the Ray actors; this process only writes the results
+        from ragcoder.agent.ray_runner import run_batch_on_ray
+
+        click.echo(f"ray: {config.ray}, {workers} actor(s); {len(tasks)} tasks -> {output}")
         with progress:
-            summary = run_batch(agent, tasks, output, workers=workers, on_start=on_start, on_result=on_result)
+            summary = run_batch_on_ray(config, tasks, output, address=config.ray, workers=workers,
+                                       on_start=on_start, on_result=on_result)  # fmt: skip
+    else:
+        with build_agent(config, workers=workers) as agent:
+            click.echo(f"sandbox: {agent.sandbox.name}; {len(tasks)} tasks -> {output}")
+            with progress:
+                summary = run_batch(
+                    agent, tasks, output, workers=workers, on_start=on_start, on_result=on_result
+                )
     print_summary(summary)
     if report is not None:
         write_markdown_report(summary, report, title=f"ragcoder batch: {input_path}", results=output)

@@ -140,3 +140,56 @@ def tiny_chat(model_tiny_dir: Path):
     from ragcoder.chains.llm.chat_model import load_chat_model
 
     return load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=24)
+
+
+@dataclass
+class RayCluster:
+    """``ray start --head`` plus one worker node (``ray start --address``), one CPU each, on a
+    loopback address; both started with ``--block`` so that SIGTERM to them stops everything."""
+
+    address: str
+    processes: list[subprocess.Popen]
+    temp_dir: Path
+
+
+RAY_NODE_IP = "127.0.0.2"  # Ray rewrites 127.0.0.1 into the machine's network address; not this one
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    import tempfile
+
+    pytest.importorskip("ray", reason="pip install 'ragcoder[ray]'")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster; the driver must match
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
+    port = free_port()
+    ray = tool("ray", "ray.scripts.scripts")
+    common = ["--block", "--node-ip-address", RAY_NODE_IP, "--num-cpus", "1", "--disable-usage-stats",
+              "--object-store-memory", str(150 << 20)]  # fmt: skip
+    head = [*ray, "start", "--head", "--port", str(port), "--ray-client-server-port", str(free_port()),
+            "--dashboard-agent-listen-port", str(free_port()), "--include-dashboard=false",
+            "--temp-dir", str(temp_dir), *common]  # fmt: skip
+    processes = [subprocess.Popen(head, stdout=(temp_dir / "head.log").open("w"), stderr=subprocess.STDOUT)]
+    try:
+        _wait_for_log(temp_dir / "head.log", "Ray runtime started", processes[0], 120)
+        worker = [*ray, "start", "--address", f"{RAY_NODE_IP}:{port}",
+                  "--dashboard-agent-listen-port", str(free_port()), *common]  # fmt: skip
+        processes.append(
+            subprocess.Popen(worker, stdout=(temp_dir / "worker.log").open("w"), stderr=subprocess.STDOUT)
+        )
+        _wait_for_log(temp_dir / "worker.log", "Ray runtime started", processes[1], 120)
+        yield RayCluster(f"{RAY_NODE_IP}:{port}", processes, temp_dir)
+    finally:
+        for process in reversed(processes):
+            stop(process, timeout_s=30)
+
+
+def _wait_for_log(log: Path, text: str, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{log} never said {text!r}")

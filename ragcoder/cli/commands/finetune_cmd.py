@@ -80,13 +80,17 @@ def eval_group() -> None:
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
+@click.option("--ray", "ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS|local]",
+              help="Solve and score on --workers Ray actors: `--ray` alone starts Ray here, ADDRESS joins a "
+              "cluster (`ray start --head`).")  # fmt: skip
 def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: str | None,
                   retrieval_guess: bool | None, prompt_style: str, no_repair: bool,
                   max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
                   model: str | None,
                   adapter: str | None, sandbox: str, index_path: str | None, llm_url: str | None,
                   index_url: str | None, max_new_tokens: int | None,
-                  quantize: str, workers: int, output: Path, report: Path | None, fresh: bool) -> None:  # fmt: skip
+                  quantize: str, workers: int, output: Path, report: Path | None, fresh: bool,
+                  ray: str | None) -> None:  # fmt: skip
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -98,7 +102,7 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
              "retrieval_guess": retrieval_guess,
              "max_attempts": 1 if no_repair else max_attempts, "index_path": index_path,
              "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature,
-             "llm_url": llm_url, "index_url": index_url}  # fmt: skip
+             "llm_url": llm_url, "index_url": index_url, "ray": ray}  # fmt: skip
     try:
         config = resolve_config(flags)
         problems = select_problems(split, limit, tasks)
@@ -128,21 +132,31 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
         progress.console.print(line, highlight=False)
         progress.update(bar, advance=1, rate=f"{counts['passed'] / counts['ran']:.0%}")
 
-    try:
-        agent = build_eval_agent(
-            config, workers=workers, samples=samples, temperature=temperature, quantize=quantize
-        )
-    except Exception as exc:
-        _fail(exc)
-    with agent:
-        click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
-                   f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
-                   f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
-                   f"{' + API guesses' if config.retrieval_guess else ''}; "
-                   f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
+    if config.ray:  # the agents live in the Ray actors; this process only writes the records
+        from ragcoder.finetune.ray_eval import run_eval_on_ray
+
+        click.echo(f"ray: {config.ray}, {workers} actor(s); model: {config.llm_url or config.model}; "
+                   f"{len(problems)} task(s) x {samples} sample(s); attempts: {config.max_attempts}")  # fmt: skip
         with progress:
-            summary = run_eval(agent, problems, output, samples=samples, workers=workers,
-                               on_start=on_start, on_result=on_result, prompt_style=prompt_style)  # fmt: skip
+            summary = run_eval_on_ray(config, problems, output, address=config.ray, workers=workers,
+                                      samples=samples, temperature=temperature, quantize=quantize,
+                                      prompt_style=prompt_style, on_start=on_start, on_result=on_result)  # fmt: skip
+    else:
+        try:
+            agent = build_eval_agent(
+                config, workers=workers, samples=samples, temperature=temperature, quantize=quantize
+            )
+        except Exception as exc:
+            _fail(exc)
+        with agent:
+            click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
+                       f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
+                       f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
+                       f"{' + API guesses' if config.retrieval_guess else ''}; "
+                       f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
+            with progress:
+                summary = run_eval(agent, problems, output, samples=samples, workers=workers,
+                                   on_start=on_start, on_result=on_result, prompt_style=prompt_style)  # fmt: skip
     chosen = f" (tasks {tasks})" if tasks else ""
     chosen += " asked in words" if prompt_style == "words" else ""
     title = f"HumanEval {split}{chosen}{f' (first {limit})' if limit else ''}: {config.model}" + (
