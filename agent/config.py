@@ -165,7 +165,7 @@ def build_agent(
     from ragcoder.sandbox import open_sandbox
 
     pool = {"pool_size": workers} if workers > 1 else {}
-    sandbox = open_sandbox(config.sandbox, **pool)
+    sandbox = open_sandbox(config.sandbox, hosts=config.docker_hosts, **pool)
     try:
         retriever = None
         if config.retrieval != "never":

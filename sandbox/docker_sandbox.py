@@ -30,18 +30,24 @@ from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxCrashed
 _STDOUT, _STDERR = 1, 2
 
 
-def docker_client(timeout_s: float = 10.0) -> Any:
-    """A docker SDK client that answered ping, or EngineUnavailable."""
+def docker_client(timeout_s: float = 10.0, base_url: str | None = None) -> Any:
+    """A docker SDK client that answered ping, or EngineUnavailable. ``base_url`` names an engine
+    (unix://, tcp://, ssh:// through the ssh command); None: the environment's (DOCKER_HOST)."""
     try:
         import docker
         from docker.errors import DockerException
     except ImportError as exc:  # pragma: no cover - docker is a hard dependency
         raise EngineUnavailable("the `docker` Python package is missing", hint="pip install docker") from exc
     try:
-        client = docker.from_env(timeout=int(timeout_s))
+        if base_url is None:
+            client = docker.from_env(timeout=int(timeout_s))
+        else:
+            client = docker.DockerClient(base_url=base_url, timeout=int(timeout_s),
+                                         use_ssh_client=base_url.startswith("ssh://"))  # fmt: skip
         client.ping()
     except (DockerException, OSError) as exc:
-        raise EngineUnavailable(f"no Docker engine answers ({type(exc).__name__})") from exc
+        where = f" at {base_url}" if base_url else ""
+        raise EngineUnavailable(f"no Docker engine answers{where} ({type(exc).__name__})") from exc
     return client
 
 
@@ -201,12 +207,19 @@ class DockerSandbox(ServerSandbox):
     name = "docker"
 
     def __init__(
-        self, settings: SandboxSettings | None = None, *, reap: bool = True, **overrides: Any
+        self,
+        settings: SandboxSettings | None = None,
+        *,
+        reap: bool = True,
+        host: str | None = None,
+        **overrides: Any,
     ) -> None:
+        """``host``: the engine's URL (see :func:`docker_client`); None: the environment's."""
         merged = SandboxSettings.from_kwargs(**{**(settings or SandboxSettings()).__dict__, **overrides})
         self._owner_pid = os.getpid()
         self.sandbox_id = uuid.uuid4().hex[:12]  # label ragcoder.sandbox on this sandbox's containers
-        self._client = docker_client()
+        self.host = host
+        self._client = docker_client(base_url=host)
         try:
             from docker.errors import ImageNotFound
 
