@@ -208,7 +208,7 @@ def test_cli_index_search_and_the_agent_work_against_the_server(
 
     os.environ["RAGCODER_DATA_DIR"] = env["RAGCODER_DATA_DIR"]  # chroma_server's monkeypatch set it too
     config = AgentConfig(model=str(model_tiny_dir), index_url=chroma_server.url, retrieval="always",
-                         sandbox="unsafe-local", max_attempts=1, max_new_tokens=16)  # fmt: skip
+                         sandbox="local", max_attempts=1, max_new_tokens=16)  # fmt: skip
     try:
         with build_agent(config, quantize="none") as agent:
             result = agent.invoke("Write slugify(title): turn a title into a url slug with dashes.")

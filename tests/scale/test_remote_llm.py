@@ -155,11 +155,11 @@ def test_llm_url_is_a_setting_from_flags_env_and_toml(
 
 
 def test_the_agent_runs_on_the_served_model(tiny_url: str) -> None:
-    """build_agent with llm_url: the model is the server's (trusted unsafe-local sandbox: the tiny
+    """build_agent with llm_url: the model is the server's (the bubblewrap sandbox: the tiny
     model writes no code worth running, but every attempt goes through the loop)."""
     from ragcoder.agent.config import AgentConfig, build_agent
 
-    config = AgentConfig(llm_url=tiny_url, sandbox="unsafe-local", retrieval="never", max_attempts=2,
+    config = AgentConfig(llm_url=tiny_url, sandbox="local", retrieval="never", max_attempts=2,
                          max_new_tokens=24)  # fmt: skip
     with build_agent(config) as agent:
         assert isinstance(agent.model, RemoteChatModel) and agent.model.max_tokens == 24
