@@ -138,10 +138,14 @@ class _Pool:
     cpus: float
     actors: list[Any] = field(default_factory=list)
     started: int = 0
+    _actor_class: Any = None
 
     def add(self) -> Any:
-        remote = self.ray.remote(num_cpus=self.cpus, max_restarts=0, max_task_retries=0)(_Solver)
-        actor = remote.remote(self.make_solver, self.env)
+        if self._actor_class is None:  # no restarts by Ray: a dead actor's task is retried here instead
+            self._actor_class = self.ray.remote(num_cpus=self.cpus, max_restarts=0, max_task_retries=0)(
+                _Solver
+            )
+        actor = self._actor_class.remote(self.make_solver, self.env)
         self.actors.append(actor)
         self.started += 1
         return actor
@@ -317,6 +321,9 @@ def run_batch_on_ray(
 
         for record in bad:
             write(record, None)
+        if not todo:  # all done already (a resumed run): no cluster to start
+            summary.seconds = time.perf_counter() - started
+            return summary
         outcomes = ray_map(((t.id, t) for t in todo), AgentSolver(config, quantize), address=address,
                            workers=workers, task_retries=task_retries)  # fmt: skip
         try:

@@ -109,6 +109,8 @@ def run_eval_on_ray(
     if on_start is not None:
         on_start(len(todo), summary.skipped)
     started = time.perf_counter()
+    if not todo:  # all done already (a resumed run): no cluster to start
+        return summary
     items = {record_id: item for record_id, item in todo}
     solver = EvalSolver(config, samples, temperature, quantize)
     outcomes = ray_map(todo, solver, address=address, workers=workers, task_retries=task_retries)
