@@ -16,13 +16,16 @@ from typing import Any
 import pytest
 
 from ragcoder.errors import ModelUnavailable, RayWorkerError
-from tests.scale.conftest import RayCluster
-
-pytest.importorskip("ray", reason="pip install 'ragcoder[ray]'")
+from tests.scale.conftest import RayCluster, require_ray
 
 
 @pytest.fixture(autouse=True)
-def _pickle_this_module_by_value() -> None:
+def _ray_installed() -> None:
+    require_ray()
+
+
+@pytest.fixture(autouse=True)
+def _pickle_this_module_by_value(_ray_installed: None) -> None:
     """The solvers below travel to the actors by value: the workers cannot import tests/."""
     from ray import cloudpickle
 
