@@ -33,6 +33,7 @@ demo: venv engine
 
 # In CI (CI set) a missing engine is an error; on a laptop without Docker the docker tests skip.
 test: venv
+	@bash sandbox/scripts/ensure_test_tools.sh
 	@bash sandbox/scripts/ensure_docker.sh && $(RAGCODER) sandbox build-image \
 	  || { if [ -n "$$CI" ]; then echo "error: no Docker engine for the tests" >&2; exit 1; fi; }
 	$(PY) -m pytest
@@ -41,6 +42,7 @@ test-fast: venv
 	$(PY) -m pytest -m "not slow and not docker"
 
 bench: venv engine
+	@bash sandbox/scripts/ensure_test_tools.sh
 	$(PY) bench/sandbox_bench.py
 	$(PY) bench/retrieval_bench.py
 	$(PY) bench/llm_bench.py

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragcoder.agent.batch import BatchSummary, append_record, done_ids, read_records
+from ragcoder.agent.batch import BatchSummary, plan_batch
 from ragcoder.agent.config import AgentConfig
+from ragcoder.agent.records import ResultsFile
+from ragcoder.agent.runner import Outcome, Plan, RunReport
 from ragcoder.agent.tasks import Task, TaskError
 
 from ragcoder.errors import ConfigError, RayWorkerError
@@ -41,7 +43,7 @@ OBJECT_STORE_BYTES = 256 << 20  # results are small JSON-able records: no need f
 
 
 @dataclass(frozen=True)
-class Outcome:
+class RayOutcome:
     """What came back for one item: the solver's return value, or why there is none."""
 
     id: str
@@ -174,8 +176,8 @@ def ray_map(
     cpus_per_actor: float = 1.0,
     task_retries: int = DEFAULT_TASK_RETRIES,
     env: dict[str, str] | None = None,
-) -> Iterator[Outcome]:
-    """Solve every ``(id, item)`` on ``workers`` Ray actors; yield an :class:`Outcome` per item as
+) -> Iterator[RayOutcome]:
+    """Solve every ``(id, item)`` on ``workers`` Ray actors; yield a :class:`RayOutcome` per item as
     it finishes (in finishing order). Closing the generator early (Ctrl-C) stops the actors."""
     ray = _import_ray()
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
@@ -199,7 +201,7 @@ def ray_map(
                 value = ray.get(ref)
             except RayTaskError as exc:  # the solver raised: the item's own failure, the actor lives
                 cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-                yield Outcome(item_id, error=f"{type(cause).__name__}: {_first_line(cause)}", tries=tries)
+                yield RayOutcome(item_id, error=f"{type(cause).__name__}: {_first_line(cause)}", tries=tries)
                 idle.append(actor)
                 continue
             except (RayActorError, WorkerCrashedError) as exc:
@@ -209,13 +211,13 @@ def ray_map(
                     ) from exc
                 pool.drop(actor)
                 if tries > task_retries:
-                    yield Outcome(item_id, error=f"lost: {tries} Ray workers died running it", tries=tries)
+                    yield RayOutcome(item_id, error=f"lost: {tries} Ray workers died running it", tries=tries)
                 else:
                     queue.append((item_id, item, tries + 1))  # next in line, on another actor
                 if queue:
                     idle.append(pool.add())
                 continue
-            yield Outcome(item_id, value=value, tries=tries)
+            yield RayOutcome(item_id, value=value, tries=tries)
             idle.append(actor)
     finally:  # busy actors are killed at once (Ctrl-C, an error); idle ones close their sandbox first
         for _, _, _, actor in running.values():
@@ -237,17 +239,75 @@ def _init_cause(exc: BaseException) -> str:
     return (named[-1] if named else (lines[-1] if lines else type(exc).__name__))[:300]
 
 
+# -- the runner's shape: plans in, fsync'd records out --------------------------------------------
+
+
+def run_jobs_on_ray(
+    plan: Plan[Any],
+    results: ResultsFile,
+    make_solve: Callable[[], Callable[[Any], Outcome]],
+    *,
+    address: str = "local",
+    workers: int = 2,
+    failed: Callable[[Any], dict[str, Any]] | None = None,
+    on_record: Callable[[dict[str, Any], Any], None] | None = None,
+    task_retries: int = DEFAULT_TASK_RETRIES,
+) -> RunReport:
+    """:func:`ragcoder.agent.runner.run_jobs` with the jobs solved on Ray actors.
+
+    ``make_solve()`` runs once in each actor and returns its ``solve(item) -> (record, payload)``.
+    Records are appended here, in this process, as results arrive; a job whose solve raised (or
+    that every actor died on) gets ``{"id": ..., **failed(item), "error": ...}``, as in run_jobs.
+    """
+    report = RunReport()
+    started = time.perf_counter()
+
+    def write(record: dict[str, Any], payload: Any) -> None:
+        written = results.append(record)
+        if on_record is not None:
+            on_record(written, payload)
+
+    todo = []
+    for job in plan.jobs:
+        if job.record is not None:
+            write(_with_id(job.id, job.record), None)
+        else:
+            todo.append(job)
+    if todo:  # no cluster to start when only ready records were left
+        items = {job.id: job.item for job in todo}
+        outcomes = ray_map(((job.id, job.item) for job in todo), make_solve, address=address, workers=workers,
+                           task_retries=task_retries)  # fmt: skip
+        try:
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    extra = failed(items[outcome.id]) if failed is not None else {}
+                    write(_with_id(outcome.id, {**extra, "error": outcome.error}), None)
+                else:
+                    record, payload = outcome.value
+                    write(_with_id(outcome.id, record), payload)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            outcomes.close()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _with_id(job_id: str | None, record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": job_id, **{key: value for key, value in record.items() if key != "id"}}
+
+
 # -- batch runs on Ray ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class AgentSolver:
-    """Pickled to each actor: builds its agent from ``config`` and solves tasks into batch records."""
+    """Pickled to each actor: builds its agent from ``config``; solves a task into its batch record."""
 
     config: AgentConfig
     quantize: str = "auto"
 
-    def __call__(self) -> Callable[[Task], tuple[dict[str, Any], Any]]:
+    def __call__(self) -> Callable[[Task], Outcome]:
         from ragcoder.agent.config import build_agent
 
         return _SolveTask(build_agent(self.config, quantize=self.quantize))
@@ -257,12 +317,9 @@ class _SolveTask:
     def __init__(self, agent: Any) -> None:
         self.agent = agent
 
-    def __call__(self, task: Task) -> tuple[dict[str, Any], Any]:
-        try:
-            result = self.agent.invoke(task)
-        except Exception as exc:  # one broken task must not end the run (as in batch.py)
-            return {"id": task.id, "error": f"{type(exc).__name__}: {exc}"}, None
-        return {"id": task.id, **result.to_dict()}, result
+    def __call__(self, task: Task) -> Outcome:
+        result = self.agent.invoke(task)  # raising: the runner records the error, as run_batch does
+        return result.to_dict(), result
 
     def close(self) -> None:
         self.agent.close()
@@ -271,7 +328,7 @@ class _SolveTask:
 def run_batch_on_ray(
     config: AgentConfig,
     tasks: Iterable[Task | TaskError],
-    out_path: Path,
+    out: Path | ResultsFile,
     *,
     address: str = "local",
     workers: int = 2,
@@ -280,73 +337,29 @@ def run_batch_on_ray(
     on_start: Callable[[int, int], None] | None = None,
     task_retries: int = DEFAULT_TASK_RETRIES,
 ) -> BatchSummary:
-    """``run_batch`` with the tasks solved on Ray actors: same file, same records, same resume."""
-    from ragcoder.agent.batch import _repair_torn_tail
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_torn_tail(out_path)
-    already = done_ids(out_path)
-    summary = BatchSummary()
-    started = time.perf_counter()
-    todo: list[Task] = []
-    bad: list[dict[str, Any]] = []
-    for index, item in enumerate(tasks, 1):
-        summary.total += 1
-        task_id = item.id if isinstance(item, Task) else f"error{index}"
-        if task_id in already:
-            summary.skipped += 1
-            continue
-        already.add(task_id)
-        if isinstance(item, TaskError):
-            bad.append({"id": task_id, "error": str(item)})
-        else:
-            todo.append(item)
+    """``run_batch`` with the tasks solved on ``workers`` Ray actors: the same file, records and resume."""
+    if isinstance(out, Path):
+        with ResultsFile.open(out) as results:
+            return run_batch_on_ray(config, tasks, results, address=address, workers=workers, quantize=quantize,
+                                    on_result=on_result, on_start=on_start, task_retries=task_retries)  # fmt: skip
+    plan = plan_batch(tasks, out.done)
+    summary = BatchSummary(total=plan.total, skipped=plan.skipped)
     if on_start is not None:
-        on_start(len(todo) + len(bad), summary.skipped)
+        on_start(len(plan.jobs), plan.skipped)
 
-    with out_path.open("a", encoding="utf-8") as handle:
+    def count(record: dict[str, Any], result: Any) -> None:
+        if result is None:
+            summary.errors += 1
+        else:
+            summary.passed += result.passed
+            summary.failed += not result.passed
+            n = len(result.attempts)
+            summary.attempts_histogram[n] = summary.attempts_histogram.get(n, 0) + 1
+            summary.output_tokens += result.output_tokens
+        if on_result is not None:
+            on_result(str(record["id"]), result, record)
 
-        def write(record: dict[str, Any], result: Any) -> None:
-            append_record(handle, record)
-            if result is None:
-                summary.errors += 1
-            else:
-                summary.passed += result.passed
-                summary.failed += not result.passed
-                n = len(result.attempts)
-                summary.attempts_histogram[n] = summary.attempts_histogram.get(n, 0) + 1
-                summary.output_tokens += result.output_tokens
-            if on_result is not None:
-                on_result(str(record["id"]), result, record)
-
-        for record in bad:
-            write(record, None)
-        if not todo:  # all done already (a resumed run): no cluster to start
-            summary.seconds = time.perf_counter() - started
-            return summary
-        outcomes = ray_map(((t.id, t) for t in todo), AgentSolver(config, quantize), address=address,
-                           workers=workers, task_retries=task_retries)  # fmt: skip
-        try:
-            for outcome in outcomes:
-                if outcome.error is not None:
-                    write({"id": outcome.id, "error": outcome.error}, None)
-                else:
-                    write(*outcome.value)
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finally:
-            outcomes.close()
-    summary.seconds = time.perf_counter() - started
+    report = run_jobs_on_ray(plan, out, AgentSolver(config, quantize), address=address, workers=workers,
+                             on_record=count, task_retries=task_retries)  # fmt: skip
+    summary.seconds, summary.interrupted = report.seconds, report.interrupted
     return summary
-
-
-def check_no_duplicates(out_path: Path) -> list[str]:
-    """Ids recorded more than once in ``out_path`` (none, by the rules above; for tests and audits)."""
-    seen: set[str] = set()
-    twice: list[str] = []
-    for record in read_records(out_path):
-        key = str(record["id"])
-        if key in seen:
-            twice.append(key)
-        seen.add(key)
-    return twice

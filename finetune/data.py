@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragcoder.agent.batch import read_records
+from ragcoder.agent.records import read_records
 from ragcoder.finetune.humaneval import TestSplitLeak, find_test_leak, guard_not_test
 from ragcoder.finetune.sft_data import DataError
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragcoder.agent.batch import read_records as batch_records
+from ragcoder.agent.records import read_records as batch_records
 from ragcoder.finetune.metrics import mean_pass_at_k, point_biserial
 
 SIMILARITY_METRICS = ("bleu", "codebleu", "rouge_l")

@@ -82,22 +82,12 @@ def _device(wanted: str) -> str:
 
 def load_base(spec: str, device: str) -> tuple[Any, Any, str]:
     """(model, tokenizer, folder) for a known name, HF folder or .gguf (dequantized to dense)."""
-    import torch
     from ragcoder.chains.llm.models import resolve_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from ragcoder.chains.llm.weights import dtype_for, load_dense_model, load_tokenizer
 
-    hf_logging.disable_progress_bar()
     resolved = resolve_model(spec)
-    kwargs = resolved.from_pretrained_kwargs()
-    tokenizer = AutoTokenizer.from_pretrained(resolved.load_dir, **kwargs)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(resolved.load_dir, dtype=dtype, **kwargs)
-    if getattr(model, "hf_quantizer", None) is not None:  # a GGUF: weights are dense now
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+    tokenizer = load_tokenizer(resolved.load_dir, resolved.gguf_file)
+    model = load_dense_model(resolved.load_dir, gguf_file=resolved.gguf_file, dtype=dtype_for(device))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer, str(resolved.load_dir)

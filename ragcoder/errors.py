@@ -42,6 +42,18 @@ class DataError(RagcoderError, ValueError):
     hint = "each line needs {'instruction': str, 'response': str} (or 'messages': [...])"
 
 
+class ResultsFileError(RagcoderError):
+    """A results or report file that cannot be written (a folder, under a file, read-only)."""
+
+    hint = "pass a file path in a folder you can write to"
+
+
+class ResultsFileBusy(ResultsFileError):
+    """Another run is appending to the same results file (it holds the file's lock)."""
+
+    hint = "wait for that run to end, or pass another -o; two runs on one file would each do every task"
+
+
 class TestSplitLeak(RagcoderError, ValueError):
     """Data meant for prompts, retrieval or training touches the HumanEval test split."""
 

@@ -20,35 +20,14 @@ import time
 import uuid
 from typing import Any
 
-from ragcoder.sandbox.lifecycle import install_exit_handlers, owner_labels, reap_orphans
+from ragcoder.sandbox.lifecycle import docker_client, install_exit_handlers, owner_labels, reap_orphans
 from ragcoder.sandbox.pool import ServerSandbox
 from ragcoder.sandbox.settings import LABEL, SANDBOX_UID, SandboxSettings, parse_size
 from ragcoder.sandbox.workers import Worker, WorkerDied, WorkerTimeout, server_command
 
-from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxCrashed
+from ragcoder.errors import ImageMissing, SandboxCrashed
 
 _STDOUT, _STDERR = 1, 2
-
-
-def docker_client(timeout_s: float = 10.0, base_url: str | None = None) -> Any:
-    """A docker SDK client that answered ping, or EngineUnavailable. ``base_url`` names an engine
-    (unix://, tcp://, ssh:// through the ssh command); None: the environment's (DOCKER_HOST)."""
-    try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
-        raise EngineUnavailable("the `docker` Python package is missing", hint="pip install docker") from exc
-    try:
-        if base_url is None:
-            client = docker.from_env(timeout=int(timeout_s))
-        else:
-            client = docker.DockerClient(base_url=base_url, timeout=int(timeout_s),
-                                         use_ssh_client=base_url.startswith("ssh://"))  # fmt: skip
-        client.ping()
-    except (DockerException, OSError) as exc:
-        where = f" at {base_url}" if base_url else ""
-        raise EngineUnavailable(f"no Docker engine answers{where} ({type(exc).__name__})") from exc
-    return client
 
 
 def hardened_container_config(

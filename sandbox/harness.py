@@ -11,10 +11,9 @@ import json
 import re
 import secrets
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
-if TYPE_CHECKING:
-    from ragcoder.sandbox.base import ErrorInfo, ExecResult, TestReport
+from ragcoder.sandbox.results import ErrorInfo, ExecResult, TestOutcome, TestReport
 
 _TRACEBACK_RE = re.compile(r"^Traceback \(most recent call last\):\n", re.M)
 _MAX_TRACEBACK_CHARS = 4000
@@ -130,8 +129,6 @@ def build_test_program(
 
 def error_from_stderr(stderr: str) -> ErrorInfo | None:
     """Read the last uncaught-exception traceback Python printed on stderr, if any."""
-    from ragcoder.sandbox.base import ErrorInfo
-
     matches = list(_TRACEBACK_RE.finditer(stderr))
     if not matches:
         return None
@@ -150,10 +147,6 @@ def error_from_stderr(stderr: str) -> ErrorInfo | None:
 
 def parse_test_report(result: ExecResult, nonce: str) -> TestReport:
     """Split the report line from ``result.stdout`` and build the TestReport."""
-    from dataclasses import replace
-
-    from ragcoder.sandbox.base import ErrorInfo, TestOutcome, TestReport
-
     idx = result.stdout.rfind(nonce)
     if idx < 0:  # the program never reached the report: crash, timeout, OOM, os._exit ...
         err = result.error or error_from_stderr(result.stderr)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ragcoder.sandbox.base import ExecResult, Sandbox
-from ragcoder.sandbox.docker_sandbox import DockerSandbox, docker_client
+from ragcoder.sandbox.docker_sandbox import DockerSandbox
+from ragcoder.sandbox.lifecycle import docker_client
 from ragcoder.sandbox.settings import SandboxSettings
 
 from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxClosed, SandboxError

@@ -23,14 +23,13 @@ The rule costs no model call and no index query, and the trace says which way it
 
 from __future__ import annotations
 
-import ast
 import builtins
 import re
 import sys
 import typing
 from dataclasses import dataclass
 
-from ragcoder.chains.prompting.instruction import code_regions, is_stub_body, parse_fragment
+from ragcoder.chains.prompting.instruction import read_instruction
 
 _SELF_CONTAINED_MODULES = frozenset({"typing", "__future__", "collections.abc"})
 _KNOWN_NAMES = frozenset(dir(builtins)) | frozenset(typing.__all__) | {"__name__", "__file__", "__doc__"}
@@ -50,9 +49,9 @@ class RetrievalDecision:
 
 def decide_retrieval(instruction: str) -> RetrievalDecision:
     """Whether docs should go into the prompt for ``instruction``, and why (one line)."""
-    code, words = _split_code(instruction)
-    if code is None:
-        named = sorted(_named_apis(words))
+    read = read_instruction(instruction)
+    if read.code is None:
+        named = sorted(_named_apis(read.words))
         if named:
             return RetrievalDecision(True, f"the request names {', '.join(named[:5])}")
         return RetrievalDecision(
@@ -61,82 +60,23 @@ def decide_retrieval(instruction: str) -> RetrievalDecision:
             "(the standard library's docs measured as a distraction)",
             stdlib=False,
         )
-    tree = parse_fragment(code)
-    if tree is None:
+    if read.tree is None:
         return RetrievalDecision(True, "its code does not parse, so the gate cannot tell what it uses")
-    if not _stubs(tree):
+    if not read.stubs:
         return RetrievalDecision(True, "code to change, not a function stub to complete")
-    modules = sorted(_imported_modules(tree) - _SELF_CONTAINED_MODULES)
+    modules = sorted(read.imported_modules - _SELF_CONTAINED_MODULES)
     if modules:
         return RetrievalDecision(True, f"the stub imports {', '.join(modules)}")
-    outside = sorted(_undefined_names(tree))
+    outside = sorted(read.undefined_names - _KNOWN_NAMES)
     if outside:
         return RetrievalDecision(True, f"the stub uses names it does not define: {', '.join(outside[:5])}")
-    named = sorted(_named_apis(words + "\n" + "\n".join(_docstrings(tree))))
+    named = sorted(_named_apis(read.words + "\n" + "\n".join(read.docstrings)))
     if named:
         return RetrievalDecision(True, f"the task names {', '.join(named[:5])}")
     return RetrievalDecision(
         False,
         "a self-contained function stub (builtins and typing only): docs measured as a distraction there",
     )
-
-
-def _split_code(instruction: str) -> tuple[str | None, str]:
-    """(the code, the words around it); code is None when the instruction holds none."""
-    regions = code_regions(instruction)
-    words = instruction
-    for region in regions:
-        words = words.replace(region, "")
-    return ("\n".join(regions) if regions else None), words
-
-
-def _stubs(tree: ast.Module) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
-    """Functions with a docstring and no code (imports inside the body allowed, as HumanEval/115 has)."""
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            body = [s for s in node.body if not isinstance(s, ast.Import | ast.ImportFrom)]
-            docstrings = [s for s in body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-                          and isinstance(s.value.value, str)]  # fmt: skip
-            if docstrings and is_stub_body(body):
-                found.append(node)
-    return found
-
-
-def _imported_modules(tree: ast.Module) -> set[str]:
-    modules: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            modules.add(node.module)
-    return modules
-
-
-def _undefined_names(tree: ast.Module) -> set[str]:
-    """Names read somewhere in the code that neither the code, builtins nor typing define."""
-    defined: set[str] = set()
-    used: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            defined.add(node.name)
-        elif isinstance(node, ast.arg):
-            defined.add(node.arg)
-        elif isinstance(node, ast.alias):
-            defined.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            defined.add(node.name)
-        elif isinstance(node, ast.Name):
-            (used if isinstance(node.ctx, ast.Load) else defined).add(node.id)
-    return used - defined - _KNOWN_NAMES
-
-
-def _docstrings(tree: ast.Module) -> list[str]:
-    nodes = [
-        tree,
-        *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)),
-    ]
-    return [doc for node in nodes if (doc := ast.get_docstring(node))]
 
 
 def _named_apis(text: str) -> set[str]:

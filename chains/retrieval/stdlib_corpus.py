@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import pydoc
 import re
 import sys
@@ -46,6 +47,7 @@ API_DOC_CHARS = 1500  # stored text per function/class (what the model sees and 
 EMBED_SUMMARY_CHARS = 360  # what the embedder sees: signature + first paragraph (speed: see facts.md)
 MAX_METHODS_LISTED = 40
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,9 +141,11 @@ def module_docs(module_name: str) -> ModuleDocs:
         )
     )
     for name in names:
-        obj = getattr(module, name)
         qualname = name if module_name == "builtins" else f"{module_name}.{name}"
-        docs.chunks.extend(_object_chunks(obj, qualname, module_name))
+        try:  # one object pydoc or inspect trips over costs its own chunks, not the module's
+            docs.chunks.extend(_object_chunks(getattr(module, name), qualname, module_name))
+        except Exception as exc:
+            log.warning("skipping %s: %s: %s", qualname, type(exc).__name__, exc)
     for chunk in docs.chunks:  # reprs of default values carry addresses that change every run
         chunk.text = _ADDRESS.sub("", chunk.text)
         chunk.embed_text = _ADDRESS.sub("", chunk.embed_text or "") or None
@@ -223,7 +227,11 @@ def iter_stdlib_docs(
     if include_rest and DEBIAN_DOC_SOURCES.is_dir():
         for name in modules:
             for page in rest_pages(name):
-                docs = rest_docs(page)
+                try:
+                    docs = rest_docs(page)
+                except (OSError, MemoryError, RecursionError) as exc:
+                    log.warning("skipping %s: %s", page, exc)
+                    continue
                 if docs.chunks:
                     yield docs
 

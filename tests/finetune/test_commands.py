@@ -133,3 +133,17 @@ def test_eval_compare_uses_common_tasks(tmp_path: Path, fake_agent):
     assert "| single | 2 | 0/2 = 0.0% |" in result.output
     missing = CliRunner().invoke(eval_group, ["compare", f"single={a}", f"loop={tmp_path / 'nope.jsonl'}"])
     assert missing.exit_code == 2 and "nope.jsonl: no such results file" in missing.output
+
+
+def test_eval_takes_the_agent_flags_solve_and_batch_take(tmp_path: Path, fake_agent):
+    out = tmp_path / "r.jsonl"
+    args = ["humaneval", "--tasks", "2", "--model", "m", "--adapter", "ad", "--index-path", "ix",
+            "--retrieval", "always", "--attempts", "3", "-o", str(out)]  # fmt: skip
+    result = CliRunner().invoke(eval_group, args)
+    assert result.exit_code == 0, result.output
+    config = fake_agent["config"]
+    assert (config.model, config.adapter, config.index_path) == ("m", "ad", "ix")
+    assert (config.retrieval, config.max_attempts, config.sandbox) == ("always", 3, "docker")
+    assert config.sources["sandbox"] == "flag"  # eval pins docker: the hidden tests run there
+    single = CliRunner().invoke(eval_group, [*args[:-2], "--no-repair", "-o", str(tmp_path / "s.jsonl")])
+    assert single.exit_code == 0 and fake_agent["config"].max_attempts == 1  # --no-repair wins

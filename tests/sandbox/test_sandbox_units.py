@@ -13,6 +13,8 @@ from ragcoder.sandbox.pool import ServerSandbox, WarmPool
 from ragcoder.sandbox.settings import parse_size
 from ragcoder.sandbox.workers import SERVER_PARTS, Worker, WorkerDied, WorkerTimeout, server_source
 
+from tests.sandbox.conftest import require_bwrap
+
 
 def test_parse_size() -> None:
     assert parse_size("512m") == 512 << 20
@@ -226,8 +228,7 @@ def _local_warning(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyP
 
     from ragcoder.sandbox import local_sandbox
 
-    if local_sandbox.bwrap_path() is None:
-        pytest.fail("bubblewrap is missing: .ci/run installs it (apt-get install bubblewrap)")
+    require_bwrap()  # skips outside CI (fails in CI) when bubblewrap is missing
     monkeypatch.setattr(local_sandbox, "_warned_weaker", False)
     with caplog.at_level(logging.WARNING), open_it() as sandbox:
         assert sandbox.name == "local"

@@ -53,7 +53,7 @@ class SecondEngine:
         _wait(self.answers, 60, f"dockerd on {self.url}")
 
     def answers(self) -> bool:
-        from ragcoder.sandbox.docker_sandbox import docker_client
+        from ragcoder.sandbox.lifecycle import docker_client
 
         try:
             docker_client(2, base_url=self.url).close()
@@ -126,7 +126,7 @@ LOCAL = "unix:///var/run/docker.sock"
 
 
 def containers_on(url: str) -> int:
-    from ragcoder.sandbox.docker_sandbox import docker_client
+    from ragcoder.sandbox.lifecycle import docker_client
 
     client = docker_client(5, base_url=url)
     try:
@@ -137,7 +137,7 @@ def containers_on(url: str) -> int:
 
 @pytest.mark.docker
 def test_the_image_is_shipped_and_runs_spread_over_both_hosts(second_engine: SecondEngine) -> None:
-    from ragcoder.sandbox.docker_sandbox import docker_client
+    from ragcoder.sandbox.lifecycle import docker_client
 
     with open_hosts(LOCAL, second_engine.url) as sandbox:
         status = {row["host"]: row for row in sandbox.status()}

@@ -91,6 +91,14 @@ def search(query: str, k: int, mode: str, guess_apis: bool, index_path: Path | N
     """Show what the agent's retriever finds for QUERY: symbol, file and lines, score, first line."""
     import json
 
+    from ragcoder.agent.tasks import clean_text
+
+    if not query.strip():  # every chunk is equally near an empty query: the results would be arbitrary
+        raise click.ClickException(
+            "the query is empty: say what to look for, e.g. ragcoder search 'read a csv file'"
+        )
+    query = clean_text(query)  # bytes that are not UTF-8 (from argv) would break the embedder
+
     from ragcoder.chains.retrieval.indexing import IndexMismatchError, open_collection, resolve_index_path
     from ragcoder.chains.retrieval.retriever import open_retriever
 

