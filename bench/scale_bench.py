@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODEL = "smollm2-135m-instruct"
-MODES = ("inproc1", "inproc2", "inproc4", "served1", "served2", "ray1", "ray2")
+MODES = ("inproc1", "served1", "ray1", "ray2", "inproc2", "inproc4", "served2")  # the target's three first
 TEMPLATES = [  # (name, instruction, tests) over n: trivial functions a 135M model mostly gets right
     ("add_{n}", "Write a Python function add_{n}(x) that returns x plus {n}.",
      "assert add_{n}(1) == {a}\nassert add_{n}(-{n}) == 0"),
