@@ -155,6 +155,13 @@ def test_the_image_is_shipped_and_runs_spread_over_both_hosts(second_engine: Sec
     client = docker_client(5, base_url=second_engine.url)
     client.images.get("ragcoder-sandbox:latest")  # still there for the next run: shipped once
     client.close()
+    from ragcoder.sandbox import open_sandbox
+    from ragcoder.sandbox.multi_host import MultiHostSandbox
+
+    with open_sandbox("auto", hosts=[LOCAL, second_engine.url], pool_size=1) as again:  # docker_hosts' path
+        assert isinstance(again, MultiHostSandbox)
+        assert not any(row["shipped_image"] for row in again.status())  # nothing to ship the second time
+        assert again.run("print(1 + 1)").stdout.strip() == "2"
 
 
 @pytest.mark.docker
