@@ -64,11 +64,13 @@ def make_tasks(count: int) -> list[Any]:
 # -- one mode, in a child process -----------------------------------------------------------------
 
 
-def run_mode(mode: str, count: int, attempts: int, max_new: int, out: Path, llm_url: str | None) -> dict:
+def run_mode(mode: str, count: int, attempts: int, max_new: int, out: Path, llm_url: str | None,
+             model: str = MODEL) -> dict:  # fmt: skip
     from ragcoder.agent.config import AgentConfig
 
     workers = int(mode[-1])
-    config = AgentConfig(model=MODEL, retrieval="never", max_attempts=attempts, max_new_tokens=max_new,
+    served = {} if llm_url else {"model": model}  # through the URL: the server's one model
+    config = AgentConfig(**served, retrieval="never", max_attempts=attempts, max_new_tokens=max_new,
                          llm_url=llm_url)  # fmt: skip
     tasks = make_tasks(count)
     done_at: list[float] = []
@@ -100,25 +102,21 @@ def run_mode(mode: str, count: int, attempts: int, max_new: int, out: Path, llm_
         "gen_ms": statistics.mean(gen), "run_ms": statistics.mean(run),
         "tokens": statistics.mean(r.get("output_tokens", 0) for r in records),
         "attempts": statistics.mean(len(r.get("attempts", [])) for r in records),
-        "verdicts": {r["id"]: bool(r.get("passed")) for r in records},
+        "verdicts": {r["id"]: "error" if "error" in r else bool(r.get("passed")) for r in records},
         "codes": {r["id"]: r.get("code", "") for r in records},
     }  # fmt: skip
 
 
 def fanout_ceiling(tasks: int = 200) -> dict:
     """Ray no-op round trips on 2 local actors, and the driver's fsync'd append of a typical record."""
-    from ragcoder.agent.batch import append_record
     from ragcoder.agent.ray_runner import ray_map
+    from ragcoder.agent.records import ResultsFile
 
-    record = {
-        "id": "x",
-        "code": "def f(x):\n    return x + 1\n" * 4,
-        "attempts": [{"feedback": "y" * 400}] * 2,
-    }
-    with tempfile.TemporaryDirectory() as folder, (Path(folder) / "r.jsonl").open("a") as handle:
+    record = {"code": "def f(x):\n    return x + 1\n" * 4, "attempts": [{"feedback": "y" * 400}] * 2}
+    with tempfile.TemporaryDirectory() as folder, ResultsFile.open(Path(folder) / "r.jsonl") as results:
         started = time.perf_counter()
-        for _ in range(200):
-            append_record(handle, record)
+        for i in range(200):
+            results.append({"id": str(i), **record})
         append_ms = (time.perf_counter() - started) / 200 * 1000
     outcomes = ray_map(((str(i), i) for i in range(tasks)), _Noop(), address="local", workers=2)
     first = next(outcomes)
@@ -141,14 +139,14 @@ def _identity(item: Any) -> Any:
 # -- the driver -------------------------------------------------------------------------------------
 
 
-def start_server(max_batch: int, max_new: int, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(max_batch: int, max_new: int, log: Path, model: str = MODEL) -> tuple[subprocess.Popen, str]:
     import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests/scale/openai_server.py"), "--model", MODEL, "--port", str(port),
+        [sys.executable, str(ROOT / "tests/scale/openai_server.py"), "--model", model, "--port", str(port),
          "--max-batch", str(max_batch), "--max-new-tokens", str(max_new)],
         stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -169,7 +167,8 @@ def start_server(max_batch: int, max_new: int, log: Path) -> tuple[subprocess.Po
 def child(mode: str, args: argparse.Namespace, folder: Path, llm_url: str | None = None) -> dict:
     out = folder / f"{mode}.jsonl"
     command = [sys.executable, __file__, "--child", mode, "--tasks", str(args.tasks), "--attempts",
-               str(args.attempts), "--max-new-tokens", str(args.max_new_tokens), "--out", str(out)]  # fmt: skip
+               str(args.attempts), "--max-new-tokens", str(args.max_new_tokens), "--out", str(out),
+               "--model", args.model]  # fmt: skip
     if llm_url:
         command += ["--llm-url", llm_url]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -184,25 +183,30 @@ def main() -> None:
     parser.add_argument("--attempts", type=int, default=2, help="1 generation + repairs")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument(
+        "--model", default=MODEL, help="Another model (e.g. a tiny random one: plumbing only)."
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write every row here.")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--llm-url", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        row = run_mode(args.child, args.tasks, args.attempts, args.max_new_tokens, args.out, args.llm_url)
+        row = run_mode(args.child, args.tasks, args.attempts, args.max_new_tokens, args.out, args.llm_url,
+                       args.model)  # fmt: skip
         print(json.dumps(row))
         return
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    print(f"scale bench: {args.tasks} tasks, {MODEL} fp32 greedy, attempts {args.attempts}, "
+    print(f"scale bench: {args.tasks} tasks, {args.model} fp32 greedy, attempts {args.attempts}, "
           f"max_new_tokens {args.max_new_tokens}, {os.cpu_count()} cores", flush=True)  # fmt: skip
     folder = Path(tempfile.mkdtemp(prefix="ragcoder-scale-bench-"))
     rows = []
     for mode in modes:
         started = time.perf_counter()
         if mode.startswith("served"):
-            server, url = start_server(int(mode[-1]), args.max_new_tokens, folder / f"{mode}-server.log")
+            server, url = start_server(int(mode[-1]), args.max_new_tokens, folder / f"{mode}-server.log",
+                                       args.model)  # fmt: skip
             try:
                 row = child(mode, args, folder, url)
             finally:

@@ -7,7 +7,8 @@ What is added on top of the stock client:
 
 - a URL without a path gets ``/v1``, as every one of those servers serves it there;
 - the model name defaults to the first one the server lists (``GET /v1/models``), so a server
-  that holds one model needs no ``--model``; asking it also fails fast on a wrong URL;
+  that holds one model needs no ``--model``; asking it also fails fast on a wrong URL or a
+  model the server does not list;
 - greedy decoding by default (temperature 0) and usage in streams (``stream_options``);
 - a server that does not answer, or answers with an error, raises :class:`ModelUnavailable`
   with one line naming the URL, instead of the client's stack of retries and tracebacks.
@@ -130,6 +131,11 @@ def load_remote_chat_model(
     name = model or (listed[0] if listed else None)
     if not name:
         raise ModelUnavailable(f"the model server at {base} lists no model", hint="pass --model NAME")
+    if listed and name not in listed:  # fail now, not with a 404 at the first task
+        raise ModelUnavailable(
+            f"the model server at {base} does not serve {name!r}; it serves {', '.join(listed[:10])}",
+            hint="pass --model with one of those, or leave --model out to use the first",
+        )
     return RemoteChatModel(
         base_url=base,
         api_key=api_key or _api_key(),  # type: ignore[arg-type]

@@ -90,6 +90,12 @@ def test_sampling_options_reach_the_server(tiny_url: str) -> None:
     }
 
 
+def test_a_model_the_server_does_not_serve_fails_at_start(tiny_url: str) -> None:
+    with pytest.raises(ModelUnavailable, match="does not serve 'qwen'; it serves tiny") as err:
+        load_remote_chat_model(tiny_url, model="qwen")
+    assert "\n" not in str(err.value)
+
+
 def test_a_server_that_does_not_answer_is_one_line_error() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(ModelUnavailable) as err:
