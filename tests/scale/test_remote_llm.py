@@ -179,7 +179,8 @@ def test_the_agent_runs_on_the_served_model(tiny_url: str) -> None:
 
 @pytest.fixture(scope="module")
 def smol_installed() -> str:
-    from ragcoder.chains.llm.models import install_model, read_manifest
+    from ragcoder.chains.llm.convert import install_model
+    from ragcoder.chains.llm.models import read_manifest
 
     name = "smollm2-135m-instruct"
     if read_manifest(name) is None:
