@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_STUCK_TEMPERATURE, MAX_STUCK_TEMPERATURE
+from ragcoder.agent.scale_settings import SCALE_SETTINGS, coerce_scale_setting
 from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS
 
 from ragcoder.errors import ConfigError
@@ -56,6 +57,11 @@ class AgentConfig:
     # (ragcoder.agent.defaults); none: every repair greedy
     stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
+    # past one machine (agent/scale_settings.py, docs/scale.md); unset: the embedded defaults
+    llm_url: str | None = None  # an OpenAI-compatible server: ragcoder serve, vLLM, llama.cpp, Ollama
+    index_url: str | None = None  # a Chroma server: `chroma run --path DIR --port P`
+    docker_hosts: tuple[str, ...] = ()  # Docker engines for the sandboxes: unix://, tcp://, ssh://
+    ray: str | None = None  # batch and eval fan out on Ray: local, auto or a cluster address
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -121,6 +127,8 @@ def project_config_path() -> Path:
 def _coerce(name: str, raw: Any, source: str) -> Any:
     """``raw`` (a TOML value, or a string from the environment or a flag) as the setting's type,
     or a one-line ConfigError naming the setting, its source and what it accepts."""
+    if name in SCALE_SETTINGS:
+        return coerce_scale_setting(name, raw, source)
     rule = RULES[name]
 
     def refuse(shown: Any = raw) -> ConfigError:
@@ -209,7 +217,7 @@ def _parse_toml(path: Path, label: str) -> dict[str, Any]:
             raise ConfigError(
                 f"ragcoder = {data!r} in {path}: [ragcoder] must be a table of settings (key = value lines)"
             )
-    known = set(RULES)
+    known = set(RULES) | set(SCALE_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -243,7 +251,7 @@ def resolve_config(flags: dict[str, Any] | None = None) -> AgentConfig:
 
 def check_config(config: AgentConfig) -> AgentConfig:
     """Apply the rules to a config built in code (``resolve_config`` applies them as it reads)."""
-    for name in RULES:
+    for name in [*RULES, *SCALE_SETTINGS]:
         setattr(config, name, _coerce(name, getattr(config, name), config.sources.get(name, "AgentConfig")))
     return config
 
@@ -272,7 +280,8 @@ def build_agent(
     from ragcoder.chains.retrieval.gate import decide_retrieval
     from ragcoder.sandbox import open_sandbox
 
-    sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
+    pool = {"pool_size": workers} if workers > 1 else {}
+    sandbox = open_sandbox(config.sandbox, hosts=config.docker_hosts, **pool)
     try:
         own_index = retriever is None and config.retrieval != "never"
         if config.retrieval == "never":
@@ -280,16 +289,31 @@ def build_agent(
         elif own_index:
             from ragcoder.chains.retrieval.retriever import open_retriever
 
-            retriever = open_retriever(config.index_path, k=config.k)
-        chat: Any = load_chat_model(
-            config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
-        )  # type: ignore[arg-type]
-        if own_index and config.retrieval_guess:
-            from ragcoder.chains.retrieval.api_guess import load_api_guesser
+            retriever = open_retriever(index_location(config), k=config.k)
+        if config.llm_url:  # the server decodes and batches: no lookup binding, no micro-batching
+            from ragcoder.chains.llm.remote import load_remote_chat_model
 
-            retriever.api_guesser = load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
+            chat: Any = load_remote_chat_model(config.llm_url, model=_served_model_name(config),
+                                               max_new_tokens=config.max_new_tokens)  # fmt: skip
+        else:
+            chat = load_chat_model(
+                config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
+            )  # type: ignore[arg-type]
+        if own_index and config.retrieval_guess:
+            from ragcoder.chains.retrieval.api_guess import (
+                GUESS_MAX_NEW_TOKENS,
+                api_guess_chain,
+                load_api_guesser,
+            )
+
+            retriever.api_guesser = (
+                api_guess_chain(chat.bind(max_tokens=GUESS_MAX_NEW_TOKENS)) if config.llm_url
+                else load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
+            )  # fmt: skip
         if models is not None:
             model, repair = models(chat)
+        elif config.llm_url:
+            model, repair = chat, chat
         else:  # prompt-lookup decoding for repairs: a repair copies the code it was shown
             model, repair = chat, repair_model(chat)
             if workers > 1:
@@ -305,3 +329,18 @@ def build_agent(
         timeout=config.timeout, stuck_temperature=config.stuck_temperature,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )  # fmt: skip
+
+
+def index_location(config: AgentConfig) -> str | None:
+    """The index folder to open: ``index_path``, or the stand-in folder of the server at ``index_url``."""
+    if config.index_url:
+        from ragcoder.chains.retrieval.remote_index import remote_index_path
+
+        return str(remote_index_path(config.index_url))
+    return config.index_path
+
+
+def _served_model_name(config: AgentConfig) -> str | None:
+    """``--model`` names the model on the server; left at its default, the server's first model is used."""
+    unset = config.model == DEFAULT_MODEL and config.sources.get("model", "default") == "default"
+    return None if unset else config.model

@@ -80,13 +80,30 @@ class ModelInstallError(RagcoderError):
     """Fetching, joining, verifying or converting a model failed; nothing half-written is left."""
 
 
+class ModelUnavailable(RagcoderError):
+    """The model server at ``llm_url`` does not answer, or answers with an error."""
+
+
 # -- retrieval ------------------------------------------------------------------------------------
 class IndexMismatchError(RagcoderError, RuntimeError):
     """The index was built with another embedder than the one given."""
 
 
+class IndexUnavailable(RagcoderError, RuntimeError):
+    """The Chroma server at ``index_url`` does not answer (after waiting out a restart)."""
+
+    hint = "start it with `chroma run --path DIR --port PORT`, or fix index_url"
+
+
 class UnsupportedEmbedderError(RagcoderError, RuntimeError):
     """The folder cannot run through ONNX Runtime here (layout, export or check failed): use torch."""
+
+
+# -- fan-out -------------------------------------------------------------------------------------
+class RayWorkerError(RagcoderError, RuntimeError):
+    """A Ray cluster does not answer, or a Ray worker could not set up its agent."""
+
+    hint = "check the cluster (`ray status`) and that every node has ragcoder, its model and sandbox"
 
 
 # -- sandbox: the sandbox could not run the code (not: the code failed) --------------------------

@@ -206,12 +206,19 @@ class DockerSandbox(ServerSandbox):
     name = "docker"
 
     def __init__(
-        self, settings: SandboxSettings | None = None, *, reap: bool = True, **overrides: Any
+        self,
+        settings: SandboxSettings | None = None,
+        *,
+        reap: bool = True,
+        host: str | None = None,
+        **overrides: Any,
     ) -> None:
+        """``host``: the engine's URL (see :func:`docker_client`); None: the environment's."""
         merged = SandboxSettings.from_kwargs(**{**(settings or SandboxSettings()).__dict__, **overrides})
         self._owner_pid = os.getpid()
         self.sandbox_id = uuid.uuid4().hex[:12]  # label ragcoder.sandbox on this sandbox's containers
-        self._client = docker_client()
+        self.host = host
+        self._client = docker_client(base_url=host)
         try:
             from docker.errors import ImageNotFound
 

@@ -99,9 +99,12 @@ def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) ->
 )
 @click.option("--fresh", is_flag=True, help="Start over: empty OUTPUT first instead of resuming.")
 @click.option("--show-code", is_flag=True, help="Print each task's final code.")
+@click.option("--ray", "ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS|local]",
+              help="Fan the tasks out to --workers Ray actors, each with its own sandbox and model (or "
+              "--llm-url): `--ray` alone starts Ray here, ADDRESS joins a cluster (`ray start --head`).")  # fmt: skip
 @agent_options()
 def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report: Path | None, fresh: bool,
-          show_code: bool, **options: Any) -> None:  # fmt: skip
+          show_code: bool, ray: str | None, **options: Any) -> None:  # fmt: skip
     """Run every task in INPUT: JSONL (id, instruction, tests?, entry_point?), HumanEval JSONL,
     plain text (one instruction per paragraph) or a folder of .txt/.md files."""
     from contextlib import nullcontext
@@ -117,7 +120,7 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
 
     # everything that can be wrong with the input, the settings or the paths fails here, in one
     # line, before the sandbox and the model start (tens of seconds)
-    config = _resolve(options)
+    config = _resolve({**options, "ray": ray})
     tasks = list(read_tasks(input_path, fmt, config.max_instruction_chars))
     if not tasks:  # an error rather than "0 tasks, rc 0": an empty input is a wrong or unfinished file
         raise TaskError(
@@ -148,13 +151,20 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
             rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
             progress.update(bar, advance=1, rate=rate)
 
-        # no model when nothing is left to solve (a finished run, or only bad lines to record)
-        with build_agent(config, workers=workers) if plan.to_solve else nullcontext() as agent:
-            where = f"sandbox: {agent.sandbox.name}; " if agent is not None else ""
-            click.echo(f"{where}{len(tasks)} tasks -> {shown}")
+        if config.ray and plan.to_solve:  # the agents live in Ray actors; this process writes the records
+            from ragcoder.agent.ray_runner import run_batch_on_ray
+
+            click.echo(f"ray: {config.ray}, {workers} actor(s); {len(tasks)} tasks -> {shown}")
             with progress:
-                summary = run_batch(agent, tasks, results, workers=workers, on_start=on_start,
-                                    on_result=on_result)  # fmt: skip
+                summary = run_batch_on_ray(config, tasks, results, address=config.ray, workers=workers,
+                                           on_start=on_start, on_result=on_result)  # fmt: skip
+        else:  # no model when nothing is left to solve (a finished run, or only bad lines to record)
+            with build_agent(config, workers=workers) if plan.to_solve else nullcontext() as agent:
+                where = f"sandbox: {agent.sandbox.name}; " if agent is not None else ""
+                click.echo(f"{where}{len(tasks)} tasks -> {shown}")
+                with progress:
+                    summary = run_batch(agent, tasks, results, workers=workers, on_start=on_start,
+                                        on_result=on_result)  # fmt: skip
     print_summary(summary)
     if report is not None:
         write_markdown_report(summary, report, title=f"ragcoder batch: {input_path}", results=output)
@@ -169,7 +179,7 @@ def chat(**options: Any) -> None:
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console
 
-    from ragcoder.agent.config import build_agent
+    from ragcoder.agent.config import build_agent, index_location
     from ragcoder.cli.chat import run_chat
 
     read_line = _line_reader()
@@ -179,12 +189,20 @@ def chat(**options: Any) -> None:
         def switch_model(spec: str) -> str:
             from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
 
+            if config.llm_url:  # another model of the same server
+                from ragcoder.chains.llm.remote import load_remote_chat_model
+
+                served = load_remote_chat_model(
+                    config.llm_url, model=spec, max_new_tokens=config.max_new_tokens
+                )
+                agent.set_model(served, served)
+                return f"model: {spec} at {config.llm_url}"
             chat = load_chat_model(spec, adapter=None, max_new_tokens=config.max_new_tokens)
             agent.set_model(chat, repair_model(chat))
             return f"model: {spec}"
 
         run_chat(agent, read_line, Console(), switch_model=switch_model,
-                 index_paths=_index_paths(config.index_path),
+                 index_paths=_index_paths(index_location(config)),
                  max_instruction_chars=config.max_instruction_chars)  # fmt: skip
 
 

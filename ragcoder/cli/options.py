@@ -63,6 +63,28 @@ def agent_options(*, sandbox_default: str | None = None) -> Callable[[Any], Any]
             "docs worded unlike the request, one short generation more [default: off].",
         ),
         click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder."),
+        click.option(
+            "--llm-url",
+            default=None,
+            metavar="URL",
+            help="An OpenAI-compatible server (ragcoder serve, vLLM, llama.cpp, Ollama) instead of "
+            "the local model; --model then names the served model [default: its first].",
+        ),
+        click.option(
+            "--index-url",
+            default=None,
+            metavar="URL",
+            help="A Chroma server (`chroma run --path DIR --port P`) instead of the index folder.",
+        ),
+        click.option(
+            "--docker-host",
+            "docker_hosts",
+            multiple=True,
+            metavar="URL",
+            callback=lambda ctx, param, value: value or None,  # none given: the files and env decide
+            help="A Docker engine for the sandboxes (unix://, tcp://, ssh://); repeat for several: "
+            "runs go to the least busy one.",
+        ),
     ]
 
     def decorate(func: Any) -> Any:

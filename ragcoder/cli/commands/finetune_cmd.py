@@ -53,11 +53,14 @@ def eval_group() -> None:
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Empty OUTPUT first instead of resuming.")
+@click.option("--ray", "ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS|local]",
+              help="Solve and score on --workers Ray actors: `--ray` alone starts Ray here, ADDRESS joins a "
+              "cluster (`ray start --head`).")  # fmt: skip
 @agent_options(sandbox_default="docker")  # the hidden tests run there too
 def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style: str, no_repair: bool,
                   samples: int, temperature: float, stuck_temperature: str | None, max_new_tokens: int | None,
                   quantize: str, workers: int, output: Path, report: Path | None, fresh: bool,
-                  **options: Any) -> None:  # fmt: skip
+                  ray: str | None, **options: Any) -> None:  # fmt: skip
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
     from contextlib import nullcontext
 
@@ -69,7 +72,7 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style
     from ragcoder.finetune.evaluate import plan_eval, run_eval, select_problems
     from ragcoder.finetune.report import write_report
 
-    flags = {**options, "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}
+    flags = {**options, "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature, "ray": ray}
     if no_repair:
         flags["max_attempts"] = 1
     try:  # every setting and path is checked before the sandbox and the model start
@@ -100,24 +103,34 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style
 
     with results:
         plan = plan_eval(problems, samples, results.done)
-        try:  # no model when every record is there already (a rerun for the report)
-            agent = (build_eval_agent(config, workers=workers, samples=samples, temperature=temperature,
-                                      quantize=quantize) if plan.to_solve else nullcontext())  # fmt: skip
-        except Exception as exc:
-            fail(exc)
-        with agent:
-            if plan.to_solve:
-                click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
-                           f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
-                           f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
-                           f"{' + API guesses' if config.retrieval_guess else ''}; "
-                           f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
-            else:
-                click.echo(f"nothing to do: every record is in {shown} (--fresh starts over)")
+        if config.ray and plan.to_solve:  # the agents live in Ray actors; this process writes the records
+            from ragcoder.finetune.ray_eval import run_eval_on_ray
+
+            click.echo(f"ray: {config.ray}, {workers} actor(s); model: {config.llm_url or config.model}; "
+                       f"{len(problems)} task(s) x {samples} sample(s); attempts: {config.max_attempts}")  # fmt: skip
             with progress:
-                summary = run_eval(agent if plan.to_solve else None, problems, results, samples=samples,
-                                   workers=workers, on_start=on_start, on_result=on_result,
-                                   prompt_style=prompt_style)  # fmt: skip
+                summary = run_eval_on_ray(config, problems, results, address=config.ray, workers=workers,
+                                          samples=samples, temperature=temperature, quantize=quantize,
+                                          prompt_style=prompt_style, on_start=on_start, on_result=on_result)  # fmt: skip
+        else:
+            try:  # no model when every record is there already (a rerun for the report)
+                agent = (build_eval_agent(config, workers=workers, samples=samples, temperature=temperature,
+                                          quantize=quantize) if plan.to_solve else nullcontext())  # fmt: skip
+            except Exception as exc:
+                fail(exc)
+            with agent:
+                if plan.to_solve:
+                    click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
+                               f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
+                               f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
+                               f"{' + API guesses' if config.retrieval_guess else ''}; "
+                               f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
+                else:
+                    click.echo(f"nothing to do: every record is in {shown} (--fresh starts over)")
+                with progress:
+                    summary = run_eval(agent if plan.to_solve else None, problems, results, samples=samples,
+                                       workers=workers, on_start=on_start, on_result=on_result,
+                                       prompt_style=prompt_style)  # fmt: skip
     chosen = f" (tasks {tasks})" if tasks else ""
     chosen += " asked in words" if prompt_style == "words" else ""
     title = f"HumanEval {split}{chosen}{f' (first {limit})' if limit else ''}: {config.model}" + (
