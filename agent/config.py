@@ -30,6 +30,9 @@ _RETRIEVAL_WORDS = {"true": "always", "yes": "always", "on": "always", "1": "alw
 class AgentConfig:
     model: str = DEFAULT_MODEL  # known name, HF folder, .gguf file or cached HF id
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
+    # auto: ONNX Runtime int4 when the model has that form (`ragcoder models install`), else torch
+    engine: str = "auto"  # auto | torch | ort (chains/llm/engines.py)
+    server: str | None = None  # a `ragcoder serve` URL; none: the one on the user's socket if any; off
     sandbox: str = "auto"  # auto | docker | local | unsafe-local
     max_attempts: int = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
     # auto: the user's own indexed code for every task but a self-contained function stub, the
@@ -151,7 +154,8 @@ def build_agent(
     the (generate, repair) pair built from the loaded chat model (evaluation samples with it).
     """
     from ragcoder.agent.loop import CodeAgent
-    from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+    from ragcoder.chains.llm.chat_model import repair_model
+    from ragcoder.chains.llm.served import open_chat_model
     from ragcoder.chains.retrieval.gate import decide_retrieval
     from ragcoder.sandbox import open_sandbox
 
@@ -162,9 +166,10 @@ def build_agent(
             from ragcoder.chains.retrieval.retriever import open_retriever
 
             retriever = open_retriever(config.index_path, k=config.k)
-        chat: Any = load_chat_model(
-            config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
-        )  # type: ignore[arg-type]
+        chat: Any = open_chat_model(
+            config.model, engine=config.engine, adapter=config.adapter, server=config.server,
+            quantize=quantize, max_new_tokens=config.max_new_tokens,
+        )  # fmt: skip
         if retriever is not None and config.retrieval_guess:
             from ragcoder.chains.retrieval.api_guess import load_api_guesser
 

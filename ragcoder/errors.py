@@ -68,6 +68,14 @@ class ModelInstallError(RagcoderError):
     """Fetching, joining, verifying or converting a model failed; nothing half-written is left."""
 
 
+class UnknownEngine(RagcoderError, ValueError):
+    """The generation engine asked for is not one ragcoder has (the message lists the known ones)."""
+
+
+class ServeError(RagcoderError):
+    """``ragcoder serve`` cannot start (its socket is taken) or a server cannot be reached."""
+
+
 # -- retrieval ------------------------------------------------------------------------------------
 class IndexMismatchError(RagcoderError, RuntimeError):
     """The index was built with another embedder than the one given."""

@@ -52,6 +52,13 @@ def _agent_options(func: Any) -> Any:
     options = [
         click.option("--model", default=None, help="Known model name, HF folder or .gguf file."),
         click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder."),
+        click.option("--engine", default=None, help="Generation engine: auto | torch | ort [default: auto]."),
+        click.option(
+            "--server",
+            default=None,
+            help="A `ragcoder serve` URL to generate with; off: load the model here [default: the "
+            "running server on the user's socket, if it holds the model].",
+        ),
         click.option(
             "--sandbox",
             type=click.Choice(["auto", "docker", "local", "unsafe-local"]),
@@ -213,9 +220,11 @@ def chat(**options: Any) -> None:
     with build_agent(config) as agent:
 
         def switch_model(spec: str) -> str:
-            from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+            from ragcoder.chains.llm.chat_model import repair_model
+            from ragcoder.chains.llm.served import open_chat_model
 
-            chat = load_chat_model(spec, adapter=None, max_new_tokens=config.max_new_tokens)
+            chat = open_chat_model(spec, engine=config.engine, server=config.server,
+                                   max_new_tokens=config.max_new_tokens)  # fmt: skip
             agent.set_model(chat, repair_model(chat))
             return f"model: {spec}"
 
@@ -314,8 +323,9 @@ def _register_subcommands() -> None:
     from ragcoder.cli.commands.index_cmd import index, search
     from ragcoder.cli.commands.models_cmd import models
     from ragcoder.cli.commands.sandbox_cmd import sandbox
+    from ragcoder.cli.commands.serve_cmd import serve
 
-    for command in (models, sandbox, index, search, eval_group, finetune_group):
+    for command in (models, sandbox, index, search, eval_group, finetune_group, serve):
         cli.add_command(command)
 
 

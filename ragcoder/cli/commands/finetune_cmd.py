@@ -63,6 +63,8 @@ def eval_group() -> None:
                    "(e.g. 0.8) [default: none, greedy repairs].")  # fmt: skip
 @click.option("--model", default=None, help="Known model name, HF folder or .gguf file.")
 @click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder.")
+@click.option("--engine", default=None, help="Generation engine: auto | torch | ort [default: auto].")
+@click.option("--server", default=None, help="A `ragcoder serve` URL; off: load the model here.")
 @click.option("--sandbox", type=click.Choice(["auto", "docker", "local", "unsafe-local"]), default="docker",
               show_default=True, help="Where generated code and the hidden tests run.")  # fmt: skip
 @click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder.")
@@ -79,8 +81,7 @@ def eval_group() -> None:
 def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: str | None,
                   retrieval_guess: bool | None, prompt_style: str, no_repair: bool,
                   max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
-                  model: str | None,
-                  adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
+                  model: str | None, adapter: str | None, engine: str | None, server: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
                   quantize: str, workers: int, output: Path, report: Path | None, fresh: bool) -> None:  # fmt: skip
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -89,7 +90,8 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
     from ragcoder.finetune.evaluate import run_eval, select_problems
     from ragcoder.finetune.report import write_report
 
-    flags = {"model": model, "adapter": adapter, "sandbox": sandbox, "retrieval": retrieval,
+    flags = {"model": model, "adapter": adapter, "engine": engine, "server": server, "sandbox": sandbox,
+             "retrieval": retrieval,
              "retrieval_guess": retrieval_guess,
              "max_attempts": 1 if no_repair else max_attempts, "index_path": index_path,
              "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}  # fmt: skip
