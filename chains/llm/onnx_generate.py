@@ -167,10 +167,11 @@ class OnnxGenerator:
             if not ids:
                 raise ValueError("an empty prompt: there is nothing to continue")
         lookup = lookup if lookup and sampling is None and len(encoded) * samples == 1 else None
-        capacity = min(
-            max(len(ids) for ids in encoded) + max_new_tokens + (lookup or 0) + 1,
-            self.decoder.context_length,
-        )
+        longest, context = max(len(ids) for ids in encoded), self.decoder.context_length
+        if longest >= context:
+            raise ValueError(f"a prompt of {longest} tokens does not fit the model's context of {context}")
+        max_new_tokens = min(max_new_tokens, context - longest - (lookup or 0) - 1)  # answers end there
+        capacity = longest + max_new_tokens + (lookup or 0) + 1
         with self.lock:
             rows = [_Row(ids) for ids in encoded for _ in range(samples)]
             # one generator per row, from (seed, sample number): a row's draws do not depend on

@@ -79,22 +79,35 @@ def usage(messages: list[AIMessage]) -> dict[str, Any]:
     return data
 
 
+def _batcher(chat: Any, max_batch: int) -> Any:
+    """The micro-batcher over ``chat``, remembering the largest group it ran as one call."""
+    from ragcoder.agent.microbatch import MicroBatchingChatModel
+
+    class CountingBatcher(MicroBatchingChatModel):
+        largest: int = 0
+
+        def _run_group(self, requests: list, stop: list[str] | None) -> None:
+            self.largest = max(self.largest, len(requests))
+            super()._run_group(requests, stop)
+
+    return CountingBatcher(inner=chat, max_batch=max_batch)
+
+
 class ChatService:
     """What the handler calls: the chat model, its micro-batcher and the model's description."""
 
     def __init__(
         self, chat: Any, *, model: str, engine: str, adapter: str | None, max_batch: int = 8
     ) -> None:
-        from ragcoder.agent.microbatch import MicroBatchingChatModel
-
         self.chat = chat
-        self.batcher = MicroBatchingChatModel(inner=chat, max_batch=max_batch)
+        self.batcher = _batcher(chat, max_batch)
         self.model, self.engine, self.adapter = model, engine, adapter
         self.requests = 0
 
     def health(self) -> dict[str, Any]:
         return {"server": "ragcoder", "status": "ok", "model": self.model, "engine": self.engine,
-                "adapter": self.adapter, "pid": os.getpid(), "requests": self.requests}  # fmt: skip
+                "adapter": self.adapter, "pid": os.getpid(), "requests": self.requests,
+                "largest_batch": self.batcher.largest}  # fmt: skip
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         messages, options = to_messages(body.get("messages")), call_options(body)
