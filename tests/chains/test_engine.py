@@ -275,3 +275,58 @@ def test_models_list_shows_each_part_and_its_size(tiny_known: str) -> None:
     assert result.exit_code == 0, result.output
     line = next(line for line in result.output.splitlines() if "ort-int4" in line)
     assert "hf " in line and " MB" in line
+
+
+# -- the decode loop's parts, without a model ----------------------------------------------------
+
+
+def test_prompt_lookup_candidates_follow_the_latest_match_of_the_longest_ngram() -> None:
+    from ragcoder.chains.llm.onnx_generate import _lookup_candidates
+
+    history = [1, 2, 3, 9, 9, 1, 2, 3, 7, 8, 5, 1, 2, 3]
+    assert _lookup_candidates(history, 3) == [7, 8, 5]  # after the latest earlier "1 2 3"
+    assert _lookup_candidates([4, 5, 6], 3) == []
+    assert _lookup_candidates(history, 0) == []
+
+
+def test_nucleus_sampling_keeps_the_top_p_mass_and_greedy_takes_the_maximum() -> None:
+    from ragcoder.chains.llm.generate import Sampling
+    from ragcoder.chains.llm.onnx_generate import _pick
+
+    logits = np.log(np.array([[0.6, 0.3, 0.05, 0.05]]))
+    assert _pick(logits, None, []).tolist() == [0]
+    rng = np.random.default_rng(0)
+    narrow = {int(_pick(logits, Sampling(1.0, top_p=0.5), [rng])[0]) for _ in range(50)}
+    assert narrow == {0}  # 0.6 alone covers half the mass
+    wide = {int(_pick(logits, Sampling(1.0, top_p=0.85), [rng])[0]) for _ in range(200)}
+    assert wide == {0, 1}
+
+
+def test_prefix_cache_leaves_the_last_token_to_compute_and_ignores_short_matches() -> None:
+    from ragcoder.chains.llm.onnx_decoder import KVRows
+    from ragcoder.chains.llm.onnx_generate import OnnxPrefixCache
+
+    def rows(n: int) -> KVRows:
+        return KVRows([np.zeros((1, 1, n, 2))], [np.zeros((1, 1, n, 2))], np.array([n]))
+
+    cache = OnnxPrefixCache(min_tokens=4)
+    cache.put(list(range(10)), rows(10))
+    cache.put([0, 1, 2], rows(3))  # too short to keep
+    entry, shared = cache.best(list(range(10)))
+    assert entry is not None and shared == 9  # the same prompt: all but its last token
+    assert cache.best([0, 1, 2, 3, 4, 99])[1] == 5
+    assert cache.best([0, 1, 2, 99]) == (None, 0)
+    assert len(cache.entries) == 1
+
+
+def test_kv_rows_are_taken_and_cut_by_row() -> None:
+    from ragcoder.chains.llm.onnx_decoder import KVRows
+
+    keys = np.arange(3 * 1 * 5 * 2, dtype=np.float32).reshape(3, 1, 5, 2)
+    kv = KVRows([keys], [keys + 100], np.array([2, 4, 3]))
+    taken = kv.take([2, 0, 2])
+    assert taken.lengths.tolist() == [3, 2, 3] and taken.capacity == 5
+    assert np.array_equal(taken.keys[0][0, :, :3], keys[2, :, :3])
+    assert not taken.keys[0][:, :, 3:].any()  # beyond the longest row taken: not copied
+    prefix = kv.row_prefix(1, 3)
+    assert prefix.keys[0].shape == (1, 1, 3, 2) and np.array_equal(prefix.values[0][0], keys[1, :, :3] + 100)
