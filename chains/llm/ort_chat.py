@@ -87,6 +87,11 @@ class OrtChatModel(BaseChatModel):
     def engine(self) -> str:
         return "ort"
 
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_model_name"] = kwargs.get("model") or self.model_id
+        return params
+
     def to_prompt(self, messages: list[BaseMessage]) -> str:
         """The chat template applied to ``messages``, ending where the assistant's answer starts."""
         turns = []
