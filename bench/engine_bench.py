@@ -148,7 +148,7 @@ def _work_ortgenai(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
-    model = og.Model(args.ort_dir)
+    model = og.Model(str(args.ort_dir))
     tokenizer = AutoTokenizer.from_pretrained(args.ort_dir)
     load_s = time.perf_counter() - started
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": DECODE_PROMPT}], tokenize=False,

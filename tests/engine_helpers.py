@@ -23,7 +23,9 @@ def make_tiny_onnx_source(out: Path, *, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(out)
+    model = LlamaForCausalLM(config)
+    model.to(torch.float16).to(torch.float32)  # fp16 values, as the installed models' weights are
+    model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

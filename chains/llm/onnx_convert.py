@@ -98,6 +98,7 @@ def build_onnx(
                 f"the ONNX conversion failed: {last[:300]}",
                 hint="check free memory (about 13 GB), then retry",
             )
+        _run_child(["--halve-embedding", str(built)])  # lossless: chains/llm/onnx_graph.py
         files = file_hashes(built)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -261,6 +262,10 @@ def merge_adapter(base: Path, adapter: Path, out: Path) -> None:
 if __name__ == "__main__":  # the child process of _run_child
     if len(sys.argv) == 5 and sys.argv[1] == "--merge":
         merge_adapter(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--halve-embedding":
+        from ragcoder.chains.llm.onnx_graph import halve_embedding
+
+        halve_embedding(Path(sys.argv[2]))
     elif len(sys.argv) == 4 and sys.argv[1] == "--gguf-to-hf":
         from ragcoder.chains.llm.convert import convert_gguf_to_hf
 
@@ -268,4 +273,5 @@ if __name__ == "__main__":  # the child process of _run_child
     else:
         sys.exit(
             "usage: python -m ragcoder.chains.llm.onnx_convert --merge BASE ADAPTER OUT | --gguf-to-hf GGUF OUT"
+            " | --halve-embedding FOLDER"
         )

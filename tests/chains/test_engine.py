@@ -330,3 +330,30 @@ def test_kv_rows_are_taken_and_cut_by_row() -> None:
     assert not taken.keys[0][:, :, 3:].any()  # beyond the longest row taken: not copied
     prefix = kv.row_prefix(1, 3)
     assert prefix.keys[0].shape == (1, 1, 3, 2) and np.array_equal(prefix.values[0][0], keys[1, :, :3] + 100)
+
+
+def test_the_embedding_table_is_stored_in_fp16_with_the_same_output(tiny_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+    from ragcoder.chains.llm.onnx_decoder import OnnxDecoder
+    from ragcoder.chains.llm.onnx_graph import halve_embedding
+
+    halved = tmp_path / "halved"
+    shutil.copytree(tiny_onnx, halved)
+    assert halve_embedding(halved)
+    saved = (tiny_onnx / "model.onnx.data").stat().st_size - (halved / "model.onnx.data").stat().st_size
+    assert abs(saved - 49152 * 64 * 2) < 4096  # the table: fp32 -> fp16 (plus alignment)
+    ids = list(range(100, 140))
+    before, after = OnnxDecoder(tiny_onnx), OnnxDecoder(halved)
+    logits = [d.prefill(d.new_rows(1, 48), 0, ids) for d in (before, after)]
+    assert np.array_equal(logits[0], logits[1])  # bit for bit
+
+    inexact = tmp_path / "inexact"  # a table with a value fp16 cannot hold stays fp32
+    shutil.copytree(tiny_onnx, inexact)
+    model = onnx.load(str(inexact / "model.onnx"))
+    table = next(i for i in model.graph.initializer if i.name == "model.embed_tokens.weight")
+    values = numpy_helper.to_array(table).copy()
+    values[0, 0] = 1.0 + 2**-20
+    table.CopyFrom(numpy_helper.from_array(values, table.name))
+    onnx.save(model, str(inexact / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+    assert not halve_embedding(inexact)
