@@ -179,3 +179,21 @@ def test_a_server_that_dies_mid_request_falls_back_in_process_with_one_line(
     )
     assert chat.engine == "in-process"
     time.sleep(0.1)
+
+
+def test_ragcoder_solve_generates_through_a_running_server(server, tiny_onnx: Path) -> None:
+    import httpx
+
+    url, runtime = server
+    health = url.removesuffix("/v1") + "/health"
+    before = httpx.get(health).json()["requests"]
+    ragcoder = str(Path(sys.executable).with_name("ragcoder"))
+    env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime), "RAGCODER_MAX_NEW_TOKENS": "16"}
+    proc = subprocess.run(
+        [ragcoder, "solve", "Write one() returning 1.", "--model", str(tiny_onnx), "--sandbox", "local",
+         "--no-retrieval", "--attempts", "1"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode in (0, 2), proc.stderr  # 2: the tiny random model's code fails its check
+    assert "attempt 1 (generate)" in proc.stdout
+    assert httpx.get(health).json()["requests"] == before + 1  # its one generation went to the server
