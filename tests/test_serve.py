@@ -197,3 +197,28 @@ def test_ragcoder_solve_generates_through_a_running_server(server, tiny_onnx: Pa
     assert proc.returncode in (0, 2), proc.stderr  # 2: the tiny random model's code fails its check
     assert "attempt 1 (generate)" in proc.stdout
     assert httpx.get(health).json()["requests"] == before + 1  # its one generation went to the server
+
+
+def test_a_stream_cut_by_a_dying_server_is_finished_in_process_without_repeating_itself(
+    tiny_onnx: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from ragcoder.chains.llm.ort_chat import load_ort_chat_model
+    from ragcoder.chains.llm.served import ServedChatModel, open_chat_model
+
+    runtime = _short_dir()
+    proc, _ = _start(tiny_onnx, runtime)
+    monkeypatch.setenv("RAGCODER_RUNTIME_DIR", str(runtime))
+    chat = open_chat_model(str(tiny_onnx), max_new_tokens=400)
+    assert isinstance(chat, ServedChatModel)
+    pieces = []
+    try:
+        for chunk in chat.stream("tell me a long story"):
+            pieces.append(chunk.content)
+            if len(pieces) == 5:
+                proc.kill()  # the server dies while the answer is streaming
+    finally:
+        _stop(proc)
+    local = load_ort_chat_model(tiny_onnx, max_new_tokens=400).invoke("tell me a long story")
+    assert "".join(pieces) == local.content
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "stopped answering" in lines[0]

@@ -218,12 +218,16 @@ class ServedChatModel(BaseChatModel):
         shown = ""
         if self._local is None:
             try:
+                finished = False
                 for chunk in self._openai()._stream(messages, stop=stop, **self._call_options(kwargs)):
                     shown += chunk.text
+                    finished = finished or bool(chunk.message.response_metadata.get("finish_reason"))
                     if run_manager and chunk.text:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-                return
+                if finished:
+                    return
+                raise ConnectionError("the answer ended without a finish reason")
             except Exception as error:
                 if not _connection_error(error):
                     raise

@@ -211,18 +211,24 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
+        # chunked: a server that dies mid-answer leaves an incomplete body the client notices, where
+        # a body ended by closing the connection would just look finished
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self.close_connection = True
         try:
-            self.wfile.write(f"data: {json.dumps(first)}\n\n".encode())
+            self._event(f"data: {json.dumps(first)}\n\n")
             for chunk in chunks:
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
-            self.wfile.write(b"data: [DONE]\n\n")
+                self._event(f"data: {json.dumps(chunk)}\n\n")
+            self._event("data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         finally:
             chunks.close()  # a client that left stops the generation
+
+    def _event(self, text: str) -> None:
+        data = text.encode()
+        self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
 
 
 class _UnixHandler(Handler):
