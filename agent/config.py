@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_STUCK_TEMPERATURE, MAX_STUCK_TEMPERATURE
 from ragcoder.agent.scale_settings import SCALE_SETTINGS, coerce_scale_setting
 from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS
+from ragcoder.chains.llm.engines import ENGINES
 
 from ragcoder.errors import ConfigError
 
@@ -40,6 +41,9 @@ MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few hundred bytes; more is th
 class AgentConfig:
     model: str = DEFAULT_MODEL  # known name, HF folder, .gguf file or cached HF id
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
+    # auto: ONNX Runtime int4 when the model has that form (`ragcoder models install`), else torch
+    engine: str = "auto"  # auto | torch | ort (chains/llm/engines.py)
+    server: str | None = None  # a `ragcoder serve` URL; none: the one on the user's socket if any; off
     sandbox: str = "auto"  # auto | docker | local | unsafe-local
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # auto: the user's own indexed code for every task but a self-contained function stub, the
@@ -97,6 +101,8 @@ class _Rule:
 RULES: dict[str, _Rule] = {
     "model": _Rule(str),
     "adapter": _Rule(str, none="no adapter"),
+    "engine": _Rule(str, choices=ENGINES),
+    "server": _Rule(str, none="the server on the user's socket, if one runs"),
     "sandbox": _Rule(str, choices=SANDBOX_KINDS),
     "max_attempts": _Rule(int, 1, 20),  # the --attempts bound; each attempt is a generation on CPU
     "retrieval": _Rule(str, choices=RETRIEVAL_MODES),
@@ -276,7 +282,8 @@ def build_agent(
     """
     check_config(config)  # before anything opens or loads
     from ragcoder.agent.loop import CodeAgent
-    from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+    from ragcoder.chains.llm.chat_model import repair_model
+    from ragcoder.chains.llm.served import open_chat_model
     from ragcoder.chains.retrieval.gate import decide_retrieval
     from ragcoder.sandbox import open_sandbox
 
@@ -296,9 +303,10 @@ def build_agent(
             chat: Any = load_remote_chat_model(config.llm_url, model=_served_model_name(config),
                                                max_new_tokens=config.max_new_tokens)  # fmt: skip
         else:
-            chat = load_chat_model(
-                config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
-            )  # type: ignore[arg-type]
+            chat = open_chat_model(
+                config.model, engine=config.engine, adapter=config.adapter, server=config.server,
+                quantize=quantize, max_new_tokens=config.max_new_tokens,
+            )  # fmt: skip
         if own_index and config.retrieval_guess:
             from ragcoder.chains.retrieval.api_guess import (
                 GUESS_MAX_NEW_TOKENS,

@@ -84,6 +84,14 @@ class ModelUnavailable(RagcoderError):
     """The model server at ``llm_url`` does not answer, or answers with an error."""
 
 
+class UnknownEngine(RagcoderError, ValueError):
+    """The generation engine asked for is not one ragcoder has (the message lists the known ones)."""
+
+
+class ServeError(RagcoderError):
+    """``ragcoder serve`` cannot start (its socket is taken) or a server cannot be reached."""
+
+
 # -- retrieval ------------------------------------------------------------------------------------
 class IndexMismatchError(RagcoderError, RuntimeError):
     """The index was built with another embedder than the one given."""

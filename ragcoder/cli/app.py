@@ -187,7 +187,8 @@ def chat(**options: Any) -> None:
     with build_agent(config) as agent:
 
         def switch_model(spec: str) -> str:
-            from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+            from ragcoder.chains.llm.chat_model import repair_model
+            from ragcoder.chains.llm.served import open_chat_model
 
             if config.llm_url:  # another model of the same server
                 from ragcoder.chains.llm.remote import load_remote_chat_model
@@ -197,7 +198,8 @@ def chat(**options: Any) -> None:
                 )
                 agent.set_model(served, served)
                 return f"model: {spec} at {config.llm_url}"
-            chat = load_chat_model(spec, adapter=None, max_new_tokens=config.max_new_tokens)
+            chat = open_chat_model(spec, engine=config.engine, server=config.server,
+                                   max_new_tokens=config.max_new_tokens)  # fmt: skip
             agent.set_model(chat, repair_model(chat))
             return f"model: {spec}"
 
@@ -303,8 +305,9 @@ def _register_subcommands() -> None:
     from ragcoder.cli.commands.index_cmd import index, search
     from ragcoder.cli.commands.models_cmd import models
     from ragcoder.cli.commands.sandbox_cmd import sandbox
+    from ragcoder.cli.commands.serve_cmd import serve
 
-    for command in (models, sandbox, index, search, eval_group, finetune_group):
+    for command in (models, sandbox, index, search, eval_group, finetune_group, serve):
         cli.add_command(command)
 
 

@@ -27,6 +27,13 @@ def agent_options(*, sandbox_default: str | None = None) -> Callable[[Any], Any]
     options = [
         click.option("--model", default=None, help="Known model name, HF folder or .gguf file."),
         click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder."),
+        click.option("--engine", default=None, help="Generation engine: auto | torch | ort [default: auto]."),
+        click.option(
+            "--server",
+            default=None,
+            help="A `ragcoder serve` URL to generate with; off: load the model here [default: the "
+            "running server on the user's socket, if it holds the model].",
+        ),
         click.option(
             "--sandbox",
             type=click.Choice(SANDBOX_CHOICES),
