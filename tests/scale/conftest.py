@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -182,6 +183,7 @@ def ray_cluster() -> Iterator[RayCluster]:
     finally:
         for process in reversed(processes):
             stop(process, timeout_s=30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _wait_for_log(log: Path, text: str, process: subprocess.Popen, timeout_s: float) -> None:
