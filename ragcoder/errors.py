@@ -68,6 +68,10 @@ class ModelInstallError(RagcoderError):
     """Fetching, joining, verifying or converting a model failed; nothing half-written is left."""
 
 
+class ChatInputError(RagcoderError, ValueError):
+    """A message, tool or option the local chat model cannot use (an image block, an unknown tool)."""
+
+
 # -- retrieval ------------------------------------------------------------------------------------
 class IndexMismatchError(RagcoderError, RuntimeError):
     """The index was built with another embedder than the one given."""
