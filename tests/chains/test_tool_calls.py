@@ -277,6 +277,26 @@ def test_a_tool_result_in_the_history_is_answered(scripted: LocalChatModel) -> N
     assert '<tool_response>\n{"result": 3}\n</tool_response>' in scripted.llm.prompts[0]
 
 
+def test_create_agent_runs_a_tool_and_reads_its_result(scripted: LocalChatModel) -> None:
+    from langchain.agents import create_agent
+
+    scripted.llm.replies = [
+        '<tool_call>\n{"name": "add", "arguments": {"a": 20, "b": 22}}\n</tool_call>',
+        "It is 42.",
+    ]
+    state = create_agent(scripted, tools=[add]).invoke(
+        {"messages": [{"role": "user", "content": "20 + 22?"}]}
+    )
+    assert [type(m).__name__ for m in state["messages"]] == [
+        "HumanMessage",
+        "AIMessage",
+        "ToolMessage",
+        "AIMessage",
+    ]
+    assert state["messages"][2].content == "42" and state["messages"][-1].content == "It is 42."
+    assert "<tool_response>\n42\n</tool_response>" in scripted.llm.prompts[1]
+
+
 class Joke(BaseModel):
     setup: str = Field(description="question to set up a joke")
     punchline: str = Field(description="answer to resolve the joke")
