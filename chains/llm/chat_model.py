@@ -6,6 +6,9 @@ CUDA, optional LoRA adapter merged on load) and returns a :class:`LocalChatModel
 stock generate path ignores stop sequences, gives no token counts and loops prompt by prompt, so
 generation calls ``model.generate`` directly; what is added on top of the stock classes:
 
+- any LangChain history (tool calls, tool results) rendered by the model's chat template, and
+  ``bind_tools``/``with_structured_output``: :mod:`ragcoder.chains.llm.tool_calls` and
+  :mod:`ragcoder.chains.llm.chat_api`, shared with any other engine;
 - greedy decoding, only the new text returned, stop sequences honoured (and cut from the text);
 - ``AIMessage.usage_metadata`` (input/output/total tokens) on invoke, stream and batch;
 - ``.stream()`` yields text as it is generated, and ends with a chunk carrying the usage;

@@ -187,7 +187,7 @@ class ChatTurn:
     """The bound tools' names; None: the answer is read as plain text."""
 
     def reply_parser(self) -> ReplyParser:
-        return ReplyParser(reads_tools=self.tool_names is not None)
+        return ReplyParser(reads_tools=self.tool_names is not None, tool_names=self.tool_names or ())
 
     def message(self, text: str, **fields: Any) -> AIMessage:
         """The whole answer (``prefill`` included) as an AIMessage with its tool calls."""
@@ -250,26 +250,79 @@ def _new_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
+def _python_literal(text: str) -> Any:
+    """``text`` read as a Python literal with JSON's null/true/false: models write code arguments as
+    triple-quoted strings, which JSON lacks. ``ast.literal_eval`` evaluates nothing else."""
+    import ast
+    import io
+    import tokenize
+
+    words = {"null": "None", "true": "True", "false": "False"}
+    try:
+        tokens = [
+            (t.type, words.get(t.string, t.string) if t.type == tokenize.NAME else t.string)
+            for t in tokenize.generate_tokens(io.StringIO(text).readline)
+        ]
+        return ast.literal_eval(tokenize.untokenize(tokens).strip())
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError, tokenize.TokenError) as error:
+        raise ValueError("not JSON") from error
+
+
+def _loads(text: str) -> tuple[Any, str]:
+    """The JSON value ``text`` starts with (or, failing that, all of it as a Python literal) and the rest."""
+    text = text.strip()
+    try:
+        value, end = json.JSONDecoder().raw_decode(text)
+        return value, text[end:]
+    except ValueError:
+        return _python_literal(text), ""
+
+
+def _as_call(value: Any) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    """A decoded call's name and arguments, or the reason it is not a call."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return None, None, "a tool call needs a JSON object with a string 'name'"
+    arguments = value.get("arguments", value.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            return value["name"], None, "the 'arguments' string is not JSON"
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        return value["name"], None, "'arguments' must be a JSON object"
+    return value["name"], arguments, None
+
+
 def _read_block(body: str) -> tuple[str | None, dict[str, Any] | None, str | None]:
     """A ``<tool_call>`` body's name and arguments, or the reason it cannot be read."""
-    text = body.strip()
-    for candidate in (text, text + "}"):  # a small model often drops the outer object's last brace
+    for candidate in (body, body.strip() + "}"):  # a small model often drops the outer object's last brace
         try:
-            value, _ = json.JSONDecoder().raw_decode(candidate)
+            return _as_call(_loads(candidate)[0])
         except ValueError:
             continue
-        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-            return None, None, "a tool call needs a JSON object with a string 'name'"
-        arguments = value.get("arguments", value.get("parameters", {}))
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments.strip() else {}
-            except ValueError:
-                return value["name"], None, "the 'arguments' string is not JSON"
-        if not isinstance(arguments, dict):
-            return value["name"], None, "'arguments' must be a JSON object"
-        return value["name"], arguments, None
     return None, None, "the tool call is not valid JSON"
+
+
+def _bare_calls(text: str, names: Sequence[str]) -> tuple[list[tuple[str, dict[str, Any]]], str] | None:
+    """Calls written without ``<tool_call>`` tags, as a reply that is a JSON call (or a list of them),
+    bare or in a code fence, naming bound tools; and the text after it. None: not such a reply."""
+    body, after = text.strip(), ""
+    if body.startswith("```"):
+        body = body.split("\n", 1)[1] if "\n" in body else ""
+        body, _, after = body.partition("```")
+    try:
+        value, rest = _loads(body)
+    except ValueError:
+        return None
+    calls = []
+    for item in value if isinstance(value, list) else [value]:
+        name, arguments, error = _as_call(item)
+        if error is not None or name not in names:
+            return None
+        calls.append((name, arguments))
+    return (calls, (rest + after).strip()) if calls else None
 
 
 @dataclass
@@ -279,20 +332,37 @@ class ReplyParser:
     ``feed`` and ``flush`` return the pieces that are now certain: text (str) or a tool-call chunk
     (dict). Text that could open a ``<tool_call>`` is held back until it is clear. A block that does
     not parse comes back as text when streaming (no half-read call is ever executed) and as an
-    ``invalid_tool_call`` in :meth:`ChatTurn.message`.
+    ``invalid_tool_call`` in :meth:`ChatTurn.message`. A reply that opens like a bare JSON object
+    (``{`` or a json code fence) is held whole: it is a call if it names one of ``tool_names``
+    (small models often drop the tags), otherwise text.
     """
 
     reads_tools: bool = True
+    tool_names: tuple[str, ...] = ()
     content: str = ""
     calls: list[dict[str, Any]] = field(default_factory=list)
     _held: str = ""
     _in_block: bool = False
+    _opening: str | None = ""  # the reply's start while it may still be a bare call; None: decided
+    _whole: bool = False  # holding the whole reply: it opened like a bare call
 
     def feed(self, text: str) -> list[str | dict[str, Any]]:
         if not self.reads_tools:
             self.content += text
             return [text] if text else []
+        if self._opening is not None and self.tool_names:
+            self._opening += text
+            head = self._opening.lstrip()
+            if head.startswith(("{", "[", "```json", "```\n{")):
+                self._whole = True
+            elif not head or any(opening.startswith(head) for opening in ("```json", "```\n{")):
+                return []  # not clear yet
+            text, self._opening = self._opening, None
+        self._opening = None
         self._held += text
+        return [] if self._whole else self._scan()
+
+    def _scan(self) -> list[str | dict[str, Any]]:
         out: list[str | dict[str, Any]] = []
         while True:
             if self._in_block:
@@ -314,24 +384,40 @@ class ReplyParser:
 
     def flush(self) -> list[str | dict[str, Any]]:
         """The end of the reply: an unclosed block is read as far as it goes."""
+        if self._opening:
+            self._held, self._opening = self._opening, None
+        if self._whole:
+            self._whole = False
+            bare = _bare_calls(self._held, self.tool_names) if OPEN not in self._held else None
+            if bare is not None:
+                self._held = ""
+                return [
+                    p for name, arguments in bare[0] for p in self._add_call(name, arguments)
+                ] + self._text(bare[1])
+            out = self._scan()
+        else:
+            out = []
         held, self._held = self._held, ""
         if not self._in_block:
-            return self._text(held)
+            return out + self._text(held)
         self._in_block = False
-        return self._close_block(held) if held.strip() else []
+        return out + (self._close_block(held) if held.strip() else [])
 
     def _text(self, text: str) -> list[str | dict[str, Any]]:
         self.content += text
         return [text] if text else []
 
+    def _add_call(self, name: str, arguments: dict[str, Any]) -> list[str | dict[str, Any]]:
+        call_id = _new_id()
+        self.calls.append(tool_call(name=name, args=arguments, id=call_id))
+        args = json.dumps(arguments, ensure_ascii=False)
+        return [tool_call_chunk(name=name, args=args, id=call_id, index=len(self.calls) - 1)]
+
     def _close_block(self, body: str) -> list[str | dict[str, Any]]:
         name, arguments, error = _read_block(body)
-        call_id = _new_id()
         if error is None:
-            self.calls.append(tool_call(name=name, args=arguments, id=call_id))
-            args = json.dumps(arguments, ensure_ascii=False)
-            return [tool_call_chunk(name=name, args=args, id=call_id, index=len(self.calls) - 1)]
-        self.calls.append(invalid_tool_call(name=name, args=body.strip(), id=call_id, error=error))
+            return self._add_call(name, arguments)
+        self.calls.append(invalid_tool_call(name=name, args=body.strip(), id=_new_id(), error=error))
         return [f"{OPEN}{body}{CLOSE}"]
 
 

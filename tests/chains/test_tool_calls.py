@@ -223,6 +223,34 @@ def test_sloppy_calls_are_read_and_broken_ones_are_never_executed(qwen_tokenizer
     )
 
 
+FENCED = '```json\n{"name": "add", "arguments": {"a": 1, "b": 2}}\n```\nThat adds them.'
+PYTHONIC = '{"name": "greet", "arguments": {"name": """Ada\nLovelace""", "title": null}}'
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_calls_written_without_tags_are_read_when_they_name_a_bound_tool(step: int) -> None:
+    def read(text: str) -> AIMessage:
+        parser = ReplyParser(tool_names=("add", "greet"))
+        pieces = [
+            p for i in range(0, len(text), step) for p in parser.feed(text[i : i + step])
+        ] + parser.flush()
+        return sum((chunk_of(p) for p in pieces[1:]), chunk_of(pieces[0]))
+
+    fenced = read(FENCED)
+    assert [(c["name"], c["args"]) for c in fenced.tool_calls] == [("add", {"a": 1, "b": 2})]
+    assert fenced.content == "That adds them."
+    # a code argument as a Python triple-quoted string, null for None: read as the model meant it
+    assert read(PYTHONIC).tool_calls[0]["args"] == {"name": "Ada\nLovelace", "title": None}
+    for text in [
+        '{"name": "multiply", "arguments": {}}',
+        '{"answer": 42}',
+        "```python\nprint(1)\n```",
+        "[1, 2]",
+    ]:
+        message = read(text)
+        assert message.content == text and message.tool_calls == []
+
+
 def test_without_tools_a_tool_call_tag_is_just_text() -> None:
     assert _streamed(REPLY, 3, reads_tools=False).content == REPLY
 
