@@ -12,8 +12,8 @@ gets tool calling with ``turn = chat_turn(tokenizer, messages, **options)``: gen
 - The reply's ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` blocks become
   ``AIMessage.tool_calls`` (a block that does not parse: ``invalid_tool_calls``); the rest is content.
 - A forced choice is written into the answer, since a local model has no API to force it:
-  ``tool_choice=<name>`` prefills ``<tool_call>\\n{"name": "<name>", "arguments": ``, ``"any"``
-  prefills ``<tool_call>\\n{"name": "`` (the name too when one tool is bound); ``"none"`` leaves the
+  ``tool_choice=<name>`` prefills ``<tool_call>\\n{"name": "<name>", "arguments":``, ``"any"``
+  prefills ``<tool_call>\\n{"name":`` (the name too when one tool is bound); ``"none"`` leaves the
   tools out of the prompt and reads no calls. ``response_format`` (JSON) adds an instruction with
   the schema to the system message and prefills ``{``.
 """
@@ -239,10 +239,12 @@ def chat_turn(
     prompt = tokenizer.apply_chat_template(
         dicts, tokenize=False, add_generation_prompt=True, **template_kwargs
     )
+    # the prefill ends where the model's tokenizer ends a token: Qwen writes `"arguments":` then ` {"`,
+    # and a prefill ending in a lone space made it answer `3}` instead of `{"input": 3}}`
     if choice == "any":
-        prefill = f'{OPEN}\n{{"name": "' + (f'{names[0]}", "arguments": ' if len(names) == 1 else "")
+        prefill = f'{OPEN}\n{{"name":' + (f' "{names[0]}", "arguments":' if len(names) == 1 else "")
     elif choice not in (None, "auto", "none"):
-        prefill = f'{OPEN}\n{{"name": "{choice}", "arguments": '
+        prefill = f'{OPEN}\n{{"name": "{choice}", "arguments":'
     return ChatTurn(prompt=prompt, prefill=prefill, tool_names=names if tools else None)
 
 

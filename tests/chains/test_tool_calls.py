@@ -126,10 +126,10 @@ def test_tool_choice_is_written_into_the_answer(qwen_tokenizer: Any) -> None:
     def turn(choice: Any, tools: list = TOOLS) -> Any:
         return chat_turn(qwen_tokenizer, [HumanMessage("hi")], tools=tools, tool_choice=choice)
 
-    assert turn("greet").prefill == '<tool_call>\n{"name": "greet", "arguments": '
-    assert turn({"type": "function", "function": {"name": "add"}}).prefill.endswith('"add", "arguments": ')
-    assert turn("any").prefill == '<tool_call>\n{"name": "'
-    assert turn("required", TOOLS[:1]).prefill == '<tool_call>\n{"name": "add", "arguments": '
+    assert turn("greet").prefill == '<tool_call>\n{"name": "greet", "arguments":'
+    assert turn({"type": "function", "function": {"name": "add"}}).prefill.endswith('"add", "arguments":')
+    assert turn("any").prefill == '<tool_call>\n{"name":'
+    assert turn("required", TOOLS[:1]).prefill == '<tool_call>\n{"name": "add", "arguments":'
     assert turn("auto").prefill == "" and turn("auto").tool_names == ("add", "greet")
     none = turn("none")
     assert none.prefill == "" and none.tool_names is None and "<tools>" not in none.prompt
@@ -283,7 +283,7 @@ def scripted(model_tiny_chat: LocalChatModel, qwen_tokenizer: Any) -> LocalChatM
 
 
 def test_bound_tools_reach_the_engine_and_answers_come_back_as_tool_calls(scripted: LocalChatModel) -> None:
-    call = '{"a": 3, "b": 4}}\n</tool_call>'
+    call = ' {"a": 3, "b": 4}}\n</tool_call>'
     scripted.llm.replies = [call, call, call, call]
     model = scripted.bind_tools([add, greet], tool_choice="add")
     invoked = model.invoke("what is 3 + 4?")
@@ -293,7 +293,7 @@ def test_bound_tools_reach_the_engine_and_answers_come_back_as_tool_calls(script
         assert [(c["name"], c["args"]) for c in message.tool_calls] == [("add", {"a": 3, "b": 4})]
     assert streamed[-1].chunk_position == "last" and streamed[-1].usage_metadata["output_tokens"] == 5
     assert all(
-        '"name": "greet"' in p and p.endswith('<tool_call>\n{"name": "add", "arguments": ')
+        '"name": "greet"' in p and p.endswith('<tool_call>\n{"name": "add", "arguments":')
         for p in scripted.llm.prompts
     )
 
@@ -346,7 +346,9 @@ def test_structured_output_is_parsed_and_validated(
     scripted: LocalChatModel, method: str, schema: Any
 ) -> None:
     # what the model writes after the prefill: the arguments object, or the JSON after its "{"
-    body = json.dumps(JOKE) + "}\n</tool_call>" if method == "function_calling" else json.dumps(JOKE)[1:]
+    body = (
+        " " + json.dumps(JOKE) + "}\n</tool_call>" if method == "function_calling" else json.dumps(JOKE)[1:]
+    )
     scripted.llm.replies = [body, body, "no joke today", "no joke today"]
     structured = scripted.with_structured_output(schema, method=method)
     expected = Joke(**JOKE) if schema is Joke else JOKE
