@@ -118,8 +118,11 @@ class LocalPipelineLLM(HuggingFacePipeline):
         sampling = None
         if temperature:  # None or 0: greedy, the default
             seed = kwargs.get("seed")
-            sampling = Sampling(float(temperature), float(kwargs.get("top_p") or Sampling.top_p),
-                                None if seed is None else int(seed))  # fmt: skip
+            sampling = Sampling(
+                float(temperature),
+                float(kwargs.get("top_p") or Sampling.top_p),
+                None if seed is None else int(seed),
+            )
         return max_new, (int(lookup) if lookup else None), sampling
 
     def generate_texts(

@@ -190,9 +190,17 @@ def test_a_malformed_answer_breaks_the_worker_not_the_caller(fake: FakeSandbox) 
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("timeout_s", float("inf")), ("timeout_s", float("nan")), ("timeout_s", -1), ("timeout_s", 301),
-     ("max_timeout_s", 0), ("cleanup_budget_s", float("inf")), ("pool_size", 0), ("pids_limit", True)],
-)  # fmt: skip
+    [
+        ("timeout_s", float("inf")),
+        ("timeout_s", float("nan")),
+        ("timeout_s", -1),
+        ("timeout_s", 301),
+        ("max_timeout_s", 0),
+        ("cleanup_budget_s", float("inf")),
+        ("pool_size", 0),
+        ("pids_limit", True),
+    ],
+)
 def test_settings_that_cannot_work_are_refused(setting: str, value: object) -> None:
     from ragcoder.errors import ConfigError
 
