@@ -42,7 +42,11 @@ class ExecResult:
     timed_out: bool = False
     oom_killed: bool = False
     duration_ms: float = 0.0
-    files: Mapping[str, bytes] = field(default_factory=dict)  # files asked back from /work
+    files: Mapping[str, bytes] = field(default_factory=dict)  # files written under /work (see settings caps)
+    files_skipped: Mapping[str, int] = field(default_factory=dict)  # name -> size of files over a cap
+    # one line when the run failed for want of a package this sandbox lacks ("needs numpy; build
+    # the scientific image with ..."); set by the image router (sandbox/routing.py), else ''
+    missing: str = ""
 
     @property
     def ok(self) -> bool:
@@ -127,15 +131,17 @@ class Sandbox(abc.ABC):
         *,
         entry_point: str | None = None,
         timeout: float | None = None,
+        files: Mapping[str, bytes | str] | None = None,
     ) -> TestReport:
         """Run ``code`` then each test case in ``tests`` in the same namespace.
 
         ``tests`` is Python source (or a list of snippets): each top-level ``assert`` is a case,
         each ``def test_*`` function is a case, and a ``def check(candidate)`` is called with
         ``entry_point`` when one is given (HumanEval style). Other statements are setup.
+        ``files`` are written into ``/work`` first, as for ``run``.
         """
         program, nonce = build_test_program(code, tests, entry_point=entry_point)
-        result = self.run(program, timeout=timeout)
+        result = self.run(program, files=files, timeout=timeout)
         return parse_test_report(result, nonce)
 
     def close(self) -> None:  # noqa: B027 - backends without resources need nothing here

@@ -103,7 +103,15 @@ class DockerWorker(Worker):
         self._payload = bytearray()
         self.stderr_tail = b""
         command = server_command(
-            "python3", {"work": "/work", "wipe": ["/work", "/tmp", "/dev/shm"], "own_pidns": True}
+            "python3",
+            {
+                "work": "/work",
+                "wipe": ["/work", "/tmp", "/dev/shm"],
+                "own_pidns": True,
+                "max_file_bytes": settings.max_file_bytes,
+                "max_files": settings.max_files,
+                "max_one_file_bytes": settings.max_one_file_bytes,
+            },
         )
         try:
             config = hardened_container_config(self._api, settings, command, labels)

@@ -141,6 +141,7 @@ class LocalWorker(PipeWorker):
             "cgroup_oom": "",
             "max_file_bytes": settings.max_file_bytes,
             "max_files": settings.max_files,
+            "max_one_file_bytes": settings.max_one_file_bytes,
         }
         argv = [
             bwrap,
@@ -232,6 +233,7 @@ class UnsafeWorker(PipeWorker):
             "cgroup_oom": "",
             "max_file_bytes": settings.max_file_bytes,
             "max_files": settings.max_files,
+            "max_one_file_bytes": settings.max_one_file_bytes,
         }
         argv = server_command(sys.executable, config)
         try:

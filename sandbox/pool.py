@@ -285,6 +285,7 @@ class ServerSandbox(Sandbox):
             oom_killed=bool(a["oom_killed"]),
             duration_ms=float(a["duration_ms"]),
             files=files,
+            files_skipped={str(k): int(v) for k, v in a.get("files_skipped", {}).items()},
         )
 
     def close(self) -> None:

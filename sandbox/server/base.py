@@ -22,6 +22,7 @@ NPROC = int(CONFIG.get("nproc", 0))  # RLIMIT_NPROC for children (per user names
 OOM_CONTROL = CONFIG.get("cgroup_oom", "/sys/fs/cgroup/memory/memory.oom_control")
 MAX_FILE_BYTES = int(CONFIG.get("max_file_bytes", 1 << 20))
 MAX_FILES = int(CONFIG.get("max_files", 50))
+MAX_ONE_FILE = int(CONFIG.get("max_one_file_bytes", MAX_FILE_BYTES))  # per file, within the total
 MAIN_NAME = "main.py"
 
 IN = sys.stdin.buffer
@@ -81,7 +82,21 @@ def write_files(files):
     return stamps
 
 
-def collect_files(stamps):
+def work_stamps():
+    """(size, mtime) of every file already in the work folder: a session's earlier files."""
+    stamps = {}
+    for root, _, names in os.walk(WORK):
+        for name in names:
+            path = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(path)
+                stamps[path] = (st.st_size, st.st_mtime_ns)
+    return stamps
+
+
+def collect_files(stamps, skipped=None):
+    """New or changed files under the work folder, base64, within the caps; ``skipped`` (a dict)
+    receives name -> size of each file left out for a cap."""
     out, total = {}, 0
     for root, dirs, names in os.walk(WORK):
         dirs.sort()
@@ -93,9 +108,11 @@ def collect_files(stamps):
                 continue
             if not os.path.isfile(path) or os.path.islink(path):
                 continue
-            if stamps.get(path) == (st.st_size, st.st_mtime_ns) or len(out) >= MAX_FILES:
+            if stamps.get(path) == (st.st_size, st.st_mtime_ns):
                 continue
-            if total + st.st_size > MAX_FILE_BYTES:
+            if len(out) >= MAX_FILES or st.st_size > MAX_ONE_FILE or total + st.st_size > MAX_FILE_BYTES:
+                if skipped is not None:
+                    skipped[os.path.relpath(path, WORK)] = st.st_size
                 continue
             try:
                 with open(path, "rb") as f:

@@ -41,6 +41,7 @@ from ragcoder.sandbox.server.base import (
     read_msg,
     reap_all,
     wipe,
+    work_stamps,
     write_files,
     write_msg,
 )
@@ -160,7 +161,8 @@ def run(req):
     pid, ctrl_w, out_r, err_r, info_r = child
     os.close(ctrl_w)
     answer = collect(pid, out_r, err_r, info_r, started, timeout, limit)
-    answer["files"] = collect_files(stamps)
+    answer["files_skipped"] = {}
+    answer["files"] = collect_files(stamps, answer["files_skipped"])
     return answer
 
 
@@ -174,8 +176,9 @@ def session_run(req):
 
     limit = int(req.get("output_limit", 65536))
     timeout = float(req.get("timeout", 10.0))
+    stamps = work_stamps()  # files from earlier session runs come back only when changed
     try:
-        stamps = write_files(req.get("files"))
+        stamps.update(write_files(req.get("files")))
     except (OSError, ValueError) as exc:
         return {"ok": False, "problem": "could not write input files: " + str(exc)}
     started = time.monotonic()
@@ -205,7 +208,8 @@ def session_run(req):
         end_session()
         answer["session_reset"] = True  # the next session run starts from a fresh namespace
     answer["session_fresh"] = fresh
-    answer["files"] = collect_files(stamps)
+    answer["files_skipped"] = {}
+    answer["files"] = collect_files(stamps, answer["files_skipped"])
     return answer
 
 
@@ -300,11 +304,34 @@ def collect(pid, out_r, err_r, info_r, started, timeout, limit, session=False):
     }
 
 
+def preload():
+    """Import the image's heavy packages once, before any fork, so each run finds them loaded
+    (RAGCODER_PRELOAD: set only in images that have them, e.g. "numpy,pandas,matplotlib.pyplot").
+    Children must not share random state: ``random`` reseeds itself after a fork, numpy's global
+    generator is reseeded here. A package that fails to import is left to the run to report."""
+    names = [n for n in os.environ.get("RAGCODER_PRELOAD", "").split(",") if n.strip()]
+    for name in names:
+        try:
+            __import__(name.strip())
+        except Exception as exc:
+            sys.stderr.write("sandbox server: could not preload " + name + ": " + repr(exc) + "\n")
+
+    def reseed():
+        np_random = sys.modules.get("numpy.random")
+        if np_random is not None:
+            np_random.seed()
+
+    if names:
+        os.register_at_fork(after_in_child=reseed)
+
+
 def main():
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as PID 1: ignored unless sent from outside
     os.umask(0o077)
     _no_dump()
     wipe()
+    preload()
+    wipe()  # what importing left in /tmp (matplotlib's font cache: already loaded by now)
     after_run(0)
     write_msg({"ok": True, "hello": "ragcoder-server", "pid": os.getpid(), "python": sys.version.split()[0]})
     while True:
