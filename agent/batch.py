@@ -81,6 +81,16 @@ def _record_for(task: Task, agent: CodeAgent) -> tuple[dict[str, Any], AgentResu
     return {"id": task.id, **result.to_dict()}, result
 
 
+def save_task_outputs(result: AgentResult, out_path: Path, task_id: str) -> list[str]:
+    """Save the files the final attempt wrote under ``<results stem>.files/<task id>/``; their paths."""
+    import re
+
+    from ragcoder.sandbox.files import save_outputs
+
+    folder = out_path.parent / f"{out_path.stem}.files" / re.sub(r"[^\w.-]", "_", task_id)
+    return [str(f.path) for f in save_outputs(result.attempts[-1].result.files, folder)]
+
+
 def run_batch(
     agent: CodeAgent,
     tasks: Iterable[Task | TaskError],
@@ -119,6 +129,8 @@ def run_batch(
         on_start(len(todo), summary.skipped)
 
     def record(handle: Any, record: dict[str, Any], result: AgentResult | None) -> None:
+        if result is not None and result.attempts and result.attempts[-1].result.files:
+            record["outputs"] = save_task_outputs(result, out_path, str(record["id"]))
         append_record(handle, record)
         if result is None:
             summary.errors += 1

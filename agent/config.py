@@ -47,6 +47,11 @@ class AgentConfig:
     # (greedy ones tend to repeat the failure); none (default): every repair greedy, which
     # measured as good on the dev split (docs/results.md)
     stuck_temperature: float | None = None
+    # the image runs go to: auto (the standard one, or the scientific one when the code imports its
+    # packages and it is built), standard, scientific, or an image tag
+    sandbox_image: str = "auto"
+    # extra PyPI packages for the sandbox: an image derived once, cached by a hash of this list
+    sandbox_packages: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -66,6 +71,9 @@ def project_config_path() -> Path:
 def _coerce(name: str, raw: Any, source: str) -> Any:
     kinds = {f.name: f.type for f in fields(AgentConfig)}
     kind = str(kinds[name])
+    if name == "sandbox_packages":  # a TOML list, or "numpy, requests" from the environment
+        items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
+        return [str(item) for item in items if str(item).strip()]
     if name == "retrieval":
         word = str(raw).lower()
         value = _RETRIEVAL_WORDS.get(word, word)
@@ -153,9 +161,12 @@ def build_agent(
     from ragcoder.agent.loop import CodeAgent
     from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
     from ragcoder.chains.retrieval.gate import decide_retrieval
-    from ragcoder.sandbox import open_sandbox
+    from ragcoder.sandbox.routing import ImageRouter
 
-    sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
+    sandbox = ImageRouter(
+        config.sandbox, image=config.sandbox_image, packages=config.sandbox_packages,
+        **({"pool_size": workers} if workers > 1 else {}),
+    )  # fmt: skip
     try:
         retriever = None
         if config.retrieval != "never":

@@ -109,27 +109,54 @@ def cli() -> None:
     """
 
 
+_FILE_OPTION = click.option("--file", "input_files", multiple=True, type=click.Path(path_type=Path),
+                            help="An input file the code can open from its working folder (repeatable).")  # fmt: skip
+_OUT_DIR_OPTION = click.option("--out-dir", type=click.Path(path_type=Path), default=Path("ragcoder-output"),
+                               show_default=True, help="Where files the code writes (plots, tables) are saved.")  # fmt: skip
+
+
+def _with_inputs(agent: Any, paths: tuple[Path, ...]) -> str:
+    """Hand ``--file`` inputs to every run of ``agent``; returns the note for the instruction."""
+    from ragcoder.sandbox.files import inputs_note, read_input_files
+
+    if not paths:
+        return ""
+    files = read_input_files(paths)
+    agent.sandbox.inputs = files  # ImageRouter: written into /work before each run
+    return inputs_note(files)
+
+
 @cli.command()
 @click.argument("instruction")
 @click.option("--tests", "tests", default=None, help="Python asserts the code must pass (or @FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@_FILE_OPTION
+@_OUT_DIR_OPTION
 @_agent_options
-def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) -> None:
+def solve(instruction: str, tests: str | None, as_json: bool, input_files: tuple[Path, ...], out_dir: Path,
+          **options: Any) -> None:  # fmt: skip
     """Solve one INSTRUCTION and print the code, its output and the attempts."""
     import json
 
     from ragcoder.agent.config import build_agent
     from ragcoder.agent.tasks import Task
+    from ragcoder.sandbox.files import read_input_files, save_outputs
 
     if tests and tests.startswith("@"):
         tests = Path(tests[1:]).read_text(encoding="utf-8")
-    task = Task(id="cli", instruction=instruction, tests=tests)
+    read_input_files(input_files)  # a bad --file fails before the model loads
     with build_agent(_resolve(options)) as agent:
+        note = _with_inputs(agent, input_files)
+        task = Task(id="cli", instruction=instruction + (f"\n\n{note}" if note else ""), tests=tests)
         result = agent.invoke(task)
+    final = result.attempts[-1].result if result.attempts else None
+    saved = save_outputs(final.files, out_dir) if final is not None else []
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps({**result.to_dict(), "outputs": [str(f.path) for f in saved]}, indent=2))
     else:
         print_result(result, backend=agent.sandbox.name)
+        for line in [f.describe() for f in saved] + ([final.missing] if final and final.missing else []):
+            click.echo(line)
     sys.exit(0 if result.passed else 2)
 
 
@@ -200,17 +227,22 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
 
 
 @cli.command()
+@_FILE_OPTION
+@_OUT_DIR_OPTION
 @_agent_options
-def chat(**options: Any) -> None:
+def chat(input_files: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console
 
     from ragcoder.agent.config import build_agent
     from ragcoder.cli.chat import run_chat
+    from ragcoder.sandbox.files import read_input_files
 
     read_line = _line_reader()
     config = _resolve(options)
+    read_input_files(input_files)  # a bad --file fails before the model loads
     with build_agent(config) as agent:
+        note = _with_inputs(agent, input_files)
 
         def switch_model(spec: str) -> str:
             from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
@@ -220,7 +252,7 @@ def chat(**options: Any) -> None:
             return f"model: {spec}"
 
         run_chat(agent, read_line, Console(), switch_model=switch_model,
-                 index_paths=_index_paths(config.index_path))  # fmt: skip
+                 index_paths=_index_paths(config.index_path), inputs_note=note, outputs_dir=out_dir)  # fmt: skip
 
 
 def _line_reader() -> Any:
