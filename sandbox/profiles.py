@@ -166,7 +166,7 @@ def missing_message(module: str, *, built: frozenset[str] = frozenset(), backend
     if module in SCIENTIFIC_MODULES:
         if backend != "docker":
             return (
-                f"needs {module}; the {backend} sandbox has only the standard library: start Docker and "
+                f"needs {module}; the {backend} sandbox's Python lacks it: start Docker and "
                 f"build the scientific image with `{BUILD_HINT.format(profile='scientific')}`"
             )
         if SCIENTIFIC.tag in built:

@@ -127,8 +127,9 @@ def open_session(sandbox: Any, inputs: Mapping[str, bytes | str] | None = None) 
             f"the {getattr(sandbox, 'name', type(sandbox).__name__)} sandbox keeps no sessions",
             hint="use the docker or local backend",
         )
-    made = opener(inputs=inputs) if _takes_inputs(opener) else opener()
-    return made if isinstance(made, Session) else Session(lambda: made, inputs=inputs)
+    if _takes_inputs(opener):  # ImageRouter.session: already a Session
+        return opener(inputs=inputs)
+    return Session(opener, inputs=inputs)  # a new backend session at start and after each reset
 
 
 def _takes_inputs(func: Callable[..., Any]) -> bool:

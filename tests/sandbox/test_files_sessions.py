@@ -1,0 +1,84 @@
+"""Files in and out, and stateful sessions, against every real backend (Docker and bubblewrap)."""
+
+from __future__ import annotations
+
+import pytest
+from ragcoder.sandbox import Sandbox
+from ragcoder.sandbox.session import Sessions, open_session
+from ragcoder.sandbox.tool import RunPythonTool
+
+from tests.sandbox.conftest import BACKENDS, open_backend
+
+CSV = b"city,temp\nOslo,4\nRome,18\nLima,20\n"
+
+
+def test_file_round_trip(backend: Sandbox) -> None:
+    code = (
+        "import csv\n"
+        "rows = list(csv.DictReader(open('data.csv')))\n"
+        "with open('out/summary.txt', 'w') as f:\n"
+        "    f.write(str(sum(int(r['temp']) for r in rows)))\n"
+        "open('image.svg', 'w').write('<svg xmlns=\"http://www.w3.org/2000/svg\"></svg>')\n"
+        "print(len(rows))"
+    )
+    result = backend.run(f"import os\nos.makedirs('out')\n{code}", files={"data.csv": CSV})
+    assert result.ok, result.stderr
+    assert result.stdout == "3\n"
+    # new files come back; the unchanged input does not
+    assert dict(result.files) == {
+        "out/summary.txt": b"42",
+        "image.svg": b'<svg xmlns="http://www.w3.org/2000/svg"></svg>',
+    }
+    # the next run starts with an empty /work
+    assert backend.run("import os; print(os.listdir('.'))").stdout == "[]\n"
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_files_over_a_cap_are_named_not_returned(kind: str) -> None:
+    with open_backend(kind, pool_size=1, max_one_file_bytes=1000, max_file_bytes=1500) as sandbox:
+        code = "open('a.bin', 'wb').write(b'a' * 900)\nopen('b.bin', 'wb').write(b'b' * 900)\n"
+        code += "open('big.bin', 'wb').write(b'c' * 5000)\n"
+        result = sandbox.run(code)
+    assert result.ok
+    assert sorted(result.files) == ["a.bin"]  # b.bin would pass the total cap, big.bin the per-file one
+    assert dict(result.files_skipped) == {"b.bin": 900, "big.bin": 5000}
+
+
+def test_session_keeps_state_and_resets(backend: Sandbox) -> None:
+    with open_session(backend, inputs={"data.csv": CSV}) as session:
+        first = session.run("import csv\nrows = list(csv.DictReader(open('data.csv')))\nn = len(rows)")
+        assert first.ok, first.stderr
+        second = session.run("open('seen.txt', 'w').write(str(n))\nprint(n * 10)")
+        assert second.stdout == "30\n" and dict(second.files) == {"seen.txt": b"3"}
+        third = session.run("print(n + 1)")
+        assert third.stdout == "4\n" and dict(third.files) == {}  # earlier files come back only when changed
+        session.reset()
+        after = session.run("print(n)")
+        assert after.error is not None and after.error.name == "NameError"
+        # the inputs are written again for the fresh session
+        assert session.run("print(open('data.csv').read().count(chr(10)))").stdout == "4\n"
+
+
+def test_sessions_are_isolated(backend: Sandbox) -> None:
+    sessions = Sessions(backend, max_sessions=2)
+    try:
+        a, b = sessions.get("a"), sessions.get("b")
+        a.run("secret = 'a'\nopen('mine.txt', 'w').write('a')")
+        b.run("secret = 'b'")
+        assert a.run("print(secret)").stdout == "a\n"
+        assert b.run("print(secret)").stdout == "b\n"
+        seen = b.run("import os; print(os.path.exists('mine.txt'))")
+        assert seen.stdout == "False\n"
+    finally:
+        sessions.close()
+
+
+def test_tool_session_through_a_real_backend(backend: Sandbox) -> None:
+    tool = RunPythonTool(sandbox=backend)
+    try:
+        tool.invoke({"code": "total = sum(range(10))", "session_id": "work"})
+        assert tool.invoke({"code": "print(total)", "session_id": "work"}) == "exit code: 0\nstdout:\n45\n"
+        fresh = tool.invoke({"code": "print(total)"})  # no session: a fresh process
+        assert "NameError" in fresh
+    finally:
+        tool.close()
