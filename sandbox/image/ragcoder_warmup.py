@@ -37,6 +37,9 @@ with contextlib.suppress(ImportError):
     _ax.set_title("title")
     _ax.set_xlabel("x")
     _ax.legend()
+    if "pd" in globals():  # pandas' plotting layer is a separate, lazily imported module
+        pd.Series([1.0, 2.0, 2.0]).plot.hist(ax=_ax, bins=2)
+        pd.DataFrame({"a": [1.0, 2.0], "b": [2.0, 1.0]}).plot(ax=_ax)
     _fig.savefig(io.BytesIO(), format="png")
     _fig.savefig(io.BytesIO(), format="svg")
     plt.close("all")
