@@ -121,24 +121,17 @@ class Session:
 def open_session(sandbox: Any, inputs: Mapping[str, bytes | str] | None = None) -> Session:
     """A :class:`Session` on ``sandbox``: its own ``session()`` when that already returns one (the
     router), else a wrapper around the backend's (a server sandbox: it holds one pooled server)."""
+    from ragcoder.sandbox.routing import ImageRouter  # here: routing imports this module
+
+    if isinstance(sandbox, ImageRouter):
+        return sandbox.session(inputs=inputs)
     opener = getattr(sandbox, "session", None)
     if opener is None:
         raise SandboxError(
             f"the {getattr(sandbox, 'name', type(sandbox).__name__)} sandbox keeps no sessions",
             hint="use the docker or local backend",
         )
-    if _takes_inputs(opener):  # ImageRouter.session: already a Session
-        return opener(inputs=inputs)
     return Session(opener, inputs=inputs)  # a new backend session at start and after each reset
-
-
-def _takes_inputs(func: Callable[..., Any]) -> bool:
-    import inspect
-
-    try:
-        return "inputs" in inspect.signature(func).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class Sessions:

@@ -82,3 +82,38 @@ def test_tool_session_through_a_real_backend(backend: Sandbox) -> None:
         assert "NameError" in fresh
     finally:
         tool.close()
+
+
+def test_chat_names_the_files_it_saved_and_run_keeps_state(tmp_path, trusted_sandbox) -> None:
+    import io
+
+    from ragcoder.agent import CodeAgent
+    from rich.console import Console
+
+    from ragcoder.cli.chat import run_chat
+    from tests.fakes import fenced, scripted
+
+    code = "open('hist.png', 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + bytes(23_000))\nx = 41\n"
+    agent = CodeAgent(scripted([("", fenced(code))]), trusted_sandbox)
+    lines = ["Plot it to hist.png.", "/run", "/run print(x + 1)", "/reset-run", "/run print(x)"]
+    out = io.StringIO()
+    run_chat(agent, lambda _: lines.pop(0) if lines else None, Console(file=out, width=300, color_system=None),
+             outputs_dir=tmp_path, stream_tokens=False)  # fmt: skip
+    text = out.getvalue()
+    saved = tmp_path / "hist.png"
+    assert f"wrote hist.png (23 KB), saved to {saved}" in text
+    assert saved.read_bytes().startswith(b"\x89PNG")
+    assert "\n42\n" in text  # /run ran the code in the session, the follow-up saw its x
+    assert "NameError: name 'x' is not defined" in text  # after /reset-run it is gone
+
+
+def test_a_missing_input_file_is_one_line_before_anything_loads(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "ragcoder.cli.app", "solve", "Sum the column.", "--file", str(tmp_path / "no.csv")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[0] == f"error: --file {tmp_path / 'no.csv'}: no such file"
