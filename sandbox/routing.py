@@ -32,6 +32,8 @@ from ragcoder.sandbox.profiles import (
 from ragcoder.sandbox.session import Session
 from ragcoder.sandbox.settings import DEFAULT_IMAGE
 
+from ragcoder.errors import ImageMissing
+
 log = logging.getLogger(__name__)
 IMAGE_CHOICES = ("auto", *PROFILES)  # or any image tag
 
@@ -62,6 +64,7 @@ class ImageRouter(Sandbox):
         self.inputs: dict[str, bytes | str] = {}
         project = self._project_image(kind, packages)
         default_tag = self._default_tag(project.tag if project else None)
+        self._check_profile_built(kind, default_tag)
         self.default = open_sandbox(kind, image=default_tag, **settings)
         self.name = self.default.name
         self.default_tag = default_tag if self.name == "docker" else ""
@@ -87,6 +90,20 @@ class ImageRouter(Sandbox):
         if self.choice in PROFILES:
             return PROFILES[self.choice].tag
         return self.choice
+
+    def _check_profile_built(self, kind: str, tag: str) -> None:
+        """A pinned profile whose image is missing: say how to build it (rather than fall back)."""
+        if self.choice not in PROFILES or self.choice == "standard" or kind not in ("auto", "docker"):
+            return
+        from ragcoder.sandbox.image import engine_available
+        from ragcoder.sandbox.images import image_info
+
+        if engine_available() and image_info(tag) is None:
+            raise ImageMissing(
+                f'sandbox_image = "{self.choice}" but {tag} is not built',
+                hint=f"build it with `ragcoder sandbox build-image --profile {self.choice}`, "
+                'or set sandbox_image = "auto"',
+            )
 
     def _find_images(self, project: Any) -> None:
         from ragcoder.sandbox.images import image_info

@@ -158,3 +158,18 @@ def test_real_model_solves_a_numpy_matplotlib_request_and_the_plot_comes_back(
     assert result.passed, [a.feedback for a in result.attempts]
     assert "numpy" in result.code and "matplotlib" in result.code
     assert "hist.png" in final.files and file_kind(final.files["hist.png"]) == "png"
+
+
+def test_a_pinned_profile_that_is_not_built_says_how_to_build_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_docker()
+    from dataclasses import replace
+
+    import ragcoder.sandbox.routing as routing
+
+    from ragcoder.errors import ImageMissing
+
+    unbuilt = replace(SCIENTIFIC, tag="ragcoder-sandbox:not-built-here")
+    monkeypatch.setitem(routing.PROFILES, "scientific", unbuilt)
+    with pytest.raises(ImageMissing) as caught:
+        ImageRouter("auto", image="scientific")  # no silent fallback to another backend
+    assert caught.value.hint.startswith("build it with `ragcoder sandbox build-image --profile scientific`")
