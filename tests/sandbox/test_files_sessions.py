@@ -117,3 +117,20 @@ def test_a_missing_input_file_is_one_line_before_anything_loads(tmp_path) -> Non
     )  # fmt: skip
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[0] == f"error: --file {tmp_path / 'no.csv'}: no such file"
+
+
+def test_batch_rows_record_the_files_saved(tmp_path, trusted_sandbox) -> None:
+    import json
+
+    from ragcoder.agent import CodeAgent, Task
+    from ragcoder.agent.batch import run_batch
+
+    from tests.fakes import fenced, scripted
+
+    code = "with open('table.csv', 'w') as f:\n    f.write('a,b\\n1,2\\n')\nprint('done')\n"
+    agent = CodeAgent(scripted([("", fenced(code))]), trusted_sandbox)
+    out = tmp_path / "results.jsonl"
+    run_batch(agent, [Task(id="HumanEval/7", instruction="Write table.csv.")], out)
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    saved = tmp_path / "results.files" / "HumanEval_7" / "table.csv"
+    assert row["outputs"] == [str(saved)] and saved.read_text() == "a,b\n1,2\n"
