@@ -35,6 +35,7 @@ demo: venv engine
 # The scientific image (numpy, pandas, matplotlib, ...; wheels from PyPI, about a minute once) is
 # built here too, so its docker tests run rather than build it themselves.
 test: venv
+	@bash sandbox/scripts/ensure_test_tools.sh
 	@bash sandbox/scripts/ensure_docker.sh && $(RAGCODER) sandbox build-image \
 	  && $(RAGCODER) sandbox build-image --profile scientific \
 	  || { if [ -n "$$CI" ]; then echo "error: no Docker engine or sandbox image for the tests" >&2; exit 1; fi; }
@@ -44,6 +45,7 @@ test-fast: venv
 	$(PY) -m pytest -m "not slow and not docker"
 
 bench: venv engine
+	@bash sandbox/scripts/ensure_test_tools.sh
 	$(PY) bench/sandbox_bench.py
 	$(RAGCODER) sandbox build-image --profile scientific && $(PY) bench/science_bench.py
 	$(PY) bench/retrieval_bench.py

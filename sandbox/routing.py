@@ -41,6 +41,8 @@ IMAGE_CHOICES = ("auto", *PROFILES)  # or any image tag
 class ImageRouter(Sandbox):
     """A Sandbox that routes each run to the image providing its imports (see the module doc)."""
 
+    sessions_are_whole = True  # session() returns a Session already (session.open_session)
+
     def __init__(
         self,
         kind: str = "auto",
@@ -149,11 +151,15 @@ class ImageRouter(Sandbox):
     def _open(self, tag: str, **overrides: Any) -> Sandbox:
         from ragcoder.sandbox.factory import open_sandbox
 
+        settings = {**self._settings, **overrides}
         if not tag:
-            return open_sandbox(self.name, **{**self._settings, **overrides})
+            return open_sandbox(self.name, **settings)
+        if settings.get("hosts"):  # docker_hosts: the image on each engine, spread as for the default
+            return open_sandbox("docker", image=tag, **settings)
+        settings.pop("hosts", None)
         from ragcoder.sandbox.docker_sandbox import DockerSandbox
 
-        return DockerSandbox(image=tag, reap=False, **{**self._settings, **overrides})
+        return DockerSandbox(image=tag, reap=False, **settings)
 
     # -- running --------------------------------------------------------------------------------
     def run(

@@ -121,9 +121,7 @@ class Session:
 def open_session(sandbox: Any, inputs: Mapping[str, bytes | str] | None = None) -> Session:
     """A :class:`Session` on ``sandbox``: its own ``session()`` when that already returns one (the
     router), else a wrapper around the backend's (a server sandbox: it holds one pooled server)."""
-    from ragcoder.sandbox.routing import ImageRouter  # here: routing imports this module
-
-    if isinstance(sandbox, ImageRouter):
+    if getattr(sandbox, "sessions_are_whole", False):  # the router (routing.py imports this module)
         return sandbox.session(inputs=inputs)
     opener = getattr(sandbox, "session", None)
     if opener is None:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ragcoder.agent.loop import AgentEvent, CodeAgent
 from ragcoder.agent.result import AgentResult
-from ragcoder.agent.tasks import Task
+from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS, Task, check_instruction
+from ragcoder.errors import TaskError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -204,6 +205,7 @@ def run_chat(
     stream_tokens: bool = True,
     inputs_note: str = "",
     outputs_dir: Path | None = None,
+    max_instruction_chars: int = MAX_INSTRUCTION_CHARS,
 ) -> ChatState:
     """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input.
 
@@ -220,7 +222,8 @@ def run_chat(
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
     commands.outputs_dir = outputs_dir or commands.outputs_dir
     try:
-        _chat_loop(agent, read_line, console, state, commands, on_token if stream_tokens else None, streamed)
+        _chat_loop(agent, read_line, console, state, commands, on_token if stream_tokens else None, streamed,
+                   max_instruction_chars)  # fmt: skip
     finally:
         commands.close()
     console.print("bye", highlight=False)
@@ -228,7 +231,8 @@ def run_chat(
 
 
 def _chat_loop(agent: CodeAgent, read_line: Callable[[str], str | None], console: Console, state: ChatState,
-               commands: ChatCommands, on_token: Callable[[str], None] | None, streamed: dict[str, bool]) -> None:  # fmt: skip
+               commands: ChatCommands, on_token: Callable[[str], None] | None, streamed: dict[str, bool],
+               max_instruction_chars: int) -> None:  # fmt: skip
     console.print("ragcoder chat: type an instruction, /help for commands, /exit to leave.", highlight=False)
     while True:
         try:
@@ -245,7 +249,12 @@ def _chat_loop(agent: CodeAgent, read_line: Callable[[str], str | None], console
             if not commands(line):
                 break
             continue
-        task = follow_up_task(state, line)
+        try:  # a message too long (with the code it changes) is refused; the session goes on
+            task = follow_up_task(state, line)
+            check_instruction(task.instruction, max_instruction_chars)
+        except TaskError as exc:
+            console.print(f"error: {exc}", highlight=False, markup=False)
+            continue
         try:
             result = None
             for event in agent.events(task, on_token=on_token):
