@@ -55,6 +55,16 @@ def plan_batch(tasks: Iterable[Task | TaskError], done: set[str]) -> Plan[Task]:
     return plan_jobs(jobs, done)
 
 
+def save_task_outputs(result: AgentResult, out_path: Path, task_id: str) -> list[str]:
+    """Save the files the final attempt wrote under ``<results stem>.files/<task id>/``; their paths."""
+    import re
+
+    from ragcoder.sandbox.files import save_outputs
+
+    folder = out_path.parent / f"{out_path.stem}.files" / re.sub(r"[^\w.-]", "_", task_id)
+    return [str(f.path) for f in save_outputs(result.attempts[-1].result.files, folder)]
+
+
 def run_batch(
     agent: CodeAgent | None,
     tasks: Iterable[Task | TaskError],
@@ -81,7 +91,10 @@ def run_batch(
 
         def solve(task: Task) -> Outcome:
             result = agent.invoke(task)  # type: ignore[union-attr]
-            return result.to_dict(), result
+            record = result.to_dict()
+            if result.attempts and result.attempts[-1].result.files:
+                record["outputs"] = save_task_outputs(result, out.path, task.id)
+            return record, result
 
         def count(record: dict[str, Any], result: AgentResult | None) -> None:
             summary.add(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -61,6 +62,11 @@ class AgentConfig:
     # (ragcoder.agent.defaults); none: every repair greedy
     stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
+    # the image runs go to: auto (the standard one, or the scientific one when the code imports its
+    # packages and it is built), standard, scientific, or an image tag
+    sandbox_image: str = "auto"
+    # extra PyPI packages for the sandbox: an image derived once, cached by a hash of this list
+    sandbox_packages: list[str] = field(default_factory=list)
     # past one machine (agent/scale_settings.py, docs/scale.md); unset: the embedded defaults
     llm_url: str | None = None  # an OpenAI-compatible server: ragcoder serve, vLLM, llama.cpp, Ollama
     index_url: str | None = None  # a Chroma server: `chroma run --path DIR --port P`
@@ -73,7 +79,7 @@ class AgentConfig:
 class _Rule:
     """What one setting accepts: its type, the range of a number, the words of a choice."""
 
-    kind: type  # int, float, bool or str
+    kind: type  # int, float, bool, str, or list (of package specs)
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # the low end itself is refused (a temperature of 0 is greedy: say none)
@@ -87,6 +93,8 @@ class _Rule:
             text = "use true or false"
         elif self.kind is str:
             text = "use a non-empty string"
+        elif self.kind is list:
+            text = "use a list of package specs such as requests or requests==2.32.3"
         else:
             number = "an integer" if self.kind is int else "a number"
             low = f"{self.low:g}" if self.low is not None else "-inf"
@@ -114,6 +122,8 @@ RULES: dict[str, _Rule] = {
     # the same range CodeAgent checks (defaults.check_stuck_temperature): 0 is greedy, say none
     "stuck_temperature": _Rule(float, 0, MAX_STUCK_TEMPERATURE, low_open=True, none="greedy repairs"),
     "max_instruction_chars": _Rule(int, 1, 100_000),  # 100k characters ~ the whole 32k-token context
+    "sandbox_image": _Rule(str),  # auto, standard, scientific or an image tag (checked when opened)
+    "sandbox_packages": _Rule(list),  # pip specs such as requests==2.32.3
 }
 
 
@@ -140,6 +150,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
     def refuse(shown: Any = raw) -> ConfigError:
         return ConfigError(f"{name} = {shown!r} from {source}: {rule.allowed()}")
 
+    if rule.kind is list:
+        return _package_list(raw, refuse)
     if isinstance(raw, os.PathLike):
         raw = os.fspath(raw)
     if isinstance(raw, str):
@@ -168,6 +180,32 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             return _BOOL_WORDS[raw.lower()]
         raise refuse()
     return _number(rule, raw, refuse)
+
+
+# a pip requirement: a name first (never an option such as --index-url), then a version spec
+_PACKAGE_SPEC = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?([<>=!~]=?[A-Za-z0-9.*+!_-]+,?)*"
+)
+
+
+def _package_list(raw: Any, refuse: Callable[..., ConfigError]) -> list[str]:
+    """A TOML list, or "numpy, requests" from the environment or a flag, as package specs."""
+    if isinstance(raw, str):
+        items: list[Any] = raw.replace(",", " ").split()
+    elif isinstance(raw, list | tuple):
+        items = list(raw)
+    else:
+        raise refuse()
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise refuse(item)
+        spec = item.strip()
+        if spec and not _PACKAGE_SPEC.fullmatch(spec):
+            raise refuse(item)
+        if spec:
+            out.append(spec)
+    return out
 
 
 def _number(rule: _Rule, raw: Any, refuse: Callable[..., ConfigError]) -> int | float:
@@ -285,10 +323,13 @@ def build_agent(
     from ragcoder.chains.llm.chat_model import repair_model
     from ragcoder.chains.llm.served import open_chat_model
     from ragcoder.chains.retrieval.gate import decide_retrieval
-    from ragcoder.sandbox import open_sandbox
+    from ragcoder.sandbox.routing import ImageRouter
 
     pool = {"pool_size": workers} if workers > 1 else {}
-    sandbox = open_sandbox(config.sandbox, hosts=config.docker_hosts, **pool)
+    sandbox = ImageRouter(
+        config.sandbox, image=config.sandbox_image, packages=config.sandbox_packages,
+        hosts=config.docker_hosts, **pool,
+    )  # fmt: skip
     try:
         own_index = retriever is None and config.retrieval != "never"
         if config.retrieval == "never":

@@ -177,9 +177,14 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 stop = "passed"
                 break
             attempt.feedback = feedback_for_tests(report) if report is not None else feedback_for_run(result)
+            if result.missing:
+                attempt.feedback = f"{result.missing}\n{attempt.feedback}"
             yield emit("failed", number, feedback=attempt.feedback)
             if result.error is not None and result.error.name == "SandboxError":
                 stop = "sandbox-error"
+                break
+            if result.missing:  # no repair can install a package: say what to do instead
+                stop = "missing-package"
                 break
             key = _normalise(code)
             stuck = key in seen or attempt.feedback in seen_feedback  # failed just as before

@@ -213,10 +213,11 @@ class ServerSandbox(Sandbox):
         *,
         entry_point: str | None = None,
         timeout: float | None = None,
+        files: Mapping[str, bytes | str] | None = None,
     ) -> TestReport:
         """As :meth:`Sandbox.run_tests`, natively: the server forks the judge, which forks the code's
         process; the verdicts come back on the judge's own pipe (see ``server/judge.py``)."""
-        request = self._build_request("test", code, None, None, timeout)
+        request = self._build_request("test", code, None, files, timeout)
         request.update(tests=test_list(tests), entry_point=None if entry_point is None else str(entry_point))
         answer, result = self._pooled(request)
         return report_from_verdict(result, answer.get("verdict") if answer is not None else None)

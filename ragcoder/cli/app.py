@@ -62,27 +62,56 @@ def cli() -> None:
     """
 
 
+_FILE_OPTION = click.option("--file", "input_files", multiple=True, type=click.Path(path_type=Path),
+                            help="An input file the code can open from its working folder (repeatable).")  # fmt: skip
+_OUT_DIR_OPTION = click.option("--out-dir", type=click.Path(path_type=Path), default=Path("ragcoder-output"),
+                               show_default=True, help="Where files the code writes (plots, tables) are saved.")  # fmt: skip
+
+
+def _with_inputs(agent: Any, paths: tuple[Path, ...]) -> str:
+    """Hand ``--file`` inputs to every run of ``agent``; returns the note for the instruction."""
+    from ragcoder.sandbox.files import inputs_note, read_input_files
+
+    if not paths:
+        return ""
+    files = read_input_files(paths)
+    agent.sandbox.inputs = files  # ImageRouter: written into /work before each run
+    return inputs_note(files)
+
+
 @cli.command()
 @click.argument("instruction")
 @click.option("--tests", "tests", default=None, help="Python asserts the code must pass (or @FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@_FILE_OPTION
+@_OUT_DIR_OPTION
 @agent_options()
-def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) -> None:
+def solve(instruction: str, tests: str | None, as_json: bool, input_files: tuple[Path, ...], out_dir: Path,
+          **options: Any) -> None:  # fmt: skip
     """Solve one INSTRUCTION and print the code, its output and the attempts."""
     import json
 
     from ragcoder.agent.config import build_agent
     from ragcoder.agent.tasks import Task, check_instruction, read_tests
+    from ragcoder.sandbox.files import read_input_files, save_outputs
 
     config = _resolve(options)  # settings, instruction and tests are all checked before a model loads
     instruction = check_instruction(instruction, config.max_instruction_chars)
-    task = Task(id="cli", instruction=instruction, tests=read_tests(tests))
+    tests = read_tests(tests)
+    read_input_files(input_files)  # a bad --file fails before the model loads
     with build_agent(config) as agent:
+        note = _with_inputs(agent, input_files)
+        full = instruction + (f"\n\n{note}" if note else "")
+        task = Task(id="cli", instruction=check_instruction(full, config.max_instruction_chars), tests=tests)
         result = agent.invoke(task)
+    final = result.attempts[-1].result if result.attempts else None
+    saved = save_outputs(final.files, out_dir) if final is not None else []
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps({**result.to_dict(), "outputs": [str(f.path) for f in saved]}, indent=2))
     else:
         print_result(result, backend=agent.sandbox.name)
+        for line in [f.describe() for f in saved] + ([final.missing] if final and final.missing else []):
+            click.echo(line)
     sys.exit(0 if result.passed else 2)
 
 
@@ -174,17 +203,22 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
 
 
 @cli.command()
+@_FILE_OPTION
+@_OUT_DIR_OPTION
 @agent_options()
-def chat(**options: Any) -> None:
+def chat(input_files: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console
 
     from ragcoder.agent.config import build_agent, index_location
     from ragcoder.cli.chat import run_chat
+    from ragcoder.sandbox.files import read_input_files
 
     read_line = _line_reader()
     config = _resolve(options)
+    read_input_files(input_files)  # a bad --file fails before the model loads
     with build_agent(config) as agent:
+        note = _with_inputs(agent, input_files)
 
         def switch_model(spec: str) -> str:
             from ragcoder.chains.llm.chat_model import repair_model
@@ -204,7 +238,7 @@ def chat(**options: Any) -> None:
             return f"model: {spec}"
 
         run_chat(agent, read_line, Console(), switch_model=switch_model,
-                 index_paths=_index_paths(index_location(config)),
+                 index_paths=_index_paths(index_location(config)), inputs_note=note, outputs_dir=out_dir,
                  max_instruction_chars=config.max_instruction_chars)  # fmt: skip
 
 

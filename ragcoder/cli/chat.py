@@ -25,7 +25,8 @@ HELP = """Type an instruction, or a follow-up to change the last code. Commands:
   /help             this help
   /reset            forget the current code, tests and instruction
   /save FILE        write the current code to FILE
-  /run              run the current code again and show its output
+  /run [CODE]       run the current code (or CODE) in the chat's session: variables persist
+  /reset-run        start the /run session over (a fresh namespace and an empty /work)
   /tests [SOURCE]   show the tests, or set them (Python asserts; /tests - clears them)
   /model [NAME]     show the model, or switch to another (known name, folder or .gguf)
   /index PATH...    add files or folders to the retrieval index
@@ -38,12 +39,14 @@ class ChatState:
     code: str = ""
     tests: str | None = None
     turns: list[AgentResult] = field(default_factory=list)
+    inputs_note: str = ""  # names the --file inputs in the first instruction
 
 
 def follow_up_task(state: ChatState, message: str) -> Task:
     """A new instruction, or a change to the code we already have."""
     if not state.code:
-        return Task(id=f"turn{len(state.turns) + 1}", instruction=message, tests=state.tests)
+        note = f"\n\n{state.inputs_note}" if state.inputs_note else ""
+        return Task(id=f"turn{len(state.turns) + 1}", instruction=message + note, tests=state.tests)
     instruction = (
         f"{state.instruction}\n\nThe current code is:\n```python\n{state.code.strip()}\n```\n\n"
         f"Change it as follows, keeping everything else working: {message}"
@@ -58,6 +61,8 @@ class ChatCommands:
                  switch_model: Callable[[str], str] | None, index_paths: Callable[[list[str]], str] | None) -> None:  # fmt: skip
         self.agent, self.state, self.console = agent, state, console
         self.switch_model, self.index_paths = switch_model, index_paths
+        self.session: Any = None  # the /run session, opened on first use
+        self.outputs_dir = Path("ragcoder-output")
 
     def __call__(self, line: str) -> bool:
         name, _, rest = line.partition(" ")
@@ -76,8 +81,15 @@ class ChatCommands:
     do_quit = do_exit
 
     def do_reset(self, _: str) -> None:
+        note = self.state.inputs_note
         self.state.__init__()  # type: ignore[misc]
+        self.state.inputs_note = note
+        self.do_reset_run("")
         self.console.print("session reset", highlight=False)
+
+    def do_reset_run(self, _: str) -> None:
+        if self.session is not None:
+            self.session.reset()
 
     def do_save(self, arg: str) -> None:
         if not arg:
@@ -89,12 +101,25 @@ class ChatCommands:
             path.write_text(self.state.code, encoding="utf-8")
             self.console.print(f"saved {len(self.state.code.splitlines())} lines to {path}", highlight=False)
 
-    def do_run(self, _: str) -> None:
-        if not self.state.code:
+    def do_run(self, arg: str) -> None:
+        code = arg.replace("\\n", "\n") if arg else self.state.code
+        if not code:
             self.console.print("no code yet", highlight=False)
             return
-        result = self.agent.sandbox.run(self.state.code)
+        from ragcoder.errors import SandboxError
+        from ragcoder.sandbox.session import open_session
+
+        try:
+            self.session = self.session or open_session(self.agent.sandbox)
+            result = self.session.run(code)
+        except SandboxError:  # a sandbox that keeps no sessions: a fresh run
+            result = self.agent.sandbox.run(code)
         show_output(self.console, result.stdout, result.failure_summary(), self.agent.sandbox.name)
+        show_files(self.console, result, self.outputs_dir)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
 
     def do_tests(self, arg: str) -> None:
         if arg == "-":
@@ -134,6 +159,17 @@ def show_output(console: Console, stdout: str, failure: str, backend: str) -> No
     console.rule()
 
 
+def show_files(console: Console, result: Any, folder: Path) -> None:
+    """'wrote hist.png (23 KB), saved to ragcoder-output/hist.png' for each file the run wrote."""
+    from ragcoder.sandbox.files import save_outputs, skipped_lines
+
+    lines = [f.describe() for f in save_outputs(result.files, folder)] + skipped_lines(result.files_skipped)
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    if result.missing:
+        console.print(f"[yellow]{result.missing}[/yellow]", highlight=False)
+
+
 def render_event(console: Console, event: AgentEvent) -> None:
     """Show each step as it happens: sources, code, each run, each repair."""
     from rich.syntax import Syntax
@@ -167,6 +203,8 @@ def run_chat(
     switch_model: Callable[[str], str] | None = None,
     index_paths: Callable[[list[str]], str] | None = None,
     stream_tokens: bool = True,
+    inputs_note: str = "",
+    outputs_dir: Path | None = None,
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS,
 ) -> ChatState:
     """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input.
@@ -174,7 +212,7 @@ def run_chat(
     With ``stream_tokens`` the model's reply appears as it is generated (dimmed), then the code
     it contained is shown highlighted.
     """
-    state = ChatState()
+    state = ChatState(inputs_note=inputs_note)
     streamed = {"any": False}  # a token line is open and needs a newline before the next event
 
     def on_token(token: str) -> None:
@@ -182,6 +220,19 @@ def run_chat(
         console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
 
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
+    commands.outputs_dir = outputs_dir or commands.outputs_dir
+    try:
+        _chat_loop(agent, read_line, console, state, commands, on_token if stream_tokens else None, streamed,
+                   max_instruction_chars)  # fmt: skip
+    finally:
+        commands.close()
+    console.print("bye", highlight=False)
+    return state
+
+
+def _chat_loop(agent: CodeAgent, read_line: Callable[[str], str | None], console: Console, state: ChatState,
+               commands: ChatCommands, on_token: Callable[[str], None] | None, streamed: dict[str, bool],
+               max_instruction_chars: int) -> None:  # fmt: skip
     console.print("ragcoder chat: type an instruction, /help for commands, /exit to leave.", highlight=False)
     while True:
         try:
@@ -206,7 +257,7 @@ def run_chat(
             continue
         try:
             result = None
-            for event in agent.events(task, on_token=on_token if stream_tokens else None):
+            for event in agent.events(task, on_token=on_token):
                 if streamed["any"]:
                     console.print()
                     streamed["any"] = False
@@ -225,5 +276,5 @@ def run_chat(
         verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
         console.print(f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
                       highlight=False)  # fmt: skip
-    console.print("bye", highlight=False)
-    return state
+        if result.attempts:
+            show_files(console, result.attempts[-1].result, commands.outputs_dir)
