@@ -30,8 +30,16 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 SANDBOX_KINDS = ("auto", "docker", "local", "unsafe-local")
 RETRIEVAL_MODES = ("auto", "always", "never")
-_RETRIEVAL_WORDS = {"true": "always", "yes": "always", "on": "always", "1": "always",
-                    "false": "never", "no": "never", "off": "never", "0": "never"}  # fmt: skip
+_RETRIEVAL_WORDS = {
+    "true": "always",
+    "yes": "always",
+    "on": "always",
+    "1": "always",
+    "false": "never",
+    "no": "never",
+    "off": "never",
+    "0": "never",
+}
 _BOOL_WORDS = {word: mode == "always" for word, mode in _RETRIEVAL_WORDS.items()}
 # a hung or sleeping program should cost minutes, not hours: no unit check needs longer per run
 MAX_TIMEOUT_S = 600.0
@@ -327,9 +335,12 @@ def build_agent(
 
     pool = {"pool_size": workers} if workers > 1 else {}
     sandbox = ImageRouter(
-        config.sandbox, image=config.sandbox_image, packages=config.sandbox_packages,
-        hosts=config.docker_hosts, **pool,
-    )  # fmt: skip
+        config.sandbox,
+        image=config.sandbox_image,
+        packages=config.sandbox_packages,
+        hosts=config.docker_hosts,
+        **pool,
+    )
     try:
         own_index = retriever is None and config.retrieval != "never"
         if config.retrieval == "never":
@@ -341,13 +352,18 @@ def build_agent(
         if config.llm_url:  # the server decodes and batches: no lookup binding, no micro-batching
             from ragcoder.chains.llm.remote import load_remote_chat_model
 
-            chat: Any = load_remote_chat_model(config.llm_url, model=_served_model_name(config),
-                                               max_new_tokens=config.max_new_tokens)  # fmt: skip
+            chat: Any = load_remote_chat_model(
+                config.llm_url, model=_served_model_name(config), max_new_tokens=config.max_new_tokens
+            )
         else:
             chat = open_chat_model(
-                config.model, engine=config.engine, adapter=config.adapter, server=config.server,
-                quantize=quantize, max_new_tokens=config.max_new_tokens,
-            )  # fmt: skip
+                config.model,
+                engine=config.engine,
+                adapter=config.adapter,
+                server=config.server,
+                quantize=quantize,
+                max_new_tokens=config.max_new_tokens,
+            )
         if own_index and config.retrieval_guess:
             from ragcoder.chains.retrieval.api_guess import (
                 GUESS_MAX_NEW_TOKENS,
@@ -356,9 +372,10 @@ def build_agent(
             )
 
             retriever.api_guesser = (
-                api_guess_chain(chat.bind(max_tokens=GUESS_MAX_NEW_TOKENS)) if config.llm_url
+                api_guess_chain(chat.bind(max_tokens=GUESS_MAX_NEW_TOKENS))
+                if config.llm_url
                 else load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
-            )  # fmt: skip
+            )
         if models is not None:
             model, repair = models(chat)
         elif config.llm_url:
@@ -374,10 +391,15 @@ def build_agent(
         sandbox.close()
         raise
     return CodeAgent(
-        model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
-        timeout=config.timeout, stuck_temperature=config.stuck_temperature,
+        model,
+        sandbox,
+        retriever=retriever,
+        repair_model=repair,
+        max_attempts=config.max_attempts,
+        timeout=config.timeout,
+        stuck_temperature=config.stuck_temperature,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
-    )  # fmt: skip
+    )
 
 
 def index_location(config: AgentConfig) -> str | None:

@@ -121,8 +121,11 @@ def main() -> None:
         rows.setdefault(way, {})[workload] = percentiles(samples)
         p50, p95 = rows[way][workload]
         run_cpu = statistics.median(cpu[way][workload])
-        print(f"  {way:<12} {workload:<14} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms   run CPU p50 {run_cpu:7.1f} ms"
-              f"   (n={len(samples)})", flush=True)  # fmt: skip
+        print(
+            f"  {way:<12} {workload:<14} p50 {p50:8.1f} ms   p95 {p95:8.1f} ms   run CPU p50 {run_cpu:7.1f} ms"
+            f"   (n={len(samples)})",
+            flush=True,
+        )
 
     def keep_cpu(way: str, workload: str, output: str) -> None:
         cpu.setdefault(way, {}).setdefault(workload, []).append(cpu_ms(output))

@@ -105,21 +105,23 @@ def record_for(
     attempts = []
     for attempt in result.attempts:
         hidden = verdict(attempt.code)
-        attempts.append({
-            "number": attempt.number,
-            "kind": attempt.kind,
-            "code": attempt.code,
-            "visible_passed": attempt.passed,
-            "passed": hidden.passed,
-            "hidden_detail": hidden.detail,
-            "feedback": attempt.feedback,
-            "generate_ms": round(attempt.generate_ms, 1),
-            "run_ms": round(attempt.run_ms, 1),
-            "input_tokens": attempt.input_tokens,
-            "output_tokens": attempt.output_tokens,
-            "cached_tokens": attempt.cached_tokens,
-            "temperature": attempt.temperature,
-        })  # fmt: skip
+        attempts.append(
+            {
+                "number": attempt.number,
+                "kind": attempt.kind,
+                "code": attempt.code,
+                "visible_passed": attempt.passed,
+                "passed": hidden.passed,
+                "hidden_detail": hidden.detail,
+                "feedback": attempt.feedback,
+                "generate_ms": round(attempt.generate_ms, 1),
+                "run_ms": round(attempt.run_ms, 1),
+                "input_tokens": attempt.input_tokens,
+                "output_tokens": attempt.output_tokens,
+                "cached_tokens": attempt.cached_tokens,
+                "temperature": attempt.temperature,
+            }
+        )
     final = verdict(result.code)
     reference = problem.canonical_code
     return {
@@ -209,8 +211,15 @@ def run_eval(
             if on_result is not None:
                 on_result(record)
 
-        report = run_jobs(plan, out, solve, failed=failed_record, workers=workers, on_record=count,
-                          thread_name="ragcoder-eval")  # fmt: skip
+        report = run_jobs(
+            plan,
+            out,
+            solve,
+            failed=failed_record,
+            workers=workers,
+            on_record=count,
+            thread_name="ragcoder-eval",
+        )
         summary.seconds, summary.interrupted = report.seconds, report.interrupted
         return summary
 

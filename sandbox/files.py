@@ -27,8 +27,13 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"%PDF-", "pdf"),
 )
 IMAGE_KINDS = frozenset({"png", "jpeg", "gif", "svg"})
-MIME = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "svg": "image/svg+xml",
-        "pdf": "application/pdf"}  # fmt: skip
+MIME = {
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "svg": "image/svg+xml",
+    "pdf": "application/pdf",
+}
 
 
 def file_kind(data: bytes) -> str:

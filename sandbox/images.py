@@ -132,10 +132,22 @@ def stage_packages(requirements: tuple[str, ...], site: Path, say: Callable[[str
     _pip(["download", *quiet, "--dest", str(cache), *_target_args(), *requirements], "pip download")
     say(f"pip install --target (no index: only the cached wheels) -> {site}")
     _pip(
-        ["install", *quiet, "--isolated", "--no-index", "--find-links", str(cache), "--target", str(site),
-         "--no-compile", "--no-warn-script-location", *_target_args(), *requirements],
+        [
+            "install",
+            *quiet,
+            "--isolated",
+            "--no-index",
+            "--find-links",
+            str(cache),
+            "--target",
+            str(site),
+            "--no-compile",
+            "--no-warn-script-location",
+            *_target_args(),
+            *requirements,
+        ],
         "pip install",
-    )  # fmt: skip
+    )
     for name in _SKIP_TOP:  # console scripts carry the host's interpreter path; headers are unused
         shutil.rmtree(site / name, ignore_errors=True)
     for tests in sorted(site.glob("**/tests")):  # test suites: about a fifth of the size, never imported
@@ -226,8 +238,10 @@ def build_derived_image(
             if preload:  # and use them once, so a run skips their first-use costs too
                 _add_warmup(site)
                 preload.append(WARMUP_MODULE)
-            shutil.copy(Path(str(resources.files("ragcoder.sandbox") / "image" / "Dockerfile.packages")),
-                        Path(ctx) / "Dockerfile")  # fmt: skip
+            shutil.copy(
+                Path(str(resources.files("ragcoder.sandbox") / "image" / "Dockerfile.packages")),
+                Path(ctx) / "Dockerfile",
+            )
             labels = {
                 LABEL_MODULES: " ".join(sorted(modules)),
                 LABEL_PRELOAD: ",".join(preload),

@@ -31,9 +31,13 @@ class InnerSession(Protocol):
     last_reset: bool
 
     def run(
-        self, code: str, *, stdin: str | None = ..., files: Mapping[str, bytes | str] | None = ...,
+        self,
+        code: str,
+        *,
+        stdin: str | None = ...,
+        files: Mapping[str, bytes | str] | None = ...,
         timeout: float | None = ...,
-    ) -> ExecResult: ...  # fmt: skip
+    ) -> ExecResult: ...
 
     def close(self) -> None: ...
 

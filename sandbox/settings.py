@@ -29,7 +29,7 @@ class SandboxSettings:
     pids_limit: int = 64  # fork bombs stop here
     cpus: float = 1.0  # CPU quota (cores)
     # cgroup v1 weight of the container's CPU group against the host's other groups. Docker's 1024
-    # makes a container one task among many on a loaded host (runs got 3x slower here at load 12);
+    # makes a container one task among many on a loaded host, so its runs slow down with the load;
     # the quota above still caps a CPU burner at `cpus` cores.
     cpu_shares: int = 8192
     tmp_size: str | int = "64m"  # tmpfs /tmp (counts against memory)

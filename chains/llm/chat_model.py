@@ -62,9 +62,9 @@ from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
 from ragcoder.chains.llm.tool_calls import ChatTurn, chat_turn, chunk_of
 from ragcoder.chains.llm.weights import dtype_for, load_dense_model, load_tokenizer
 
-# OpenMP threads that spin while waiting make torch 4-8x slower when other processes share the CPU
-# (measured: Qwen int8 0.3 vs 1.5 tok/s at 2 threads, load average 8). Only effective if torch is
-# not imported yet; the CLI sets it before any import. Override by setting it yourself.
+# OpenMP threads that spin while waiting starve each other when other processes share the CPU
+# (docs/benchmarks.md). Only effective if torch is not imported yet; the CLI sets it before any
+# import. Override by setting it yourself.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = [
@@ -78,8 +78,8 @@ __all__ = [
 ]
 
 Quantize = Literal["auto", "int8", "none"]
-# "auto" quantizes on CPU only from this size up: SmolLM2-135M stopped answering correctly in int8
-# while running 18.8 tok/s in fp32; Qwen 1.5B goes from 2.3 (fp32) to 17 tok/s (int8).
+# "auto" quantizes on CPU only from this size up: small models lose their answers in int8 and are
+# fast enough in fp32; large ones gain several times the speed (docs/benchmarks.md, int8).
 INT8_MIN_PARAMS = 500_000_000
 DEFAULT_PROMPT_LOOKUP_TOKENS = 10
 
@@ -131,7 +131,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
         """Completions of ready-made prompts (greedy unless ``temperature``), ``batch_size`` at a time."""
         max_new, lookup, sampling = self._gen_options(kwargs)
         # prompt lookup works one prompt at a time, and for repairs that beats one batch of them
-        # (llm_bench 3b: 8 repairs looked up one by one 1.35x faster than batched, docs/benchmarks.md)
+        # (`bench/llm_bench.py` part 3b, docs/benchmarks.md)
         step = 1 if lookup else max(1, self.batch_size)
         outputs: list[GenerationOutput] = []
         for start in range(0, len(prompts), step):

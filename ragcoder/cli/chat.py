@@ -57,8 +57,14 @@ def follow_up_task(state: ChatState, message: str) -> Task:
 class ChatCommands:
     """The slash commands; each returns False to end the session."""
 
-    def __init__(self, agent: CodeAgent, state: ChatState, console: Console,
-                 switch_model: Callable[[str], str] | None, index_paths: Callable[[list[str]], str] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        agent: CodeAgent,
+        state: ChatState,
+        console: Console,
+        switch_model: Callable[[str], str] | None,
+        index_paths: Callable[[list[str]], str] | None,
+    ) -> None:
         self.agent, self.state, self.console = agent, state, console
         self.switch_model, self.index_paths = switch_model, index_paths
         self.session: Any = None  # the /run session, opened on first use
@@ -135,8 +141,10 @@ class ChatCommands:
 
     def do_model(self, arg: str) -> None:
         if not arg or self.switch_model is None:
-            self.console.print(f"model: {getattr(self.agent.model, 'model_id', type(self.agent.model).__name__)}",
-                               highlight=False)  # fmt: skip
+            self.console.print(
+                f"model: {getattr(self.agent.model, 'model_id', type(self.agent.model).__name__)}",
+                highlight=False,
+            )
             return
         try:
             self.console.print(self.switch_model(arg), highlight=False)
@@ -222,17 +230,32 @@ def run_chat(
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
     commands.outputs_dir = outputs_dir or commands.outputs_dir
     try:
-        _chat_loop(agent, read_line, console, state, commands, on_token if stream_tokens else None, streamed,
-                   max_instruction_chars)  # fmt: skip
+        _chat_loop(
+            agent,
+            read_line,
+            console,
+            state,
+            commands,
+            on_token if stream_tokens else None,
+            streamed,
+            max_instruction_chars,
+        )
     finally:
         commands.close()
     console.print("bye", highlight=False)
     return state
 
 
-def _chat_loop(agent: CodeAgent, read_line: Callable[[str], str | None], console: Console, state: ChatState,
-               commands: ChatCommands, on_token: Callable[[str], None] | None, streamed: dict[str, bool],
-               max_instruction_chars: int) -> None:  # fmt: skip
+def _chat_loop(
+    agent: CodeAgent,
+    read_line: Callable[[str], str | None],
+    console: Console,
+    state: ChatState,
+    commands: ChatCommands,
+    on_token: Callable[[str], None] | None,
+    streamed: dict[str, bool],
+    max_instruction_chars: int,
+) -> None:
     console.print("ragcoder chat: type an instruction, /help for commands, /exit to leave.", highlight=False)
     while True:
         try:
@@ -270,11 +293,13 @@ def _chat_loop(agent: CodeAgent, read_line: Callable[[str], str | None], console
         assert result is not None
         state.turns.append(result)
         state.code = result.code
-        state.instruction = line if len(state.turns) == 1 or not state.instruction else (
-            f"{state.instruction}\nThen: {line}"
-        )  # fmt: skip
+        state.instruction = (
+            line if len(state.turns) == 1 or not state.instruction else (f"{state.instruction}\nThen: {line}")
+        )
         verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
-        console.print(f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
+            highlight=False,
+        )
         if result.attempts:
             show_files(console, result.attempts[-1].result, commands.outputs_dir)

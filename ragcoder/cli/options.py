@@ -100,3 +100,17 @@ def agent_options(*, sandbox_default: str | None = None) -> Callable[[Any], Any]
         return func
 
     return decorate
+
+
+def ray_option(what: str) -> Any:
+    """``--ray [ADDRESS|local]``: ``what`` says what the Ray actors do (batch and eval)."""
+    return click.option(
+        "--ray",
+        "ray",
+        default=None,
+        is_flag=False,
+        flag_value="local",
+        metavar="[ADDRESS|local]",
+        help=f"{what} on --workers Ray actors: `--ray` alone starts Ray here, ADDRESS joins a cluster "
+        "(`ray start --head`).",
+    )

@@ -97,8 +97,13 @@ def test_chat_names_the_files_it_saved_and_run_keeps_state(tmp_path, trusted_san
     agent = CodeAgent(scripted([("", fenced(code))]), trusted_sandbox)
     lines = ["Plot it to hist.png.", "/run", "/run print(x + 1)", "/reset-run", "/run print(x)"]
     out = io.StringIO()
-    run_chat(agent, lambda _: lines.pop(0) if lines else None, Console(file=out, width=300, color_system=None),
-             outputs_dir=tmp_path, stream_tokens=False)  # fmt: skip
+    run_chat(
+        agent,
+        lambda _: lines.pop(0) if lines else None,
+        Console(file=out, width=300, color_system=None),
+        outputs_dir=tmp_path,
+        stream_tokens=False,
+    )
     text = out.getvalue()
     saved = tmp_path / "hist.png"
     assert f"wrote hist.png (23 KB), saved to {saved}" in text
@@ -112,9 +117,20 @@ def test_a_missing_input_file_is_one_line_before_anything_loads(tmp_path) -> Non
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-m", "ragcoder.cli.app", "solve", "Sum the column.", "--file", str(tmp_path / "no.csv")],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ragcoder.cli.app",
+            "solve",
+            "Sum the column.",
+            "--file",
+            str(tmp_path / "no.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[0] == f"error: --file {tmp_path / 'no.csv'}: no such file"
 

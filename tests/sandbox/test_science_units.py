@@ -125,8 +125,14 @@ class _MissingSandbox(Sandbox):
 
     name = "fake"
 
-    def run(self, code: str, *, stdin: str | None = None, files: Mapping[str, bytes | str] | None = None,
-            timeout: float | None = None) -> ExecResult:  # fmt: skip
+    def run(
+        self,
+        code: str,
+        *,
+        stdin: str | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
         if "numpy" in code:
             note = missing_message("numpy")
             return ExecResult(exit_code=1, error=_not_found("numpy"), missing=note)

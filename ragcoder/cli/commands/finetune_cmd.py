@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ragcoder.cli.options import agent_options, fail
+from ragcoder.cli.options import agent_options, fail, ray_option
 
 
 def _command_line() -> str:
@@ -96,16 +96,7 @@ def eval_group() -> None:
     help="Markdown report (a PNG plot is written beside it).",
 )
 @click.option("--fresh", is_flag=True, help="Empty OUTPUT first instead of resuming.")
-@click.option(
-    "--ray",
-    "ray",
-    default=None,
-    is_flag=False,
-    flag_value="local",
-    metavar="[ADDRESS|local]",
-    help="Solve and score on --workers Ray actors: `--ray` alone starts Ray here, ADDRESS joins a "
-    "cluster (`ray start --head`).",
-)
+@ray_option("Solve and score")
 @agent_options(sandbox_default="docker")  # the hidden tests run there too
 def humaneval_cmd(
     split: str,

@@ -20,9 +20,14 @@ def sandbox() -> None:
     default=None,
     help=f"Image name to build [default: {DEFAULT_IMAGE}; with --profile, the profile's].",
 )
-@click.option("--profile", type=click.Choice(["standard", "scientific"]), default="standard", show_default=True,
-              help="scientific: numpy, pandas, matplotlib, scipy, scikit-learn, ... (wheels fetched by pip "
-              "on this machine; the sandbox stays offline).")  # fmt: skip
+@click.option(
+    "--profile",
+    type=click.Choice(["standard", "scientific"]),
+    default="standard",
+    show_default=True,
+    help="scientific: numpy, pandas, matplotlib, scipy, scikit-learn, ... (wheels fetched by pip "
+    "on this machine; the sandbox stays offline).",
+)
 def build_image_cmd(force: bool, tag: str | None, profile: str) -> None:
     """Build the sandbox image (Dockerfile when a registry answers, else offline with debootstrap),
     or a profile's image derived from it."""
@@ -38,8 +43,10 @@ def build_image_cmd(force: bool, tag: str | None, profile: str) -> None:
             info = build_derived_image(tag or chosen.tag, chosen.requirements, profile=profile, force=force)
         except SandboxError as exc:
             fail(exc)
-        click.echo(f"{info.tag}: {info.size_bytes / 1e6:.0f} MB, {len(info.modules)} modules; "
-                   f"runs that import them use it automatically")  # fmt: skip
+        click.echo(
+            f"{info.tag}: {info.size_bytes / 1e6:.0f} MB, {len(info.modules)} modules; "
+            f"runs that import them use it automatically"
+        )
         return
     tag = tag or DEFAULT_IMAGE
     if image_exists(tag) and not force:
