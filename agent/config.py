@@ -15,7 +15,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_STUCK_TEMPERATURE, MAX_STUCK_TEMPERATURE
+from ragcoder.agent.scale_settings import SCALE_SETTINGS, coerce_scale_setting
 from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS
+from ragcoder.chains.llm.engines import ENGINES
 
 from ragcoder.errors import ConfigError
 
@@ -38,8 +41,11 @@ MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few hundred bytes; more is th
 class AgentConfig:
     model: str = DEFAULT_MODEL  # known name, HF folder, .gguf file or cached HF id
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
+    # auto: ONNX Runtime int4 when the model has that form (`ragcoder models install`), else torch
+    engine: str = "auto"  # auto | torch | ort (chains/llm/engines.py)
+    server: str | None = None  # a `ragcoder serve` URL; none: the one on the user's socket if any; off
     sandbox: str = "auto"  # auto | docker | local | unsafe-local
-    max_attempts: int = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # auto: the user's own indexed code for every task but a self-contained function stub, the
     # stdlib's docs only for tasks that name an API or module: elsewhere they measured as a
     # distraction (chains/retrieval/gate.py); always | never (true | false)
@@ -52,10 +58,14 @@ class AgentConfig:
     timeout: float | None = None  # seconds per run; None: the sandbox's default
     max_new_tokens: int = 768  # enough for a 60-line function with its demo block
     # a repair that fails like an earlier attempt is followed by one sampled at this temperature
-    # (greedy ones tend to repeat the failure); none (default): every repair greedy, which
-    # measured as good on the dev split (docs/results.md)
-    stuck_temperature: float | None = None
+    # (ragcoder.agent.defaults); none: every repair greedy
+    stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
+    # past one machine (agent/scale_settings.py, docs/scale.md); unset: the embedded defaults
+    llm_url: str | None = None  # an OpenAI-compatible server: ragcoder serve, vLLM, llama.cpp, Ollama
+    index_url: str | None = None  # a Chroma server: `chroma run --path DIR --port P`
+    docker_hosts: tuple[str, ...] = ()  # Docker engines for the sandboxes: unix://, tcp://, ssh://
+    ray: str | None = None  # batch and eval fan out on Ray: local, auto or a cluster address
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -91,6 +101,8 @@ class _Rule:
 RULES: dict[str, _Rule] = {
     "model": _Rule(str),
     "adapter": _Rule(str, none="no adapter"),
+    "engine": _Rule(str, choices=ENGINES),
+    "server": _Rule(str, none="the server on the user's socket, if one runs"),
     "sandbox": _Rule(str, choices=SANDBOX_KINDS),
     "max_attempts": _Rule(int, 1, 20),  # the --attempts bound; each attempt is a generation on CPU
     "retrieval": _Rule(str, choices=RETRIEVAL_MODES),
@@ -99,7 +111,8 @@ RULES: dict[str, _Rule] = {
     "k": _Rule(int, 1, 20),  # 20 chunks of ~1.5k characters already fill a quarter of the context
     "timeout": _Rule(float, 0, MAX_TIMEOUT_S, low_open=True, none="the sandbox's default"),
     "max_new_tokens": _Rule(int, 16, 8192),  # under 16 no function fits; 8k is a quarter of the context
-    "stuck_temperature": _Rule(float, 0, 2, low_open=True, none="greedy repairs"),
+    # the same range CodeAgent checks (defaults.check_stuck_temperature): 0 is greedy, say none
+    "stuck_temperature": _Rule(float, 0, MAX_STUCK_TEMPERATURE, low_open=True, none="greedy repairs"),
     "max_instruction_chars": _Rule(int, 1, 100_000),  # 100k characters ~ the whole 32k-token context
 }
 
@@ -120,6 +133,8 @@ def project_config_path() -> Path:
 def _coerce(name: str, raw: Any, source: str) -> Any:
     """``raw`` (a TOML value, or a string from the environment or a flag) as the setting's type,
     or a one-line ConfigError naming the setting, its source and what it accepts."""
+    if name in SCALE_SETTINGS:
+        return coerce_scale_setting(name, raw, source)
     rule = RULES[name]
 
     def refuse(shown: Any = raw) -> ConfigError:
@@ -208,7 +223,7 @@ def _parse_toml(path: Path, label: str) -> dict[str, Any]:
             raise ConfigError(
                 f"ragcoder = {data!r} in {path}: [ragcoder] must be a table of settings (key = value lines)"
             )
-    known = set(RULES)
+    known = set(RULES) | set(SCALE_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -242,7 +257,7 @@ def resolve_config(flags: dict[str, Any] | None = None) -> AgentConfig:
 
 def check_config(config: AgentConfig) -> AgentConfig:
     """Apply the rules to a config built in code (``resolve_config`` applies them as it reads)."""
-    for name in RULES:
+    for name in [*RULES, *SCALE_SETTINGS]:
         setattr(config, name, _coerce(name, getattr(config, name), config.sources.get(name, "AgentConfig")))
     return config
 
@@ -267,11 +282,13 @@ def build_agent(
     """
     check_config(config)  # before anything opens or loads
     from ragcoder.agent.loop import CodeAgent
-    from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+    from ragcoder.chains.llm.chat_model import repair_model
+    from ragcoder.chains.llm.served import open_chat_model
     from ragcoder.chains.retrieval.gate import decide_retrieval
     from ragcoder.sandbox import open_sandbox
 
-    sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
+    pool = {"pool_size": workers} if workers > 1 else {}
+    sandbox = open_sandbox(config.sandbox, hosts=config.docker_hosts, **pool)
     try:
         own_index = retriever is None and config.retrieval != "never"
         if config.retrieval == "never":
@@ -279,16 +296,32 @@ def build_agent(
         elif own_index:
             from ragcoder.chains.retrieval.retriever import open_retriever
 
-            retriever = open_retriever(config.index_path, k=config.k)
-        chat: Any = load_chat_model(
-            config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
-        )  # type: ignore[arg-type]
-        if own_index and config.retrieval_guess:
-            from ragcoder.chains.retrieval.api_guess import load_api_guesser
+            retriever = open_retriever(index_location(config), k=config.k)
+        if config.llm_url:  # the server decodes and batches: no lookup binding, no micro-batching
+            from ragcoder.chains.llm.remote import load_remote_chat_model
 
-            retriever.api_guesser = load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
+            chat: Any = load_remote_chat_model(config.llm_url, model=_served_model_name(config),
+                                               max_new_tokens=config.max_new_tokens)  # fmt: skip
+        else:
+            chat = open_chat_model(
+                config.model, engine=config.engine, adapter=config.adapter, server=config.server,
+                quantize=quantize, max_new_tokens=config.max_new_tokens,
+            )  # fmt: skip
+        if own_index and config.retrieval_guess:
+            from ragcoder.chains.retrieval.api_guess import (
+                GUESS_MAX_NEW_TOKENS,
+                api_guess_chain,
+                load_api_guesser,
+            )
+
+            retriever.api_guesser = (
+                api_guess_chain(chat.bind(max_tokens=GUESS_MAX_NEW_TOKENS)) if config.llm_url
+                else load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
+            )  # fmt: skip
         if models is not None:
             model, repair = models(chat)
+        elif config.llm_url:
+            model, repair = chat, chat
         else:  # prompt-lookup decoding for repairs: a repair copies the code it was shown
             model, repair = chat, repair_model(chat)
             if workers > 1:
@@ -304,3 +337,18 @@ def build_agent(
         timeout=config.timeout, stuck_temperature=config.stuck_temperature,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )  # fmt: skip
+
+
+def index_location(config: AgentConfig) -> str | None:
+    """The index folder to open: ``index_path``, or the stand-in folder of the server at ``index_url``."""
+    if config.index_url:
+        from ragcoder.chains.retrieval.remote_index import remote_index_path
+
+        return str(remote_index_path(config.index_url))
+    return config.index_path
+
+
+def _served_model_name(config: AgentConfig) -> str | None:
+    """``--model`` names the model on the server; left at its default, the server's first model is used."""
+    unset = config.model == DEFAULT_MODEL and config.sources.get("model", "default") == "default"
+    return None if unset else config.model

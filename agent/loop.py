@@ -19,6 +19,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from ragcoder.agent.checks import extract_example_tests
+from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_STUCK_TEMPERATURE, check_stuck_temperature
 from ragcoder.agent.feedback import feedback_for_run, feedback_for_tests
 from ragcoder.agent.prelude import add_missing_prelude
 from ragcoder.agent.result import AgentResult, Attempt, CheckKind, StopReason
@@ -32,13 +33,6 @@ EventKind = Literal["retrieved", "generated", "ran", "failed", "repairing", "don
 REPEATED_NOTE = (
     "Your last answer repeated code that had already failed. Write a different, corrected version."
 )
-DEFAULT_MAX_ATTEMPTS = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
-# A greedy repair that fails the same way as before tends to keep doing so: in the greedy loop over
-# the dev split (Qwen 1.5B), 70 of 79 repairs failed exactly as the attempt before them, 44 with the
-# very same code. With ``stuck_temperature`` set, the next repair is sampled at it instead (Chen et
-# al. 2021 sample at 0.8). Off by default: at 0.8 it rescued none of the 15 dev tasks where it
-# was used (docs/results.md), and sampled repairs cost the attempts the repeat detector saved.
-DEFAULT_STUCK_TEMPERATURE: float | None = None
 
 
 @dataclass
@@ -88,9 +82,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         :func:`ragcoder.chains.retrieval.gate.decide_retrieval`); without one, every instruction is."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if stuck_temperature is not None and not stuck_temperature > 0:
-            raise ValueError("stuck_temperature must be > 0, or None to keep every repair greedy")
-        self.stuck_temperature = stuck_temperature
+        self.stuck_temperature = check_stuck_temperature(stuck_temperature)
         self.sandbox = sandbox
         self.retriever = retriever
         self.retrieval_gate = retrieval_gate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class Task:
     instruction: str
     tests: str | None = None  # Python source: asserts and/or test_* functions
     entry_point: str | None = None  # the function HumanEval-style `check(candidate)` receives
+    # where it was read ("p.jsonl:3"), for messages; not part of the task's identity
+    origin: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         """Every task, however made, has a non-empty instruction of valid text (the length limit is
@@ -79,7 +81,7 @@ class Task:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "origin"}
 
 
 def check_instruction(text: str, limit: int = MAX_INSTRUCTION_CHARS) -> str:
@@ -145,7 +147,8 @@ def read_jsonl_tasks(path: Path, max_chars: int = MAX_INSTRUCTION_CHARS) -> Iter
                 data = json.loads(raw.decode("utf-8"))
                 if not isinstance(data, dict):
                     raise TaskError("expected a JSON object")
-                yield Task.from_dict(data, default_id=f"line{lineno}", max_chars=max_chars)
+                task = Task.from_dict(data, default_id=f"line{lineno}", max_chars=max_chars)
+                yield replace(task, origin=f"{path}:{lineno}")
             except UnicodeDecodeError:
                 yield TaskError(f"{path}:{lineno}: not UTF-8 text")
             except json.JSONDecodeError as exc:
@@ -196,17 +199,20 @@ def read_humaneval_tasks(path: Path, max_chars: int = MAX_INSTRUCTION_CHARS) -> 
                 continue
             try:
                 data = json.loads(raw.decode("utf-8"))
-                yield Task(
-                    id=str(data["task_id"]),
-                    instruction=check_instruction(
-                        "Complete this Python function. Return the whole function, with its imports.\n\n"
-                        + data["prompt"],
-                        max_chars,
-                    ),
-                    entry_point=data.get("entry_point"),
+                task = humaneval_task(
+                    str(data["task_id"]), data["prompt"], data.get("entry_point"), max_chars
                 )
+                yield replace(task, origin=f"{path}:{lineno}")
             except (ValueError, KeyError, UnicodeDecodeError, TaskError) as exc:
                 yield TaskError(f"{path}:{lineno}: not a HumanEval task ({type(exc).__name__}: {exc})")
+
+
+def humaneval_task(
+    task_id: str, prompt: str, entry_point: str | None, max_chars: int = MAX_INSTRUCTION_CHARS
+) -> Task:
+    """The agent's view of a HumanEval problem: its prompt (signature + docstring), never its tests."""
+    instruction = "Complete this Python function. Return the whole function, with its imports.\n\n" + prompt
+    return Task(id=task_id, instruction=check_instruction(instruction, max_chars), entry_point=entry_point)
 
 
 def read_text_tasks(path: Path, max_chars: int = MAX_INSTRUCTION_CHARS) -> Iterator[Task | TaskError]:
@@ -219,7 +225,11 @@ def read_text_tasks(path: Path, max_chars: int = MAX_INSTRUCTION_CHARS) -> Itera
     paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
     for number, paragraph in enumerate((p for p in paragraphs if p), 1):
         try:
-            yield Task(id=f"{path.stem}-{number}", instruction=check_instruction(paragraph, max_chars))
+            yield Task(
+                id=f"{path.stem}-{number}",
+                instruction=check_instruction(paragraph, max_chars),
+                origin=f"{path}: paragraph {number}",
+            )
         except TaskError as exc:
             yield TaskError(f"{path}: paragraph {number}: {exc}")
 
@@ -231,9 +241,8 @@ def read_folder_tasks(path: Path, max_chars: int = MAX_INSTRUCTION_CHARS) -> Ite
         raise TaskError(f"{path} holds no .txt or .md files")
     for file in files:
         try:
-            yield Task(
-                id=file.stem, instruction=check_instruction(file.read_bytes().decode("utf-8"), max_chars)
-            )
+            text = file.read_bytes().decode("utf-8")
+            yield Task(id=file.stem, instruction=check_instruction(text, max_chars), origin=str(file))
         except UnicodeDecodeError:
             yield TaskError(f"{file}: not UTF-8 text")
         except TaskError as exc:
@@ -254,6 +263,10 @@ def read_tasks(
         raise TaskError(f"--format folder needs a folder, and {path} is a file")
     if fmt != "folder" and path.is_dir():
         raise TaskError(f"{path} is a folder: use --format folder (or pass a file)")
-    readers = {"jsonl": read_jsonl_tasks, "humaneval": read_humaneval_tasks, "text": read_text_tasks,
-               "folder": read_folder_tasks}  # fmt: skip
+    readers = {
+        "jsonl": read_jsonl_tasks,
+        "humaneval": read_humaneval_tasks,
+        "text": read_text_tasks,
+        "folder": read_folder_tasks,
+    }
     return readers[fmt](path, max_chars)

@@ -2,7 +2,9 @@
 
 Errors raised by the *user's code* are data (``ExecResult.error``); failures of the *sandbox*
 are exceptions from :mod:`ragcoder.errors`. Backends implement only :meth:`Sandbox.run` and
-:meth:`Sandbox.close`; :meth:`Sandbox.run_tests` is shared and built on ``run``.
+:meth:`Sandbox.close`; :meth:`Sandbox.run_tests` has a default built on ``run`` (the judge as an
+ordinary program, see :mod:`ragcoder.sandbox.harness`), which the server backends replace with
+their native test runs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 
-from ragcoder.sandbox.harness import build_test_program, parse_test_report
+from ragcoder.sandbox.harness import parse_standalone, standalone_job
 
 # The result types live in results.py (harness.py builds them too); re-exported for callers.
 from ragcoder.sandbox.results import ErrorInfo as ErrorInfo
@@ -48,15 +50,17 @@ class Sandbox(abc.ABC):
         entry_point: str | None = None,
         timeout: float | None = None,
     ) -> TestReport:
-        """Run ``code`` then each test case in ``tests`` in the same namespace.
+        """Load ``code``, then run each test case in ``tests`` against it; one outcome per case.
 
         ``tests`` is Python source (or a list of snippets): each top-level ``assert`` is a case,
         each ``def test_*`` function is a case, and a ``def check(candidate)`` is called with
-        ``entry_point`` when one is given (HumanEval style). Other statements are setup.
+        ``entry_point`` when one is given (HumanEval style). Other statements are setup. The
+        tests run in a process of their own that looks up the code's names in the process that
+        loaded it; the code under test cannot reach the verdicts.
         """
-        program, nonce = build_test_program(code, tests, entry_point=entry_point)
-        result = self.run(program, timeout=timeout)
-        return parse_test_report(result, nonce)
+        program, stdin, secret = standalone_job(code, tests, entry_point)
+        result = self.run(program, stdin=stdin, timeout=timeout)
+        return parse_standalone(result, secret)
 
     def close(self) -> None:  # noqa: B027 - backends without resources need nothing here
         """Release every resource. Safe to call more than once."""

@@ -27,18 +27,24 @@ _handlers_installed = False
 _install_lock = threading.Lock()
 
 
-def docker_client(timeout_s: float = 10.0) -> Any:
-    """A docker SDK client that answered ping, or EngineUnavailable."""
+def docker_client(timeout_s: float = 10.0, base_url: str | None = None) -> Any:
+    """A docker SDK client that answered ping, or EngineUnavailable. ``base_url`` names an engine
+    (unix://, tcp://, ssh:// through the ssh command); None: the environment's (DOCKER_HOST)."""
     try:
         import docker
         from docker.errors import DockerException
     except ImportError as exc:  # pragma: no cover - docker is a hard dependency
         raise EngineUnavailable("the `docker` Python package is missing", hint="pip install docker") from exc
     try:
-        client = docker.from_env(timeout=int(timeout_s))
+        if base_url is None:
+            client = docker.from_env(timeout=int(timeout_s))
+        else:
+            client = docker.DockerClient(base_url=base_url, timeout=int(timeout_s),
+                                         use_ssh_client=base_url.startswith("ssh://"))  # fmt: skip
         client.ping()
     except (DockerException, OSError) as exc:
-        raise EngineUnavailable(f"no Docker engine answers ({type(exc).__name__})") from exc
+        where = f" at {base_url}" if base_url else ""
+        raise EngineUnavailable(f"no Docker engine answers{where} ({type(exc).__name__})") from exc
     return client
 
 

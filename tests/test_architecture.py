@@ -60,8 +60,11 @@ def test_the_import_contracts_hold(tmp_path: Path) -> None:
     for contract in contracts:  # every contract was read and checked, none silently dropped
         assert f"{contract['name']} KEPT" in report, report
     analyzed = int(report.split("Analyzed ", 1)[1].split(" files", 1)[0])
-    on_disk = sum(1 for folder in ("ragcoder", "agent", "chains", "sandbox", "finetune")
-                  for _ in (REPO / folder).rglob("*.py"))  # fmt: skip
+    on_disk = sum(
+        1
+        for folder in ("ragcoder", "agent", "chains", "sandbox", "finetune")
+        for _ in (REPO / folder).rglob("*.py")
+    )
     assert analyzed == on_disk, f"import-linter saw {analyzed} modules, the folders hold {on_disk}"
 
 

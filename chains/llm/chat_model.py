@@ -60,6 +60,7 @@ from ragcoder.chains.llm.int8 import int8_cache_file, quantize_int8, read_int8_c
 from ragcoder.chains.llm.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
 from ragcoder.chains.llm.tool_calls import ChatTurn, chat_turn, chunk_of
+from ragcoder.chains.llm.weights import dtype_for, load_dense_model, load_tokenizer
 
 # OpenMP threads that spin while waiting make torch 4-8x slower when other processes share the CPU
 # (measured: Qwen int8 0.3 vs 1.5 tok/s at 2 threads, load average 8). Only effective if torch is
@@ -388,30 +389,23 @@ def _set_cpu_threads() -> None:
 
 def _load(resolved: ResolvedModel, adapter: str | None, quantize: Quantize, device: str) -> LoadedModel:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     use_int8 = quantize == "int8" or (quantize == "auto" and device == "cpu")
     if use_int8 and device != "cpu":
         raise ValueError(f"int8 dynamic quantization runs on CPU only, not on {device}; use quantize='none'")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = dtype_for(device)
     precision = "int8-dynamic" if use_int8 else ("bf16" if dtype == torch.bfloat16 else "fp32")
-    kwargs = resolved.from_pretrained_kwargs()
     cache_file = int8_cache_file(resolved, adapter) if use_int8 else None
 
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(resolved.load_dir, **kwargs)
+    tokenizer = load_tokenizer(resolved.load_dir, resolved.gguf_file)
     model = read_int8_cache(cache_file) if cache_file else None
     if model is not None:
         _prepare_generation(model, tokenizer)
         load_s = time.perf_counter() - started
         return LoadedModel(model, tokenizer, resolved, device, f"{precision} {device} (cached)", load_s, 0.0)
 
-    model = AutoModelForCausalLM.from_pretrained(resolved.load_dir, dtype=dtype, **kwargs)
-    if getattr(model, "hf_quantizer", None) is not None:  # loaded from a GGUF: now dense weights
-        model.hf_quantizer = None
-        model.is_quantized = False
+    model = load_dense_model(resolved.load_dir, gguf_file=resolved.gguf_file, dtype=dtype)
     if adapter:
         from peft import PeftModel
 

@@ -256,8 +256,11 @@ def read_instruction(text: str) -> Instruction:
 
 
 def _docstring_statements(body: list[ast.stmt]) -> list[ast.stmt]:
-    return [s for s in body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant)
-            and isinstance(s.value.value, str)]  # fmt: skip
+    return [
+        s
+        for s in body
+        if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
+    ]
 
 
 def _doctest_asserts(lines: list[str]) -> list[str]:

@@ -1,17 +1,16 @@
 """When to retrieve: the gate in front of the retriever (``retrieval = "auto"``, the default).
 
 Docs help when the task needs an API the model may not know (a module, the user's own code) and
-hurt when it does not: the model uses what it is shown. Measured on the HumanEval dev split
-(docs/results.md, per-row int8 Qwen 1.5B, single shot): 57/82 without the docs against 38/82
-with them; HumanEval/0 reached for ``math.isclose(rel_tol=...)`` and HumanEval/21 for
-``decimal.Decimal`` because their docs were in the prompt. A cosine threshold did not separate
-the two cases (at 0.50, 43 of the 82 prompts still got docs while 10 of 48 API questions lost
-their answer), so the gate looks at what the task *is* instead:
+hurt when it does not: the model uses what it is shown (e.g. ``math.isclose(rel_tol=...)`` where
+the task asks for an absolute distance, because its docs were in the prompt). On HumanEval,
+stdlib docs in every prompt cost many tasks, and a cosine threshold did not separate the prompts
+that need docs from those that do not (docs/results.md, "Session 5: retrieval on vs off", with its
+``ragcoder eval humaneval`` command), so the gate looks at what the task *is* instead:
 
 - a request in words (no code) that names an API (``json.loads``, "the csv module") gets docs; one
-  that names none gets only the user's own indexed code and docs, not the standard library's. The
-  same 82 dev tasks asked in words (``eval humaneval --prompt-style words``) passed 68/82 with no
-  docs and 47/82 with the stdlib docs the gate used to give them (docs/results.md, session 10);
+  that names none gets only the user's own indexed code and docs, not the standard library's,
+  which cost such requests tasks too (docs/results.md, "Session 10", ``eval humaneval
+  --prompt-style words``);
 - code that is a function stub (a signature and a docstring) and refers to nothing beyond
   builtins, ``typing`` and the names it defines itself is self-contained: no docs;
 - a stub that imports a module, uses a name it does not define (the user's ``Order`` type, a

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragcoder.chains.retrieval import remote_index
 from ragcoder.chains.retrieval.source_files import file_problem, is_excluded, iter_files, shown_path
 from ragcoder.chains.retrieval.splitters import SPLITTER_VERSION, Chunk, split_file
 
-from ragcoder.errors import IndexMismatchError
+from ragcoder.errors import IndexMismatchError, IndexUnavailable
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -87,8 +88,12 @@ def resolve_index_path(index_path: str | Path | None) -> Path:
 
 
 def get_client(index_path: str | Path | None = None) -> ClientAPI:
-    """One ``PersistentClient`` per index folder per process (two with other settings would raise)."""
+    """One ``PersistentClient`` per index folder per process (two with other settings would raise);
+    for the stand-in folder of a Chroma server (``remote_index.remote_index_path``), its ``HttpClient``."""
     path = resolve_index_path(index_path)
+    url = remote_index.url_for(path)
+    if url is not None:
+        return remote_index.remote_client(url)
     with _clients_lock:
         if str(path) not in _clients:
             import chromadb
@@ -102,7 +107,8 @@ def get_client(index_path: str | Path | None = None) -> ClientAPI:
 
 
 def index_exists(index_path: str | Path | None = None) -> bool:
-    return (resolve_index_path(index_path) / "chroma.sqlite3").is_file()
+    path = resolve_index_path(index_path)
+    return remote_index.url_for(path) is not None or (path / "chroma.sqlite3").is_file()
 
 
 def open_collection(
@@ -125,6 +131,8 @@ def open_collection(
     if not create:
         try:
             collection = client.get_collection(collection_name, embedding_function=None)
+        except IndexUnavailable:  # a server that does not answer is not an empty index
+            raise
         except Exception:  # chromadb raises NotFoundError/ValueError depending on version
             return None
     else:
@@ -157,6 +165,9 @@ def check_embedder(collection: Collection, embeddings: Embeddings, index_path: s
 
 def index_generation(index_path: str | Path | None = None) -> str:
     """Changes whenever the indexer writes; the retriever rebuilds its BM25 index when it does."""
+    url = remote_index.url_for(resolve_index_path(index_path))
+    if url is not None:  # kept on the server: other machines write too
+        return remote_index.read_generation(url)
     try:
         return json.loads((resolve_index_path(index_path) / STATE_FILE).read_text())["generation"]
     except (OSError, ValueError, KeyError):
@@ -165,6 +176,9 @@ def index_generation(index_path: str | Path | None = None) -> str:
 
 def _bump_generation(index_path: Path) -> None:
     state = {"generation": uuid.uuid4().hex, "updated": time.time()}
+    url = remote_index.url_for(index_path)
+    if url is not None:
+        return remote_index.write_generation(url, state["generation"])
     (index_path / STATE_FILE).write_text(json.dumps(state))
 
 

@@ -13,8 +13,22 @@ from pathlib import Path
 from ragcoder.chains.retrieval.splitters import INDEXABLE_SUFFIXES, text_problem
 
 MAX_FILE_BYTES = 2_000_000
-SKIPPED_DIRS = {".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache",
-                ".ruff_cache", ".pytest_cache", "site-packages", "build", "dist", ".eggs"}  # fmt: skip
+SKIPPED_DIRS = {
+    ".git",
+    ".hg",
+    ".venv",
+    "venv",
+    "__pycache__",
+    "node_modules",
+    ".tox",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    "site-packages",
+    "build",
+    "dist",
+    ".eggs",
+}
 # The evaluation split rule: HumanEval is never part of the index (it would leak the answers).
 EXCLUDED_NAME_PARTS = ("humaneval", "human_eval", "human-eval")
 

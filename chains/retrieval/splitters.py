@@ -246,10 +246,24 @@ _REST_MARKUP_ONLY = re.compile(
     r"^\s*\.\.(?:\s+_[^:]*:.*|\s+\|.*|\s+(?:index|versionadded|versionchanged|deprecated)::.*|\s*)$"
 )
 _REST_MODULE_DIRECTIVES = {"module", "currentmodule"}
-_REST_OBJECT_DIRECTIVES = {"function", "class", "method", "attribute", "data", "exception", "decorator",
-                           "classmethod", "staticmethod", "coroutinefunction", "coroutinemethod",
-                           "abstractmethod", "decoratormethod", "property", "awaitablefunction",
-                           "awaitablemethod"}  # fmt: skip
+_REST_OBJECT_DIRECTIVES = {
+    "function",
+    "class",
+    "method",
+    "attribute",
+    "data",
+    "exception",
+    "decorator",
+    "classmethod",
+    "staticmethod",
+    "coroutinefunction",
+    "coroutinemethod",
+    "abstractmethod",
+    "decoratormethod",
+    "property",
+    "awaitablefunction",
+    "awaitablemethod",
+}
 _REST_CONTAINERS = {"class", "exception"}
 
 
@@ -334,9 +348,11 @@ def split_rest(path: str, text: str, max_chars: int = MAX_PROSE_CHARS) -> list[C
 
 REST_EMBED_CHARS = 420  # what the embedder sees of a reST chunk (its cost grows with the length)
 _REST_ROLE = re.compile(r":[\w:-]+:`(?:[^`<]*<)?~?([^`>]+)>?`")
-_REST_NOISE = re.compile(r"^\s*\.\.\s+(?:index|versionadded|versionchanged|deprecated|seealso|note|"
-                         r"impl-detail|testsetup|doctest|audit-event|availability|sectionauthor|moduleauthor)::.*$",
-                         re.MULTILINE)  # fmt: skip
+_REST_NOISE = re.compile(
+    r"^\s*\.\.\s+(?:index|versionadded|versionchanged|deprecated|seealso|note|"
+    r"impl-detail|testsetup|doctest|audit-event|availability|sectionauthor|moduleauthor)::.*$",
+    re.MULTILINE,
+)
 
 
 def rest_plain(text: str) -> str:

@@ -50,8 +50,9 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _index(root: Path, tmp_path: Path, **kwargs: Any) -> indexing.IndexStats:
-    return index_paths([root], index_path=tmp_path / "index", embeddings=HashingEmbeddings(64), progress=False,
-                       **kwargs)  # fmt: skip
+    return index_paths(
+        [root], index_path=tmp_path / "index", embeddings=HashingEmbeddings(64), progress=False, **kwargs
+    )
 
 
 def _assert_only_good_indexed(root: Path, tmp_path: Path) -> None:
@@ -129,8 +130,14 @@ def test_a_unit_that_cannot_be_split_is_skipped_and_the_rest_written(tmp_path: P
         raise MemoryError
 
     good = Unit("mod-good", "h1", lambda: split_file("a.py", GOOD["good.py"]))
-    stats = sync_units([Unit("mod-bad", "h2", explode), good], corpus="stdlib", in_scope=lambda s: True,
-                       index_path=tmp_path / "index", embeddings=HashingEmbeddings(64), progress=False)  # fmt: skip
+    stats = sync_units(
+        [Unit("mod-bad", "h2", explode), good],
+        corpus="stdlib",
+        in_scope=lambda s: True,
+        index_path=tmp_path / "index",
+        embeddings=HashingEmbeddings(64),
+        progress=False,
+    )
     assert stats.skipped == ["mod-bad: cannot split it (MemoryError: )"]
     assert set(_sources(tmp_path / "index")) == {"a.py"}
 
