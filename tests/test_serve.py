@@ -37,7 +37,7 @@ def _start(model: Path, runtime: Path, *extra: str) -> tuple[subprocess.Popen, s
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
     env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime)}
     proc = subprocess.Popen(
-        [ragcoder, "serve", "--model", str(model), "--port", "0", *extra],
+        [ragcoder, "serve", "--model", str(model), "--engine", "auto", "--port", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,7 +132,11 @@ def test_a_second_serve_on_the_same_socket_refuses_clearly(server, tiny_onnx: Pa
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
     env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime)}
     proc = subprocess.run(
-        [ragcoder, "serve", "--model", str(tiny_onnx)], capture_output=True, text=True, env=env, timeout=120
+        [ragcoder, "serve", "--model", str(tiny_onnx), "--engine", "auto"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 1
     first = proc.stderr.splitlines()[0]
@@ -194,7 +198,7 @@ def test_ragcoder_solve_generates_through_a_running_server(server, tiny_onnx: Pa
     health = url.removesuffix("/v1") + "/health"
     before = httpx.get(health).json()["requests"]
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
-    env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime), "RAGCODER_MAX_NEW_TOKENS": "16"}
+    env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime), "RAGCODER_MAX_NEW_TOKENS": "16", "RAGCODER_ENGINE": "auto"}
     proc = subprocess.run(
         [
             ragcoder,

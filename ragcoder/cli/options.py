@@ -27,7 +27,11 @@ def agent_options(*, sandbox_default: str | None = None) -> Callable[[Any], Any]
     options = [
         click.option("--model", default=None, help="Known model name, HF folder or .gguf file."),
         click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder."),
-        click.option("--engine", default=None, help="Generation engine: auto | torch | ort [default: auto]."),
+        click.option(
+            "--engine",
+            default=None,
+            help="Generation engine: torch | auto | ort [default: torch]; auto: ONNX Runtime int4 when installed.",
+        ),
         click.option(
             "--server",
             default=None,

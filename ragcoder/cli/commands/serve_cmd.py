@@ -49,7 +49,7 @@ def claim_socket(sock: Path) -> Iterator[None]:
 @click.command("serve")
 @click.option("--model", default=None, help="Known model name, HF or ONNX folder, or .gguf file.")
 @click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder.")
-@click.option("--engine", default=None, help="auto | torch | ort [default: auto].")
+@click.option("--engine", default=None, help="torch | auto | ort [default: torch].")
 @click.option(
     "--socket",
     "socket_opt",
