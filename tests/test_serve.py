@@ -198,7 +198,12 @@ def test_ragcoder_solve_generates_through_a_running_server(server, tiny_onnx: Pa
     health = url.removesuffix("/v1") + "/health"
     before = httpx.get(health).json()["requests"]
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
-    env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime), "RAGCODER_MAX_NEW_TOKENS": "16", "RAGCODER_ENGINE": "auto"}
+    env = {
+        **os.environ,
+        "RAGCODER_RUNTIME_DIR": str(runtime),
+        "RAGCODER_MAX_NEW_TOKENS": "16",
+        "RAGCODER_ENGINE": "auto",
+    }
     proc = subprocess.run(
         [
             ragcoder,
