@@ -118,12 +118,15 @@ class ScriptedWorker(Worker):
             "files": {},
         }
 
+    def readable_now(self) -> bool:
+        return self.after != "late-recycle"  # its word comes after the next request was sent
+
     def read_message(self, deadline: float) -> dict[str, Any]:
         if self.after == "slow":
             time.sleep(0.3)
-        return (
-            {"ok": True, "recycle": "over budget"} if self.after == "recycle" else {"ok": True, "ready": True}
-        )
+        if self.after in ("recycle", "late-recycle"):
+            return {"ok": True, "recycle": "over budget"}
+        return {"ok": True, "ready": True}
 
     def kill(self) -> None:
         with ScriptedWorker.lock:
@@ -171,6 +174,13 @@ def test_pool_replaces_a_worker_whose_cleanup_ran_over_budget(fake: FakeSandbox)
     ScriptedWorker.script = ["ok/recycle", "ok"]
     assert fake.run("a").stdout == "worker 1\n"
     assert fake.run("b").stdout == "worker 2\n"  # the next run never waits on, or blames, worker 1
+
+
+def test_a_run_sent_to_a_worker_that_then_asks_to_be_replaced_goes_to_another(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/late-recycle", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    second = fake.run("b")  # sent to worker 1 while it cleaned up; it never read it
+    assert second.ok and second.stdout == "worker 2\n"
 
 
 def test_a_worker_still_cleaning_up_is_waited_for_not_blamed(fake: FakeSandbox) -> None:
