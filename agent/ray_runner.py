@@ -127,11 +127,18 @@ def _check_reachable(address: str, host: str, port: int, timeout_s: float = 5.0)
         ) from None
 
 
-def actor_env(workers: int) -> dict[str, str]:
-    """Each actor's share of this machine's cores for torch, and the process-wide settings the CLI
-    sets before torch loads (a local actor is a fresh process that never ran the CLI)."""
+def actor_env(workers: int, *, local: bool = True, cpus_per_actor: float = 1.0) -> dict[str, str]:
+    """Each actor's torch threads, and the process-wide settings the CLI sets before torch loads (a
+    local actor is a fresh process that never ran the CLI).
+
+    The thread policy (docs/scale.md): on a local Ray, this machine's cores shared out among the
+    actors (2 cores: 1 actor gets 2 threads, 2 actors 1 each), so every ``workers`` count fills the
+    machine once and no more; on a cluster, the CPUs Ray reserves for an actor (the driver's cores
+    say nothing about the nodes'). ``RAGCODER_NUM_THREADS`` overrides both (1: one core per actor).
+    """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = os.environ.get("RAGCODER_NUM_THREADS") or str(max(1, cores // max(1, workers)))
+    share = cores // max(1, workers) if local else int(cpus_per_actor)
+    threads = os.environ.get("RAGCODER_NUM_THREADS") or str(max(1, share))
     return {
         "RAGCODER_NUM_THREADS": threads,
         "HF_HUB_OFFLINE": "1",
@@ -191,7 +198,9 @@ def ray_map(
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
     started_ray = connect(address, workers)
-    pool = _Pool(ray, make_solver, env if env is not None else actor_env(workers), cpus_per_actor)
+    if env is None:
+        env = actor_env(workers, local=address == "local", cpus_per_actor=cpus_per_actor)
+    pool = _Pool(ray, make_solver, env, cpus_per_actor)
     queue: list[tuple[str, Any, int]] = [(item_id, item, 1) for item_id, item in items]
     queue.reverse()  # pop() from the end keeps the input order
     running: dict[Any, tuple[str, Any, int, Any]] = {}  # ref -> (id, item, tries, actor)

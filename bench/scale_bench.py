@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MODEL = "smollm2-135m-instruct"
-MODES = ("inproc1", "served1", "ray1", "ray2", "inproc2", "inproc4", "served2")  # the target's three first
+# the target's three first, then 2 Ray workers against 1 under both thread policies and without Ray
+MODES = ("inproc1", "served1", "ray1", "ray2", "ray1t1", "ray2t1", "inproc1t1", "procs2t1")
 TEMPLATES = [  # (name, instruction, tests) over n: trivial functions a 135M model mostly gets right
     (
         "add_{n}",
@@ -87,22 +88,33 @@ def make_tasks(count: int) -> list[Any]:
 
 
 def run_mode(
-    mode: str, count: int, attempts: int, max_new: int, out: Path, llm_url: str | None, model: str = MODEL
+    mode: str,
+    count: int,
+    attempts: int,
+    max_new: int,
+    out: Path,
+    llm_url: str | None,
+    model: str = MODEL,
+    shard: tuple[int, int] = (0, 1),
 ) -> dict:
+    """One mode's run, its raw timings: when each task finished, and each record's costs."""
     from ragcoder.agent.config import AgentConfig
 
-    workers = int(mode[-1])
-    served = {} if llm_url else {"model": model}  # through the URL: the server's one model
+    workers = int(mode.removesuffix("t1")[-1])
+    # in-process and Ray: this process's own model, never a `ragcoder serve` found on the user's socket
+    served = {"server": "off"} if llm_url else {"model": model, "server": "off"}
     config = AgentConfig(
         **served, retrieval="never", max_attempts=attempts, max_new_tokens=max_new, llm_url=llm_url
     )
-    tasks = make_tasks(count)
+    index, shards = shard
+    tasks = make_tasks(count)[index::shards]
     done_at: list[float] = []
 
     def on_result(task_id: str, result: Any, record: dict) -> None:
-        done_at.append(time.perf_counter())
+        done_at.append(time.monotonic())  # system-wide on Linux: comparable across the bench's processes
 
-    started = time.perf_counter()
+    started = time.monotonic()
+    cpu = time.process_time()
     if mode.startswith("ray"):
         from ragcoder.agent.ray_runner import run_batch_on_ray
 
@@ -112,32 +124,155 @@ def run_mode(
         from ragcoder.agent.config import build_agent
 
         with build_agent(config, workers=workers) as agent:
-            started = time.perf_counter()  # in-process: the model is loaded; Ray's wall includes its start
+            started, cpu = time.monotonic(), time.process_time()  # in-process: the model is loaded
             summary = run_batch(agent, tasks, out, workers=workers, on_result=on_result)
-    wave = min(workers, len(done_at) - 1)
-    steady = (
-        (len(done_at) - wave) / (done_at[-1] - done_at[wave - 1])
-        if wave >= 1
-        else len(done_at) / (done_at[-1] - started)
-    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    gen = [sum(a["generate_ms"] for a in r.get("attempts", [])) for r in records]
-    run = [sum(a["run_ms"] for a in r.get("attempts", [])) for r in records]
     return {
         "mode": mode,
         "workers": workers,
-        "tasks": len(records),
+        "threads": os.environ.get("RAGCODER_NUM_THREADS", ""),
         "errors": summary.errors,
-        "passed": summary.passed,
-        "steady_tasks_per_s": steady,
-        "wall_s": done_at[-1] - started,
-        "gen_ms": statistics.mean(gen),
-        "run_ms": statistics.mean(run),
-        "tokens": statistics.mean(r.get("output_tokens", 0) for r in records),
-        "attempts": statistics.mean(len(r.get("attempts", [])) for r in records),
-        "verdicts": {r["id"]: "error" if "error" in r else bool(r.get("passed")) for r in records},
-        "codes": {r["id"]: r.get("code", "") for r in records},
+        "started": started,
+        "done_at": done_at,
+        "process_cpu_s": time.process_time() - cpu,
+        "records": [
+            {
+                "id": r["id"],
+                "verdict": "error" if "error" in r else bool(r.get("passed")),
+                "code": r.get("code", ""),
+                "gen_ms": sum(a["generate_ms"] for a in r.get("attempts", [])),
+                "run_ms": sum(a["run_ms"] for a in r.get("attempts", [])),
+                "total_ms": r.get("total_ms", 0.0),
+                "tokens": r.get("output_tokens", 0),
+                "attempts": len(r.get("attempts", [])),
+            }
+            for r in records
+        ],
     }
+
+
+def summarize(raw: dict, cpu: dict[str, float] | None = None) -> dict:
+    """Steady throughput (completions after the first wave: model loads and Ray's start left out),
+    per-task costs, and how busy the workers were in the steady window."""
+    done_at, records, workers = sorted(raw["done_at"]), raw["records"], raw["workers"]
+    wave = min(workers, len(done_at) - 1)
+    window = done_at[-1] - done_at[wave - 1] if wave >= 1 else done_at[-1] - raw["started"]
+    steady = (len(done_at) - wave) / window if wave >= 1 else len(done_at) / window
+    busy_ms = sum(sorted(r["total_ms"] for r in records)[wave:])  # roughly the tasks done in the window
+    return {
+        "mode": raw["mode"],
+        "workers": workers,
+        "threads": raw["threads"],
+        "tasks": len(records),
+        "errors": raw["errors"],
+        "passed": sum(r["verdict"] is True for r in records),
+        "steady_tasks_per_s": steady,
+        "wall_s": done_at[-1] - raw["started"],
+        "first_s": done_at[0] - raw["started"],
+        "window_s": window,
+        "total_ms": statistics.mean(r["total_ms"] for r in records),
+        "gen_ms": statistics.mean(r["gen_ms"] for r in records),
+        "run_ms": statistics.mean(r["run_ms"] for r in records),
+        "tokens": statistics.mean(r["tokens"] for r in records),
+        "attempts": statistics.mean(r["attempts"] for r in records),
+        "worker_busy": min(1.0, busy_ms / 1000 / (workers * window)) if window > 0 else 0.0,
+        "cpu": cpu or {},
+        "verdicts": {r["id"]: r["verdict"] for r in records},
+        "codes": {r["id"]: r["code"] for r in records},
+    }
+
+
+def merge(raws: list[dict], mode: str) -> dict:
+    """Independent processes run side by side (``procs2t1``) as one mode."""
+    return {
+        "mode": mode,
+        "workers": len(raws),
+        "threads": raws[0]["threads"],
+        "errors": sum(r["errors"] for r in raws),
+        "started": min(r["started"] for r in raws),
+        "done_at": sorted(t for r in raws for t in r["done_at"]),
+        "process_cpu_s": sum(r["process_cpu_s"] for r in raws),
+        "records": [rec for r in raws for rec in r["records"]],
+    }
+
+
+# -- where the CPU went: every process's CPU time, sampled while a mode runs -----------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+GROUPS = (  # the first that matches a command line names its group
+    ("ray actors", ("ray::_Solver", "ray::_Noop")),
+    ("ray daemons", ("raylet", "gcs_server", "/ray/", "ray::", "ray_")),
+    ("docker + sandbox", ("dockerd", "containerd", "ragcoder-server", "runc")),
+)
+
+
+class CpuSampler:
+    """Samples /proc once a second: CPU seconds per group of processes, and the machine's busy time.
+    The bench's own children (the driver, or the in-process model) are their own group."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.mine: set[int] = set()  # pids of the mode's processes (the driver / in-process model)
+        self.server: set[int] = set()  # a model server's pid
+        self._last: dict[int, tuple[str, float]] = {}
+        self.snapshots: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _group(self, pid: int) -> str:
+        if pid in self.mine:
+            return "driver / in-process model"
+        if pid in self.server:
+            return "model server"
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return "other"
+        return next((name for name, marks in GROUPS if any(m in command for m in marks)), "other")
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.sample()
+
+    def sample(self) -> None:
+        now = time.monotonic()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            pid = int(entry.name)
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+            self._last[pid] = (self._group(pid), seconds)  # asked each time: a Ray worker renames itself
+        totals: dict[str, float] = {}
+        for group, seconds in self._last.values():  # dead processes keep their last count
+            totals[group] = totals.get(group, 0.0) + seconds
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:8]]
+        totals["machine busy"] = (sum(ticks) - ticks[3] - ticks[4]) / TICK  # all but idle and iowait
+        self.snapshots.append((now, totals))
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        """Each group's share of the machine's cores over [start, end] (1.0 = one core all along)."""
+        before = max(
+            (s for s in self.snapshots if s[0] <= start), default=self.snapshots[0], key=lambda s: s[0]
+        )
+        after = min(
+            (s for s in self.snapshots if s[0] >= end), default=self.snapshots[-1], key=lambda s: s[0]
+        )
+        span = max(1e-9, after[0] - before[0])
+        shares = {g: (after[1].get(g, 0.0) - before[1].get(g, 0.0)) / span for g in after[1]}
+        known = sum(v for g, v in shares.items() if g not in ("machine busy", "other"))
+        shares["other"] = max(0.0, shares["machine busy"] - known)  # other users of the machine
+        return {g: round(v, 2) for g, v in shares.items()}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def fanout_ceiling(tasks: int = 200) -> dict:
@@ -173,65 +308,108 @@ def _identity(item: Any) -> Any:
 
 
 def start_server(max_batch: int, max_new: int, log: Path, model: str = MODEL) -> tuple[subprocess.Popen, str]:
-    import socket
+    """``ragcoder serve`` on a free TCP port of 127.0.0.1 (no unix socket: nothing else finds it)."""
+    import re
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests/scale/openai_server.py"),
-            "--model",
-            model,
-            "--port",
-            str(port),
-            "--max-batch",
-            str(max_batch),
-            "--max-new-tokens",
-            str(max_new),
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
+    command = [str(Path(sys.executable).with_name("ragcoder")), "serve", "--model", model, "--no-socket"]
+    command += ["--port", "0", "--max-batch", str(max_batch), "--max-new-tokens", str(max_new)]
+    server = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2):
-                return server, url
-        except OSError:
-            if server.poll() is not None:
-                raise RuntimeError(log.read_text()[-2000:]) from None
-            time.sleep(0.5)
+        found = re.search(r"http://127\.0\.0\.1:\d+/v1", log.read_text())
+        if found:
+            with urllib.request.urlopen(f"{found.group(0)}/models", timeout=5):
+                return server, found.group(0)
+        if server.poll() is not None:
+            raise RuntimeError(log.read_text()[-2000:])
+        time.sleep(0.5)
     server.kill()
-    raise TimeoutError("the model server did not start")
+    raise TimeoutError("ragcoder serve did not start")
 
 
-def child(mode: str, args: argparse.Namespace, folder: Path, llm_url: str | None = None) -> dict:
-    out = folder / f"{mode}.jsonl"
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        mode,
-        "--tasks",
-        str(args.tasks),
-        "--attempts",
-        str(args.attempts),
-        "--max-new-tokens",
-        str(args.max_new_tokens),
-        "--out",
-        str(out),
-        "--model",
-        args.model,
-    ]
-    if llm_url:
-        command += ["--llm-url", llm_url]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{mode} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def spawn(
+    mode: str, args: argparse.Namespace, out: Path, llm_url: str | None, shard: str, threads: str | None
+):
+    command = [sys.executable, __file__, "--child", mode, "--tasks", str(args.tasks), "--shard", shard]
+    command += ["--attempts", str(args.attempts), "--max-new-tokens", str(args.max_new_tokens)]
+    command += ["--out", str(out), "--model", args.model] + (["--llm-url", llm_url] if llm_url else [])
+    env = dict(os.environ)
+    if threads:
+        env["RAGCODER_NUM_THREADS"] = threads
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish(mode: str, process: subprocess.Popen) -> dict:
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{stderr[-3000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def run(mode: str, args: argparse.Namespace, folder: Path, sampler: CpuSampler) -> dict:
+    """``MODEn``: n workers, torch threads = cores / n each (the runners' default); ``MODEnt1``: one
+    thread per worker; ``procs2t1``: two independent 1-thread in-process runs, half the tasks each."""
+    threads = "1" if mode.endswith("t1") else None
+    if mode.startswith("procs"):
+        count = int(mode.removesuffix("t1")[-1])
+        shards = [
+            spawn("inproc1t1", args, folder / f"{mode}-{i}.jsonl", None, f"{i}/{count}", threads)
+            for i in range(count)
+        ]
+        sampler.mine.update(p.pid for p in shards)
+        raw = merge([finish(mode, p) for p in shards], mode)
+    elif mode.startswith("served"):
+        server, url = start_server(
+            int(mode[-1]), args.max_new_tokens, folder / f"{mode}-server.log", args.model
+        )
+        sampler.server.add(server.pid)
+        try:
+            child = spawn(mode, args, folder / f"{mode}.jsonl", url, "0/1", threads)
+            sampler.mine.add(child.pid)
+            raw = finish(mode, child)
+        finally:
+            server.terminate()
+            server.wait(30)
+    else:
+        child = spawn(mode, args, folder / f"{mode}.jsonl", None, "0/1", threads)
+        sampler.mine.add(child.pid)
+        raw = finish(mode, child)
+    sampler.sample()
+    done = sorted(raw["done_at"])
+    wave = min(raw["workers"], len(done) - 1)
+    cpu = sampler.between(done[wave - 1] if wave >= 1 else raw["started"], done[-1])
+    sampler.mine.clear()
+    sampler.server.clear()
+    return summarize(raw, cpu)
+
+
+def report(rows: list[dict]) -> None:
+    base = next((r for r in rows if r["mode"] == "inproc1"), rows[0])
+    print(f"\nratios against {base['mode']} (steady tasks/s), and same ids/verdicts/code as it:")
+    for row in rows:
+        same_ids = row["verdicts"].keys() == base["verdicts"].keys()
+        differ = sorted(k for k in base["verdicts"] if row["verdicts"].get(k) != base["verdicts"][k])
+        same_code = sum(row["codes"].get(k) == c for k, c in base["codes"].items())
+        print(
+            f"  {row['mode']:<9} x{row['steady_tasks_per_s'] / base['steady_tasks_per_s']:.2f}  ids "
+            f"{'same' if same_ids else 'DIFFER'}  verdicts "
+            f"{'same' if not differ else 'differ: ' + ', '.join(differ)}"
+            f"  code identical {same_code}/{len(base['codes'])}"
+        )
+    by_mode = {r["mode"]: r for r in rows}
+    for two, one in (
+        ("ray2", "ray1"),
+        ("ray2t1", "ray1t1"),
+        ("procs2t1", "inproc1t1"),
+        ("ray2t1", "procs2t1"),
+    ):
+        if two in by_mode and one in by_mode:
+            ratio = by_mode[two]["steady_tasks_per_s"] / by_mode[one]["steady_tasks_per_s"]
+            print(f"  {two} / {one} = x{ratio:.2f}")
+    print("\nwhere the cores went in each steady window (cores busy on average; 2 = the whole machine):")
+    for row in rows:
+        shares = "  ".join(f"{g} {v:.2f}" for g, v in row["cpu"].items() if v >= 0.01)
+        print(f"  {row['mode']:<9} {shares}")
 
 
 def main() -> None:
@@ -243,70 +421,69 @@ def main() -> None:
     parser.add_argument(
         "--model", default=MODEL, help="Another model (e.g. a tiny random one: plumbing only)."
     )
-    parser.add_argument("--json", type=Path, default=None, help="Also write every row here.")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="Keep every mode's row here; modes already in it are not run again (split a long run).",
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="Skip the Ray round-trip measure.")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--shard", default="0/1", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--llm-url", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        row = run_mode(
-            args.child, args.tasks, args.attempts, args.max_new_tokens, args.out, args.llm_url, args.model
+        index, count = (int(v) for v in args.shard.split("/"))
+        raw = run_mode(
+            args.child,
+            args.tasks,
+            args.attempts,
+            args.max_new_tokens,
+            args.out,
+            args.llm_url,
+            args.model,
+            (index, count),
         )
-        print(json.dumps(row))
+        print(json.dumps(raw))
         return
 
+    stored = json.loads(args.json.read_text()) if args.json and args.json.exists() else {"rows": []}
+    rows = stored["rows"]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     print(
-        f"scale bench: {args.tasks} tasks, {args.model} fp32 greedy, attempts {args.attempts}, "
+        f"scale bench: {args.tasks} tasks, {args.model} (torch int8, greedy), attempts {args.attempts}, "
         f"max_new_tokens {args.max_new_tokens}, {os.cpu_count()} cores",
         flush=True,
     )
     folder = Path(tempfile.mkdtemp(prefix="ragcoder-scale-bench-"))
-    rows = []
+    sampler = CpuSampler()
+    for row in rows:
+        print(f"  {row['mode']:<9} (from {args.json}, {row.get('at', '')})")
     for mode in modes:
-        started = time.perf_counter()
-        if mode.startswith("served"):
-            server, url = start_server(
-                int(mode[-1]), args.max_new_tokens, folder / f"{mode}-server.log", args.model
-            )
-            try:
-                row = child(mode, args, folder, url)
-            finally:
-                server.terminate()
-                server.wait(30)
-        else:
-            row = child(mode, args, folder)
-        row["process_s"] = time.perf_counter() - started
+        if any(r["mode"] == mode for r in rows):
+            continue
+        row = run(mode, args, folder, sampler)
+        row["at"] = time.strftime("%Y-%m-%d %H:%M")
         rows.append(row)
         print(
-            f"  {mode:<8} {row['steady_tasks_per_s'] * 60:6.1f} tasks/min steady  wall {row['wall_s']:6.1f} s"
-            f"  (process {row['process_s']:5.1f} s)  passed {row['passed']}/{row['tasks']}  errors "
-            f"{row['errors']}  gen {row['gen_ms']:6.0f} ms  sandbox {row['run_ms']:4.0f} ms  "
-            f"{row['tokens']:.0f} tok/task",
+            f"  {mode:<9} {row['steady_tasks_per_s'] * 60:6.1f} tasks/min steady  wall {row['wall_s']:6.1f} s"
+            f"  first {row['first_s']:5.1f} s  passed {row['passed']}/{row['tasks']}  errors {row['errors']}"
+            f"  task {row['total_ms']:6.0f} ms (gen {row['gen_ms']:6.0f}, sandbox {row['run_ms']:4.0f})"
+            f"  {row['tokens']:.0f} tok/task  workers busy {row['worker_busy']:.0%}  threads "
+            f"{row['threads'] or 'cores/workers'}",
             flush=True,
         )
-    base = next((r for r in rows if r["mode"] == "inproc1"), rows[0])
-    print(f"\nratios against {base['mode']} (steady tasks/s), and same ids/verdicts/code as it:")
-    for row in rows:
-        same_ids = row["verdicts"].keys() == base["verdicts"].keys()
-        same_verdicts = row["verdicts"] == base["verdicts"]
-        differ = sorted(k for k in base["verdicts"] if row["verdicts"].get(k) != base["verdicts"][k])
-        same_code = sum(row["codes"].get(k) == c for k, c in base["codes"].items())
+        if args.json:
+            args.json.write_text(json.dumps(stored, indent=1))
+    sampler.close()
+    report(rows)
+    if not args.no_ceiling:
+        ceiling = fanout_ceiling()
         print(
-            f"  {row['mode']:<8} x{row['steady_tasks_per_s'] / base['steady_tasks_per_s']:.2f}  ids "
-            f"{'same' if same_ids else 'DIFFER'}  verdicts {'same' if same_verdicts else 'differ: ' + ', '.join(differ)}"
-            f"  code identical {same_code}/{len(base['codes'])}"
+            f"\nfan-out ceiling: Ray no-op round trip {ceiling['ray_noop_ms']:.2f} ms/task on 2 actors; "
+            f"driver fsync'd append {ceiling['append_ms']:.2f} ms/record"
         )
-    if any(r["mode"] == "ray1" for r in rows) and any(r["mode"] == "ray2" for r in rows):
-        one, two = (next(r for r in rows if r["mode"] == m) for m in ("ray1", "ray2"))
-        print(f"  ray2 / ray1 = x{two['steady_tasks_per_s'] / one['steady_tasks_per_s']:.2f} (target >= 1.6)")
-    ceiling = fanout_ceiling()
-    print(
-        f"\nfan-out ceiling: Ray no-op round trip {ceiling['ray_noop_ms']:.2f} ms/task on 2 actors; "
-        f"driver fsync'd append {ceiling['append_ms']:.2f} ms/record"
-    )
-    if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "ceiling": ceiling}, indent=1))
 
 
 if __name__ == "__main__":

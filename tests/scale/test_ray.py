@@ -130,6 +130,62 @@ def test_no_cluster_at_the_address_is_one_line_error() -> None:
         list(ray_map([("a", "a")], Broken(), address=f"127.0.0.2:{free_port()}", workers=1))
 
 
+# -- each actor's share of the cores ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ThreadsSeen:
+    """make_solver: loads the model as an agent does, then reports the torch threads it runs with."""
+
+    model: str
+
+    def __call__(self) -> Any:
+        import torch
+        from ragcoder.chains.llm.chat_model import load_chat_model
+
+        load_chat_model(self.model, quantize="none", max_new_tokens=4)
+
+        def solve(item: str) -> dict[str, Any]:
+            return {"threads": torch.get_num_threads(), "wait": os.environ.get("OMP_WAIT_POLICY")}
+
+        return solve
+
+
+def test_the_thread_policy_shares_local_cores_and_follows_ray_on_a_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ragcoder.agent.ray_runner import actor_env
+
+    monkeypatch.delenv("RAGCODER_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert actor_env(1)["RAGCODER_NUM_THREADS"] == str(cores)
+    assert actor_env(2)["RAGCODER_NUM_THREADS"] == str(max(1, cores // 2))
+    assert actor_env(4 * cores)["RAGCODER_NUM_THREADS"] == "1"
+    assert actor_env(1, local=False, cpus_per_actor=1.0)["RAGCODER_NUM_THREADS"] == "1"
+    assert actor_env(1, local=False, cpus_per_actor=4.0)["RAGCODER_NUM_THREADS"] == "4"
+    monkeypatch.setenv("RAGCODER_NUM_THREADS", "1")  # one core per actor, whatever the count
+    assert actor_env(1)["RAGCODER_NUM_THREADS"] == "1"
+
+
+@pytest.mark.slow
+def test_actors_run_torch_on_their_share_of_the_cores(
+    ray_cluster: RayCluster, model_tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threads torch really uses in the actors: on the cluster, its one CPU per actor; on a local
+    Ray, this machine's cores shared out (1 actor: all of them; 2: half each)."""
+    from ragcoder.agent.ray_runner import ray_map
+
+    monkeypatch.delenv("RAGCODER_NUM_THREADS", raising=False)
+    items = [("a", "a"), ("b", "b")]
+    solver = ThreadsSeen(str(model_tiny_dir))
+    seen = [o.value for o in ray_map(items, solver, address=ray_cluster.address, workers=2)]
+    assert seen == [{"threads": 1, "wait": "PASSIVE"}] * 2
+    cores = len(os.sched_getaffinity(0))
+    for workers in (1, 2):
+        seen = [o.value for o in ray_map(items, solver, address="local", workers=workers)]
+        assert seen == [{"threads": max(1, cores // workers), "wait": "PASSIVE"}] * 2
+
+
 # -- the CLI: the same batch in-process and on Ray --------------------------------------------------
 
 
