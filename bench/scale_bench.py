@@ -100,7 +100,7 @@ def run_mode(
     """One mode's run, its raw timings: when each task finished, and each record's costs."""
     from ragcoder.agent.config import AgentConfig
 
-    workers = int(mode.removesuffix("t1")[-1])
+    workers = parse_mode(mode)[1]
     # in-process and Ray: this process's own model, never a `ragcoder serve` found on the user's socket
     served = {"server": "off"} if llm_url else {"model": model, "server": "off"}
     config = AgentConfig(
@@ -123,7 +123,9 @@ def run_mode(
         from ragcoder.agent.batch import run_batch
         from ragcoder.agent.config import build_agent
 
-        with build_agent(config, workers=workers) as agent:
+        with build_agent(
+            config, workers=workers, models=LookupRepairs() if mode.endswith("pl") else None
+        ) as agent:
             started, cpu = time.monotonic(), time.process_time()  # in-process: the model is loaded
             summary = run_batch(agent, tasks, out, workers=workers, on_result=on_result)
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -149,6 +151,26 @@ def run_mode(
             for r in records
         ],
     }
+
+
+def parse_mode(mode: str) -> tuple[str, int, bool]:
+    """``KINDn[t1][pl]``: the kind (inproc, served, ray, procs), n workers, one torch thread each."""
+    import re
+
+    found = re.fullmatch(r"(inproc|served|ray|procs)(\d+)(t1)?(pl)?", mode)
+    if found is None:
+        raise SystemExit(f"unknown mode {mode!r}: KINDn[t1][pl], KIND one of inproc, served, ray, procs")
+    return found.group(1), int(found.group(2)), bool(found.group(3))
+
+
+class LookupRepairs:
+    """build_agent's ``models`` for ``servedNpl``: repairs ask ``ragcoder serve`` for prompt-lookup
+    decoding (its ``prompt_lookup`` extension), as the in-process agent decodes them."""
+
+    def __call__(self, chat: Any) -> tuple[Any, Any]:
+        from ragcoder.chains.llm.chat_model import DEFAULT_PROMPT_LOOKUP_TOKENS
+
+        return chat, chat.bind(extra_body={"prompt_lookup": DEFAULT_PROMPT_LOOKUP_TOKENS})
 
 
 def summarize(raw: dict, cpu: dict[str, float] | None = None) -> dict:
@@ -349,19 +371,17 @@ def finish(mode: str, process: subprocess.Popen) -> dict:
 def run(mode: str, args: argparse.Namespace, folder: Path, sampler: CpuSampler) -> dict:
     """``MODEn``: n workers, torch threads = cores / n each (the runners' default); ``MODEnt1``: one
     thread per worker; ``procs2t1``: two independent 1-thread in-process runs, half the tasks each."""
-    threads = "1" if mode.endswith("t1") else None
-    if mode.startswith("procs"):
-        count = int(mode.removesuffix("t1")[-1])
+    kind, count, one_thread = parse_mode(mode)
+    threads = "1" if one_thread else None
+    if kind == "procs":
         shards = [
             spawn("inproc1t1", args, folder / f"{mode}-{i}.jsonl", None, f"{i}/{count}", threads)
             for i in range(count)
         ]
         sampler.mine.update(p.pid for p in shards)
         raw = merge([finish(mode, p) for p in shards], mode)
-    elif mode.startswith("served"):
-        server, url = start_server(
-            int(mode[-1]), args.max_new_tokens, folder / f"{mode}-server.log", args.model
-        )
+    elif kind == "served":
+        server, url = start_server(count, args.max_new_tokens, folder / f"{mode}-server.log", args.model)
         sampler.server.add(server.pid)
         try:
             child = spawn(mode, args, folder / f"{mode}.jsonl", url, "0/1", threads)
