@@ -180,7 +180,7 @@ def summarize(raw: dict, cpu: dict[str, float] | None = None) -> dict:
     wave = min(workers, len(done_at) - 1)
     window = done_at[-1] - done_at[wave - 1] if wave >= 1 else done_at[-1] - raw["started"]
     steady = (len(done_at) - wave) / window if wave >= 1 else len(done_at) / window
-    busy_ms = sum(sorted(r["total_ms"] for r in records)[wave:])  # roughly the tasks done in the window
+    busy_ms = sum(r["total_ms"] for r in records[wave:])  # records are in finishing order
     return {
         "mode": raw["mode"],
         "workers": workers,
