@@ -237,8 +237,9 @@ class CpuSampler:
 
         self.mine: set[int] = set()  # pids of the mode's processes (the driver / in-process model)
         self.server: set[int] = set()  # a model server's pid
-        self._last: dict[int, tuple[str, float]] = {}
-        self.snapshots: list[tuple[float, dict[str, float]]] = []
+        self._cpu: dict[int, float] = {}  # pid -> CPU seconds when last seen (kept once it is gone)
+        self._groups: dict[int, str] = {}
+        self.snapshots: list[tuple[float, dict[int, float], float]] = []  # (when, per pid, machine busy)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -268,18 +269,18 @@ class CpuSampler:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
-            seconds = (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-            self._last[pid] = (self._group(pid), seconds)  # asked each time: a Ray worker renames itself
-        totals: dict[str, float] = {}
-        for group, seconds in self._last.values():  # dead processes keep their last count
-            totals[group] = totals.get(group, 0.0) + seconds
+            self._cpu[pid] = (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+            group = self._group(pid)  # asked each time: a Ray worker renames itself when it becomes an actor
+            if group != "other" or pid not in self._groups:  # a name read mid-rename stays what it was
+                self._groups[pid] = group
         with open("/proc/stat") as stat:
             ticks = [int(v) for v in stat.readline().split()[1:8]]
-        totals["machine busy"] = (sum(ticks) - ticks[3] - ticks[4]) / TICK  # all but idle and iowait
-        self.snapshots.append((now, totals))
+        busy = (sum(ticks) - ticks[3] - ticks[4]) / TICK  # all but idle and iowait
+        self.snapshots.append((now, dict(self._cpu), busy))
 
     def between(self, start: float, end: float) -> dict[str, float]:
-        """Each group's share of the machine's cores over [start, end] (1.0 = one core all along)."""
+        """Each group's share of the machine's cores over [start, end] (1.0 = one core all along):
+        each process's CPU seconds in the span, counted in the group it belongs to at the end."""
         before = max(
             (s for s in self.snapshots if s[0] <= start), default=self.snapshots[0], key=lambda s: s[0]
         )
@@ -287,8 +288,12 @@ class CpuSampler:
             (s for s in self.snapshots if s[0] >= end), default=self.snapshots[-1], key=lambda s: s[0]
         )
         span = max(1e-9, after[0] - before[0])
-        shares = {g: (after[1].get(g, 0.0) - before[1].get(g, 0.0)) / span for g in after[1]}
-        known = sum(v for g, v in shares.items() if g not in ("machine busy", "other"))
+        shares: dict[str, float] = {}
+        for pid, seconds in after[1].items():
+            group = self._groups.get(pid, "other")
+            shares[group] = shares.get(group, 0.0) + (seconds - before[1].get(pid, 0.0)) / span
+        known = sum(v for g, v in shares.items() if g != "other")
+        shares["machine busy"] = (after[2] - before[2]) / span
         shares["other"] = max(0.0, shares["machine busy"] - known)  # other users of the machine
         return {g: round(v, 2) for g, v in shares.items()}
 
