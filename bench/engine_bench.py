@@ -149,7 +149,7 @@ def _work_ortgenai(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     model = og.Model(str(args.ort_dir))
-    tokenizer = AutoTokenizer.from_pretrained(args.ort_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(args.ort_dir))
     load_s = time.perf_counter() - started
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": DECODE_PROMPT}], tokenize=False,
                                            add_generation_prompt=True)  # fmt: skip
@@ -175,9 +175,9 @@ def _work_ct2(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
-    generator = ctranslate2.Generator(args.ct2_dir, device="cpu", compute_type="int8",
+    generator = ctranslate2.Generator(str(args.ct2_dir), device="cpu", compute_type="int8",
                                       intra_threads=len(os.sched_getaffinity(0)))  # fmt: skip
-    tokenizer = AutoTokenizer.from_pretrained(args.ct2_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(args.ct2_dir))
     load_s = time.perf_counter() - started
 
     def tokens(text: str) -> list[str]:
