@@ -7,6 +7,7 @@ Any chat model, any retriever and any :class:`sandbox.Sandbox` can be injected.
 
 from __future__ import annotations
 
+import inspect
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from ragcoder.agent.checks import extract_example_tests
+from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_STUCK_TEMPERATURE, check_stuck_temperature
 from ragcoder.agent.feedback import feedback_for_run, feedback_for_tests
 from ragcoder.agent.prelude import add_missing_prelude
 from ragcoder.agent.result import AgentResult, Attempt, CheckKind, StopReason
@@ -31,13 +33,6 @@ EventKind = Literal["retrieved", "generated", "ran", "failed", "repairing", "don
 REPEATED_NOTE = (
     "Your last answer repeated code that had already failed. Write a different, corrected version."
 )
-DEFAULT_MAX_ATTEMPTS = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
-# A greedy repair that fails the same way as before tends to keep doing so: in the greedy loop over
-# the dev split (Qwen 1.5B), 70 of 79 repairs failed exactly as the attempt before them, 44 with the
-# very same code. With ``stuck_temperature`` set, the next repair is sampled at it instead (Chen et
-# al. 2021 sample at 0.8). Off by default: at 0.8 it rescued none of the 15 dev tasks where it
-# was used (docs/results.md), and sampled repairs cost the attempts the repeat detector saved.
-DEFAULT_STUCK_TEMPERATURE: float | None = None
 
 
 @dataclass
@@ -55,6 +50,13 @@ class _TokenForwarder(BaseCallbackHandler):
 
     def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
         self.on_token(token)
+
+
+def _filters_corpus(retriever: BaseRetriever) -> bool:
+    """Whether the retriever takes ``exclude_corpus`` (ragcoder's does; a vector store's retriever
+    hands unknown keywords on to its store's search, which rejects them)."""
+    search = getattr(retriever, "_get_relevant_documents", None)
+    return search is not None and "exclude_corpus" in inspect.signature(search).parameters
 
 
 def _normalise(code: str) -> str:
@@ -80,9 +82,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         :func:`ragcoder.chains.retrieval.gate.decide_retrieval`); without one, every instruction is."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if stuck_temperature is not None and not stuck_temperature > 0:
-            raise ValueError("stuck_temperature must be > 0, or None to keep every repair greedy")
-        self.stuck_temperature = stuck_temperature
+        self.stuck_temperature = check_stuck_temperature(stuck_temperature)
         self.sandbox = sandbox
         self.retriever = retriever
         self.retrieval_gate = retrieval_gate
@@ -177,9 +177,14 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 stop = "passed"
                 break
             attempt.feedback = feedback_for_tests(report) if report is not None else feedback_for_run(result)
+            if result.missing:
+                attempt.feedback = f"{result.missing}\n{attempt.feedback}"
             yield emit("failed", number, feedback=attempt.feedback)
             if result.error is not None and result.error.name == "SandboxError":
                 stop = "sandbox-error"
+                break
+            if result.missing:  # no repair can install a package: say what to do instead
+                stop = "missing-package"
                 break
             key = _normalise(code)
             stuck = key in seen or attempt.feedback in seen_feedback  # failed just as before
@@ -248,7 +253,8 @@ class CodeAgent(Runnable[Any, AgentResult]):
             if decision.stdlib:
                 docs = list(self.retriever.invoke(instruction))
             else:  # our retriever leaves the corpus out of its search; others are filtered after
-                found = self.retriever.invoke(instruction, exclude_corpus="stdlib")
+                leave_out = {"exclude_corpus": "stdlib"} if _filters_corpus(self.retriever) else {}
+                found = self.retriever.invoke(instruction, **leave_out)
                 docs = [d for d in found if d.metadata.get("corpus") != "stdlib"]
             return docs, f"{len(docs)} doc(s): {decision.reason}"
         docs = list(self.retriever.invoke(instruction))

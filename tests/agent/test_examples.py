@@ -25,10 +25,15 @@ def load_example(name: str) -> Any:
 
 def test_codeagent_inside_an_lcel_chain(trusted_sandbox) -> None:
     example = load_example("compose_lcel")
-    model = scripted([
-        ("clamp", fenced("def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n")),
-        ("chunks", fenced("def chunks(xs, n):\n    return [xs[i:i + n] for i in range(0, len(xs), n)]\n")),
-    ])  # fmt: skip
+    model = scripted(
+        [
+            ("clamp", fenced("def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n")),
+            (
+                "chunks",
+                fenced("def chunks(xs, n):\n    return [xs[i:i + n] for i in range(0, len(xs), n)]\n"),
+            ),
+        ]
+    )
     reports = example.main(model=model, sandbox=trusted_sandbox)
     assert [r.splitlines()[0] for r in reports] == ["## clamp(x, lo, hi)", "## chunks(xs, n)"]
     assert all("passed after 0 repair(s)" in r for r in reports)

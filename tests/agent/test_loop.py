@@ -291,8 +291,13 @@ def test_guess_apis_setting_gives_the_retriever_the_models_guesser(
     monkeypatch.setenv("RAGCODER_CONFIG", str(tmp_path / "none.toml"))
     assert resolve_config().retrieval_guess is False
     monkeypatch.setenv("RAGCODER_RETRIEVAL_GUESS", "on")
-    flags = {"model": str(model_tiny_dir), "sandbox": "docker", "index_path": str(tmp_path / "index"),
-             "max_attempts": 1, "max_new_tokens": 16}  # fmt: skip
+    flags = {
+        "model": str(model_tiny_dir),
+        "sandbox": "docker",
+        "index_path": str(tmp_path / "index"),
+        "max_attempts": 1,
+        "max_new_tokens": 16,
+    }
     with build_agent(resolve_config(flags), quantize="none") as agent:
         guesser = agent.retriever.api_guesser
         assert guesser is not None

@@ -13,6 +13,8 @@ from ragcoder.sandbox.pool import ServerSandbox, WarmPool
 from ragcoder.sandbox.settings import parse_size
 from ragcoder.sandbox.workers import SERVER_PARTS, Worker, WorkerDied, WorkerTimeout, server_source
 
+from tests.sandbox.conftest import require_bwrap
+
 
 def test_parse_size() -> None:
     assert parse_size("512m") == 512 << 20
@@ -23,6 +25,14 @@ def test_parse_size() -> None:
         parse_size("lots")
 
 
+def _top_level_names(tree: ast.Module) -> list[str]:
+    names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    names += [
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+    ]
+    return names
+
+
 def test_server_parts_join_into_one_program_that_defines_every_name_a_part_imports() -> None:
     from importlib import resources
 
@@ -31,10 +41,7 @@ def test_server_parts_join_into_one_program_that_defines_every_name_a_part_impor
     assert not [
         n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and "sandbox" in n.module
     ]
-    top = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    top |= {
-        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
-    }
+    top = _top_level_names(tree)
     defined: set[str] = set()
     for name in SERVER_PARTS:
         part = ast.parse(
@@ -48,12 +55,11 @@ def test_server_parts_join_into_one_program_that_defines_every_name_a_part_impor
             ):
                 taken = {alias.name for alias in node.names}
                 assert taken <= defined, f"{name} imports {taken - defined} from a later part"
-            elif isinstance(node, ast.FunctionDef):
-                defined.add(node.name)
-            elif isinstance(node, ast.Assign):
-                defined |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-    assert defined == top and {"main", "child_main", "read_msg"} <= top
-    assert program.rstrip().endswith("main()")  # the entry point runs last, with every part defined
+        defined |= set(_top_level_names(part))
+    assert defined == set(top) and {"main", "child_main", "read_msg", "judge", "Bridge"} <= defined
+    # one namespace: a name defined twice would silently replace the first part's
+    assert sorted(n for n in set(top) if top.count(n) > 1) == []
+    assert program.rstrip().endswith("main()  # workers.judge_program swaps this line for judge_standalone()")
 
 
 def test_unknown_setting_is_refused() -> None:
@@ -87,7 +93,11 @@ class ScriptedWorker(Worker):
         raise NotImplementedError
 
     def request(self, msg: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        step = ScriptedWorker.script.pop(0)
+        self.settle()
+        step, _, self.after = ScriptedWorker.script.pop(0).partition("/")
+        self.settle_pending = True  # the server's word after its cleanup: ready, recycle or slow
+        if step == "malformed":
+            return {"ok": True, "stdout": 5}
         if step == "timeout":
             self.dead = True
             raise WorkerTimeout("hung")
@@ -107,6 +117,16 @@ class ScriptedWorker(Worker):
             "error": None,
             "files": {},
         }
+
+    def readable_now(self) -> bool:
+        return self.after != "late-recycle"  # its word comes after the next request was sent
+
+    def read_message(self, deadline: float) -> dict[str, Any]:
+        if self.after == "slow":
+            time.sleep(0.3)
+        if self.after in ("recycle", "late-recycle"):
+            return {"ok": True, "recycle": "over budget"}
+        return {"ok": True, "ready": True}
 
     def kill(self) -> None:
         with ScriptedWorker.lock:
@@ -148,6 +168,54 @@ def test_pool_replaces_a_worker_after_a_bad_run(fake: FakeSandbox, bad: str) -> 
     second = fake.run("good")
     assert second.ok
     assert second.stdout == "worker 2\n"  # never the worker that saw the bad run
+
+
+def test_pool_replaces_a_worker_whose_cleanup_ran_over_budget(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/recycle", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    assert fake.run("b").stdout == "worker 2\n"  # the next run never waits on, or blames, worker 1
+
+
+def test_a_run_sent_to_a_worker_that_then_asks_to_be_replaced_goes_to_another(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/late-recycle", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    second = fake.run("b")  # sent to worker 1 while it cleaned up; it never read it
+    assert second.ok and second.stdout == "worker 2\n"
+
+
+def test_a_worker_still_cleaning_up_is_waited_for_not_blamed(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/slow", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    started = time.monotonic()
+    assert fake.run("b").stdout == "worker 1\n"
+    assert 0.25 < time.monotonic() - started < 2
+
+
+def test_a_malformed_answer_breaks_the_worker_not_the_caller(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["malformed", "ok"]
+    first = fake.run("a")
+    assert first.error is not None and first.error.name == "SandboxCrashed" and not first.ok
+    assert fake.run("b").stdout == "worker 2\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("timeout_s", float("inf")),
+        ("timeout_s", float("nan")),
+        ("timeout_s", -1),
+        ("timeout_s", 301),
+        ("max_timeout_s", 0),
+        ("cleanup_budget_s", float("inf")),
+        ("pool_size", 0),
+        ("pids_limit", True),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(setting: str, value: object) -> None:
+    from ragcoder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=setting):
+        SandboxSettings(**{setting: value})
 
 
 def test_pool_never_hands_out_a_worker_that_died_idle(fake: FakeSandbox) -> None:
@@ -226,8 +294,7 @@ def _local_warning(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyP
 
     from ragcoder.sandbox import local_sandbox
 
-    if local_sandbox.bwrap_path() is None:
-        pytest.fail("bubblewrap is missing: .ci/run installs it (apt-get install bubblewrap)")
+    require_bwrap()  # skips outside CI (fails in CI) when bubblewrap is missing
     monkeypatch.setattr(local_sandbox, "_warned_weaker", False)
     with caplog.at_level(logging.WARNING), open_it() as sandbox:
         assert sandbox.name == "local"

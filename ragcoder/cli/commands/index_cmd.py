@@ -8,6 +8,18 @@ from pathlib import Path
 import click
 
 
+def _served_index(index_url: str | None) -> Path | None:
+    """The stand-in folder of the Chroma server named by --index-url, else by the index_url setting."""
+    from ragcoder.agent.config import resolve_config
+
+    url = resolve_config({"index_url": index_url}).index_url
+    if not url:
+        return None
+    from ragcoder.chains.retrieval.remote_index import remote_index_path
+
+    return remote_index_path(url)
+
+
 def load_embeddings(model_path: str | None = None):
     from ragcoder.chains.retrieval.embeddings import load_embeddings as load
 
@@ -25,14 +37,25 @@ def load_embeddings(model_path: str | None = None):
     default=None,
     help="Index folder (default: user data dir).",
 )
-@click.option("--embedder", type=click.Path(exists=True, file_okay=False), default=None,
-              help="A sentence-transformers folder (default: all-MiniLM-L6-v2).")  # fmt: skip
+@click.option(
+    "--index-url",
+    default=None,
+    metavar="URL",
+    help="A Chroma server (`chroma run --path DIR --port P`) instead of the folder [default: index_url].",
+)
+@click.option(
+    "--embedder",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A sentence-transformers folder (default: all-MiniLM-L6-v2).",
+)
 @click.option("--rebuild", is_flag=True, help="Delete the index first and embed everything again.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def index(
     paths: tuple[Path, ...],
     stdlib: bool,
     index_path: Path | None,
+    index_url: str | None,
     embedder: str | None,
     rebuild: bool,
     quiet: bool,
@@ -46,6 +69,7 @@ def index(
         raise click.UsageError("Nothing to index: give one or more PATHs, or --stdlib for the stdlib docs.")
     from ragcoder.chains.retrieval.indexing import IndexMismatchError, delete_index, index_paths, index_stdlib
 
+    index_path = _served_index(index_url) or index_path
     try:
         embeddings = load_embeddings(embedder)
         if rebuild:
@@ -64,19 +88,43 @@ def index(
 @click.argument("query")
 @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True, help="How many results.")
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "bm25"]), default="hybrid", show_default=True)
-@click.option("--guess-apis", is_flag=True,
-              help="Let the default model name the APIs first (hybrid only; loads the model, then ~1 s).")  # fmt: skip
-@click.option("--index-path", type=click.Path(path_type=Path), default=None,
-              help="Index folder (default: user data dir).")  # fmt: skip
+@click.option(
+    "--guess-apis",
+    is_flag=True,
+    help="Let the default model name the APIs first (hybrid only; loads the model, then ~1 s).",
+)
+@click.option(
+    "--index-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Index folder (default: user data dir).",
+)
+@click.option("--index-url", default=None, metavar="URL", help="A Chroma server [default: index_url].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result.")
-def search(query: str, k: int, mode: str, guess_apis: bool, index_path: Path | None, as_json: bool) -> None:
+def search(
+    query: str,
+    k: int,
+    mode: str,
+    guess_apis: bool,
+    index_path: Path | None,
+    index_url: str | None,
+    as_json: bool,
+) -> None:
     """Show what the agent's retriever finds for QUERY: symbol, file and lines, score, first line."""
     import json
+
+    from ragcoder.agent.tasks import clean_text
+
+    if not query.strip():  # every chunk is equally near an empty query: the results would be arbitrary
+        raise click.ClickException(
+            "the query is empty: say what to look for, e.g. ragcoder search 'read a csv file'"
+        )
+    query = clean_text(query)  # bytes that are not UTF-8 (from argv) would break the embedder
 
     from ragcoder.chains.retrieval.indexing import IndexMismatchError, open_collection, resolve_index_path
     from ragcoder.chains.retrieval.retriever import open_retriever
 
-    path = resolve_index_path(index_path)
+    path = resolve_index_path(_served_index(index_url) or index_path)
     collection = open_collection(path, None, create=False)
     if collection is None or collection.count() == 0:
         raise click.ClickException(
@@ -105,5 +153,7 @@ def search(query: str, k: int, mode: str, guess_apis: bool, index_path: Path | N
         if as_json:
             click.echo(json.dumps({"rank": rank, **meta, "text": doc.page_content}))
         else:
-            click.echo(f"{rank:>2}. {meta.get('symbol') or '-'}  ({meta.get('source', '?')}{lines}, "
-                       f"score {meta.get('score', 0):.3f})\n    {first[:100]}")  # fmt: skip
+            click.echo(
+                f"{rank:>2}. {meta.get('symbol') or '-'}  ({meta.get('source', '?')}{lines}, "
+                f"score {meta.get('score', 0):.3f})\n    {first[:100]}"
+            )
