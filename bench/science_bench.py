@@ -1,14 +1,14 @@
 """Scientific-image latency, side by side in one run: a run that imports pandas and plots.
 
-    python bench/science_bench.py [--runs 50] [--json out.json]
+    python bench/science_bench.py [--runs 50] [--json out.json] [--against TAG] [--breakdown]
 
 Ways compared (same code, same image, same minute):
   docker exec    `exec_run` of `python3 -I -c CODE` into one warm hardened container of the
                  scientific image (how peers run code): each run starts Python and imports
                  pandas and matplotlib
-  warm pool      our sandbox (ImageRouter -> DockerSandbox on the scientific image): the server
-                 imported and exercised numpy, pandas and pyplot once before forking, so the
-                 run is a fork of a warm process
+  warm pool      our sandbox (ImageRouter pinned to the scientific image -> DockerSandbox): the
+                 server imported and exercised numpy, pandas and pyplot once before forking, so
+                 the run is a fork of a warm process
 Workloads: "pandas + plot" (a DataFrame, a histogram, savefig to PNG: the file must come back)
 and "pandas only" (a DataFrame, a group-by, describe()). Each run also prints its own CPU time,
 which swings far less with the host's load than wall time does. Targets: warm pool p50 <= 30 ms for the plot
