@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 MODEL = "smollm2-135m-instruct"
 # the target's three first, then 2 Ray workers against 1 under both thread policies and without Ray
-MODES = ("inproc1", "served1", "ray1", "ray2", "ray1t1", "ray2t1", "inproc1t1", "procs2t1")
+MODES = ("inproc1", "served1", "served1pl", "ray1", "ray2", "ray1t1", "ray2t1", "procs2t1")
 TEMPLATES = [  # (name, instruction, tests) over n: trivial functions a 135M model mostly gets right
     (
         "add_{n}",
