@@ -43,10 +43,10 @@ class AgentConfig:
     k: int = 4  # documents put in the prompt
     timeout: float | None = None  # seconds per run; None: the sandbox's default
     max_new_tokens: int = 768  # enough for a 60-line function with its demo block
-    # a repair that fails like an earlier attempt is followed by one sampled at this temperature
-    # (greedy ones tend to repeat the failure); none (default): every repair greedy, which
-    # measured as good on the dev split (docs/results.md)
+    # repairs are sampled (seeded) at this temperature; none: the candidates' temperature (0.8)
     stuck_temperature: float | None = None
+    samples: int = 4  # candidates per round, selected by running them against tests (docs/results.md)
+    generate_tests: bool = True  # with no tests from the user, the model writes some to rank candidates
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -93,8 +93,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
         raise ConfigError(
             f"stuck_temperature = {value} from {source}: use a value in (0, 2], or none for greedy repairs"
         )
-    if name == "max_attempts" and value < 1:
-        raise ConfigError(f"max_attempts = {value} from {source}: it must be at least 1")
+    if name in ("max_attempts", "samples") and value < 1:
+        raise ConfigError(f"{name} = {value} from {source}: it must be at least 1")
     return value
 
 
@@ -183,6 +183,7 @@ def build_agent(
         raise
     return CodeAgent(
         model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
-        timeout=config.timeout, stuck_temperature=config.stuck_temperature,
+        timeout=config.timeout, repair_temperature=config.stuck_temperature, samples=config.samples,
+        generate_tests=config.generate_tests,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )  # fmt: skip

@@ -87,6 +87,12 @@ def _agent_options(func: Any) -> Any:
             "docs worded unlike the request, one short generation more [default: off].",
         ),
         click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder."),
+        click.option(
+            "--samples",
+            type=click.IntRange(1, 32),
+            default=None,
+            help="Candidates per round, chosen by running them against tests [default: 4].",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -306,6 +312,7 @@ def print_result(result: AgentResult, *, backend: str) -> None:
     console.print(
         f"{verdict} check={result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s"
     )
+    console.print(result.summary() + "".join(f"; {note}" for note in result.notes), highlight=False)
 
 
 def _register_subcommands() -> None:

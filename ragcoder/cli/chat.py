@@ -25,7 +25,7 @@ HELP = """Type an instruction, or a follow-up to change the last code. Commands:
   /reset            forget the current code, tests and instruction
   /save FILE        write the current code to FILE
   /run              run the current code again and show its output
-  /tests [SOURCE]   show the tests, or set them (Python asserts; /tests - clears them)
+  /tests [SOURCE]   show the tests (and those the last answer ran), or set them (/tests - clears)
   /model [NAME]     show the model, or switch to another (known name, folder or .gguf)
   /index PATH...    add files or folders to the retrieval index
   /exit             leave (Ctrl-D works too)"""
@@ -106,6 +106,10 @@ class ChatCommands:
             self.console.print(
                 self.state.tests or "no tests (examples in the instruction are used)", highlight=False
             )
+            last = self.state.turns[-1] if self.state.turns else None
+            for case in last.test_cases if last else []:  # what the last answer was checked against
+                status = f" (dropped: {case.dropped})" if case.dropped else ""
+                self.console.print(f"  [{case.origin}] {case.name}{status}", highlight=False, markup=False)
 
     def do_model(self, arg: str) -> None:
         if not arg or self.switch_model is None:
@@ -142,6 +146,8 @@ def render_event(console: Console, event: AgentEvent) -> None:
         console.print("[dim]sources: " + "; ".join(data["sources"]) + "[/dim]", highlight=False)
     elif event.kind == "retrieved" and data.get("retrieval", "").startswith("skipped"):
         console.print(f"[dim]no docs: {data['retrieval'].removeprefix('skipped: ')}[/dim]", highlight=False)
+    elif event.kind == "generated" and not data.get("first", True):
+        console.print(f"[dim]candidate {data['candidate']} ({data['origin']})[/dim]", highlight=False)
     elif event.kind == "generated":
         console.print(f"[bold]attempt {event.attempt}[/bold] ({data['step']})", highlight=False)
         console.print(Syntax(data["code"].rstrip() or "# (no code)", "python"))
@@ -152,8 +158,16 @@ def render_event(console: Console, event: AgentEvent) -> None:
             report.summary() if report is not None else (data["result"].failure_summary() or "ran cleanly")
         )
         console.print(f"{verdict}: {detail}", highlight=False)
-        if data["result"].stdout.strip():
+        if data["result"].stdout.strip() and data.get("first", True):
             console.print(data["result"].stdout.rstrip()[-2000:], highlight=False, markup=False)
+    elif event.kind == "tests":
+        console.print(f"[dim]{sum(t.origin == 'generated' for t in data['tests'])} own tests for "
+                      f"{data['function']}[/dim]", highlight=False)  # fmt: skip
+    elif event.kind == "selected" and not data["shown"]:  # the code shown so far was another candidate's
+        console.print(
+            f"chose candidate {data['winner'].candidate}: {data['selection'].reason}", highlight=False
+        )
+        console.print(Syntax(data["winner"].code.rstrip() or "# (no code)", "python"))
     elif event.kind == "repairing":
         console.print("[yellow]repairing...[/yellow]", highlight=False)
 
@@ -218,5 +232,6 @@ def run_chat(
         verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
         console.print(f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
                       highlight=False)  # fmt: skip
+        console.print(result.summary() + "".join(f"; {note}" for note in result.notes), highlight=False)
     console.print("bye", highlight=False)
     return state

@@ -75,8 +75,8 @@ def test_ctrl_c_keeps_finished_lines_and_a_rerun_resumes(tmp_path: Path, trusted
         json.dumps({"id": f"t{i}", "instruction": "Write one().", "tests": "assert one() == 1"}) + "\n" for i in range(4)
     ))  # fmt: skip
     model = InterruptedOnce(rules=[("", GOOD)])
-    first = run_batch(CodeAgent(model, trusted_sandbox), read_jsonl_tasks(prompts), out)
+    first = run_batch(CodeAgent(model, trusted_sandbox, samples=1), read_jsonl_tasks(prompts), out)
     assert first.interrupted and [r["id"] for r in records(out)] == ["t0"]
-    second = run_batch(CodeAgent(model, trusted_sandbox), read_jsonl_tasks(prompts), out)
+    second = run_batch(CodeAgent(model, trusted_sandbox, samples=1), read_jsonl_tasks(prompts), out)
     assert not second.interrupted and second.skipped == 1 and second.passed == 3
     assert sorted(r["id"] for r in records(out)) == ["t0", "t1", "t2", "t3"]
