@@ -40,7 +40,12 @@ from ragcoder.chains.prompting.codegen import (
     repair_chain,
 )
 from ragcoder.chains.prompting.prompts import format_source
-from ragcoder.chains.prompting.test_gen import find_function_name, messages_for_tests, parse_generated_tests
+from ragcoder.chains.prompting.test_gen import (
+    find_function_name,
+    messages_for_tests,
+    parse_generated_tests,
+    usable_test,
+)
 from ragcoder.chains.retrieval.gate import RetrievalDecision
 from ragcoder.sandbox import Sandbox
 
@@ -310,7 +315,8 @@ class CodeAgent(Runnable[Any, AgentResult]):
         lines: list[str] = []
         for reply in replies:
             lines += [t for t in parse_generated_tests(reply["reply"], function, allowed) if t not in lines]
-        cases = [c for c in select.assert_cases(lines, "generated") if c.name not in {k.name for k in known}]
+        given = {usable_test(k.name, function, allowed) or k.name for k in known}  # as parsed, to compare
+        cases = select.assert_cases([line for line in lines if line not in given], "generated")
         if not cases:
             notes.append(f"the model wrote no usable tests for {function}")
         return cases

@@ -91,7 +91,8 @@ def test_a_rerun_repeats_the_same_seeds_and_choice(trusted_sandbox) -> None:
 
 def test_the_instructions_examples_filter_before_the_models_tests_rank(trusted_sandbox) -> None:
     instruction = SQUARE + "\n\n>>> square(3)\n9\n"
-    wrong_tests = fenced("assert square(3) == 6\nassert square(1) == 2")  # the model got the task wrong
+    # the model got the task wrong, and repeated the example (spaced its own way: still a repeat)
+    wrong_tests = fenced("assert square(3) == 6\nassert square( 3 )==9\nassert square(1) == 2")
     model = sampling(WRONG, code=[WRONG + "# again\n", RIGHT], tests=[wrong_tests])
     result = CodeAgent(model, trusted_sandbox, samples=3, test_prompts=1).invoke(instruction)
     assert result.code == RIGHT and result.verdict == "verified" and result.check == "examples"
