@@ -183,11 +183,11 @@ class CodeAgent(Runnable[Any, AgentResult]):
         sources = [format_source(d) for d in docs]
         yield emit("retrieved", docs=docs, sources=sources, retrieval=retrieval)
 
-        hard_source, check = self._checks(task)
-        tests = self._hard_cases(task, hard_source, check)
-        inputs: dict[str, Any] = {"instruction": task.instruction, "docs": docs, "tests": hard_source}
         function = find_function_name(task.instruction, task.entry_point)
         notes: list[str] = []
+        hard_source, check = self._checks(task, function, notes)
+        tests = self._hard_cases(task, hard_source, check)
+        inputs: dict[str, Any] = {"instruction": task.instruction, "docs": docs, "tests": hard_source}
         ask_tests = self.generate_tests and check != "tests"
         if ask_tests and function is None:
             notes.append("the request names no function, so no tests were generated")
@@ -315,7 +315,9 @@ class CodeAgent(Runnable[Any, AgentResult]):
         lines: list[str] = []
         for reply in replies:
             lines += [t for t in parse_generated_tests(reply["reply"], function, allowed) if t not in lines]
-        given = {usable_test(k.name, function, allowed) or k.name for k in known}  # as parsed, to compare
+        given = {
+            usable_test(k.name, function, allowed, None) or k.name for k in known
+        }  # as parsed, to compare
         cases = select.assert_cases([line for line in lines if line not in given], "generated")
         if not cases:
             notes.append(f"the model wrote no usable tests for {function}")
@@ -403,12 +405,21 @@ class CodeAgent(Runnable[Any, AgentResult]):
         return docs, f"{len(docs)} doc(s)"
 
     @staticmethod
-    def _checks(task: Task) -> tuple[str | None, CheckKind]:
+    def _checks(task: Task, function: str | None, notes: list[str]) -> tuple[str | None, CheckKind]:
+        """The user's tests, else the instruction's examples of ``function``, else none."""
         if task.tests and task.tests.strip():
             return task.tests, "tests"
-        found = extract_example_tests(task.instruction)
+        found = (extract_example_tests(task.instruction) or "").splitlines()
+        if function is not None:  # an example of another name (a typo in the docs) can only raise NameError
+            allowed = set().union(*(names for _, names in instruction_prelude(task.instruction)))
+            kept = [line for line in found if usable_test(line, function, allowed, max_chars=None)]
+            if len(kept) < len(found):
+                notes.append(
+                    f"{len(found) - len(kept)} example(s) in the request do not call {function}: not used"
+                )
+            found = kept
         if found:
-            return found, "examples"
+            return "\n".join(found) + "\n", "examples"
         return None, "runs"
 
     @staticmethod

@@ -294,10 +294,11 @@ def choose(
     counted = [t.name for t in tests if t.origin == "generated" and not t.dropped]
     eligible = [r for r in runs if r.passed]
     hard = [t for t in tests if t.name and t.origin != "generated"]
-    if not eligible:  # nobody passed the hard checks: the closest one, to show and to repair
+    if not eligible:  # nobody passed the hard checks: the closest one (then by own tests, then the first)
+        scores = {c: g["score"] for g in codet_groups(runs, weights, counted) for c in g["candidates"]}  # type: ignore[union-attr]
         best = max(
-            runs, key=lambda r: (_hard_passed(r, hard), r.statuses != {}, r.candidate)
-        )  # ties: the newest
+            runs, key=lambda r: (_hard_passed(r, hard), r.statuses != {}, scores[r.candidate], -r.candidate)
+        )
         return Selection(
             "none", best.candidate, _closest_reason(best, hard), agree=weights.get(best.candidate, 1)
         )

@@ -103,9 +103,11 @@ def _calls(node: ast.AST, name: str) -> bool:
     )
 
 
-def usable_test(source: str, name: str, allowed: Iterable[str] = ()) -> str | None:
+def usable_test(
+    source: str, name: str, allowed: Iterable[str] = (), max_chars: int | None = MAX_TEST_CHARS
+) -> str | None:
     """``source`` as one normalised ``assert`` over ``name``, or None when it cannot serve as a test."""
-    if len(source) > MAX_TEST_CHARS:
+    if max_chars is not None and len(source) > max_chars:
         return None
     try:
         tree = ast.parse(source.strip())

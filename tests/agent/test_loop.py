@@ -401,10 +401,10 @@ def test_a_repair_reuses_its_first_attempts_prompt_with_a_real_model(model_tiny_
     prefix_cache_for(chat.llm.pipeline.model).clear()  # the model is shared with other tests
     agent = CodeAgent(chat, docker_sandbox, max_attempts=2, samples=1)
     result = agent.invoke(Task(id="m", instruction="Write mean(xs); 0.0 for an empty list.", tests=TESTS))
-    first, repair = result.attempts
+    first, repair = result.candidates
     assert repair.kind == "repair" and not repair.passed
     assert first.cached_tokens == 0 and 32 <= repair.cached_tokens < repair.input_tokens
-    assert result.to_dict()["attempts"][1]["cached_tokens"] == repair.cached_tokens
+    assert len(result.attempts) == 2  # the code held after each round
 
 
 def test_guess_apis_setting_gives_the_retriever_the_models_guesser(
@@ -433,3 +433,13 @@ def test_guess_apis_setting_gives_the_retriever_the_models_guesser(
         assert result.retrieval.startswith("0 doc(s)")  # an empty index: no search, no model call
     with build_agent(resolve_config({**flags, "retrieval_guess": False}), quantize="none") as agent:
         assert agent.retriever.api_guesser is None
+
+
+def test_an_example_of_another_name_is_not_a_hard_check(trusted_sandbox) -> None:
+    # HumanEval/81's docstring calls grade_equation(); the function is numerical_letter_grade
+    instruction = SQUARE + "\n\n>>> square(3)\n9\n>>> squared(2)\n4\n"
+    result = CodeAgent(
+        scripted([("", fenced(RIGHT))]), trusted_sandbox, samples=1, generate_tests=False
+    ).invoke(instruction)
+    assert result.passed and result.verdict == "verified" and result.tests == "assert square(3) == 9\n"
+    assert result.notes == ["1 example(s) in the request do not call square: not used"]

@@ -27,7 +27,11 @@ def test_qwen_writes_candidates_and_tests_and_the_choice_holds_up(qwen_chat, doc
     result = agent.invoke(instruction)
     trace = json.dumps(result.to_dict(), indent=1)[:4000]
     assert result.function == "count_vowels" and result.check == "runs", trace
-    assert len(result.candidates) == 3 and [c.origin for c in result.candidates] == ["greedy", "sampled", "sampled"]
+    assert len(result.candidates) == 3 and [c.origin for c in result.candidates] == [
+        "greedy",
+        "sampled",
+        "sampled",
+    ]
     generated = result.counted_tests("generated")
     assert len(generated) >= 3, trace  # the model's asserts, parsed and run against every candidate
     assert all(t.name.startswith("assert count_vowels(") for t in generated)
