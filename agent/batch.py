@@ -1,18 +1,18 @@
 """Batch runs over prompt files: each result is appended (flushed, fsync'd) as it finishes, and a
-rerun with the same output file skips the ids already there, so nothing done is lost or repeated."""
+rerun with the same output file skips the ids already there, so nothing done is lost or repeated.
+The file handling is :mod:`ragcoder.agent.records`, the thread pool :mod:`ragcoder.agent.runner`."""
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragcoder.agent.loop import CodeAgent
+from ragcoder.agent.records import ResultsFile
 from ragcoder.agent.result import AgentResult
+from ragcoder.agent.runner import Job, Outcome, Plan, plan_jobs, run_jobs
 from ragcoder.agent.tasks import Task, TaskError
 
 
@@ -33,93 +33,48 @@ class BatchSummary:
         return self.passed + self.failed + self.errors
 
 
-def read_records(path: Path, key: str = "id") -> list[dict[str, Any]]:
-    """Every complete JSON record with ``key`` in a results file; a torn last line (killed
-    mid-write) and other broken lines are skipped. A missing file has none."""
-    records: list[dict[str, Any]] = []
-    if not path.exists():
-        return records
-    with path.open("rb") as handle:
-        for raw in handle:
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(record, dict) and key in record:
-                records.append(record)
-    return records
-
-
-def done_ids(out_path: Path) -> set[str]:
-    """Ids already recorded in ``out_path`` (see :func:`read_records`)."""
-    return {str(record["id"]) for record in read_records(out_path)}
-
-
-def _repair_torn_tail(out_path: Path) -> None:
-    """If the file does not end in a newline (killed mid-line), cut the partial line off."""
-    if not out_path.exists() or out_path.stat().st_size == 0:
-        return
-    with out_path.open("rb+") as handle:
-        data = handle.read()
-        if data.endswith(b"\n"):
-            return
-        cut = data.rfind(b"\n") + 1
-        handle.truncate(cut)
-
-
-def append_record(handle: Any, record: dict[str, Any]) -> None:
-    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    handle.flush()
-    os.fsync(handle.fileno())
-
-
-def _record_for(task: Task, agent: CodeAgent) -> tuple[dict[str, Any], AgentResult | None]:
-    try:
-        result = agent.invoke(task)
-    except Exception as exc:  # one broken task must not end the run
-        return {"id": task.id, "error": f"{type(exc).__name__}: {exc}"}, None
-    return {"id": task.id, **result.to_dict()}, result
+def plan_batch(tasks: Iterable[Task | TaskError], done: set[str]) -> Plan[Task]:
+    """The tasks not in ``done``; a bad input line (TaskError) or a repeated id becomes an error record."""
+    jobs = (
+        Job(item.id, item, origin=item.origin)
+        if isinstance(item, Task)
+        else Job(None, record={"error": str(item)})
+        for item in tasks
+    )
+    return plan_jobs(jobs, done)
 
 
 def run_batch(
-    agent: CodeAgent,
+    agent: CodeAgent | None,
     tasks: Iterable[Task | TaskError],
-    out_path: Path,
+    out: Path | ResultsFile,
     *,
     workers: int = 1,
     on_result: Callable[[str, AgentResult | None, dict[str, Any]], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
 ) -> BatchSummary:
-    """Run every task not yet in ``out_path``, appending one JSON line per task as it finishes.
+    """Run every task not yet in ``out``, appending one JSON line per task as it finishes.
 
     With ``workers > 1`` tasks run concurrently in threads (the sandbox pool runs them in
-    parallel; a micro-batching model batches their generations). Lines are written only from
-    this thread, so a Ctrl-C never leaves half a line; it stops the run and what finished is kept.
-    ``on_start(to_do, skipped)`` is called once the file is read.
+    parallel; a micro-batching model batches their generations). ``on_start(to_do, skipped)`` is
+    called once the file is read. ``agent`` may be None when no task is left to solve (only bad
+    input lines to record).
     """
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_torn_tail(out_path)
-    already = done_ids(out_path)
-    summary = BatchSummary()
-    started = time.perf_counter()
-    todo: list[Task | TaskError] = []
-    for index, item in enumerate(tasks, 1):
-        summary.total += 1
-        if isinstance(item, TaskError):
-            item.task_id = f"error{index}"  # type: ignore[attr-defined]
-        task_id = item.id if isinstance(item, Task) else item.task_id  # type: ignore[attr-defined]
-        if task_id in already:
-            summary.skipped += 1
-        else:
-            todo.append(item)
-            already.add(task_id)
+    if isinstance(out, Path):
+        with ResultsFile.open(out) as results:
+            return run_batch(agent, tasks, results, workers=workers, on_result=on_result, on_start=on_start)
+    plan = plan_batch(tasks, out.done)
+    if plan.to_solve and agent is None:
+        raise ValueError("run_batch: tasks are left to solve and no agent was given")
+    summary = BatchSummary(total=plan.total, skipped=plan.skipped)
     if on_start is not None:
-        on_start(len(todo), summary.skipped)
+        on_start(len(plan.jobs), plan.skipped)
 
-    def record(handle: Any, record: dict[str, Any], result: AgentResult | None) -> None:
-        append_record(handle, record)
+    def solve(task: Task) -> Outcome:
+        result = agent.invoke(task)  # type: ignore[union-attr]
+        return result.to_dict(), result
+
+    def count(record: dict[str, Any], result: AgentResult | None) -> None:
         if result is None:
             summary.errors += 1
         else:
@@ -131,29 +86,6 @@ def run_batch(
         if on_result is not None:
             on_result(str(record["id"]), result, record)
 
-    with out_path.open("a", encoding="utf-8") as handle:
-        pending: set[Future] = set()
-        queue = iter(todo)
-        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ragcoder-batch")
-        try:
-            for item in queue:
-                if isinstance(item, TaskError):
-                    record(handle, {"id": item.task_id, "error": str(item)}, None)  # type: ignore[attr-defined]
-                    continue
-                pending.add(pool.submit(_record_for, item, agent))
-                while len(pending) >= max(1, workers):
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        record(handle, *future.result())
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    record(handle, *future.result())
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            for future in pending:
-                future.cancel()
-        finally:
-            pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
-    summary.seconds = time.perf_counter() - started
+    report = run_jobs(plan, out, solve, workers=workers, on_record=count, thread_name="ragcoder-batch")
+    summary.seconds, summary.interrupted = report.seconds, report.interrupted
     return summary

@@ -7,6 +7,7 @@ hold the same keys at the top level (or under ``[ragcoder]``).
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable
@@ -14,9 +15,21 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragcoder.agent.defaults import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_SAMPLES,
+    DEFAULT_STUCK_TEMPERATURE,
+    MAX_SAMPLES,
+    MAX_STUCK_TEMPERATURE,
+)
+from ragcoder.agent.scale_settings import SCALE_SETTINGS, coerce_scale_setting
+from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS
+from ragcoder.chains.llm.engines import ENGINES
+
 from ragcoder.errors import ConfigError
 
 if TYPE_CHECKING:
+    from langchain_core.retrievers import BaseRetriever
     from ragcoder.agent.loop import CodeAgent
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
@@ -24,14 +37,21 @@ SANDBOX_KINDS = ("auto", "docker", "local", "unsafe-local")
 RETRIEVAL_MODES = ("auto", "always", "never")
 _RETRIEVAL_WORDS = {"true": "always", "yes": "always", "on": "always", "1": "always",
                     "false": "never", "no": "never", "off": "never", "0": "never"}  # fmt: skip
+_BOOL_WORDS = {word: mode == "always" for word, mode in _RETRIEVAL_WORDS.items()}
+# a hung or sleeping program should cost minutes, not hours: no unit check needs longer per run
+MAX_TIMEOUT_S = 600.0
+MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few hundred bytes; more is the wrong file
 
 
 @dataclass
 class AgentConfig:
     model: str = DEFAULT_MODEL  # known name, HF folder, .gguf file or cached HF id
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
+    # auto: ONNX Runtime int4 when the model has that form (`ragcoder models install`), else torch
+    engine: str = "auto"  # auto | torch | ort (chains/llm/engines.py)
+    server: str | None = None  # a `ragcoder serve` URL; none: the one on the user's socket if any; off
     sandbox: str = "auto"  # auto | docker | local | unsafe-local
-    max_attempts: int = 4  # 1 generation + 3 repairs: most fixes land in the first two repairs
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     # auto: the user's own indexed code for every task but a self-contained function stub, the
     # stdlib's docs only for tasks that name an API or module: elsewhere they measured as a
     # distraction (chains/retrieval/gate.py); always | never (true | false)
@@ -43,11 +63,70 @@ class AgentConfig:
     k: int = 4  # documents put in the prompt
     timeout: float | None = None  # seconds per run; None: the sandbox's default
     max_new_tokens: int = 768  # enough for a 60-line function with its demo block
-    # repairs are sampled (seeded) at this temperature; none: the candidates' temperature (0.8)
-    stuck_temperature: float | None = None
-    samples: int = 4  # candidates per round, selected by running them against tests (docs/results.md)
+    # repairs are sampled (seeded) at this temperature (ragcoder.agent.defaults); none: the
+    # candidates' temperature (0.8)
+    stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE
+    samples: int = DEFAULT_SAMPLES  # candidates per round, run against tests to choose one (docs/results.md)
     generate_tests: bool = True  # with no tests from the user, the model writes some to rank candidates
+    max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
+    # past one machine (agent/scale_settings.py, docs/scale.md); unset: the embedded defaults
+    llm_url: str | None = None  # an OpenAI-compatible server: ragcoder serve, vLLM, llama.cpp, Ollama
+    index_url: str | None = None  # a Chroma server: `chroma run --path DIR --port P`
+    docker_hosts: tuple[str, ...] = ()  # Docker engines for the sandboxes: unix://, tcp://, ssh://
+    ray: str | None = None  # batch and eval fan out on Ray: local, auto or a cluster address
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one setting accepts: its type, the range of a number, the words of a choice."""
+
+    kind: type  # int, float, bool or str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the low end itself is refused (a temperature of 0 is greedy: say none)
+    choices: tuple[str, ...] = ()
+    none: str = ""  # what none means, for settings that may be unset ("" : it may not)
+
+    def allowed(self) -> str:
+        if self.choices:
+            text = f"choose one of {', '.join(self.choices)}"
+        elif self.kind is bool:
+            text = "use true or false"
+        elif self.kind is str:
+            text = "use a non-empty string"
+        else:
+            number = "an integer" if self.kind is int else "a number"
+            low = f"{self.low:g}" if self.low is not None else "-inf"
+            if self.low_open:
+                text = f"use {number} above {low} and at most {self.high:g}"
+            else:
+                text = f"use {number} from {low} to {self.high:g}"
+        return f"{text}, or none ({self.none})" if self.none else text
+
+
+# Every setting's allowed values, checked when the config is resolved: before any model loads.
+RULES: dict[str, _Rule] = {
+    "model": _Rule(str),
+    "adapter": _Rule(str, none="no adapter"),
+    "engine": _Rule(str, choices=ENGINES),
+    "server": _Rule(str, none="the server on the user's socket, if one runs"),
+    "sandbox": _Rule(str, choices=SANDBOX_KINDS),
+    "max_attempts": _Rule(int, 1, 20),  # the --attempts bound; each attempt is a generation on CPU
+    "retrieval": _Rule(str, choices=RETRIEVAL_MODES),
+    "retrieval_guess": _Rule(bool),
+    "index_path": _Rule(str, none="the user's data dir"),
+    "k": _Rule(int, 1, 20),  # 20 chunks of ~1.5k characters already fill a quarter of the context
+    "timeout": _Rule(float, 0, MAX_TIMEOUT_S, low_open=True, none="the sandbox's default"),
+    "max_new_tokens": _Rule(int, 16, 8192),  # under 16 no function fits; 8k is a quarter of the context
+    # the same range CodeAgent checks (defaults.check_stuck_temperature): 0 is greedy, say none
+    "stuck_temperature": _Rule(
+        float, 0, MAX_STUCK_TEMPERATURE, low_open=True, none="repairs at the candidates' temperature"
+    ),
+    "samples": _Rule(int, 1, MAX_SAMPLES),  # the --samples bound: each candidate is a generation and a run
+    "generate_tests": _Rule(bool),
+    "max_instruction_chars": _Rule(int, 1, 100_000),  # 100k characters ~ the whole 32k-token context
+}
 
 
 def user_config_path() -> Path:
@@ -64,49 +143,99 @@ def project_config_path() -> Path:
 
 
 def _coerce(name: str, raw: Any, source: str) -> Any:
-    kinds = {f.name: f.type for f in fields(AgentConfig)}
-    kind = str(kinds[name])
-    if name == "retrieval":
-        word = str(raw).lower()
-        value = _RETRIEVAL_WORDS.get(word, word)
-        if value not in RETRIEVAL_MODES:
-            raise ConfigError(
-                f"retrieval = {raw!r} from {source}: choose one of {', '.join(RETRIEVAL_MODES)}"
-            )
-        return value
-    try:
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null") and "None" in kind):
+    """``raw`` (a TOML value, or a string from the environment or a flag) as the setting's type,
+    or a one-line ConfigError naming the setting, its source and what it accepts."""
+    if name in SCALE_SETTINGS:
+        return coerce_scale_setting(name, raw, source)
+    rule = RULES[name]
+
+    def refuse(shown: Any = raw) -> ConfigError:
+        return ConfigError(f"{name} = {shown!r} from {source}: {rule.allowed()}")
+
+    if isinstance(raw, os.PathLike):
+        raw = os.fspath(raw)
+    if isinstance(raw, str):
+        raw = raw.strip()
+        if rule.none and raw.lower() in ("", "none", "null"):
             return None
-        if kind.startswith("int"):
-            value: Any = int(raw)
-        elif kind.startswith("float"):
-            value = float(raw)
-        elif kind.startswith("bool"):
-            value = raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
-        else:
-            value = str(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} = {raw!r} from {source} is not a valid {kind}") from None
-    if name == "sandbox" and value not in SANDBOX_KINDS:
-        raise ConfigError(f"sandbox = {value!r} from {source}: choose one of {', '.join(SANDBOX_KINDS)}")
-    if name == "stuck_temperature" and value is not None and not 0 < value <= 2:
-        raise ConfigError(
-            f"stuck_temperature = {value} from {source}: use a value in (0, 2], or none for greedy repairs"
-        )
-    if name in ("max_attempts", "samples") and value < 1:
-        raise ConfigError(f"{name} = {value} from {source}: it must be at least 1")
+    if raw is None:
+        if rule.none:
+            return None
+        raise refuse()
+    if rule.choices:
+        word = str(raw).lower() if isinstance(raw, str | bool) else None
+        if name == "retrieval" and word is not None:
+            word = _RETRIEVAL_WORDS.get(word, word)
+        if word not in rule.choices:
+            raise refuse()
+        return word
+    if rule.kind is str:
+        if not isinstance(raw, str) or not raw or "\0" in raw:
+            raise refuse()
+        return raw
+    if rule.kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[raw.lower()]
+        raise refuse()
+    return _number(rule, raw, refuse)
+
+
+def _number(rule: _Rule, raw: Any, refuse: Callable[..., ConfigError]) -> int | float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise refuse()  # true is an int to Python, never a count or a number of seconds
+    try:
+        value = float(raw) if rule.kind is float or isinstance(raw, float) else int(raw)
+    except (ValueError, OverflowError):
+        raise refuse() from None
+    if not math.isfinite(value):
+        raise refuse()
+    if rule.kind is int:
+        if value != int(value):
+            raise refuse()
+        value = int(value)
+    assert rule.low is not None and rule.high is not None
+    if value < rule.low or (rule.low_open and value == rule.low) or value > rule.high:
+        raise refuse(value)
     return value
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
+_FILE_HINT = "fix or remove that file (RAGCODER_CONFIG names the user file)"
+
+
+def _read_toml(path: Path, label: str) -> dict[str, Any]:
+    """The settings in one TOML file (none when it does not exist); ``label`` says where its name
+    came from, for the error."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return _parse_toml(path, label)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), hint=_FILE_HINT) from None
+
+
+def _parse_toml(path: Path, label: str) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    if not path.is_file():
+        raise ConfigError(f"{label} {path} is not a regular file: point it at a ragcoder.toml")
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {label} {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{label} {path} is over {MAX_CONFIG_BYTES >> 20} MiB: not a settings file")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    data = data.get("ragcoder", data)
-    known = {f.name for f in fields(AgentConfig)} - {"sources"}
+        raise ConfigError(f"{label} {path} is not valid TOML: {exc}") from None
+    if "ragcoder" in data:
+        data = data["ragcoder"]
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"ragcoder = {data!r} in {path}: [ragcoder] must be a table of settings (key = value lines)"
+            )
+    known = set(RULES) | set(SCALE_SETTINGS)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -120,9 +249,10 @@ def resolve_config(flags: dict[str, Any] | None = None) -> AgentConfig:
     config = AgentConfig()
     names = [f.name for f in fields(AgentConfig) if f.name != "sources"]
     config.sources = dict.fromkeys(names, "default")
+    user_label = "RAGCODER_CONFIG" if os.environ.get("RAGCODER_CONFIG") else "user config"
     layers: list[tuple[str, dict[str, Any]]] = [
-        (str(user_config_path()), _read_toml(user_config_path())),
-        (str(project_config_path()), _read_toml(project_config_path())),
+        (str(user_config_path()), _read_toml(user_config_path(), user_label)),
+        (str(project_config_path()), _read_toml(project_config_path(), "project config")),
         (
             "env",
             {n: os.environ[f"RAGCODER_{n.upper()}"] for n in names if f"RAGCODER_{n.upper()}" in os.environ},
@@ -137,40 +267,73 @@ def resolve_config(flags: dict[str, Any] | None = None) -> AgentConfig:
     return config
 
 
+def check_config(config: AgentConfig) -> AgentConfig:
+    """Apply the rules to a config built in code (``resolve_config`` applies them as it reads)."""
+    for name in [*RULES, *SCALE_SETTINGS]:
+        setattr(config, name, _coerce(name, getattr(config, name), config.sources.get(name, "AgentConfig")))
+    return config
+
+
 def build_agent(
     config: AgentConfig,
     *,
     workers: int = 1,
     quantize: str = "auto",
     models: Callable[[Any], tuple[Any, Any]] | None = None,
+    retriever: BaseRetriever | None = None,
 ) -> CodeAgent:
     """Open the sandbox first (fails fast), then the retriever and the model (slow).
+
+    ``retriever`` replaces the index at ``config.index_path`` with one of your own, e.g. your
+    LangChain vector store's ``store.as_retriever()``; ``config.retrieval`` still decides when it
+    is asked ("never": not at all), and ``retrieval_guess`` applies to ragcoder's index only.
 
     With ``workers > 1`` (batch runs) the sandbox keeps that many warm servers and the model is
     wrapped so that concurrent generations share one batched call. ``models(chat)`` may replace
     the (generate, repair) pair built from the loaded chat model (evaluation samples with it).
     """
+    check_config(config)  # before anything opens or loads
     from ragcoder.agent.loop import CodeAgent
-    from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+    from ragcoder.chains.llm.chat_model import repair_model
+    from ragcoder.chains.llm.served import open_chat_model
     from ragcoder.chains.retrieval.gate import decide_retrieval
     from ragcoder.sandbox import open_sandbox
 
-    sandbox = open_sandbox(config.sandbox, **({"pool_size": workers} if workers > 1 else {}))
+    pool = {"pool_size": workers} if workers > 1 else {}
+    sandbox = open_sandbox(config.sandbox, hosts=config.docker_hosts, **pool)
     try:
-        retriever = None
-        if config.retrieval != "never":
+        own_index = retriever is None and config.retrieval != "never"
+        if config.retrieval == "never":
+            retriever = None
+        elif own_index:
             from ragcoder.chains.retrieval.retriever import open_retriever
 
-            retriever = open_retriever(config.index_path, k=config.k)
-        chat: Any = load_chat_model(
-            config.model, adapter=config.adapter, quantize=quantize, max_new_tokens=config.max_new_tokens
-        )  # type: ignore[arg-type]
-        if retriever is not None and config.retrieval_guess:
-            from ragcoder.chains.retrieval.api_guess import load_api_guesser
+            retriever = open_retriever(index_location(config), k=config.k)
+        if config.llm_url:  # the server decodes and batches: no lookup binding, no micro-batching
+            from ragcoder.chains.llm.remote import load_remote_chat_model
 
-            retriever.api_guesser = load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
+            chat: Any = load_remote_chat_model(config.llm_url, model=_served_model_name(config),
+                                               max_new_tokens=config.max_new_tokens)  # fmt: skip
+        else:
+            chat = open_chat_model(
+                config.model, engine=config.engine, adapter=config.adapter, server=config.server,
+                quantize=quantize, max_new_tokens=config.max_new_tokens,
+            )  # fmt: skip
+        if own_index and config.retrieval_guess:
+            from ragcoder.chains.retrieval.api_guess import (
+                GUESS_MAX_NEW_TOKENS,
+                api_guess_chain,
+                load_api_guesser,
+            )
+
+            retriever.api_guesser = (
+                api_guess_chain(chat.bind(max_tokens=GUESS_MAX_NEW_TOKENS)) if config.llm_url
+                else load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
+            )  # fmt: skip
         if models is not None:
             model, repair = models(chat)
+        elif config.llm_url:
+            model, repair = chat, chat
         else:  # prompt-lookup decoding for repairs: a repair copies the code it was shown
             model, repair = chat, repair_model(chat)
             if workers > 1:
@@ -183,7 +346,22 @@ def build_agent(
         raise
     return CodeAgent(
         model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
-        timeout=config.timeout, repair_temperature=config.stuck_temperature, samples=config.samples,
+        timeout=config.timeout, stuck_temperature=config.stuck_temperature, samples=config.samples,
         generate_tests=config.generate_tests,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )  # fmt: skip
+
+
+def index_location(config: AgentConfig) -> str | None:
+    """The index folder to open: ``index_path``, or the stand-in folder of the server at ``index_url``."""
+    if config.index_url:
+        from ragcoder.chains.retrieval.remote_index import remote_index_path
+
+        return str(remote_index_path(config.index_url))
+    return config.index_path
+
+
+def _served_model_name(config: AgentConfig) -> str | None:
+    """``--model`` names the model on the server; left at its default, the server's first model is used."""
+    unset = config.model == DEFAULT_MODEL and config.sources.get("model", "default") == "default"
+    return None if unset else config.model

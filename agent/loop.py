@@ -16,6 +16,7 @@ Any chat model, any retriever and any :class:`sandbox.Sandbox` can be injected.
 
 from __future__ import annotations
 
+import inspect
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -28,6 +29,12 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig
 from ragcoder.agent import select
 from ragcoder.agent.checks import extract_example_tests
+from ragcoder.agent.defaults import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_SAMPLES,
+    DEFAULT_STUCK_TEMPERATURE,
+    check_stuck_temperature,
+)
 from ragcoder.agent.feedback import feedback_for_candidate
 from ragcoder.agent.prelude import add_missing_prelude, instruction_prelude
 from ragcoder.agent.result import AgentResult, Attempt, CheckKind, Origin, StopReason, TestCase
@@ -50,8 +57,6 @@ from ragcoder.chains.retrieval.gate import RetrievalDecision
 from ragcoder.sandbox import Sandbox
 
 EventKind = Literal["retrieved", "tests", "generated", "ran", "selected", "failed", "repairing", "done"]
-DEFAULT_MAX_ATTEMPTS = 4  # rounds: 1 generation + up to 3 repair rounds
-DEFAULT_SAMPLES = 4  # candidates per round; see docs/results.md for the measurement behind it
 DEFAULT_TEMPERATURE = 0.8  # for sampled candidates, tests and repairs (Chen et al. 2021; CodeT)
 DEFAULT_TEST_PROMPTS = 2  # sampled replies asking for tests, batched with the candidates
 MAX_BATCH_ROWS = 8  # rows per sampled call: the local model's batch size (more rows, another seed)
@@ -72,6 +77,13 @@ class _TokenForwarder(BaseCallbackHandler):
 
     def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
         self.on_token(token)
+
+
+def _filters_corpus(retriever: BaseRetriever) -> bool:
+    """Whether the retriever takes ``exclude_corpus`` (ragcoder's does; a vector store's retriever
+    hands unknown keywords on to its store's search, which rejects them)."""
+    search = getattr(retriever, "_get_relevant_documents", None)
+    return search is not None and "exclude_corpus" in inspect.signature(search).parameters
 
 
 def normalise(code: str) -> str:
@@ -98,7 +110,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         timeout: float | None = None,
         samples: int = DEFAULT_SAMPLES,
         temperature: float = DEFAULT_TEMPERATURE,
-        repair_temperature: float | None = None,
+        stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE,
         generate_tests: bool = True,
         test_prompts: int = DEFAULT_TEST_PROMPTS,
         test_timeout: float = select.DEFAULT_TEST_TIMEOUT_S,
@@ -107,7 +119,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
     ) -> None:
         """``max_attempts``: rounds (the first generation, then repair rounds). ``samples``:
         candidates per round. ``temperature``: for the sampled candidates and tests;
-        ``repair_temperature`` for repairs (default: the same). ``generate_tests``: let the model
+        ``stuck_temperature`` for repairs (default: the same). ``generate_tests``: let the model
         write tests when the user gives none. ``test_timeout``: seconds per test. ``selection``:
         "codet" or "mbr". ``retrieval_gate`` decides per instruction whether to query
         ``retriever`` (e.g. :func:`ragcoder.chains.retrieval.gate.decide_retrieval`); without
@@ -116,11 +128,11 @@ class CodeAgent(Runnable[Any, AgentResult]):
             raise ValueError("max_attempts must be at least 1")
         if samples < 1:
             raise ValueError("samples must be at least 1")
-        for name, value in (("temperature", temperature), ("repair_temperature", repair_temperature)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0 (sampled candidates and repairs need it)")
+        if not temperature > 0:
+            raise ValueError("temperature must be > 0 (sampled candidates and repairs need it)")
         if selection not in select.SELECTION_METHODS:
             raise ValueError(f"selection {selection!r}: choose one of {', '.join(select.SELECTION_METHODS)}")
+        self.stuck_temperature = check_stuck_temperature(stuck_temperature)
         self.sandbox = sandbox
         self.retriever = retriever
         self.retrieval_gate = retrieval_gate
@@ -128,7 +140,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         self.timeout = timeout
         self.samples = samples
         self.temperature = temperature
-        self.repair_temperature = repair_temperature or temperature
+        self.repair_temperature = self.stuck_temperature or temperature
         self.generate_tests = generate_tests
         self.test_prompts = test_prompts
         self.test_timeout = test_timeout
@@ -398,7 +410,8 @@ class CodeAgent(Runnable[Any, AgentResult]):
             if decision.stdlib:
                 docs = list(self.retriever.invoke(instruction))
             else:  # our retriever leaves the corpus out of its search; others are filtered after
-                found = self.retriever.invoke(instruction, exclude_corpus="stdlib")
+                leave_out = {"exclude_corpus": "stdlib"} if _filters_corpus(self.retriever) else {}
+                found = self.retriever.invoke(instruction, **leave_out)
                 docs = [d for d in found if d.metadata.get("corpus") != "stdlib"]
             return docs, f"{len(docs)} doc(s): {decision.reason}"
         docs = list(self.retriever.invoke(instruction))

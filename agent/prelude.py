@@ -10,61 +10,25 @@ instruction's import lines and helper definitions that the code uses but does no
 from __future__ import annotations
 
 import ast
-import builtins
-import re
 
-from ragcoder.chains.prompting.instruction import code_regions as _code_regions
-from ragcoder.chains.prompting.instruction import is_stub as _is_stub
-from ragcoder.chains.prompting.instruction import parse_fragment as _parse_fragment
-
-_IMPORT_LINE_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s+[\w., ()*]+|import\s+[\w., ]+)\s*$", re.M)
-
-
-def _bound_by_import(node: ast.Import | ast.ImportFrom) -> set[str]:
-    return {(alias.asname or alias.name).split(".")[0] for alias in node.names if alias.name != "*"}
+from ragcoder.chains.prompting.instruction import (
+    BUILTIN_NAMES,
+    names_used_and_bound,
+    parse_fragment,
+    parse_or_none,
+    read_instruction,
+)
 
 
 def instruction_prelude(instruction: str) -> list[tuple[str, set[str]]]:
     """The instruction's imports and implemented helper definitions, in order, with the names each binds."""
-    items: list[tuple[str, set[str]]] = []
-    for region in _code_regions(instruction):
-        tree = _parse_fragment(region)
-        if tree is None:  # prose mixed in: take the import lines alone
-            for line in _IMPORT_LINE_RE.findall(region):
-                parsed = _parse_fragment(line)
-                if parsed is not None and isinstance(parsed.body[0], ast.Import | ast.ImportFrom):
-                    items.append((line.strip(), _bound_by_import(parsed.body[0])))
-            continue
-        source = region if region.endswith("\n") else region + "\n"
-        for node in tree.body:
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                items.append((ast.unparse(node), _bound_by_import(node)))
-            elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and not _is_stub(
-                node
-            ):
-                segment = ast.get_source_segment(source, node, padded=False)
-                if segment:
-                    decorators = "".join(f"@{ast.unparse(d)}\n" for d in node.decorator_list)
-                    items.append((decorators + segment, {node.name}))
-    return items
+    return [(item.source, set(item.names)) for item in read_instruction(instruction).provided]
 
 
-def _names(tree: ast.Module) -> tuple[set[str], set[str]]:
-    """(names the code reads, names it binds anywhere)."""
-    used: set[str] = set()
-    bound: set[str] = set(dir(builtins))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            bound.add(node.name)
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            bound |= _bound_by_import(node)
-        elif isinstance(node, ast.arg):
-            bound.add(node.arg)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound.add(node.name)
-    return used, bound
+def _names(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """(names the code reads, names it binds anywhere, builtins included)."""
+    used, bound = names_used_and_bound(tree)
+    return used, bound | BUILTIN_NAMES
 
 
 def add_missing_prelude(code: str, instruction: str) -> str:
@@ -74,9 +38,8 @@ def add_missing_prelude(code: str, instruction: str) -> str:
     """
     if not code.strip():
         return code
-    try:
-        tree = ast.parse(code)
-    except SyntaxError:
+    tree = parse_or_none(code)
+    if tree is None:
         return code
     used, bound = _names(tree)
     missing = used - bound
@@ -92,7 +55,7 @@ def add_missing_prelude(code: str, instruction: str) -> str:
             needed.append(source)
             bound |= names
             missing -= names
-            helper_tree = _parse_fragment(source)
+            helper_tree = parse_fragment(source)
             if helper_tree is not None:
                 helper_used, helper_bound = _names(helper_tree)
                 missing |= helper_used - helper_bound - bound

@@ -30,6 +30,7 @@ SLOW_LIMIT_S = 0.1
 _TIMEOUT_EXC = "_RagcoderTestTimeout"
 _END = "assert '@@ragcoder-tests-done@@'"
 _OUTPUTS_MARK = "@@ragcoder-outputs@@"
+_NOT_RUN = "not run: "  # the judge's word for a case after the code's process ended, with no fresh one
 
 # Runs first: a per-test timer (SIGALRM; the code runs in the sandbox's main thread) that raises
 # only inside a test or the candidate's code, never in the harness between tests.
@@ -146,25 +147,77 @@ def run_candidate(
     if not tests and not probes:  # nothing to test: the check is that it runs cleanly
         _run_plain(sandbox, attempt, timeout)
         return
-    snippets = [_SETUP, *(t.snippet.replace("LIMIT", repr(test_timeout)) for t in tests if t.snippet)]
-    snippets += [f"_rc_arm({test_timeout!r})\n{p.name}\n" for p in probes]
-    snippets.append(_FINISH)
-    checked = len([t for t in tests if t.name]) + len(probes)
-    limit = (timeout or 10.0) + checked * test_timeout  # the timer bounds each test; this, the loading
     problem = ""
     for _ in (1, 2):
         try:
-            report = sandbox.run_tests(attempt.code, snippets, entry_point=entry_point, timeout=limit)
+            report = _run_every_test(sandbox, attempt.code, tests, probes, entry_point, test_timeout, timeout)
         except SandboxError as exc:
             problem = str(exc)
-            continue
-        error = report.result.error
-        if error is not None and error.name == "SandboxCrashed":
-            problem = error.summary()
             continue
         _read_report(attempt, report, tests, probes)
         return
     attempt.result = _error_result("SandboxError", problem)
+
+
+def _run_every_test(
+    sandbox: Sandbox,
+    code: str,
+    tests: Sequence[TestCase],
+    probes: Sequence[Probe],
+    entry_point: str | None,
+    test_timeout: float,
+    timeout: float | None,
+) -> TestReport:
+    """One request, and another for the cases it could not run: a sandbox without the run server
+    judges with one process for the code (``Sandbox.run_tests``), so after a hang the code's
+    process is gone and later cases come back "not run". Those run again on fresh code, without
+    the case that hung: a hang costs its own test, never the ones after it. SandboxError for a
+    crashed sandbox."""
+    report = _request(sandbox, code, tests, probes, entry_point, test_timeout, timeout, timeouts=0)
+    pending = len([t for t in tests if t.name]) + len(probes)
+    while report.error is None:
+        skipped = {o.name for o in report.outcomes if o.message.startswith(_NOT_RUN)}
+        ran = [o for o in report.outcomes if not o.message.startswith(_NOT_RUN)]
+        hung = {o.name for o in ran if _status(o.passed, o.message) == "timeout"}
+        rest = [t for t in tests if not t.name or t.name in skipped]  # setup lines run again
+        # the probes' outputs went with the lost last line: every probe runs again but one that hung
+        again = [p for p in probes if p.name not in hung]
+        left = len([t for t in rest if t.name]) + len(again)
+        if not skipped or left >= pending:  # all ran, or nothing would run that did not before
+            break
+        pending = left
+        more = _request(sandbox, code, rest, again, entry_point, test_timeout, timeout, timeouts=len(hung))
+        rerun = {p.name for p in again}
+        stdout = report.result.stdout + more.result.stdout  # the outputs' line is the last one
+        report = replace(
+            more,
+            outcomes=(*(o for o in ran if o.name not in rerun), *more.outcomes),
+            result=replace(more.result, stdout=stdout),
+        )
+    return report
+
+
+def _request(
+    sandbox: Sandbox,
+    code: str,
+    tests: Sequence[TestCase],
+    probes: Sequence[Probe],
+    entry_point: str | None,
+    test_timeout: float,
+    timeout: float | None,
+    timeouts: int,
+) -> TestReport:
+    snippets = [_SETUP, f'_rc_state["timeouts"] = {timeouts}\n']
+    snippets += [t.snippet.replace("LIMIT", repr(test_timeout)) for t in tests if t.snippet]
+    snippets += [f"_rc_arm({test_timeout!r})\n{p.name}\n" for p in probes]
+    snippets.append(_FINISH)
+    checked = len([t for t in tests if t.name]) + len(probes)
+    limit = (timeout or 10.0) + checked * test_timeout  # the timer bounds each test; this, the loading
+    report = sandbox.run_tests(code, snippets, entry_point=entry_point, timeout=limit)
+    error = report.result.error
+    if error is not None and error.name == "SandboxCrashed":
+        raise SandboxError(error.summary())
+    return report
 
 
 def _run_plain(sandbox: Sandbox, attempt: Attempt, timeout: float | None) -> None:

@@ -36,11 +36,13 @@ def make_tasks(n: int) -> list[Task]:
         name = f"{name}{i}"
         expr = f"{op}(a, b)" if op.isalpha() else f"a {op} b"
         expected = eval(expr, {"a": 7, "b": i})  # our own constant expressions
-        tasks.append(Task(
-            id=f"t{i}",
-            instruction=f"Write a Python function {name}(a, b) that returns {expr}.",
-            tests=f"assert {name}(7, {i}) == {expected}",
-        ))  # fmt: skip
+        tasks.append(
+            Task(
+                id=f"t{i}",
+                instruction=f"Write a Python function {name}(a, b) that returns {expr}.",
+                tests=f"assert {name}(7, {i}) == {expected}",
+            )
+        )
     return tasks
 
 
@@ -50,10 +52,20 @@ def run_config(label: str, model, sandbox, tasks: list[Task], workers: int, atte
     started = time.perf_counter()
     summary = run_batch(agent, tasks, out, workers=workers)
     seconds = time.perf_counter() - started
-    row = {"config": label, "workers": workers, "seconds": seconds, "tasks_per_min": 60 * len(tasks) / seconds,
-           "passed": summary.passed, "errors": summary.errors, "tokens": summary.output_tokens}  # fmt: skip
-    print(f"  {label:<28} {seconds:7.1f} s  {row['tasks_per_min']:6.1f} tasks/min  "
-          f"passed {summary.passed}/{len(tasks)}  errors {summary.errors}", flush=True)  # fmt: skip
+    row = {
+        "config": label,
+        "workers": workers,
+        "seconds": seconds,
+        "tasks_per_min": 60 * len(tasks) / seconds,
+        "passed": summary.passed,
+        "errors": summary.errors,
+        "tokens": summary.output_tokens,
+    }
+    print(
+        f"  {label:<28} {seconds:7.1f} s  {row['tasks_per_min']:6.1f} tasks/min  "
+        f"passed {summary.passed}/{len(tasks)}  errors {summary.errors}",
+        flush=True,
+    )
     return row
 
 
@@ -72,8 +84,10 @@ def main() -> None:
     tasks = make_tasks(args.tasks)
     model = load_chat_model(args.model, max_new_tokens=args.max_new_tokens)
     model.invoke("warm up")  # load and first-call costs stay out of the timings
-    print(f"model {args.model}, {len(tasks)} tasks, {args.attempts} attempt(s), "
-          f"max_new_tokens {args.max_new_tokens}, sandbox {args.sandbox}, {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"model {args.model}, {len(tasks)} tasks, {args.attempts} attempt(s), "
+        f"max_new_tokens {args.max_new_tokens}, sandbox {args.sandbox}, {os.cpu_count()} CPUs"
+    )
     rows = []
     with open_sandbox(args.sandbox, pool_size=2) as sandbox:
         rows.append(run_config("workers 1 (sequential)", model, sandbox, tasks, 1, args.attempts))

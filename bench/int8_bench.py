@@ -92,10 +92,13 @@ def main() -> None:
 
     rows = []
     for label, quantize in (
-        ("torch int8, one scale per tensor", lambda m: torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8)),
+        (
+            "torch int8, one scale per tensor",
+            lambda m: torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=torch.qint8),
+        ),
         ("ours, per row, weights per tensor", lambda m: quantize_int8(m, per_channel=False)),
         ("ours, per row, weights per channel", quantize_int8),
-    ):  # fmt: skip
+    ):
         model = quantize(copy.deepcopy(base))
         agreement, divergence = [], []
         with torch.inference_mode():

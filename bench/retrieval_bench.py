@@ -262,18 +262,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--index-path", type=Path, default=None,
-                        help="default: <data dir>/bench-stdlib-index (-rest with --rest)")  # fmt: skip
-    parser.add_argument("--rest", action="store_true",
-                        help="add Debian's python3.11-doc reST pages when installed (off by default: "
-                        "worse on the tuning half, see chains/retrieval/stdlib_corpus.py)")  # fmt: skip
+    parser.add_argument(
+        "--index-path",
+        type=Path,
+        default=None,
+        help="default: <data dir>/bench-stdlib-index (-rest with --rest)",
+    )
+    parser.add_argument(
+        "--rest",
+        action="store_true",
+        help="add Debian's python3.11-doc reST pages when installed (off by default: "
+        "worse on the tuning half, see chains/retrieval/stdlib_corpus.py)",
+    )
     parser.add_argument("--latency-chunks", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=3, help="latency passes over the questions")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--show-misses", action="store_true", help="misses of the TUNING half only")
-    parser.add_argument("--guess", nargs="?", const="qwen2.5-coder-1.5b-instruct", default=None,
-                        metavar="MODEL", help="add hybrid+guess: MODEL names each question's APIs "
-                        "(default model: qwen2.5-coder-1.5b-instruct)")  # fmt: skip
+    parser.add_argument(
+        "--guess",
+        nargs="?",
+        const="qwen2.5-coder-1.5b-instruct",
+        default=None,
+        metavar="MODEL",
+        help="add hybrid+guess: MODEL names each question's APIs "
+        "(default model: qwen2.5-coder-1.5b-instruct)",
+    )
     args = parser.parse_args()
 
     from ragcoder.chains.retrieval.embeddings import embedder_id, load_embeddings
@@ -292,8 +305,10 @@ def main() -> None:
     print(f"index: {stats.summary()}")
     print(f"corpus: {corpus_description(include_rest)}")
     halves = {h: sum(question_half(q["question"]) == h for q in questions) for h in HALVES}
-    print(f"\nRetrieval quality on {len(questions)} labelled stdlib questions "
-          f"({halves['tuning']} tuning, {halves['held-out']} held-out; k=10 retrieved)")  # fmt: skip
+    print(
+        f"\nRetrieval quality on {len(questions)} labelled stdlib questions "
+        f"({halves['tuning']} tuning, {halves['held-out']} held-out; k=10 retrieved)"
+    )
     quality = evaluate(index_path, embeddings, questions)
     if args.guess:
         from langchain_core.runnables import RunnableLambda
@@ -303,8 +318,10 @@ def main() -> None:
         guessed = evaluate(index_path, embeddings, questions, ("hybrid",), api_guesser=replay)
         quality += [replace(q, mode="hybrid+guess") for q in guessed]
         named = sum(bool(g) for g in guesses.values())
-        print(f"API guesses by {args.guess}: {named}/{len(questions)} questions got names; one call "
-              f"p50 {_percentile(seconds, 0.5):.2f} s, p95 {_percentile(seconds, 0.95):.2f} s")  # fmt: skip
+        print(
+            f"API guesses by {args.guess}: {named}/{len(questions)} questions got names; one call "
+            f"p50 {_percentile(seconds, 0.5):.2f} s, p95 {_percentile(seconds, 0.95):.2f} s"
+        )
     _print_quality(quality, args.show_misses)
     if args.skip_latency:
         return
@@ -313,8 +330,10 @@ def main() -> None:
     if type(embeddings).__name__ == "OnnxSentenceEmbeddings":  # the same model through torch, side by side
         others["torch embedder"] = load_embeddings(backend="torch")
     report = latency(index_path, embeddings, questions, args.latency_chunks, args.repeats, others)
-    print(f"Query latency on {report['chunks']['count']} chunks (BM25 index built in "
-          f"{report['chunks']['bm25_build_s']} s), {args.repeats} passes x {len(questions)} queries")  # fmt: skip
+    print(
+        f"Query latency on {report['chunks']['count']} chunks (BM25 index built in "
+        f"{report['chunks']['bm25_build_s']} s), {args.repeats} passes x {len(questions)} queries"
+    )
     print(f"embedder: {type(embeddings).__name__} ({embedder_id(embeddings)})")
     print(f"{'what':<48} {'p50 ms':>8} {'p95 ms':>8}")
     for name, row in report.items():
@@ -327,9 +346,11 @@ def main() -> None:
     print(f"after: {_load()}")
     hybrid_search = report["hybrid: search (query vector cached)"]["p50_ms"]
     hybrid_total = report["hybrid: end to end (embeds query)"]["p50_ms"]
-    print(f"target hybrid p50 <= {TARGET_P50_MS} ms: search {'MET' if hybrid_search <= TARGET_P50_MS else 'NOT MET'}"
-          f" ({hybrid_search:.1f} ms); with query embedding {'MET' if hybrid_total <= TARGET_P50_MS else 'NOT MET'}"
-          f" ({hybrid_total:.1f} ms)")  # fmt: skip
+    print(
+        f"target hybrid p50 <= {TARGET_P50_MS} ms: search {'MET' if hybrid_search <= TARGET_P50_MS else 'NOT MET'}"
+        f" ({hybrid_search:.1f} ms); with query embedding {'MET' if hybrid_total <= TARGET_P50_MS else 'NOT MET'}"
+        f" ({hybrid_total:.1f} ms)"
+    )
 
 
 if __name__ == "__main__":

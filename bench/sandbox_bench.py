@@ -1,6 +1,7 @@
 """Sandbox latency, side by side in one run: how fast is a run, per way of running it?
 
     python bench/sandbox_bench.py [--runs 100] [--cold-runs 10] [--json out.json]
+    python bench/sandbox_bench.py --against REV [--rounds 3]   # this tree vs git revision REV
 
 Ways compared (same code, same machine, same minute):
   docker run     a fresh hardened container per run (docker SDK, `remove=True`)
@@ -11,6 +12,10 @@ Ways compared (same code, same machine, same minute):
 Workloads: a trivial program, and a 100-line script with 10 test asserts (via run_tests).
 Then: 100 warm-pool runs in a row must leak no container, no process and no memory; and the
 throughput of 2 runs in parallel against 1 at a time.
+
+``--against REV`` measures only the warm pool and local ways, for this tree and for git revision
+REV, in alternating subprocesses (each imports its own copy of the package), so a change to the
+per-run path is measured before and after in one run, on the same minute's machine.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragcoder.sandbox import SandboxSettings, open_sandbox
-from ragcoder.sandbox.harness import build_test_program
+from ragcoder.sandbox import ExecResult, SandboxSettings, open_sandbox
+from ragcoder.sandbox.harness import parse_standalone, standalone_job
 from ragcoder.sandbox.settings import DEFAULT_IMAGE, SANDBOX_UID
 
 TRIVIAL = "print(sum(range(10)))"
@@ -183,21 +189,109 @@ def hardened_kwargs() -> dict:
     }
 
 
+PACKAGE_DIRS = {"agent": "agent", "chains": "chains", "sandbox": "sandbox", "finetune": "finetune"}
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs in a subprocess whose sys.path starts at one version's package copy.
+MEASURE = """
+import json, statistics, sys, time
+from ragcoder.sandbox import open_sandbox
+work = json.loads(sys.argv[1])
+out = {}
+for kind in ("docker", "local"):
+    with open_sandbox(kind, pool_size=2) as sb:
+        for name, call in (("trivial", lambda: sb.run(work["trivial"]).stdout == "45\\n"),
+                           ("100-line + tests", lambda: sb.run_tests(work["script"], work["tests"]).passed)):
+            for _ in range(5):
+                call()
+            samples = []
+            for _ in range(work["runs"]):
+                start = time.perf_counter()
+                assert call(), name
+                samples.append((time.perf_counter() - start) * 1000)
+            out[kind + " / " + name] = statistics.median(samples)
+print(json.dumps(out))
+"""
+
+
+def package_copy(rev: str | None, into: Path) -> Path:
+    """The package laid out as installed (ragcoder/ with its folders inside), from git revision
+    ``rev`` or from this working tree; returns the folder to put first on sys.path."""
+    src = into / "src"
+    src.mkdir(parents=True)
+    with open(into / "tree.tar", "wb") as tar:
+        if rev is None:
+            files = subprocess.run(
+                ["git", "ls-files", "-co", "--exclude-standard", "ragcoder", *PACKAGE_DIRS.values()],
+                cwd=REPO, capture_output=True, text=True, check=True,
+            ).stdout.split()  # fmt: skip
+            subprocess.run(["tar", "-c", *files], cwd=REPO, stdout=tar, check=True)
+        else:
+            subprocess.run(["git", "archive", rev], cwd=REPO, stdout=tar, check=True)
+    subprocess.run(["tar", "-x", "-f", str(into / "tree.tar"), "-C", str(src)], check=True)
+    root = into / "layout"
+    (root / "ragcoder").parent.mkdir()
+    (src / "ragcoder").rename(root / "ragcoder")
+    for name, folder in PACKAGE_DIRS.items():
+        (src / folder).rename(root / "ragcoder" / name)
+    return root
+
+
+def against(rev: str, rounds: int, runs: int) -> None:
+    """This tree and ``rev`` alternately, ``rounds`` times: medians of each round's p50."""
+    work = json.dumps({"trivial": TRIVIAL, "script": SCRIPT_100, "tests": TESTS_10, "runs": runs})
+    with tempfile.TemporaryDirectory() as tmp:
+        roots = {
+            "this tree": package_copy(None, Path(tmp) / "new"),
+            rev: package_copy(rev, Path(tmp) / "old"),
+        }
+        seen: dict[str, dict[str, list[float]]] = {name: {} for name in roots}
+        for round_ in range(rounds):
+            order = list(roots) if round_ % 2 == 0 else list(reversed(roots))
+            for name in order:
+                env = {**os.environ, "PYTHONPATH": str(roots[name])}
+                out = subprocess.run(
+                    [sys.executable, "-c", MEASURE, work], env=env, cwd=tmp, capture_output=True, text=True
+                )
+                if out.returncode != 0:
+                    raise SystemExit(f"bench: {name} failed: {out.stderr[-2000:]}")
+                for way, p50 in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                    seen[name].setdefault(way, []).append(p50)
+                print(f"  round {round_ + 1}: {name} done", flush=True)
+    print(f"\n| way (p50 ms, median of {rounds} rounds of {runs} runs) | {rev} | this tree | ratio |")
+    print("|---|---:|---:|---:|")
+    for way in seen["this tree"]:
+        old, new = statistics.median(seen[rev][way]), statistics.median(seen["this tree"][way])
+        print(f"| {way} | {old:.1f} | {new:.1f} | {new / old:.2f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=100, help="runs per warm way (default 100)")
     ap.add_argument("--cold-runs", type=int, default=10, help="runs for cold `docker run` (slow)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--against", metavar="REV", help="compare the warm ways with git revision REV")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds with --against (default 3)")
     args = ap.parse_args()
+    if args.against:
+        print(
+            f"sandbox bench: this tree vs {args.against}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+        )
+        against(args.against, args.rounds, args.runs)
+        return
 
     import docker
 
     client = docker.from_env()
-    test_program, nonce = build_test_program(SCRIPT_100, TESTS_10)
-    programs = {"trivial": TRIVIAL, "100-line + tests": test_program}
+    # The ways without our server run the same judge as an ordinary program, its job on stdin
+    # (what Sandbox.run_tests does for any backend): same checks, mechanisms compared.
+    judge, job, secret = standalone_job(SCRIPT_100, TESTS_10, None)
+    piped = 'printf %s "$JOB" | python3 -I -c "$PROG"'
+    programs = {"trivial": TRIVIAL, "100-line + tests": judge}
+    stdins = {"trivial": "", "100-line + tests": job}
     expect = {
         "trivial": lambda out: "45" in out,
-        "100-line + tests": lambda out: nonce in out and '"passed": false' not in out,
+        "100-line + tests": lambda out: parse_standalone(ExecResult(stdout=out), secret).passed,
     }
     rows: dict[str, dict[str, tuple[float, float]]] = {}
 
@@ -213,9 +307,13 @@ def main() -> None:
     for workload, program in programs.items():
         ok = expect[workload]
 
-        def cold(program: str = program) -> str:
+        def cold(program: str = program, stdin: str = stdins[workload]) -> str:
             out = client.containers.run(
-                DEFAULT_IMAGE, ["python3", "-I", "-c", program], remove=True, **hardened_kwargs()
+                DEFAULT_IMAGE,
+                ["sh", "-c", piped],
+                environment={"JOB": stdin, "PROG": program},
+                remove=True,
+                **hardened_kwargs(),
             )
             return out.decode()
 
@@ -225,8 +323,9 @@ def main() -> None:
     try:
         for workload, program in programs.items():
 
-            def exec_(program: str = program) -> str:
-                return warm.exec_run(["python3", "-I", "-c", program]).output.decode()
+            def exec_(program: str = program, stdin: str = stdins[workload]) -> str:
+                cmd = ["sh", "-c", piped]
+                return warm.exec_run(cmd, environment={"JOB": stdin, "PROG": program}).output.decode()
 
             record("docker exec", workload, timed(exec_, args.runs, expect[workload]))
     finally:
@@ -244,9 +343,9 @@ def main() -> None:
     py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
     for workload, program in programs.items():
 
-        def sub(program: str = program) -> str:
+        def sub(program: str = program, stdin: str = stdins[workload]) -> str:
             return subprocess.run(
-                [py, "-I", "-c", program], capture_output=True, text=True, check=False
+                [py, "-I", "-c", program], input=stdin, capture_output=True, text=True, check=False
             ).stdout
 
         record("subprocess", workload, timed(sub, args.runs, expect[workload]))

@@ -33,11 +33,24 @@ def build_chain(agent: CodeAgent) -> Any:
 
 
 SPECS = [
-    {"signature": "clamp(x, lo, hi)", "does": "limits x to the range [lo, hi]",
-     "asserts": ["assert clamp(5, 0, 3) == 3", "assert clamp(-1, 0, 3) == 0", "assert clamp(2, 0, 3) == 2"]},
-    {"signature": "chunks(xs, n)", "does": "splits the list xs into consecutive lists of length n (the last may be shorter)",
-     "asserts": ["assert chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]", "assert chunks([], 3) == []"]},
-]  # fmt: skip
+    {
+        "signature": "clamp(x, lo, hi)",
+        "does": "limits x to the range [lo, hi]",
+        "asserts": [
+            "assert clamp(5, 0, 3) == 3",
+            "assert clamp(-1, 0, 3) == 0",
+            "assert clamp(2, 0, 3) == 2",
+        ],
+    },
+    {
+        "signature": "chunks(xs, n)",
+        "does": "splits the list xs into consecutive lists of length n (the last may be shorter)",
+        "asserts": [
+            "assert chunks([1, 2, 3, 4, 5], 2) == [[1, 2], [3, 4], [5]]",
+            "assert chunks([], 3) == []",
+        ],
+    },
+]
 
 
 def main(model: Any = None, sandbox: Sandbox | None = None) -> list[str]:

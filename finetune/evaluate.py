@@ -1,25 +1,25 @@
 """The HumanEval harness: the agent solves each problem from its prompt alone; the hidden tests
 score the final code (and the code after each attempt) in the sandbox.
 
-One JSON line per (task, sample) is appended and fsync'd as it finishes; a rerun with the same
-output file skips what is there (the batch runner's resume rules). ``ragcoder.finetune.report`` turns the
-file into pass@k, pass rate by attempt, cost and similarity numbers.
+One JSON line per (task, sample) is appended and fsync'd as it finishes, by the runner batch runs
+use too (``ragcoder.agent.runner``); a rerun with the same output file skips what is there.
+``ragcoder.finetune.report`` turns the file into pass@k, pass rate by attempt, cost and similarity
+numbers.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ragcoder.agent.batch import append_record, done_ids
 from ragcoder.agent.loop import CodeAgent
+from ragcoder.agent.records import ResultsFile, read_records, to_json_line
 from ragcoder.agent.result import AgentResult
-from ragcoder.agent.tasks import Task, read_humaneval_tasks
-from ragcoder.finetune.humaneval import Problem, dataset_path, load_problems, program_for, words_instruction
+from ragcoder.agent.runner import Job, Outcome, Plan, plan_jobs, run_jobs
+from ragcoder.agent.tasks import Task, humaneval_task
+from ragcoder.finetune.humaneval import Problem, load_problems, program_for, words_instruction
 from ragcoder.finetune.metrics import bleu, codebleu, rouge_l
 from ragcoder.sandbox import Sandbox, SandboxError
 
@@ -47,19 +47,18 @@ PROMPT_STYLES = ("stub", "words")
 
 
 def agent_tasks(problems: Iterable[Problem], style: str = "stub") -> dict[str, Task]:
-    """The agent's view of each problem, built by the agent's own HumanEval reader (prompt only).
+    """The agent's view of each problem: its prompt only, as the agent's HumanEval reader words it.
 
     ``style="words"`` asks each task in words instead (``ragcoder.finetune.humaneval.words_instruction``;
     a prompt that cannot be restated keeps its stub).
     """
     if style not in PROMPT_STYLES:
         raise ValueError(f"prompt style {style!r}: choose one of {', '.join(PROMPT_STYLES)}")
-    by_id = {p.task_id: p for p in problems}
     tasks: dict[str, Task] = {}
-    for item in read_humaneval_tasks(dataset_path()):
-        if isinstance(item, Task) and item.id in by_id:
-            words = words_instruction(by_id[item.id]) if style == "words" else None
-            tasks[item.id] = replace(item, instruction=words) if words else item
+    for problem in problems:
+        task = humaneval_task(problem.task_id, problem.prompt, problem.entry_point)
+        words = words_instruction(problem) if style == "words" else None
+        tasks[problem.task_id] = replace(task, instruction=words) if words else task
     return tasks
 
 
@@ -115,7 +114,7 @@ def record_for(
     final = verdict(result.code)
     reference = problem.canonical_code
     return {
-        "id": problem.task_id if samples == 1 else f"{problem.task_id}#{sample}",
+        "id": record_id(problem, sample, samples),
         "task_id": problem.task_id,
         "split": problem.split,
         "sample": sample,
@@ -143,20 +142,24 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def _repair_torn_tail(path: Path) -> None:
-    """Cut a partial last line (a run killed mid-write) so the next append starts a clean line."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        with path.open("rb+") as handle:
-            handle.truncate(data.rfind(b"\n") + 1)
+def record_id(problem: Problem, sample: int, samples: int) -> str:
+    return problem.task_id if samples == 1 else f"{problem.task_id}#{sample}"
+
+
+def plan_eval(problems: list[Problem], samples: int, done: set[str]) -> Plan[tuple[Problem, int]]:
+    """The (problem, sample) pairs whose record is not in ``done``."""
+    jobs = (
+        Job(record_id(problem, sample, samples), (problem, sample))
+        for problem in problems
+        for sample in range(samples)
+    )
+    return plan_jobs(jobs, done)
 
 
 def run_eval(
-    agent: CodeAgent,
+    agent: CodeAgent | None,
     problems: list[Problem],
-    out_path: Path,
+    out: Path | ResultsFile,
     *,
     samples: int = 1,
     workers: int = 1,
@@ -165,44 +168,36 @@ def run_eval(
     on_result: Callable[[dict[str, Any]], None] | None = None,
     prompt_style: str = "stub",
 ) -> EvalSummary:
-    """Solve every (problem, sample) not yet in ``out_path`` and append its scored record.
+    """Solve every (problem, sample) not yet in ``out`` and append its scored record.
 
     ``scorer`` runs the hidden tests (default: the agent's own sandbox). With ``workers > 1``
-    tasks run in threads; records are written only from this thread. ``prompt_style``: see
-    :func:`agent_tasks`.
+    tasks run in threads (:mod:`ragcoder.agent.runner`). ``prompt_style``: see :func:`agent_tasks`.
+    ``agent`` may be None when every record is there already.
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    scorer = scorer or agent.sandbox
+    if isinstance(out, Path):
+        with ResultsFile.open(out) as results:
+            return run_eval(agent, problems, results, samples=samples, workers=workers, scorer=scorer,
+                            on_start=on_start, on_result=on_result, prompt_style=prompt_style)  # fmt: skip
     tasks = agent_tasks(problems, prompt_style)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    _repair_torn_tail(out_path)
-    already = done_ids(out_path)
-    todo: list[tuple[Problem, int]] = []
-    summary = EvalSummary()
-    for problem in problems:
-        for sample in range(samples):
-            record_id = problem.task_id if samples == 1 else f"{problem.task_id}#{sample}"
-            if record_id in already:
-                summary.skipped += 1
-            else:
-                todo.append((problem, sample))
-    summary.to_run = len(todo)
+    plan = plan_eval(problems, samples, out.done)
+    if plan.to_solve and agent is None:
+        raise ValueError("run_eval: records are missing and no agent was given")
+    summary = EvalSummary(to_run=len(plan.jobs), skipped=plan.skipped)
     if on_start is not None:
-        on_start(len(todo), summary.skipped)
-    started = time.perf_counter()
+        on_start(len(plan.jobs), plan.skipped)
 
-    def solve(problem: Problem, sample: int) -> dict[str, Any]:
-        try:
-            result = agent.invoke(tasks[problem.task_id])
-        except Exception as exc:  # one broken task must not end the run
-            record_id = problem.task_id if samples == 1 else f"{problem.task_id}#{sample}"
-            return {"id": record_id, "task_id": problem.task_id, "split": problem.split, "sample": sample,
-                    "error": f"{type(exc).__name__}: {exc}", "passed": False}  # fmt: skip
-        return record_for(problem, sample, samples, result, scorer)
+    def solve(item: tuple[Problem, int]) -> Outcome:
+        problem, sample = item
+        result = agent.invoke(tasks[problem.task_id])  # type: ignore[union-attr]
+        return record_for(problem, sample, samples, result, scorer or agent.sandbox), None  # type: ignore[union-attr]
 
-    def write(handle: Any, record: dict[str, Any]) -> None:
-        append_record(handle, record)
+    def failed(item: tuple[Problem, int]) -> dict[str, Any]:
+        problem, sample = item
+        return {"task_id": problem.task_id, "split": problem.split, "sample": sample, "passed": False}
+
+    def count(record: dict[str, Any], _: Any) -> None:
         if "error" in record:
             summary.errors += 1
         elif record["passed"]:
@@ -212,25 +207,9 @@ def run_eval(
         if on_result is not None:
             on_result(record)
 
-    with out_path.open("a", encoding="utf-8") as handle:
-        pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ragcoder-eval")
-        pending: set[Future] = set()
-        try:
-            for problem, sample in todo:
-                pending.add(pool.submit(solve, problem, sample))
-                while len(pending) >= max(1, workers):
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        write(handle, future.result())
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    write(handle, future.result())
-        except KeyboardInterrupt:
-            summary.interrupted = True
-        finally:
-            pool.shutdown(wait=not summary.interrupted, cancel_futures=True)
-    summary.seconds = time.perf_counter() - started
+    report = run_jobs(plan, out, solve, failed=failed, workers=workers, on_record=count,
+                      thread_name="ragcoder-eval")  # fmt: skip
+    summary.seconds, summary.interrupted = report.seconds, report.interrupted
     return summary
 
 
@@ -247,30 +226,28 @@ def select_problems(split: str = "dev", limit: int | None = None, tasks: str | N
                 f"--tasks: {', '.join(missing)} not in the {split} split; give task numbers of that split"
             )
         problems = [p for p in problems if p.task_id in set(ids)]
+        if not problems:
+            raise ValueError(f"--tasks {tasks!r} names no task; give task numbers, e.g. 1,5,HumanEval/6")
     return problems[:limit] if limit else problems
 
 
 def rescore(path: Path, sandbox: Sandbox) -> int:
     """Re-run the hidden tests on every record's attempts in ``path`` (after a scoring change);
     rewrites the file atomically and returns how many final verdicts changed."""
-    import json
-
-    from ragcoder.finetune.humaneval import load_problems
-
     problems = {p.task_id: p for p in load_problems("all")}
     changed, lines = 0, []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(raw)
-        if "error" not in record:
-            problem = problems[record["task_id"]]
-            for attempt in record["attempts"]:
-                score = score_hidden(sandbox, problem, attempt["code"])
-                attempt["passed"], attempt["hidden_detail"] = score.passed, score.detail
-            final = score_hidden(sandbox, problem, record["code"])
-            changed += final.passed != record["passed"]
-            record["passed"], record["hidden_detail"] = final.passed, final.detail
-        lines.append(json.dumps(record, ensure_ascii=False))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with ResultsFile.open(path, flag="RESULTS"):  # the lock: no eval may append while it is rewritten
+        for record in read_records(path):
+            if "error" not in record:
+                problem = problems[record["task_id"]]
+                for attempt in record["attempts"]:
+                    score = score_hidden(sandbox, problem, attempt["code"])
+                    attempt["passed"], attempt["hidden_detail"] = score.passed, score.detail
+                final = score_hidden(sandbox, problem, record["code"])
+                changed += final.passed != record["passed"]
+                record["passed"], record["hidden_detail"] = final.passed, final.detail
+            lines.append(to_json_line(record))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(b"".join(lines))
+        tmp.replace(path)
     return changed

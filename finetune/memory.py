@@ -7,8 +7,9 @@ halves the batch (doubling ``grad_accum``, so the effective batch stays the same
 with checkpointing still does not fit it stops with one line that says what to change.
 ``--no-memory-guard`` keeps the settings as given.
 
-The estimate is simple arithmetic on the model's shape, calibrated against peak RSS measured here
-(see ``MARGIN``); it is meant to be right within a few GB, which is what the choice needs.
+The estimate is simple arithmetic on the model's shape, calibrated against measured peak RSS
+(docs/results.md, "Fixed in session 6"); it is meant to be right within a few GB, which is
+what the choice needs.
 """
 
 from __future__ import annotations
@@ -25,14 +26,11 @@ GIB = 1024**3
 # output, residuals) and 4 i-wide ones (gate, up, act, product); LoRA dropout copies each adapted
 # linear's input (5 h + 1 h + 1 i).
 PER_TOKEN_LAYER = (16, 5)
-ATTENTION_COPIES = 1  # heads x L x L per layer (the attention probabilities), fitted to the peaks below
+ATTENTION_COPIES = 1  # heads x L x L per layer (the attention probabilities), fitted to measured peaks
 LOGIT_COPIES = 4  # logits, log-softmax and both gradients, all (tokens x vocab) in fp32
-# Peak RSS measured here (GiB, fp32 on CPU) against this estimate: one step of rows all 768 tokens
-# long: SmolLM2-135M batch 4: 12.0 (15.6), batch 2: 6.3 (8.5), batch 1: 2.9 (4.9), batch 4 with
-# checkpointing: 6.3 (5.8); Qwen2.5-Coder-1.5B batch 2 with checkpointing: 12.9 (14.8). Six steps
-# on the real dev data (rows of varied width, which fragments the heap): SmolLM2 batch 4: 13.2 and
-# 16.2 (two runs), 12.4 with the trainer's heap trimming; Qwen 1.5B batch 2 with checkpointing: 15.8.
-# The margin covers what the count misses (allocator slack, recomputation buffers).
+# The margin covers what the count misses (allocator slack, recomputation buffers); the measured
+# peaks it was fitted to are in docs/results.md ("Fixed in session 6": measured peak against this
+# estimate, beside the `ragcoder finetune train` command).
 MARGIN = 1.5
 HEADROOM = 0.85  # plan for 85% of what is free: the OS and other processes need the rest
 OVERHEAD = 1 * GIB  # python, torch, tokenizer, the dataset
@@ -150,9 +148,16 @@ def plan_memory(
     """
 
     def need(batch: int, ckpt: bool) -> int:
-        return estimate_bytes(shape, params=params, trainable=trainable, dtype_bytes=dtype_bytes,
-                              batch=batch, longest=longest, checkpointing=ckpt,
-                              graph_layers=graph_layers)  # fmt: skip
+        return estimate_bytes(
+            shape,
+            params=params,
+            trainable=trainable,
+            dtype_bytes=dtype_bytes,
+            batch=batch,
+            longest=longest,
+            checkpointing=ckpt,
+            graph_layers=graph_layers,
+        )
 
     def fits(estimate: int) -> bool:
         return available is not None and estimate - resident <= HEADROOM * available
@@ -166,12 +171,16 @@ def plan_memory(
         if fits(estimate):
             changes = [] if checkpointing else ["gradient checkpointing on"]
             if batch != batch_size:
-                changes.append(f"batch {batch_size} -> {batch} with grad_accum {grad_accum} -> {accum} "
-                               f"(same effective batch)")  # fmt: skip
-            note = (f"memory: batch {batch_size} x {longest} tokens needs about {given / GIB:.1f} GiB "
-                    f"({resident / GIB:.1f} of it loaded), {available / GIB:.1f} GiB more is free; "
-                    f"{', '.join(changes)} (about {estimate / GIB:.1f} GiB; --no-memory-guard keeps "
-                    f"the settings)")  # fmt: skip
+                changes.append(
+                    f"batch {batch_size} -> {batch} with grad_accum {grad_accum} -> {accum} "
+                    f"(same effective batch)"
+                )
+            note = (
+                f"memory: batch {batch_size} x {longest} tokens needs about {given / GIB:.1f} GiB "
+                f"({resident / GIB:.1f} of it loaded), {available / GIB:.1f} GiB more is free; "
+                f"{', '.join(changes)} (about {estimate / GIB:.1f} GiB; --no-memory-guard keeps "
+                f"the settings)"
+            )
             return MemoryPlan(batch, accum, True, estimate, available, note)
         if batch == 1:
             assert available is not None

@@ -38,8 +38,15 @@ def mean_pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
 
 def code_tokens(code: str) -> list[str]:
     """Python tokens (no comments, no layout tokens); a regex split when the code does not tokenize."""
-    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
-            tokenize.ENDMARKER, tokenize.ENCODING}  # fmt: skip
+    skip = {
+        tokenize.COMMENT,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        tokenize.INDENT,
+        tokenize.DEDENT,
+        tokenize.ENDMARKER,
+        tokenize.ENCODING,
+    }
     try:
         return [t.string for t in tokenize.generate_tokens(io.StringIO(code).readline) if t.type not in skip]
     except (tokenize.TokenError, IndentationError, SyntaxError):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragcoder.agent.batch import read_records as batch_records
+from ragcoder.agent.records import read_records as batch_records
 from ragcoder.finetune.metrics import mean_pass_at_k, point_biserial
 
 SIMILARITY_METRICS = ("bleu", "codebleu", "rouge_l")
@@ -78,14 +78,16 @@ def summarise(records: list[dict[str, Any]]) -> EvalStats:
         scores, passed = [p[0] for p in pairs], [p[1] for p in pairs]
         good = [s for s, p in pairs if p]
         bad = [s for s, p in pairs if not p]
-        similarity.append(SimilarityStats(
-            metric=metric,
-            mean=sum(scores) / len(scores),
-            mean_passed=sum(good) / len(good) if good else None,
-            mean_failed=sum(bad) / len(bad) if bad else None,
-            correlation=point_biserial(scores, passed),
-            count=len(pairs),
-        ))  # fmt: skip
+        similarity.append(
+            SimilarityStats(
+                metric=metric,
+                mean=sum(scores) / len(scores),
+                mean_passed=sum(good) / len(good) if good else None,
+                mean_failed=sum(bad) / len(bad) if bad else None,
+                correlation=point_biserial(scores, passed),
+                count=len(pairs),
+            )
+        )
     return EvalStats(
         tasks=len(by_task),
         records=len(records),
@@ -109,16 +111,25 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def markdown(stats: EvalStats, *, title: str, results: Path | None = None, plot: Path | None = None,
-             command: str | None = None) -> str:  # fmt: skip
+def markdown(
+    stats: EvalStats,
+    *,
+    title: str,
+    results: Path | None = None,
+    plot: Path | None = None,
+    command: str | None = None,
+) -> str:
     lines = [f"# {title}", ""]
     if command:
         lines += ["```", command, "```", ""]
     if results:
         lines += [f"Results: `{results}`", ""]
     solved = round(stats.pass_at.get(1, 0) * stats.tasks * stats.samples_per_task)
-    lines += ["| metric | value |", "|---|---|",
-              f"| tasks | {stats.tasks} ({stats.samples_per_task} sample(s) each, {stats.errors} errors) |"]  # fmt: skip
+    lines += [
+        "| metric | value |",
+        "|---|---|",
+        f"| tasks | {stats.tasks} ({stats.samples_per_task} sample(s) each, {stats.errors} errors) |",
+    ]
     for k, value in stats.pass_at.items():
         extra = f" ({solved}/{stats.tasks * stats.samples_per_task})" if k == 1 else ""
         lines.append(f"| pass@{k} | {value:.1%}{extra} |")
@@ -133,13 +144,19 @@ def markdown(stats: EvalStats, *, title: str, results: Path | None = None, plot:
     lines.append(f"| time per solved task | {_fmt(stats.seconds_per_solved, '.1f')} s |")
     lines.append(f"| generated tokens per solved task | {_fmt(stats.output_tokens_per_solved, '.0f')} |")
     if stats.similarity:
-        lines += ["", "Similarity of the final code to the canonical solution, and its point-biserial "
-                  "correlation with passing the hidden tests:", "",
-                  "| metric | mean | mean (passed) | mean (failed) | r_pb with pass | n |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "Similarity of the final code to the canonical solution, and its point-biserial "
+            "correlation with passing the hidden tests:",
+            "",
+            "| metric | mean | mean (passed) | mean (failed) | r_pb with pass | n |",
+            "|---|---|---|---|---|---|",
+        ]
         for s in stats.similarity:
-            lines.append(f"| {s.metric} | {s.mean:.3f} | {_fmt(s.mean_passed)} | {_fmt(s.mean_failed)} | "
-                         f"{_fmt(s.correlation)} | {s.count} |")  # fmt: skip
+            lines.append(
+                f"| {s.metric} | {s.mean:.3f} | {_fmt(s.mean_passed)} | {_fmt(s.mean_failed)} | "
+                f"{_fmt(s.correlation)} | {s.count} |"
+            )
     if plot:
         lines += ["", f"![pass rate by attempt]({plot.name})"]
     return "\n".join(lines) + "\n"
@@ -179,8 +196,10 @@ def write_report(results: Path, report: Path, *, title: str, command: str | None
 
 def compare(runs: dict[str, Path]) -> str:
     """A side-by-side Markdown table of several eval files, on the tasks they ALL contain."""
-    loaded = {name: {r["task_id"]: r for r in read_records(path) if r.get("sample", 0) == 0}
-              for name, path in runs.items()}  # fmt: skip
+    loaded = {
+        name: {r["task_id"]: r for r in read_records(path) if r.get("sample", 0) == 0}
+        for name, path in runs.items()
+    }
     common = set.intersection(*(set(v) for v in loaded.values())) if loaded else set()
     header = "| run | tasks | pass@1 | after last attempt | s per task | gen. tokens per task |"
     lines = [header, "|---|---|---|---|---|---|"]
@@ -190,6 +209,8 @@ def compare(runs: dict[str, Path]) -> str:
         n = max(1, len(subset))
         passed = sum(bool(r.get("passed")) for r in subset)
         last = stats.pass_after_attempt[-1] if stats.pass_after_attempt else 0.0
-        lines.append(f"| {name} | {len(subset)} | {passed}/{len(subset)} = {passed / n:.1%} | {last:.1%} | "
-                     f"{stats.seconds_total / n:.1f} | {stats.tokens_total / n:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {len(subset)} | {passed}/{len(subset)} = {passed / n:.1%} | {last:.1%} | "
+            f"{stats.seconds_total / n:.1f} | {stats.tokens_total / n:.0f} |"
+        )
     return "\n".join(lines) + "\n"

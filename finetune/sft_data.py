@@ -60,8 +60,14 @@ def prompt_messages(instruction: str) -> list[dict[str, str]]:
     from ragcoder.chains.prompting.prompts import DEMO_HINT, codegen_prompt, format_context, format_tests
 
     tests = extract_example_tests(instruction)
-    values = {"instruction": instruction.strip(), "context": format_context([]), "tests": format_tests(tests),
-              "demo": "" if tests else DEMO_HINT, "code": "", "feedback": ""}  # fmt: skip
+    values = {
+        "instruction": instruction.strip(),
+        "context": format_context([]),
+        "tests": format_tests(tests),
+        "demo": "" if tests else DEMO_HINT,
+        "code": "",
+        "feedback": "",
+    }
     roles = {"system": "system", "human": "user", "ai": "assistant"}
     return [
         {"role": roles[m.type], "content": str(m.content)} for m in codegen_prompt().format_messages(**values)

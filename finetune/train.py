@@ -30,7 +30,7 @@ class TrainConfig:
     base: str = "smollm2-135m-instruct"  # small enough to train on 2 CPU cores in minutes
     data: list[str] = field(default_factory=list)  # instruction -> code JSONL files (finetune data ...)
     out: str = "adapters/lora"  # the adapter folder; checkpoints in OUT/checkpoint
-    lora_r: int = 16  # rank 16: enough capacity for a narrow skill, ~2% of a 135M model's params
+    lora_r: int = 16  # rank 16: enough capacity for a narrow skill, ~4% of a 135M model's params
     lora_alpha: int = 32  # alpha = 2r, the usual scaling
     lora_dropout: float = 0.05  # light regularisation: datasets here are hundreds of examples, not millions
     target_modules: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # all linears: best LoRA quality per QLoRA paper
@@ -82,22 +82,12 @@ def _device(wanted: str) -> str:
 
 def load_base(spec: str, device: str) -> tuple[Any, Any, str]:
     """(model, tokenizer, folder) for a known name, HF folder or .gguf (dequantized to dense)."""
-    import torch
     from ragcoder.chains.llm.models import resolve_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from ragcoder.chains.llm.weights import dtype_for, load_dense_model, load_tokenizer
 
-    hf_logging.disable_progress_bar()
     resolved = resolve_model(spec)
-    kwargs = resolved.from_pretrained_kwargs()
-    tokenizer = AutoTokenizer.from_pretrained(resolved.load_dir, **kwargs)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(resolved.load_dir, dtype=dtype, **kwargs)
-    if getattr(model, "hf_quantizer", None) is not None:  # a GGUF: weights are dense now
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+    tokenizer = load_tokenizer(resolved.load_dir, resolved.gguf_file)
+    model = load_dense_model(resolved.load_dir, gguf_file=resolved.gguf_file, dtype=dtype_for(device))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer, str(resolved.load_dir)
@@ -112,8 +102,14 @@ def build_dataset(config: TrainConfig, tokenizer: Any) -> tuple[list[dict[str, l
         examples = read_examples(path)
         encoded = [e for e in (encode(x, tokenizer, config.max_len) for x in examples) if e is not None]
         rows += encoded
-        sources.append({"path": str(path.resolve()), "sha256": file_sha256(path), "examples": len(examples),
-                        "used": len(encoded)})  # fmt: skip
+        sources.append(
+            {
+                "path": str(path.resolve()),
+                "sha256": file_sha256(path),
+                "examples": len(examples),
+                "used": len(encoded),
+            }
+        )
     if not rows:
         raise SystemExit("no usable training examples: pass --data FILE.jsonl (see `ragcoder finetune data`)")
     return rows, sources
@@ -147,8 +143,9 @@ def train(config: TrainConfig) -> Path:
     )
     model = wrap_lora(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
     steps_per_epoch = math.ceil(len(rows) / (config.batch_size * config.grad_accum))
     total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
 
@@ -208,10 +205,19 @@ def train(config: TrainConfig) -> Path:
 
     model.save_pretrained(out)
     seconds = time.perf_counter() - started
-    record = {"config": asdict(config), "base_dir": base_dir, "device": device, "data": sources,
-              "examples": len(rows), "steps": step, "tokens_seen": tokens_seen, "final_loss": loss_value,
-              "trainable_params": trainable, "train_seconds": round(seconds, 1),
-              "versions": _versions()}  # fmt: skip
+    record = {
+        "config": asdict(config),
+        "base_dir": base_dir,
+        "device": device,
+        "data": sources,
+        "examples": len(rows),
+        "steps": step,
+        "tokens_seen": tokens_seen,
+        "final_loss": loss_value,
+        "trainable_params": trainable,
+        "train_seconds": round(seconds, 1),
+        "versions": _versions(),
+    }
     (out / "train_config.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     if config.merge:
         merged = model.merge_and_unload()
@@ -228,9 +234,14 @@ def wrap_lora(model: Any, config: TrainConfig) -> Any:
     with gradient checkpointing when configured."""
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules.split(","), task_type="CAUSAL_LM",
-                      layers_to_transform=_top_layers(model, config.lora_layers))  # fmt: skip
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules.split(","),
+        task_type="CAUSAL_LM",
+        layers_to_transform=_top_layers(model, config.lora_layers),
+    )
     with warnings.catch_warnings():  # peft 0.21 calls an alias transformers 5 deprecates
         warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(model, lora)
@@ -267,16 +278,18 @@ def _top_layers(model: Any, count: int) -> list[int] | None:
     if count <= 0:
         return None
     if count > total:
-        raise SystemExit(f"finetune: --lora-layers {count} is more than the model's {total} layers; "
-                         f"pass at most {total}, or 0 for all")  # fmt: skip
+        raise SystemExit(
+            f"finetune: --lora-layers {count} is more than the model's {total} layers; "
+            f"pass at most {total}, or 0 for all"
+        )
     return list(range(total - count, total))
 
 
 def _trim_heap() -> None:
     """Return freed heap pages to the OS (glibc). Batches of different widths fragment the heap,
-    and resident memory creeps up: SmolLM2 with the defaults peaked at 13.2 and 16.2 GiB in two
-    six-step runs, 12.4 GiB with this after every micro-batch, which cost about 15% of the time.
-    So it runs only when memory is tight (the memory guard had to shrink the run)."""
+    and resident memory creeps up; trimming after every micro-batch lowers the peak but costs time
+    (docs/results.md, "Fixed in session 6"), so it runs only when memory is tight (the memory
+    guard had to shrink the run)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
@@ -305,12 +318,19 @@ def _fit_to_memory(config: TrainConfig, model: Any, device: str, *, longest: int
     params = sum(p.numel() for p in model.parameters())
     dtype_bytes = next(model.parameters()).element_size()
     plan = plan_memory(
-        model_shape(model), params=params, resident=params * dtype_bytes,  # loaded: free memory excludes it
-        trainable=lora_params(model, targets, config.lora_r, layers), dtype_bytes=dtype_bytes,
-        longest=min(longest, config.max_len), batch_size=config.batch_size, grad_accum=config.grad_accum,
-        checkpointing=config.gradient_checkpointing, available=available_bytes(device), base=config.base,
+        model_shape(model),
+        params=params,
+        resident=params * dtype_bytes,  # loaded: free memory excludes it
+        trainable=lora_params(model, targets, config.lora_r, layers),
+        dtype_bytes=dtype_bytes,
+        longest=min(longest, config.max_len),
+        batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        checkpointing=config.gradient_checkpointing,
+        available=available_bytes(device),
+        base=config.base,
         graph_layers=config.lora_layers or None,
-    )  # fmt: skip
+    )
     if plan.note:
         print(plan.note)
     config.batch_size, config.grad_accum = plan.batch_size, plan.grad_accum
@@ -323,8 +343,13 @@ def _save_checkpoint(model: Any, optimizer: Any, folder: Path, step: int, tokens
 
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
-    state = {"optimizer": optimizer.state_dict(), "step": step, "tokens_seen": tokens_seen,
-             "python_rng": random.getstate(), "torch_rng": torch.get_rng_state()}  # fmt: skip
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "tokens_seen": tokens_seen,
+        "python_rng": random.getstate(),
+        "torch_rng": torch.get_rng_state(),
+    }
     tmp = folder / "state.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(folder / "state.pt")  # atomic: a kill mid-save keeps the previous checkpoint

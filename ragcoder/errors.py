@@ -42,6 +42,18 @@ class DataError(RagcoderError, ValueError):
     hint = "each line needs {'instruction': str, 'response': str} (or 'messages': [...])"
 
 
+class ResultsFileError(RagcoderError):
+    """A results or report file that cannot be written (a folder, under a file, read-only)."""
+
+    hint = "pass a file path in a folder you can write to"
+
+
+class ResultsFileBusy(ResultsFileError):
+    """Another run is appending to the same results file (it holds the file's lock)."""
+
+    hint = "wait for that run to end, or pass another -o; two runs on one file would each do every task"
+
+
 class TestSplitLeak(RagcoderError, ValueError):
     """Data meant for prompts, retrieval or training touches the HumanEval test split."""
 
@@ -68,13 +80,42 @@ class ModelInstallError(RagcoderError):
     """Fetching, joining, verifying or converting a model failed; nothing half-written is left."""
 
 
+class ModelUnavailable(RagcoderError):
+    """The model server at ``llm_url`` does not answer, or answers with an error."""
+
+
+class UnknownEngine(RagcoderError, ValueError):
+    """The generation engine asked for is not one ragcoder has (the message lists the known ones)."""
+
+
+class ServeError(RagcoderError):
+    """``ragcoder serve`` cannot start (its socket is taken) or a server cannot be reached."""
+
+
+class ChatInputError(RagcoderError, ValueError):
+    """A message, tool or option the local chat model cannot use (an image block, an unknown tool)."""
+
+
 # -- retrieval ------------------------------------------------------------------------------------
 class IndexMismatchError(RagcoderError, RuntimeError):
     """The index was built with another embedder than the one given."""
 
 
+class IndexUnavailable(RagcoderError, RuntimeError):
+    """The Chroma server at ``index_url`` does not answer (after waiting out a restart)."""
+
+    hint = "start it with `chroma run --path DIR --port PORT`, or fix index_url"
+
+
 class UnsupportedEmbedderError(RagcoderError, RuntimeError):
     """The folder cannot run through ONNX Runtime here (layout, export or check failed): use torch."""
+
+
+# -- fan-out -------------------------------------------------------------------------------------
+class RayWorkerError(RagcoderError, RuntimeError):
+    """A Ray cluster does not answer, or a Ray worker could not set up its agent."""
+
+    hint = "check the cluster (`ray status`) and that every node has ragcoder, its model and sandbox"
 
 
 # -- sandbox: the sandbox could not run the code (not: the code failed) --------------------------

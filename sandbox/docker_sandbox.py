@@ -13,36 +13,41 @@ container. :func:`ragcoder.sandbox.lifecycle.reap_orphans` at start covers anyth
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import logging
 import os
 import socket
 import time
 import uuid
 from typing import Any
 
-from ragcoder.sandbox.lifecycle import install_exit_handlers, owner_labels, reap_orphans
+from ragcoder.sandbox.lifecycle import docker_client, install_exit_handlers, owner_labels, reap_orphans
 from ragcoder.sandbox.pool import ServerSandbox
+from ragcoder.sandbox.seccomp import build_filter, machine, supported
 from ragcoder.sandbox.settings import LABEL, SANDBOX_UID, SandboxSettings, parse_size
 from ragcoder.sandbox.workers import Worker, WorkerDied, WorkerTimeout, server_command
 
-from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxCrashed
+from ragcoder.errors import ImageMissing, SandboxCrashed
 
+log = logging.getLogger(__name__)
 _STDOUT, _STDERR = 1, 2
 
 
-def docker_client(timeout_s: float = 10.0) -> Any:
-    """A docker SDK client that answered ping, or EngineUnavailable."""
-    try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
-        raise EngineUnavailable("the `docker` Python package is missing", hint="pip install docker") from exc
-    try:
-        client = docker.from_env(timeout=int(timeout_s))
-        client.ping()
-    except (DockerException, OSError) as exc:
-        raise EngineUnavailable(f"no Docker engine answers ({type(exc).__name__})") from exc
-    return client
+def server_config(settings: SandboxSettings) -> dict[str, Any]:
+    """The server's config in a container: it owns the PID and IPC namespaces, and stacks the
+    sandbox's seccomp filter on Docker's default profile before it reads any code."""
+    config = settings.server_config(
+        work="/work", wipe=["/work", "/tmp", "/dev/shm"], own_pidns=True, ipc_clean=True, mqueue="/dev/mqueue"
+    )
+    if settings.seccomp:
+        if supported():
+            config["seccomp_bpf"] = base64.b64encode(build_filter()).decode("ascii")
+        else:
+            log.warning(
+                "sandbox: no seccomp table for %s: containers run with Docker's default only", machine()
+            )
+    return config
 
 
 def hardened_container_config(
@@ -66,6 +71,7 @@ def hardened_container_config(
             "/work": f"size={parse_size(settings.work_size)},uid={uid},gid={uid},mode=0700",
         },
         shm_size=parse_size(settings.shm_size),
+        ipc_mode="private",  # its own IPC namespace, emptied by the server after every run
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         ulimits=[Ulimit(name="core", soft=0, hard=0), Ulimit(name="nofile", soft=1024, hard=1024)],
@@ -102,18 +108,17 @@ class DockerWorker(Worker):
         self._raw = b""
         self._payload = bytearray()
         self.stderr_tail = b""
-        command = server_command(
-            "python3", {"work": "/work", "wipe": ["/work", "/tmp", "/dev/shm"], "own_pidns": True}
-        )
+        config = server_config(settings)
+        command = server_command("python3", config)
         try:
-            config = hardened_container_config(self._api, settings, command, labels)
-            self.container_id = self._api.create_container_from_config(config)["Id"]
+            container = hardened_container_config(self._api, settings, command, labels)
+            self.container_id = self._api.create_container_from_config(container)["Id"]
             sock = self._api.attach_socket(
                 self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
             )
             self._sock: socket.socket = getattr(sock, "_sock", sock)
             self._api.start(self.container_id)
-            self.wait_hello(settings.start_timeout_s)
+            self.wait_hello(settings.start_timeout_s, seccomp="seccomp_bpf" in config)
         except ImageNotFound as exc:
             self.kill()
             raise ImageMissing(f"the sandbox image {settings.image} is not built") from exc
@@ -201,12 +206,19 @@ class DockerSandbox(ServerSandbox):
     name = "docker"
 
     def __init__(
-        self, settings: SandboxSettings | None = None, *, reap: bool = True, **overrides: Any
+        self,
+        settings: SandboxSettings | None = None,
+        *,
+        reap: bool = True,
+        host: str | None = None,
+        **overrides: Any,
     ) -> None:
+        """``host``: the engine's URL (see :func:`docker_client`); None: the environment's."""
         merged = SandboxSettings.from_kwargs(**{**(settings or SandboxSettings()).__dict__, **overrides})
         self._owner_pid = os.getpid()
         self.sandbox_id = uuid.uuid4().hex[:12]  # label ragcoder.sandbox on this sandbox's containers
-        self._client = docker_client()
+        self.host = host
+        self._client = docker_client(base_url=host)
         try:
             from docker.errors import ImageNotFound
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from ragcoder.sandbox.base import Sandbox
 from ragcoder.sandbox.settings import DEFAULT_IMAGE
 
-from ragcoder.errors import EngineUnavailable, ImageMissing, SandboxError
+from ragcoder.errors import ConfigError, EngineUnavailable, ImageMissing, SandboxError
 
 log = logging.getLogger(__name__)
 SandboxKind = Literal["auto", "docker", "local", "unsafe-local"]
@@ -31,12 +32,19 @@ def auto_backend(image: str = DEFAULT_IMAGE) -> tuple[str, str]:
     return "none", reason + "; bubblewrap is not installed either"
 
 
-def open_sandbox(kind: str = "auto", **settings: Any) -> Sandbox:
+def open_sandbox(kind: str = "auto", *, hosts: Sequence[str] = (), **settings: Any) -> Sandbox:
     """Open a sandbox. ``kind``: "auto" (Docker when the engine answers and the image exists, else
     the local bubblewrap backend with a warning), "docker", "local", or "unsafe-local" (plain
-    subprocess: only when asked for explicitly). ``settings`` are SandboxSettings fields."""
+    subprocess: only when asked for explicitly). ``settings`` are SandboxSettings fields.
+    ``hosts`` (Docker engine URLs) spreads the docker backend over them (sandbox/multi_host.py)."""
     if kind not in KINDS:
         raise ValueError(f"unknown sandbox kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if hosts:
+        if kind not in ("auto", "docker"):
+            raise ConfigError(f"docker_hosts are engines for the docker sandbox, not for sandbox = {kind!r}")
+        from ragcoder.sandbox.multi_host import MultiHostSandbox
+
+        return MultiHostSandbox(hosts, **settings)
     if kind == "docker":
         from ragcoder.sandbox.docker_sandbox import DockerSandbox
 

@@ -1,8 +1,12 @@
-"""Backend-independent pieces: turning tests into one program, and reading results back.
+"""Test runs, host side: the job sent to the judge, and the TestReport built from its verdicts.
 
-The test program runs inside the sandbox with the standard library only. It executes the
-user's code as ``solution.py``, then each test case, and prints one report line on stdout,
-prefixed by a random nonce, that :func:`parse_test_report` reads and removes.
+The judge (``server/judge.py``) runs each test case in a process that never runs user code and
+evaluates it against the code under test, which lives in another process and only answers
+calls. Verdicts travel on a channel that process never holds: the server backends read them from
+the judge's own pipe (``Sandbox.run_tests`` in :mod:`ragcoder.sandbox.pool`); any other
+:class:`~ragcoder.sandbox.base.Sandbox` runs the judge as an ordinary program
+(:func:`standalone_job`) whose verdict lines carry a secret the judge reads from stdin only after
+it has forked the code's process. Nothing the code under test can read authenticates a verdict.
 """
 
 from __future__ import annotations
@@ -10,128 +14,137 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
-if TYPE_CHECKING:
-    from ragcoder.sandbox.base import ErrorInfo, ExecResult, TestReport
+from ragcoder.sandbox.results import ErrorInfo, ExecResult, TestOutcome, TestReport
 
 _TRACEBACK_RE = re.compile(r"^Traceback \(most recent call last\):\n", re.M)
 _MAX_TRACEBACK_CHARS = 4000
-
-_PROGRAM = r'''
-import ast as _ast, json as _json, sys as _sys, traceback as _tb
-_NONCE = {nonce!r}
-_CODE = {code!r}
-_TESTS = {tests!r}
-_ENTRY = {entry!r}
-_HERE = _sys._getframe().f_code.co_filename
+_MAX_OUTCOMES = 10_000
 
 
-def _err(exc):
-    frames = [f for f in _tb.extract_tb(exc.__traceback__) if f.filename != _HERE]
-    text = "Traceback (most recent call last):\n" + "".join(_tb.format_list(frames))
-    text += "".join(_tb.format_exception_only(type(exc), exc))
-    return {{"name": type(exc).__name__, "value": str(exc), "traceback": text[-{max_tb}:]}}
+def test_list(tests: str | Sequence[str]) -> list[str]:
+    """Tests as the judge takes them: a list of source snippets."""
+    listed = [tests] if isinstance(tests, str) else list(tests)
+    for item in listed:
+        if not isinstance(item, str):
+            raise TypeError(f"tests must be Python source strings, got {type(item).__name__}")
+    return listed
 
 
-def _assert_message(node, ns, exc):
-    """For `assert a == b`, say what `a` really was: the single most useful repair hint."""
-    if str(exc):
-        return str(exc)
-    test = node.test
-    if isinstance(test, _ast.Compare) and len(test.ops) == 1:
-        try:
-            left = eval(compile(_ast.Expression(test.left), "<test>", "eval"), ns)
-            right = eval(compile(_ast.Expression(test.comparators[0]), "<test>", "eval"), ns)
-        except BaseException as e:  # evaluating again raised: report that instead
-            return "raised " + type(e).__name__ + ": " + str(e)
-        ops = {{"Eq": "", "NotEq": "!= ", "Lt": "< ", "LtE": "<= ", "Gt": "> ", "GtE": ">= ", "Is": "is ",
-               "IsNot": "is not ", "In": "in ", "NotIn": "not in "}}
-        op = ops.get(type(test.ops[0]).__name__, type(test.ops[0]).__name__ + " ")
-        return "got " + repr(left)[:300] + ", expected " + op + repr(right)[:300]
-    negated = isinstance(test, _ast.UnaryOp) and isinstance(test.op, _ast.Not)
-    try:
-        value = eval(compile(_ast.Expression(test.operand if negated else test), "<test>", "eval"), ns)
-    except BaseException as e:
-        return "raised " + type(e).__name__ + ": " + str(e)
-    return "got " + repr(value)[:300] + ", expected a " + ("false" if negated else "true") + " value"
+def standalone_job(code: str, tests: str | Sequence[str], entry_point: str | None) -> tuple[str, str, bytes]:
+    """(program, stdin, secret) for running the judge as ordinary code (see the module doc)."""
+    from ragcoder.sandbox.workers import judge_program
+
+    secret = "@@ragcoder-verdict-" + secrets.token_hex(16) + "@@"
+    job = json.dumps({"code": code, "tests": test_list(tests), "entry_point": entry_point})
+    return judge_program(), f"{len(job)}\n{job}{secret}\n", secret.encode()
 
 
-def _cases(src):
-    tree = _ast.parse(src, "<tests>")
-    for node in tree.body:
-        seg = (_ast.get_source_segment(src, node) or _ast.unparse(node)).strip()
-        if isinstance(node, _ast.Assert):
-            yield "assert", node, seg
-        elif isinstance(node, (_ast.FunctionDef, _ast.AsyncFunctionDef)) and node.name.startswith("test"):
-            yield "setup", node, seg
-            yield "func", node, node.name
-        else:
-            yield "setup", node, seg
-
-
-def _main():
-    ns = {{"__name__": "__main__", "__builtins__": __builtins__}}
-    try:
-        exec(compile(_CODE, "solution.py", "exec"), ns)
-    except BaseException as exc:
-        return {{"load_error": _err(exc), "outcomes": []}}
-    outcomes = []
-    for src in _TESTS:
-        try:
-            cases = list(_cases(src))
-        except SyntaxError as exc:
-            outcomes.append({{"name": src.strip()[:200], "passed": False, "message": "test does not parse: " + str(exc)}})
+def parse_standalone(result: ExecResult, secret: bytes) -> TestReport:
+    """The TestReport from a standalone judge's run: verdict lines are those after the secret."""
+    marker = secret.decode()
+    verdict: dict[str, Any] = {"outcomes": [], "load_error": None, "done": False}
+    kept = []
+    for line in result.stdout.split("\n"):
+        at = line.find(marker)
+        if at < 0:
+            kept.append(line)
             continue
-        for kind, node, name in cases:
-            mod = _ast.Module(body=[node], type_ignores=[])
-            try:
-                exec(compile(mod, "<tests>", "exec"), ns)
-                if kind == "func":
-                    ns[name]()
-                if kind != "setup":
-                    outcomes.append({{"name": name, "passed": True, "message": ""}})
-            except AssertionError as exc:
-                msg = _assert_message(node, ns, exc) if kind == "assert" else (str(exc) or "assertion failed")
-                outcomes.append({{"name": name, "passed": False, "message": msg}})
-            except BaseException as exc:
-                if kind == "setup":
-                    outcomes.append({{"name": name[:200], "passed": False, "message": "setup raised " + type(exc).__name__ + ": " + str(exc)}})
-                else:
-                    outcomes.append({{"name": name, "passed": False, "message": "raised " + type(exc).__name__ + ": " + str(exc)}})
-    if _ENTRY and callable(ns.get("check")):
+        if line[:at]:
+            kept.append(line[:at])
         try:
-            ns["check"](ns[_ENTRY])
-            outcomes.append({{"name": "check(" + _ENTRY + ")", "passed": True, "message": ""}})
-        except BaseException as exc:
-            outcomes.append({{"name": "check(" + _ENTRY + ")", "passed": False, "message": type(exc).__name__ + ": " + str(exc)}})
-    return {{"outcomes": outcomes}}
+            msg = json.loads(line[at + len(marker) :])
+        except ValueError:
+            continue
+        if not isinstance(msg, dict):
+            continue
+        kind = msg.get("kind")
+        if kind == "outcome":
+            verdict["outcomes"].append(msg)
+        elif kind == "load_error":
+            verdict["load_error"] = msg
+        elif kind == "done":
+            verdict["done"] = True
+    stdout = "\n".join(kept)
+    return report_from_verdict(replace(result, stdout=stdout), verdict)
 
 
-_report = _main()
-_sys.stdout.flush()
-_sys.stdout.write("\n" + _NONCE + _json.dumps(_report) + "\n")
-_sys.stdout.flush()
-'''
+def clean_text(text: str) -> str:
+    """``text`` as valid UTF-8 (a lone surrogate from the run becomes U+FFFD): results are written
+    to JSON files and terminals later, where such a character breaks the writer."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
-def build_test_program(
-    code: str, tests: str | Sequence[str], *, entry_point: str | None = None
-) -> tuple[str, str]:
-    """Return (program, nonce): one script that runs ``code`` then every test case."""
-    nonce = "@@ragcoder-report-" + secrets.token_hex(8) + "@@"
-    test_list = [tests] if isinstance(tests, str) else list(tests)
-    program = _PROGRAM.format(
-        nonce=nonce, code=code, tests=test_list, entry=entry_point, max_tb=_MAX_TRACEBACK_CHARS
+# Names only the host gives an error: a run that raises (or prints) one gets it qualified, so
+# "the sandbox crashed" can never be claimed by the code under test.
+HOST_ONLY_ERRORS = frozenset({"SandboxCrashed", "SandboxError", "SandboxClosed"})
+
+
+def user_error(name: str, value: str, traceback: str) -> ErrorInfo:
+    """An error of the user's code, with host-only names qualified as ``__main__.<name>``."""
+    name = clean_text(name)
+    if name in HOST_ONLY_ERRORS:
+        name = "__main__." + name
+    return ErrorInfo(name=name[:200], value=clean_text(value), traceback=clean_text(traceback))
+
+
+def _text(value: object, limit: int) -> str:
+    return clean_text(value[:limit]) if isinstance(value, str) else ""
+
+
+def report_from_verdict(result: ExecResult, verdict: Mapping[str, Any] | None) -> TestReport:
+    """The TestReport of a test run. The run passed only when the judge said ``done``, every case
+    passed, there was at least one, and the run ended cleanly. Malformed verdicts count as none."""
+    if not isinstance(verdict, Mapping):
+        err = result.error or error_from_stderr(result.stderr)
+        return TestReport(passed=False, outcomes=(), result=result, error=err)
+    raw = verdict.get("outcomes")
+    outcomes = tuple(
+        TestOutcome(
+            name=_text(o.get("name"), 2000),
+            passed=o.get("passed") is True,
+            message=_text(o.get("message"), 2000),
+        )
+        for o in (raw if isinstance(raw, list) else [])[:_MAX_OUTCOMES]
+        if isinstance(o, Mapping)
     )
-    return program, nonce
+    load = verdict.get("load_error")
+    if isinstance(load, Mapping):
+        err = user_error(
+            _text(load.get("name"), 200) or "Error",
+            _text(load.get("value"), 2000),
+            _text(load.get("traceback"), _MAX_TRACEBACK_CHARS),
+        )
+        return TestReport(passed=False, outcomes=outcomes, result=replace(result, error=err), error=err)
+    done = verdict.get("done") is True
+    ended_early = not done and not (result.timed_out or result.oom_killed)
+    if verdict.get("overflow") is True:
+        message = "the tests gave more verdicts than the run may report: split them into smaller runs"
+        outcomes += (TestOutcome(name="(test run)", passed=False, message=message),)
+        done = False
+    elif ended_early:  # the judge was killed (or failed) before it said done: say so as a case
+        how = f"exit code {result.exit_code}" if result.exit_code is not None else "no exit status"
+        message = f"the test run ended before every case ran ({how})"
+        outcomes += (TestOutcome(name="(test run)", passed=False, message=message),)
+    passed = (
+        done
+        and bool(outcomes)
+        and all(o.passed for o in outcomes)
+        and result.exit_code == 0
+        and not (result.timed_out or result.oom_killed)
+    )
+    return TestReport(passed=passed, outcomes=outcomes, result=result)
 
 
 def error_from_stderr(stderr: str) -> ErrorInfo | None:
     """Read the last uncaught-exception traceback Python printed on stderr, if any."""
-    from ragcoder.sandbox.base import ErrorInfo
-
     matches = list(_TRACEBACK_RE.finditer(stderr))
     if not matches:
         return None
@@ -146,37 +159,3 @@ def error_from_stderr(stderr: str) -> ErrorInfo | None:
     return ErrorInfo(
         name=name.rsplit(".", 1)[-1], value=value.strip(), traceback=text[-_MAX_TRACEBACK_CHARS:]
     )
-
-
-def parse_test_report(result: ExecResult, nonce: str) -> TestReport:
-    """Split the report line from ``result.stdout`` and build the TestReport."""
-    from dataclasses import replace
-
-    from ragcoder.sandbox.base import ErrorInfo, TestOutcome, TestReport
-
-    idx = result.stdout.rfind(nonce)
-    if idx < 0:  # the program never reached the report: crash, timeout, OOM, os._exit ...
-        err = result.error or error_from_stderr(result.stderr)
-        return TestReport(passed=False, outcomes=(), result=result, error=err)
-    line = result.stdout[idx + len(nonce) :].split("\n", 1)[0]
-    stdout = result.stdout[:idx].removesuffix("\n")
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError:
-        data = {"outcomes": []}
-    clean = replace(result, stdout=stdout)
-    outcomes = tuple(
-        TestOutcome(name=str(o["name"]), passed=bool(o["passed"]), message=str(o.get("message", "")))
-        for o in data.get("outcomes", [])
-    )
-    load = data.get("load_error")
-    if load:
-        err = ErrorInfo(name=load["name"], value=load["value"], traceback=load["traceback"])
-        return TestReport(passed=False, outcomes=outcomes, result=replace(clean, error=err), error=err)
-    passed = (
-        bool(outcomes)
-        and all(o.passed for o in outcomes)
-        and clean.exit_code == 0
-        and not (clean.timed_out or clean.oom_killed)
-    )
-    return TestReport(passed=passed, outcomes=outcomes, result=clean)

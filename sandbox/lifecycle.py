@@ -1,4 +1,5 @@
-"""Lifecycle: labels naming the owning process, reaping orphans, closing pools at exit.
+"""Lifecycle: the engine connection, labels naming the owning process, reaping orphans, closing
+pools at exit.
 
 Containers carry ``ragcoder=1`` plus the owner's host name, pid and process start time. A
 container is an orphan when its owner (same host) is no longer running: pid gone, or the pid was
@@ -15,12 +16,36 @@ import socket
 import threading
 from typing import Any
 
+from ragcoder.sandbox.pool import close_all_sandboxes
 from ragcoder.sandbox.settings import LABEL
+
+from ragcoder.errors import EngineUnavailable
 
 log = logging.getLogger(__name__)
 
 _handlers_installed = False
 _install_lock = threading.Lock()
+
+
+def docker_client(timeout_s: float = 10.0, base_url: str | None = None) -> Any:
+    """A docker SDK client that answered ping, or EngineUnavailable. ``base_url`` names an engine
+    (unix://, tcp://, ssh:// through the ssh command); None: the environment's (DOCKER_HOST)."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
+        raise EngineUnavailable("the `docker` Python package is missing", hint="pip install docker") from exc
+    try:
+        if base_url is None:
+            client = docker.from_env(timeout=int(timeout_s))
+        else:
+            client = docker.DockerClient(base_url=base_url, timeout=int(timeout_s),
+                                         use_ssh_client=base_url.startswith("ssh://"))  # fmt: skip
+        client.ping()
+    except (DockerException, OSError) as exc:
+        where = f" at {base_url}" if base_url else ""
+        raise EngineUnavailable(f"no Docker engine answers{where} ({type(exc).__name__})") from exc
+    return client
 
 
 def process_start_ticks(pid: int) -> str:
@@ -63,8 +88,6 @@ def owner_alive(labels: dict[str, str]) -> bool:
 
 def reap_orphans(client: Any = None, *, everything: bool = False) -> list[str]:
     """Remove ragcoder containers whose owner is gone (or all of them). Returns their short ids."""
-    from ragcoder.sandbox.docker_sandbox import docker_client
-
     own = client is None
     client = client or docker_client()
     removed: list[str] = []
@@ -88,8 +111,6 @@ def reap_orphans(client: Any = None, *, everything: bool = False) -> list[str]:
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    from ragcoder.sandbox.pool import close_all_sandboxes
-
     close_all_sandboxes()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
@@ -102,8 +123,6 @@ def install_exit_handlers() -> None:
         if _handlers_installed:
             return
         _handlers_installed = True
-        from ragcoder.sandbox.pool import close_all_sandboxes
-
         atexit.register(close_all_sandboxes)
         if threading.current_thread() is not threading.main_thread():
             return

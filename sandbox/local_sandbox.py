@@ -3,9 +3,10 @@
 ``LocalSandbox``: the same run server and warm pool as Docker, each server inside bubblewrap:
 new user, PID (server is PID 1), network (only ``lo``), IPC and UTS namespaces; a read-only view
 of ``/usr`` only (no ``/home``, ``/root``, ``/etc``, project files); size-capped tmpfs ``/tmp`` and
-``/work``; as root, bwrap itself runs as uid 10001 and a per-server cgroup v1 caps memory and
-pids; otherwise RLIMIT_AS and RLIMIT_NPROC cap memory and processes. It warns once per process that it is weaker than Docker
-(shared kernel surface without seccomp profile tuning, no CPU quota).
+``/work``; the sandbox's seccomp filter (``sandbox/seccomp.py``, loaded by ``bwrap --seccomp``); as
+root, bwrap itself runs as uid 10001 and a per-server cgroup v1 caps memory and pids; otherwise
+RLIMIT_AS and RLIMIT_NPROC cap memory and processes. It warns once per process that it is weaker
+than Docker (a smaller syscall filter than Docker's default profile, no CPU quota).
 
 ``UnsafeLocalSandbox``: the run server as a plain subprocess in a temporary folder. No isolation
 at all beyond rlimits; only for explicit ``--unsafe-local`` use, and it says so every time.
@@ -25,6 +26,7 @@ from typing import Any
 
 from ragcoder.sandbox.lifecycle import install_exit_handlers
 from ragcoder.sandbox.pool import ServerSandbox
+from ragcoder.sandbox.seccomp import build_filter, machine, supported
 from ragcoder.sandbox.settings import SANDBOX_UID, SandboxSettings, parse_size
 from ragcoder.sandbox.workers import PipeWorker, Worker, server_command
 
@@ -120,6 +122,17 @@ def remove_stale_cgroups() -> list[str]:
     return removed
 
 
+def _filter_pipe() -> int:
+    """A pipe holding the seccomp program, for ``bwrap --seccomp FD``; returns its read end."""
+    program = build_filter()
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, program)  # about 800 bytes: well under a pipe's buffer
+    finally:
+        os.close(write_end)
+    return read_end
+
+
 class LocalWorker(PipeWorker):
     def __init__(self, settings: SandboxSettings) -> None:
         bwrap = bwrap_path()
@@ -131,17 +144,17 @@ class LocalWorker(PipeWorker):
             self.cgroup = _Cgroup(
                 f"ragcoder-{os.getpid()}-{uuid.uuid4().hex[:8]}", settings.mem_bytes, settings.pids_limit
             )
-        config = {
-            "work": "/work",
-            "wipe": ["/work", "/tmp", "/dev/shm"],
-            "own_pidns": True,
-            "mem_bytes": 0 if self.cgroup else settings.mem_bytes,
+        config = settings.server_config(
+            work="/work",
+            wipe=["/work", "/tmp", "/dev/shm"],
+            own_pidns=True,
+            ipc_clean=True,  # bwrap gives it its own IPC namespace, and /dev/mqueue below
+            mqueue="/dev/mqueue",
+            mem_bytes=0 if self.cgroup else settings.mem_bytes,
             # Without a pids cgroup: RLIMIT_NPROC, counted per user namespace (Linux >= 5.14).
-            "nproc": 0 if self.cgroup else settings.pids_limit,
-            "cgroup_oom": "",
-            "max_file_bytes": settings.max_file_bytes,
-            "max_files": settings.max_files,
-        }
+            nproc=0 if self.cgroup else settings.pids_limit,
+            cgroup_oom="",
+        )
         argv = [
             bwrap,
             "--unshare-all",
@@ -157,7 +170,7 @@ class LocalWorker(PipeWorker):
                 argv += ["--symlink", os.readlink(top), top]
             elif os.path.isdir(top):
                 argv += ["--ro-bind", top, top]
-        argv += ["--proc", "/proc", "--dev", "/dev"]
+        argv += ["--proc", "/proc", "--dev", "/dev", "--mqueue", "/dev/mqueue"]
         argv += ["--size", str(parse_size(settings.tmp_size)), "--tmpfs", "/tmp"]
         argv += ["--size", str(parse_size(settings.work_size)), "--perms", "0700", "--tmpfs", "/work"]
         if self.cgroup is not None:  # lets the server tell an OOM kill from any other SIGKILL
@@ -165,8 +178,15 @@ class LocalWorker(PipeWorker):
             config["cgroup_oom"] = "/run/oom_control"
         argv += ["--remount-ro", "/"]  # bwrap's root is a tmpfs: nothing outside /work and /tmp is writable
         argv += ["--chdir", "/work", "--clearenv", "--setenv", "HOME", "/work", "--setenv", "LANG", "C.UTF-8"]
-        argv += ["--hostname", "sandbox", *server_command(sandbox_python(), config)]
         popen: dict[str, Any] = {"start_new_session": True}
+        filter_fd = None
+        if settings.seccomp and supported():
+            filter_fd = _filter_pipe()  # bwrap loads it just before it starts the server
+            argv += ["--seccomp", str(filter_fd)]
+            popen["pass_fds"] = (filter_fd,)
+        elif settings.seccomp:
+            log.warning("sandbox: no seccomp table for %s: the local sandbox runs without one", machine())
+        argv += ["--hostname", "sandbox", *server_command(sandbox_python(), config)]
         if root:
             popen.update(user=SANDBOX_UID, group=SANDBOX_UID, extra_groups=[])
         if self.cgroup is not None:
@@ -176,11 +196,16 @@ class LocalWorker(PipeWorker):
             argv = ["/bin/sh", "-c", join, "sh", *argv]
             popen["env"] = {"PATH": "/usr/bin:/bin", "RAGCODER_CGROUP_PROCS": " ".join(procs)}
         try:
-            super().__init__(argv, start_timeout_s=settings.start_timeout_s, **popen)
+            super().__init__(
+                argv, start_timeout_s=settings.start_timeout_s, seccomp=filter_fd is not None, **popen
+            )
         except BaseException:
             if self.cgroup:
                 self.cgroup.remove()
             raise
+        finally:
+            if filter_fd is not None:
+                os.close(filter_fd)
 
     def died_of_oom(self) -> bool:
         return self.cgroup is not None and self.cgroup.oom_kills() > 0
@@ -224,15 +249,14 @@ class UnsafeWorker(PipeWorker):
         self.tmp = tempfile.mkdtemp(prefix="ragcoder-unsafe-")
         work = os.path.join(self.tmp, "work")
         os.mkdir(work)
-        config = {
-            "work": work,
-            "wipe": [work],
-            "own_pidns": False,
-            "mem_bytes": settings.mem_bytes,
-            "cgroup_oom": "",
-            "max_file_bytes": settings.max_file_bytes,
-            "max_files": settings.max_files,
-        }
+        config = settings.server_config(
+            work=work,
+            wipe=[work],
+            own_pidns=False,
+            ipc_clean=False,
+            mem_bytes=settings.mem_bytes,
+            cgroup_oom="",
+        )
         argv = server_command(sys.executable, config)
         try:
             super().__init__(argv, start_timeout_s=settings.start_timeout_s, cwd=work, start_new_session=True)

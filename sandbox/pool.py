@@ -19,11 +19,12 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ragcoder.sandbox.base import TRUNCATION_MARKER, ErrorInfo, ExecResult, Sandbox
-from ragcoder.sandbox.harness import error_from_stderr
+from ragcoder.sandbox.answers import MalformedAnswer, exec_result
+from ragcoder.sandbox.base import ErrorInfo, ExecResult, Sandbox, TestReport
+from ragcoder.sandbox.harness import report_from_verdict, test_list
 from ragcoder.sandbox.settings import SandboxSettings
 from ragcoder.sandbox.workers import Worker, WorkerDied, WorkerTimeout
 
@@ -37,12 +38,20 @@ _LIVE_SANDBOXES: weakref.WeakSet[ServerSandbox] = weakref.WeakSet()
 class WarmPool:
     """``size`` ready workers made by ``factory``; dead ones are replaced in the background."""
 
-    def __init__(self, factory: Callable[[], Worker], size: int, *, acquire_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Worker],
+        size: int,
+        *,
+        acquire_timeout_s: float = 60.0,
+        settle_timeout_s: float = 5.0,
+    ) -> None:
         if size < 1:
             raise ValueError("pool_size must be at least 1")
         self._factory = factory
         self.size = size
         self._acquire_timeout_s = acquire_timeout_s
+        self._settle_timeout_s = settle_timeout_s
         self._ready: queue.Queue[Worker] = queue.Queue()
         self._all: set[Worker] = set()
         self._lock = threading.Lock()
@@ -61,6 +70,7 @@ class WarmPool:
             self._spawn_async()
 
     def _add(self, worker: Worker) -> None:
+        worker.settle_timeout_s = self._settle_timeout_s
         with self._lock:
             if self._closed:
                 worker.kill()
@@ -109,6 +119,12 @@ class WarmPool:
                 if self._last_error is not None and self._pending == 0:
                     self._spawn_async()  # the last start failed: try again while we wait
                 continue
+            try:
+                worker.settle()  # its cleanup's word: ready, or recycle (then it is replaced)
+            except WorkerDied as exc:
+                log.info("sandbox: replacing a server: %s", exc)
+                self.discard(worker)
+                continue
             if not worker.idle_ok():  # died while idle (killed from outside, OOM, engine restart)
                 worker.dead = True
                 self.discard(worker)
@@ -153,12 +169,6 @@ def _check_file_name(name: str) -> str:
     return norm
 
 
-def _cap(text: str, total: int, limit: int) -> str:
-    if total <= limit:
-        return text
-    return text + TRUNCATION_MARKER.format(dropped=total - limit)
-
-
 class ServerSandbox(Sandbox):
     """A Sandbox whose runs go to a warm pool of run servers. Backends supply ``_make_worker``."""
 
@@ -169,7 +179,11 @@ class ServerSandbox(Sandbox):
         self.settings = SandboxSettings.from_kwargs(**{**base.__dict__, **overrides})
         self._closed = False
         self._pool: WarmPool | None = None
-        self._pool = WarmPool(self._make_worker, self.settings.pool_size)
+        self._pool = WarmPool(
+            self._make_worker,
+            self.settings.pool_size,
+            settle_timeout_s=self.settings.cleanup_budget_s + self.settings.grace_s,
+        )
         _LIVE_SANDBOXES.add(self)
 
     def _make_worker(self) -> Worker:  # pragma: no cover - abstract in spirit
@@ -190,6 +204,25 @@ class ServerSandbox(Sandbox):
         timeout: float | None = None,
     ) -> ExecResult:
         request = self._build_request("run", code, stdin, files, timeout)  # bad input raises here
+        return self._pooled(request)[1]
+
+    def run_tests(
+        self,
+        code: str,
+        tests: str | Sequence[str],
+        *,
+        entry_point: str | None = None,
+        timeout: float | None = None,
+    ) -> TestReport:
+        """As :meth:`Sandbox.run_tests`, natively: the server forks the judge, which forks the code's
+        process; the verdicts come back on the judge's own pipe (see ``server/judge.py``)."""
+        request = self._build_request("test", code, None, None, timeout)
+        request.update(tests=test_list(tests), entry_point=None if entry_point is None else str(entry_point))
+        answer, result = self._pooled(request)
+        return report_from_verdict(result, answer.get("verdict") if answer is not None else None)
+
+    def _pooled(self, request: dict[str, Any]) -> tuple[dict[str, Any] | None, ExecResult]:
+        """One request on a pooled worker, which goes back to the pool or is replaced."""
         worker = self.pool.acquire()
         answer, result = self._request(worker, request)
         if answer is not None:
@@ -197,7 +230,7 @@ class ServerSandbox(Sandbox):
                 self.pool.discard(worker)  # the server survived, but the next run gets a fresh one
             else:
                 self.pool.release(worker)
-        return result
+        return answer, result
 
     def session(self) -> SandboxSession:
         """A stateful session (variables kept between runs) on a worker of its own, for a chat loop.
@@ -223,7 +256,7 @@ class ServerSandbox(Sandbox):
             "code": code,
             "stdin": stdin,
             "files": encoded,
-            "timeout": float(timeout if timeout is not None else self.settings.timeout_s),
+            "timeout": self.settings.check_timeout(timeout),
             "output_limit": self.settings.output_limit,
         }
 
@@ -246,10 +279,16 @@ class ServerSandbox(Sandbox):
             self.pool.discard(worker)  # e.g. KeyboardInterrupt mid-run: the worker is in an unknown state
             raise
         worker.runs += 1
-        if not answer.get("ok"):
+        if not isinstance(answer, dict) or not answer.get("ok"):
             self.pool.discard(worker)
-            raise SandboxError(f"the sandbox server refused the run: {answer.get('problem')}")
-        return answer, self._result(answer)
+            problem = answer.get("problem") if isinstance(answer, dict) else answer
+            raise SandboxError(f"the sandbox server refused the run: {str(problem)[:300]}")
+        try:
+            return answer, exec_result(answer, self.settings.output_limit)
+        except MalformedAnswer as exc:
+            worker.dead = True
+            self.pool.discard(worker)
+            return None, self._crashed_result(exc, False, started)
 
     def _crashed_result(self, exc: BaseException, oom: bool, started: float) -> ExecResult:
         duration_ms = (time.monotonic() - started) * 1e3
@@ -261,31 +300,6 @@ class ServerSandbox(Sandbox):
             traceback="",
         )
         return ExecResult(exit_code=None, error=error, duration_ms=duration_ms)
-
-    def _result(self, a: dict[str, Any]) -> ExecResult:
-        limit = self.settings.output_limit
-        stderr = _cap(a["stderr"], a["stderr_total"], limit)
-        error = None
-        if a.get("error"):
-            e = a["error"]
-            error = ErrorInfo(
-                name=str(e.get("name", "Error")),
-                value=str(e.get("value", "")),
-                traceback=str(e.get("traceback", "")),
-            )
-        elif a["exit_code"] not in (0, None) and not a["timed_out"] and not a["oom_killed"]:
-            error = error_from_stderr(a.get("stderr_tail") or a["stderr"])
-        files = {name: base64.b64decode(b64) for name, b64 in a.get("files", {}).items()}
-        return ExecResult(
-            stdout=_cap(a["stdout"], a["stdout_total"], limit),
-            stderr=stderr,
-            exit_code=a["exit_code"],
-            error=error,
-            timed_out=bool(a["timed_out"]),
-            oom_killed=bool(a["oom_killed"]),
-            duration_ms=float(a["duration_ms"]),
-            files=files,
-        )
 
     def close(self) -> None:
         if self._closed:

@@ -12,11 +12,14 @@ text block a model can read: exit status, stdout, stderr, and the error with its
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
-from ragcoder.sandbox.base import ExecResult, Sandbox
+from ragcoder.sandbox.base import DEFAULT_TIMEOUT_S, ExecResult, Sandbox
+
+from ragcoder.errors import ConfigError
 
 
 class RunPythonInput(BaseModel):
@@ -24,7 +27,10 @@ class RunPythonInput(BaseModel):
 
     code: str = Field(description="A complete Python 3 program. Print what you want to see.")
     stdin: str | None = Field(default=None, description="Text given to the program on standard input.")
-    timeout: float | None = Field(default=None, description="Seconds before the run is stopped.")
+    # float | str: a model may send "inf" or "soon"; the tool answers those with an error line.
+    timeout: float | str | None = Field(
+        default=None, description="Seconds before the run is stopped (at most the tool's maximum)."
+    )
 
 
 def format_result(result: ExecResult) -> str:
@@ -60,6 +66,36 @@ class RunPythonTool(BaseTool):
     )
     args_schema: type[BaseModel] = RunPythonInput
     sandbox: Sandbox = Field(description="The sandbox every call runs in (not closed by the tool).")
+    max_timeout_s: float | None = Field(
+        default=None,
+        description="The longest run the model may ask for (None: the sandbox's default timeout).",
+    )
 
-    def _run(self, code: str, stdin: str | None = None, timeout: float | None = None, **_: Any) -> str:
-        return format_result(self.sandbox.run(code, stdin=stdin, timeout=timeout))
+    def limit_s(self) -> float:
+        """The largest timeout a call may ask for."""
+        if self.max_timeout_s is not None:
+            return self.max_timeout_s
+        settings = getattr(self.sandbox, "settings", None)
+        return float(getattr(settings, "timeout_s", DEFAULT_TIMEOUT_S))
+
+    def _run(self, code: str, stdin: str | None = None, timeout: float | str | None = None, **_: Any) -> str:
+        limit = self.limit_s()
+        seconds = None if timeout is None else _seconds(timeout)
+        if timeout is not None and (seconds is None or not 0 < seconds <= limit):
+            return f"error: timeout must be a number of seconds above 0 and at most {limit:g}, got {timeout!r}; the program did not run\n"
+        try:
+            result = self.sandbox.run(code, stdin=stdin, timeout=seconds)
+        except ConfigError as exc:
+            return f"error: {exc}; the program did not run\n"
+        return format_result(result)
+
+
+def _seconds(value: float | str) -> float | None:
+    """``value`` as a finite number of seconds, or None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) else None

@@ -20,7 +20,7 @@ from typing import Any
 MAX_MESSAGE_BYTES = 64 << 20  # a sane bound on one answer (outputs and files are capped well below)
 
 
-SERVER_PARTS = ("base.py", "child.py", "main.py")  # one program, joined in this order
+SERVER_PARTS = ("base.py", "proxy.py", "codec.py", "remote.py", "child.py", "judge.py", "main.py")
 # Each later part imports what it takes from the earlier ones between these markers (for linters
 # and readers); in the joined program those names are already defined, so the block is dropped.
 _JOIN_IMPORTS = re.compile(
@@ -34,6 +34,20 @@ def server_source() -> str:
     folder = resources.files("ragcoder.sandbox.server")
     parts = [folder.joinpath(name).read_text(encoding="utf-8") for name in SERVER_PARTS]
     return "\n\n".join(_JOIN_IMPORTS.sub("", part) for part in parts)
+
+
+_ENTRY_LINE = "    main()  # workers.judge_program swaps this line for judge_standalone()\n"
+
+
+@functools.cache
+def judge_program() -> str:
+    """The same program with the judge as its entry point, to run as ordinary code in any sandbox
+    (``Sandbox.run_tests``'s default; the server backends run tests natively)."""
+    source = server_source()
+    head, entry, tail = source.rpartition(_ENTRY_LINE)
+    if not entry or tail.strip():
+        raise RuntimeError("the server program no longer ends with its entry line")
+    return head + "    judge_standalone()\n"
 
 
 # A one-line loader: the server's source arrives first on stdin (length line, then the source),
@@ -57,7 +71,10 @@ class WorkerTimeout(Exception):
 
 
 class WorkerDied(Exception):
-    """The server's channel closed or broke."""
+    """The server's channel closed or broke (or the server asked to be replaced)."""
+
+
+RUN_OPS = ("run", "test", "session_run")  # after these the server cleans up, then says ready
 
 
 def encode(msg: dict[str, Any]) -> bytes:
@@ -73,6 +90,8 @@ class Worker(abc.ABC):
     def __init__(self) -> None:
         self.dead = False
         self.runs = 0
+        self.settle_pending = False  # a run was answered; its cleanup's ready/recycle is due
+        self.settle_timeout_s = 5.0  # the server's cleanup budget plus a margin (set by the pool)
 
     @abc.abstractmethod
     def _send(self, data: bytes) -> None: ...
@@ -103,6 +122,25 @@ class Worker(abc.ABC):
     def _channel_fileno(self) -> int | None:
         return None
 
+    def settle(self, timeout_s: float | None = None) -> None:
+        """Read the server's word after its last run: ``ready``, or ``recycle`` (its cleanup ran over
+        budget). Anything but ready makes the worker dead and raises WorkerDied."""
+        if not self.settle_pending:
+            return
+        wait_s = self.settle_timeout_s if timeout_s is None else timeout_s
+        try:
+            msg = self.read_message(time.monotonic() + wait_s)
+        except WorkerTimeout as exc:
+            self.dead = True
+            raise WorkerDied(f"the server did not finish cleaning up in {wait_s:g} s") from exc
+        except (WorkerDied, OSError) as exc:
+            self.dead = True
+            raise WorkerDied(str(exc)) from exc
+        self.settle_pending = False
+        if msg.get("ready") is not True:
+            self.dead = True
+            raise WorkerDied(f"the server asked to be replaced: {str(msg.get('recycle', msg))[:200]}")
+
     def read_message(self, deadline: float) -> dict[str, Any]:
         size = int.from_bytes(self._recv_exact(4, deadline), "big")
         if size > MAX_MESSAGE_BYTES:
@@ -115,9 +153,12 @@ class Worker(abc.ABC):
     def request(self, msg: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         if self.dead:
             raise WorkerDied("worker is dead")
+        self.settle()  # a session's worker is not settled by the pool
         try:
             self._send(encode(msg))
-            return self.read_message(time.monotonic() + timeout_s)
+            answer = self.read_message(time.monotonic() + timeout_s)
+            self.settle_pending = msg.get("op") in RUN_OPS
+            return answer
         except (WorkerTimeout, WorkerDied):
             self.dead = True
             raise
@@ -125,19 +166,25 @@ class Worker(abc.ABC):
             self.dead = True
             raise WorkerDied(str(exc)) from exc
 
-    def wait_hello(self, timeout_s: float) -> dict[str, Any]:
-        """Send the server its source (see BOOTSTRAP) and wait for its hello."""
+    def wait_hello(self, timeout_s: float, *, seccomp: bool = False) -> dict[str, Any]:
+        """Send the server its source (see BOOTSTRAP) and wait for its hello. With ``seccomp``, a
+        server that does not run under a seccomp filter is refused (fail closed)."""
         self._send(source_message())
         self.hello = self.read_message(time.monotonic() + timeout_s)
         if not self.hello.get("hello"):
             raise WorkerDied(f"unexpected first message from server: {self.hello!r:.200}")
+        filters = self.hello.get("seccomp_filters")
+        if seccomp and not (isinstance(filters, int) and filters >= 1):
+            raise WorkerDied(f"the server runs without the sandbox's seccomp filter ({filters!r})")
         return self.hello
 
 
 class PipeWorker(Worker):
     """A server in a local child process (bubblewrap, or plain subprocess for unsafe-local)."""
 
-    def __init__(self, argv: list[str], *, start_timeout_s: float, **popen: Any) -> None:
+    def __init__(
+        self, argv: list[str], *, start_timeout_s: float, seccomp: bool = False, **popen: Any
+    ) -> None:
         super().__init__()
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen
@@ -145,7 +192,7 @@ class PipeWorker(Worker):
         self._out = self.proc.stdout.fileno()  # type: ignore[union-attr]
         self._buf = bytearray()
         try:
-            self.wait_hello(start_timeout_s)
+            self.wait_hello(start_timeout_s, seccomp=seccomp)
         except BaseException:
             self.kill()
             raise

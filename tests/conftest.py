@@ -56,7 +56,8 @@ def qwen_chat():
     once); later runs load it from the cache in under a minute.
     """
     from ragcoder.chains.llm.chat_model import load_chat_model
-    from ragcoder.chains.llm.models import DEFAULT_MODEL, install_model, read_manifest
+    from ragcoder.chains.llm.convert import install_model
+    from ragcoder.chains.llm.models import DEFAULT_MODEL, read_manifest
 
     if read_manifest(DEFAULT_MODEL) is None:
         install_model(DEFAULT_MODEL)

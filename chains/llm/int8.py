@@ -70,9 +70,8 @@ def int8_cache_file(resolved: ResolvedModel, adapter: str | None) -> Path | None
     import torch
     import transformers
 
-    return resolved.load_dir.parent / (
-        f"{CACHE_FORMAT}-torch{torch.__version__}-transformers{transformers.__version__}.pt"
-    )
+    folder = resolved.load_dir if resolved.gguf_file else resolved.load_dir.parent  # the model's own folder
+    return folder / (f"{CACHE_FORMAT}-torch{torch.__version__}-transformers{transformers.__version__}.pt")
 
 
 def read_int8_cache(path: Path) -> Any | None:

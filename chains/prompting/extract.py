@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import ast
-import re
 
-_FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
+from ragcoder.chains.prompting.instruction import fences, parse_or_none
+
 _PY_LANGS = {"", "python", "py", "python3"}
 
 
 def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
+    return parse_or_none(code) is not None
 
 
 def _defines(code: str) -> set[str]:
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+    tree = parse_or_none(code)
+    if not isinstance(tree, ast.Module):
         return set()
     return {n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
 
@@ -57,7 +52,7 @@ def extract_code(reply: str) -> str:
     unclosed fence (truncated reply) is trimmed back to its last parsable line. Later definitions
     override earlier ones when the blocks are joined, as they would in one module.
     """
-    blocks = [body for lang, body in _FENCE_RE.findall(reply) if lang.lower() in _PY_LANGS and body.strip()]
+    blocks = [f.body for f in fences(reply) if f.lang in _PY_LANGS and f.body.strip()]
     if not blocks:
         return _strip_prose(reply)
     blocks = [b if _parses(b) else _trim_to_parsable(b) for b in blocks]

@@ -1,38 +1,87 @@
-"""The code inside an instruction: where it is, parsing a fragment, and which functions are stubs.
+"""The one reader of code inside text: code fences, a safe parse, and what an instruction shows.
 
-Shared by the agent's prelude (what the answer must keep) and the retrieval gate (whether the task
-is a self-contained stub).
+:func:`read_instruction` gives everything the agent reads from an instruction: its code regions
+and the words around them, the function stubs it asks for, the modules it imports, the names it
+uses and defines, the imports and helpers it provides, and the doctest, arrow and ``assert``
+examples it gives. The retrieval gate, the example checks and the prelude all read through it;
+the reply extractor shares its fence regex (:func:`fences`) and its safe parse
+(:func:`parse_or_none`).
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import re
+import textwrap
+from dataclasses import dataclass
+from functools import cached_property
 
-_FENCE_RE = re.compile(r"```[^\n]*\n(.*?)```", re.S)
+# Group 3 is empty for a fence left open by a reply cut at the token limit.
+FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(```|\Z)", re.S)
 _CODE_START_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s|import\s+\w|def\s|class\s|@)", re.M)
+_IMPORT_LINE_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s+[\w., ()*]+|import\s+[\w., ]+)\s*$", re.M)
+_DEF_NAME_RE = re.compile(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", re.M)
+_ASSERT_LINE_RE = re.compile(r"^\s*(assert\s.+)$", re.M)
+# An example on a line of its own: `f(2) == 4`, `f(2) ➞ 4`, `f(2) => 4`, `f(2) ==> 4`, `f(2) -> 4`.
+# Only when the left side is a call and the right side a Python literal (not prose or arithmetic).
+_ARROW_EXAMPLE_RE = re.compile(
+    r"^\s*(?:[-*]\s+)?([A-Za-z_][\w.]*\(.*\))\s*(?:==>|==|=>|➞|->)\s*(.+?)\s*$", re.M
+)
+_JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
+BUILTIN_NAMES = frozenset(dir(builtins))
+
+Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+
+
+# -- code in text -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fence:
+    """One fenced block: its language tag (lower-case, '' when untagged), body, and whether it closed."""
+
+    lang: str
+    body: str
+    closed: bool
+
+
+def fences(text: str) -> list[Fence]:
+    """Every fenced block in ``text``, in order; the last may be open (``closed`` False)."""
+    return [Fence(lang.lower(), body, bool(end)) for lang, body, end in FENCE_RE.findall(text)]
+
+
+def parse_or_none(source: str, mode: str = "exec") -> ast.AST | None:
+    """``ast.parse(source, mode=mode)``, or None when it is not Python (the one safe parse)."""
+    try:
+        return ast.parse(source, mode=mode)
+    except (SyntaxError, ValueError):  # ValueError: null bytes in the source
+        return None
 
 
 def parse_fragment(source: str) -> ast.Module | None:
     """Parse code that may end in a signature and docstring with no body yet."""
     for candidate in (source, source.rstrip() + "\n    pass\n"):
-        try:
-            return ast.parse(candidate)
-        except (SyntaxError, ValueError):
-            continue
+        tree = parse_or_none(candidate)
+        if tree is not None:
+            assert isinstance(tree, ast.Module)
+            return tree
     return None
 
 
-def code_regions(instruction: str) -> list[str]:
-    """The fenced blocks, or else everything from the first line that starts code."""
-    fenced = [block for block in _FENCE_RE.findall(instruction) if block.strip()]
+def code_regions(text: str) -> list[str]:
+    """The closed fenced blocks, or else everything from the first line that starts code."""
+    fenced = [f.body for f in fences(text) if f.closed and f.body.strip()]
     if fenced:
         return fenced
-    start = _CODE_START_RE.search(instruction)
-    return [instruction[start.start() :]] if start else []
+    start = _CODE_START_RE.search(text)
+    return [text[start.start() :]] if start else []
 
 
-def is_stub(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> bool:
+# -- names in code ----------------------------------------------------------------------------------
+
+
+def is_stub(node: Definition) -> bool:
     """A signature left for the model to fill: only a docstring, ``pass`` or ``...``."""
     return is_stub_body(node.body)
 
@@ -46,3 +95,213 @@ def is_stub_body(body: list[ast.stmt]) -> bool:
             continue  # the docstring, or ``...``
         return False
     return True
+
+
+def bound_by_import(node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The names an import statement binds (``import os.path`` binds ``os``; ``*`` binds none we know)."""
+    return {(alias.asname or alias.name).split(".")[0] for alias in node.names if alias.name != "*"}
+
+
+def names_used_and_bound(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """(names the code reads, names it binds anywhere: defs, classes, arguments, imports, stores).
+
+    Builtins are in neither set; callers that treat them as bound add :data:`BUILTIN_NAMES`.
+    """
+    used: set[str] = set()
+    bound: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (used if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, Definition):
+            bound.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            bound |= bound_by_import(node)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+    return used, bound
+
+
+# -- what an instruction shows ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Provided:
+    """An import or an implemented helper the instruction's code gives, with the names it binds."""
+
+    source: str
+    names: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """An instruction read once; each part is computed when first asked for."""
+
+    text: str
+
+    @cached_property
+    def regions(self) -> tuple[str, ...]:
+        """Its code: the fenced blocks, or else everything from the first line that starts code."""
+        return tuple(code_regions(self.text))
+
+    @cached_property
+    def code(self) -> str | None:
+        """The code regions joined (None when the instruction holds no code)."""
+        return "\n".join(self.regions) if self.regions else None
+
+    @cached_property
+    def words(self) -> str:
+        """The text with the code regions taken out."""
+        words = self.text
+        for region in self.regions:
+            words = words.replace(region, "")
+        return words
+
+    @cached_property
+    def tree(self) -> ast.Module | None:
+        """The joined code parsed, a trailing bodiless signature allowed (None: no code, or not Python)."""
+        return parse_fragment(self.code) if self.code is not None else None
+
+    @cached_property
+    def stubs(self) -> tuple[ast.FunctionDef | ast.AsyncFunctionDef, ...]:
+        """Functions with a docstring and no code (imports inside the body allowed, as HumanEval/115 has)."""
+        found = []
+        for node in ast.walk(self.tree) if self.tree is not None else ():
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = [s for s in node.body if not isinstance(s, ast.Import | ast.ImportFrom)]
+                if _docstring_statements(body) and is_stub_body(body):
+                    found.append(node)
+        return tuple(found)
+
+    @cached_property
+    def imported_modules(self) -> frozenset[str]:
+        """Every module the code imports, at any depth (``from a.b import c`` gives ``a.b``)."""
+        modules: set[str] = set()
+        for node in ast.walk(self.tree) if self.tree is not None else ():
+            if isinstance(node, ast.Import):
+                modules.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules.add(node.module)
+        return frozenset(modules)
+
+    @cached_property
+    def undefined_names(self) -> frozenset[str]:
+        """Names the code reads but does not bind itself (builtins included: callers drop what they know)."""
+        if self.tree is None:
+            return frozenset()
+        used, bound = names_used_and_bound(self.tree)
+        return frozenset(used - bound)
+
+    @cached_property
+    def docstrings(self) -> tuple[str, ...]:
+        """The module's and every function's and class's docstring."""
+        if self.tree is None:
+            return ()
+        nodes = [self.tree, *(n for n in ast.walk(self.tree) if isinstance(n, Definition))]
+        return tuple(doc for node in nodes if (doc := ast.get_docstring(node)))
+
+    @cached_property
+    def provided(self) -> tuple[Provided, ...]:
+        """Its top-level imports and implemented helper definitions, in order (not the stubs to fill)."""
+        items: list[Provided] = []
+        for region in self.regions:
+            tree = parse_fragment(region)
+            if tree is None:  # prose mixed in: take the import lines alone
+                for line in _IMPORT_LINE_RE.findall(region):
+                    parsed = parse_fragment(line)
+                    if parsed is not None and isinstance(parsed.body[0], ast.Import | ast.ImportFrom):
+                        items.append(Provided(line.strip(), frozenset(bound_by_import(parsed.body[0]))))
+                continue
+            source = region if region.endswith("\n") else region + "\n"
+            for node in tree.body:
+                if isinstance(node, ast.Import | ast.ImportFrom):
+                    items.append(Provided(ast.unparse(node), frozenset(bound_by_import(node))))
+                elif isinstance(node, Definition) and not is_stub(node):
+                    segment = ast.get_source_segment(source, node, padded=False)
+                    if segment:
+                        decorators = "".join(f"@{ast.unparse(d)}\n" for d in node.decorator_list)
+                        items.append(Provided(decorators + segment, frozenset({node.name})))
+        return tuple(items)
+
+    @cached_property
+    def function_names(self) -> frozenset[str]:
+        """Names of the functions whose signature the text shows (``def name(`` on a line of its own)."""
+        return frozenset(_DEF_NAME_RE.findall(textwrap.dedent(self.text)))
+
+    @cached_property
+    def examples(self) -> tuple[str, ...]:
+        """Test cases the text gives, as ``assert`` lines: doctest examples whose expected output is a
+        literal, arrow or ``==`` examples of the functions it shows, and its own ``assert`` lines."""
+        text = textwrap.dedent(self.text)
+        cases = _doctest_asserts(text.splitlines())
+        for match in _ARROW_EXAMPLE_RE.finditer(text):
+            call, want = match.group(1), match.group(2).rstrip(".,;")
+            if self.function_names and call.split("(", 1)[0] not in self.function_names:
+                continue  # an example of some other function
+            want = _JSON_WORDS.get(want, want)
+            stmt = f"assert {call} == {want}"
+            if _is_literal_call(call) and _is_literal(want) and stmt not in cases:
+                cases.append(stmt)
+        for match in _ASSERT_LINE_RE.finditer(text):
+            stmt = match.group(1).strip().rstrip("`").strip()
+            if parse_or_none(stmt) is not None and stmt not in cases:
+                cases.append(stmt)
+        return tuple(cases)
+
+
+def read_instruction(text: str) -> Instruction:
+    """The instruction's code, words, stubs, names, imports, helpers and examples (read lazily)."""
+    return Instruction(text)
+
+
+def _docstring_statements(body: list[ast.stmt]) -> list[ast.stmt]:
+    return [
+        s
+        for s in body
+        if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
+    ]
+
+
+def _doctest_asserts(lines: list[str]) -> list[str]:
+    """``>>> expr`` followed by a literal expected output becomes ``assert expr == output``."""
+    cases: list[str] = []
+    i = 0
+    while i < len(lines):
+        stripped = lines[i].strip().removeprefix('"""').removeprefix("'''").strip()
+        if not stripped.startswith(">>> "):
+            i += 1
+            continue
+        expr = stripped[4:].strip()
+        expected: list[str] = []
+        j = i + 1
+        while j < len(lines) and lines[j].strip() and not lines[j].strip().startswith(">>>"):
+            line = lines[j].strip()
+            if line.startswith(('"""', "'''")):  # the docstring closes: the example ended
+                break
+            expected.append(line.removesuffix('"""').removesuffix("'''").rstrip())
+            j += 1
+        want = " ".join(expected).strip()
+        is_expr = parse_or_none(expr, "eval") is not None
+        if is_expr and not expr.startswith("print(") and want and _is_literal(want):
+            cases.append(f"assert {expr} == {want}")
+        i = j
+    return cases
+
+
+def _is_literal(src: str) -> bool:
+    """Expected output we can compare with ==: a Python literal (not printed text)."""
+    try:
+        ast.literal_eval(src)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def _is_literal_call(src: str) -> bool:
+    """`name(literal, ...)`: a call whose arguments are all literals (so the test can run as is)."""
+    tree = parse_or_none(src, "eval")
+    if not isinstance(tree, ast.Expression) or not isinstance(tree.body, ast.Call):
+        return False
+    args = [*tree.body.args, *(k.value for k in tree.body.keywords)]
+    return all(_is_literal(ast.unparse(a)) for a in args)

@@ -8,9 +8,9 @@ few fully qualified names; the hybrid retriever (``CodeDocRetriever.api_guesser`
 among the indexed symbols and moves the chunks it finds up, the first guess most. A name the index
 does not hold is dropped, so a made-up API costs only the call.
 
-The call is one short generation per query (p50 1.3 s for the 1.5B int8 model on this project's
-2-core CPU, where the search itself takes about 10 ms), so it is off unless asked for (``retrieval_guess`` in the
-agent's settings, ``--guess`` in the retrieval bench).
+The call is one short generation per query, seconds where the search itself takes milliseconds
+(docs/benchmarks.md, "Retrieval", ``bench/retrieval_bench.py --guess``), so it is off unless asked
+for (``retrieval_guess`` in the agent's settings, ``--guess`` in the retrieval bench).
 """
 
 from __future__ import annotations
@@ -49,10 +49,9 @@ def parse_api_names(text: str, limit: int = GUESS_COUNT) -> list[str]:
     return names
 
 
-# One worked example. Without it the 1.5B model named a single API for 106 of the 110 retrieval
-# questions, and on their tuning half hybrid+guess reached recall@1 0.836 / @5 0.945;
-# with it 0.909 / 1.000 in 1.3 s a question. Asking for a numbered list instead: 0.873 / 1.000 in
-# 3.2 s. The example's question is in neither half.
+# One worked example: without it the model mostly names a single API, and recall drops; a
+# numbered list instead is slower and no better (docs/benchmarks.md, "Retrieval",
+# `bench/retrieval_bench.py --guess`). The example's question is in neither half of the questions.
 EXAMPLE = (
     "how many columns wide is the terminal",
     "shutil.get_terminal_size\nos.get_terminal_size\nos.environ",

@@ -36,8 +36,8 @@ _FROM_IMPORT = re.compile(r"^[ \t]*from[ \t]+([\w.]+)[ \t]+import[ \t]+(\([^)]*\
 
 # Left out: installed third-party packages (they differ between machines, and the table should not),
 # and bundled applications whose code is not everyday use. The stdlib's own tests stay in: they are
-# code that calls the APIs (measured on the tuning half of the retrieval questions, leaving them out
-# made the counts too sparse to help: recall@5 0.909 either way, against 0.927 with them).
+# code that calls the APIs, and without them the counts are too sparse to help (docs/benchmarks.md,
+# "Retrieval", `bench/retrieval_bench.py`).
 _SKIPPED_FOLDERS = {"site-packages", "dist-packages", "idlelib", "lib2to3", "ensurepip", "turtledemo"}
 
 

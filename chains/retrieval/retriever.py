@@ -71,7 +71,8 @@ def _vector_search(
     exclude_corpus: str | None = None,
 ) -> list[Candidate]:
     """The ``pool`` nearest chunks. With the in-memory chunk store (hybrid mode) Chroma returns only
-    ids and distances: fetching texts and metadata from SQLite was over half the search time."""
+    ids and distances: fetching texts and metadata from Chroma's SQLite was most of a search's
+    time (docs/benchmarks.md, "Retrieval")."""
     wanted = ["distances"] if store is not None else ["documents", "metadatas", "distances"]
     where = {"corpus": {"$ne": exclude_corpus}} if exclude_corpus else None
     result = collection.query(query_embeddings=[query_vector], n_results=pool, include=wanted, where=where)  # type: ignore[list-item, arg-type]
@@ -162,7 +163,8 @@ class CodeDocRetriever(BaseRetriever):
     per query, none when the query leaves the stdlib out; None (the default) makes none."""
     guess_weight: float = 1.0
     """Added (hybrid) to the chunks of the model's first guess found in the index: a named API
-    outranks an unnamed one. Tuned on the tuning half (recall@1 flat from 0.8 to 1.5)."""
+    outranks an unnamed one. Tuned on the tuning half (docs/benchmarks.md, "Retrieval",
+    ``bench/retrieval_bench.py --guess``)."""
     guess_decay: float = 0.6
     """Each later guess adds this share of the one before it."""
     collection_name: str = COLLECTION_NAME

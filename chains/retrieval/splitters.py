@@ -16,6 +16,13 @@ SPLITTER_VERSION = "3"  # bump when chunking changes: every file is then re-inde
 
 MAX_CODE_CHARS = 1500
 MAX_PROSE_CHARS = 1200
+# longer lines are minified or generated (data tables, base64): junk chunks, and Python's parser
+# can run out of memory on one (a 200k-character expression raised MemoryError)
+MAX_LINE_CHARS = 10_000
+# undecodable bytes and control characters: text in another 8-bit encoding has a few per cent
+# (accented letters), binary data a third or more
+MAX_BINARY_FRACTION = 0.1
+_NOT_TEXT = re.compile("[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f\ufffd]")
 
 PYTHON_SUFFIXES = {".py", ".pyi"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
@@ -46,6 +53,23 @@ class Chunk:
         return head + self.text
 
 
+def text_problem(data: bytes) -> str | None:
+    """Why a file's bytes are no text to index (binary, or a minified line), or None when they are."""
+    if b"\0" in data:
+        return "binary data (NUL bytes), not text"
+    text = data.decode("utf-8", errors="replace")
+    bad = sum(1 for _ in _NOT_TEXT.finditer(text))
+    if bad > MAX_BINARY_FRACTION * len(text):
+        return f"binary data ({bad / len(text):.0%} of it undecodable or control characters), not text"
+    longest = max(((len(line), number) for number, line in enumerate(text.splitlines(), 1)), default=(0, 0))
+    if longest[0] > MAX_LINE_CHARS:
+        return (
+            f"line {longest[1]} has {longest[0]:,} characters (minified or generated?); "
+            f"the limit is {MAX_LINE_CHARS:,}"
+        )
+    return None
+
+
 def split_file(path: str, text: str) -> list[Chunk]:
     """Chunks for one file, chosen by its suffix; unknown suffixes are split as plain text."""
     suffix = PurePath(path).suffix.lower()
@@ -74,7 +98,7 @@ def split_python(path: str, text: str, max_chars: int = MAX_CODE_CHARS) -> list[
     Files that do not parse are split as plain text."""
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError):  # the last two: deeply nested code
         return split_text(path, text, kind="code")
     lines = text.splitlines()
     chunks: list[Chunk] = []
@@ -222,10 +246,24 @@ _REST_MARKUP_ONLY = re.compile(
     r"^\s*\.\.(?:\s+_[^:]*:.*|\s+\|.*|\s+(?:index|versionadded|versionchanged|deprecated)::.*|\s*)$"
 )
 _REST_MODULE_DIRECTIVES = {"module", "currentmodule"}
-_REST_OBJECT_DIRECTIVES = {"function", "class", "method", "attribute", "data", "exception", "decorator",
-                           "classmethod", "staticmethod", "coroutinefunction", "coroutinemethod",
-                           "abstractmethod", "decoratormethod", "property", "awaitablefunction",
-                           "awaitablemethod"}  # fmt: skip
+_REST_OBJECT_DIRECTIVES = {
+    "function",
+    "class",
+    "method",
+    "attribute",
+    "data",
+    "exception",
+    "decorator",
+    "classmethod",
+    "staticmethod",
+    "coroutinefunction",
+    "coroutinemethod",
+    "abstractmethod",
+    "decoratormethod",
+    "property",
+    "awaitablefunction",
+    "awaitablemethod",
+}
 _REST_CONTAINERS = {"class", "exception"}
 
 
@@ -310,9 +348,11 @@ def split_rest(path: str, text: str, max_chars: int = MAX_PROSE_CHARS) -> list[C
 
 REST_EMBED_CHARS = 420  # what the embedder sees of a reST chunk (its cost grows with the length)
 _REST_ROLE = re.compile(r":[\w:-]+:`(?:[^`<]*<)?~?([^`>]+)>?`")
-_REST_NOISE = re.compile(r"^\s*\.\.\s+(?:index|versionadded|versionchanged|deprecated|seealso|note|"
-                         r"impl-detail|testsetup|doctest|audit-event|availability|sectionauthor|moduleauthor)::.*$",
-                         re.MULTILINE)  # fmt: skip
+_REST_NOISE = re.compile(
+    r"^\s*\.\.\s+(?:index|versionadded|versionchanged|deprecated|seealso|note|"
+    r"impl-detail|testsetup|doctest|audit-event|availability|sectionauthor|moduleauthor)::.*$",
+    re.MULTILINE,
+)
 
 
 def rest_plain(text: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import pydoc
 import re
 import sys
@@ -24,21 +25,106 @@ from pathlib import Path
 from ragcoder.chains.retrieval.splitters import Chunk, split_rest
 
 # The modules people ask about most when writing everyday Python (data, text, files, processes,
-# dates, concurrency, testing). Extend freely: each module adds roughly 10-150 chunks.
+# dates, concurrency, testing). Extend freely: each module adds a chunk per public function, class
+# and documented method.
 STDLIB_MODULES: tuple[str, ...] = (
-    "abc", "argparse", "array", "ast", "asyncio", "base64", "bisect", "builtins", "bz2", "calendar",
-    "cmath", "codecs", "collections", "collections.abc", "concurrent.futures", "configparser",
-    "contextlib", "contextvars", "copy", "csv", "dataclasses", "datetime", "decimal", "difflib",
-    "email.message", "enum", "errno", "fnmatch", "fractions", "functools", "getpass", "glob",
-    "graphlib", "gzip", "hashlib", "heapq", "hmac", "html", "http.client", "importlib", "inspect",
-    "io", "ipaddress", "itertools", "json", "keyword", "locale", "logging", "lzma", "math",
-    "mimetypes", "multiprocessing", "numbers", "operator", "os", "os.path", "pathlib", "pickle",
-    "platform", "pprint", "queue", "random", "re", "secrets", "shelve", "shlex", "shutil", "signal",
-    "socket", "sqlite3", "statistics", "string", "struct", "subprocess", "sys", "tarfile",
-    "tempfile", "textwrap", "threading", "time", "timeit", "traceback", "types", "typing",
-    "unicodedata", "unittest", "unittest.mock", "urllib.parse", "urllib.request", "uuid", "warnings", "weakref",
-    "xml.etree.ElementTree", "zipfile", "zlib", "zoneinfo",
-)  # fmt: skip
+    "abc",
+    "argparse",
+    "array",
+    "ast",
+    "asyncio",
+    "base64",
+    "bisect",
+    "builtins",
+    "bz2",
+    "calendar",
+    "cmath",
+    "codecs",
+    "collections",
+    "collections.abc",
+    "concurrent.futures",
+    "configparser",
+    "contextlib",
+    "contextvars",
+    "copy",
+    "csv",
+    "dataclasses",
+    "datetime",
+    "decimal",
+    "difflib",
+    "email.message",
+    "enum",
+    "errno",
+    "fnmatch",
+    "fractions",
+    "functools",
+    "getpass",
+    "glob",
+    "graphlib",
+    "gzip",
+    "hashlib",
+    "heapq",
+    "hmac",
+    "html",
+    "http.client",
+    "importlib",
+    "inspect",
+    "io",
+    "ipaddress",
+    "itertools",
+    "json",
+    "keyword",
+    "locale",
+    "logging",
+    "lzma",
+    "math",
+    "mimetypes",
+    "multiprocessing",
+    "numbers",
+    "operator",
+    "os",
+    "os.path",
+    "pathlib",
+    "pickle",
+    "platform",
+    "pprint",
+    "queue",
+    "random",
+    "re",
+    "secrets",
+    "shelve",
+    "shlex",
+    "shutil",
+    "signal",
+    "socket",
+    "sqlite3",
+    "statistics",
+    "string",
+    "struct",
+    "subprocess",
+    "sys",
+    "tarfile",
+    "tempfile",
+    "textwrap",
+    "threading",
+    "time",
+    "timeit",
+    "traceback",
+    "types",
+    "typing",
+    "unicodedata",
+    "unittest",
+    "unittest.mock",
+    "urllib.parse",
+    "urllib.request",
+    "uuid",
+    "warnings",
+    "weakref",
+    "xml.etree.ElementTree",
+    "zipfile",
+    "zlib",
+    "zoneinfo",
+)
 
 DEBIAN_DOC_SOURCES = Path("/usr/share/doc/python3.11/html/_sources/library")
 
@@ -46,6 +132,7 @@ API_DOC_CHARS = 1500  # stored text per function/class (what the model sees and 
 EMBED_SUMMARY_CHARS = 360  # what the embedder sees: signature + first paragraph (speed: see facts.md)
 MAX_METHODS_LISTED = 40
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,9 +226,11 @@ def module_docs(module_name: str) -> ModuleDocs:
         )
     )
     for name in names:
-        obj = getattr(module, name)
         qualname = name if module_name == "builtins" else f"{module_name}.{name}"
-        docs.chunks.extend(_object_chunks(obj, qualname, module_name))
+        try:  # one object pydoc or inspect trips over costs its own chunks, not the module's
+            docs.chunks.extend(_object_chunks(getattr(module, name), qualname, module_name))
+        except Exception as exc:
+            log.warning("skipping %s: %s: %s", qualname, type(exc).__name__, exc)
     for chunk in docs.chunks:  # reprs of default values carry addresses that change every run
         chunk.text = _ADDRESS.sub("", chunk.text)
         chunk.embed_text = _ADDRESS.sub("", chunk.embed_text or "") or None
@@ -196,10 +285,16 @@ def _object_chunks(obj: object, qualname: str, module_name: str) -> list[Chunk]:
 # reST pages per module where the page name is not "<module>.rst.txt" (or one page is not enough)
 REST_PAGES: dict[str, tuple[str, ...]] = {
     "builtins": ("functions", "stdtypes"),
-    "asyncio": ("asyncio-task", "asyncio-runner", "asyncio-queue", "asyncio-sync", "asyncio-stream",
-                "asyncio-subprocess"),
+    "asyncio": (
+        "asyncio-task",
+        "asyncio-runner",
+        "asyncio-queue",
+        "asyncio-sync",
+        "asyncio-stream",
+        "asyncio-subprocess",
+    ),
     "xml.etree.ElementTree": ("xml.etree.elementtree",),
-}  # fmt: skip
+}
 
 
 def rest_pages(module_name: str, sources: Path | None = None) -> list[Path]:
@@ -223,7 +318,11 @@ def iter_stdlib_docs(
     if include_rest and DEBIAN_DOC_SOURCES.is_dir():
         for name in modules:
             for page in rest_pages(name):
-                docs = rest_docs(page)
+                try:
+                    docs = rest_docs(page)
+                except (OSError, MemoryError, RecursionError) as exc:
+                    log.warning("skipping %s: %s", page, exc)
+                    continue
                 if docs.chunks:
                     yield docs
 

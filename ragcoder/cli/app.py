@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from ragcoder.cli.options import agent_options, fail
 
 if TYPE_CHECKING:
     from ragcoder.agent.config import AgentConfig
@@ -40,63 +43,7 @@ class RagcoderGroup(click.Group):
         except Exception as exc:
             if not _is_ours(exc) and not isinstance(exc, FileNotFoundError | PermissionError):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            hint = getattr(exc, "hint", "")
-            if hint:
-                click.echo(f"hint: {hint}", err=True)
-            sys.exit(1)
-
-
-def _agent_options(func: Any) -> Any:
-    """Flags shared by solve and batch; unset flags (None) leave config files and env in charge."""
-    options = [
-        click.option("--model", default=None, help="Known model name, HF folder or .gguf file."),
-        click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder."),
-        click.option(
-            "--sandbox",
-            type=click.Choice(["auto", "docker", "local", "unsafe-local"]),
-            default=None,
-            help="Where generated code runs [default: auto]. unsafe-local runs it UNSANDBOXED here.",
-        ),
-        click.option(
-            "--attempts",
-            "max_attempts",
-            type=click.IntRange(1, 20),
-            default=None,
-            help="Generation + repair attempts [default: 4].",
-        ),
-        click.option(
-            "--retrieval",
-            type=click.Choice(["auto", "always", "never"]),
-            default=None,
-            help="Retrieved docs in the prompt: auto (not for self-contained function stubs), "
-            "always or never [default: auto].",
-        ),
-        click.option(
-            "--no-retrieval",
-            "retrieval",
-            flag_value="never",
-            default=None,
-            help="Same as --retrieval never.",
-        ),
-        click.option(
-            "--guess-apis/--no-guess-apis",
-            "retrieval_guess",
-            default=None,
-            help="Let the model name the APIs a request needs before searching the index: finds "
-            "docs worded unlike the request, one short generation more [default: off].",
-        ),
-        click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder."),
-        click.option(
-            "--samples",
-            type=click.IntRange(1, 32),
-            default=None,
-            help="Candidates per round, chosen by running them against tests [default: 4].",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+            fail(exc)
 
 
 def _resolve(options: dict[str, Any]) -> AgentConfig:
@@ -119,18 +66,18 @@ def cli() -> None:
 @click.argument("instruction")
 @click.option("--tests", "tests", default=None, help="Python asserts the code must pass (or @FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
-@_agent_options
+@agent_options()
 def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) -> None:
     """Solve one INSTRUCTION and print the code, its output and the attempts."""
     import json
 
     from ragcoder.agent.config import build_agent
-    from ragcoder.agent.tasks import Task
+    from ragcoder.agent.tasks import Task, check_instruction, read_tests
 
-    if tests and tests.startswith("@"):
-        tests = Path(tests[1:]).read_text(encoding="utf-8")
-    task = Task(id="cli", instruction=instruction, tests=tests)
-    with build_agent(_resolve(options)) as agent:
+    config = _resolve(options)  # settings, instruction and tests are all checked before a model loads
+    instruction = check_instruction(instruction, config.max_instruction_chars)
+    task = Task(id="cli", instruction=instruction, tests=read_tests(tests))
+    with build_agent(config) as agent:
         result = agent.invoke(task)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
@@ -150,68 +97,89 @@ def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) ->
 @click.option(
     "--report", type=click.Path(path_type=Path), default=None, help="Also write the summary as Markdown."
 )
-@click.option("--fresh", is_flag=True, help="Start over: remove OUTPUT first instead of resuming.")
+@click.option("--fresh", is_flag=True, help="Start over: empty OUTPUT first instead of resuming.")
 @click.option("--show-code", is_flag=True, help="Print each task's final code.")
-@_agent_options
+@click.option("--ray", "ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS|local]",
+              help="Fan the tasks out to --workers Ray actors, each with its own sandbox and model (or "
+              "--llm-url): `--ray` alone starts Ray here, ADDRESS joins a cluster (`ray start --head`).")  # fmt: skip
+@agent_options()
 def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report: Path | None, fresh: bool,
-          show_code: bool, **options: Any) -> None:  # fmt: skip
+          show_code: bool, ray: str | None, **options: Any) -> None:  # fmt: skip
     """Run every task in INPUT: JSONL (id, instruction, tests?, entry_point?), HumanEval JSONL,
     plain text (one instruction per paragraph) or a folder of .txt/.md files."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from contextlib import nullcontext
 
-    from ragcoder.agent.batch import run_batch
+    from rich.markup import escape
+
+    from ragcoder.agent.batch import plan_batch, run_batch
     from ragcoder.agent.config import build_agent
+    from ragcoder.agent.records import ResultsFile, check_writable
     from ragcoder.agent.tasks import read_tasks
-    from ragcoder.cli.report import print_summary, write_markdown_report
+    from ragcoder.cli.report import print_summary, run_progress, write_markdown_report
+    from ragcoder.errors import TaskError
 
-    tasks = list(read_tasks(input_path, fmt))
-    if fresh and output.exists():
-        output.unlink()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("pass {task.fields[rate]}"), TimeRemainingColumn(), transient=False)  # fmt: skip
-    bar = progress.add_task("batch", total=None, rate="-")
-    counts = {"passed": 0, "ran": 0}
+    # everything that can be wrong with the input, the settings or the paths fails here, in one
+    # line, before the sandbox and the model start (tens of seconds)
+    config = _resolve({**options, "ray": ray})
+    tasks = list(read_tasks(input_path, fmt, config.max_instruction_chars))
+    if not tasks:  # an error rather than "0 tasks, rc 0": an empty input is a wrong or unfinished file
+        raise TaskError(
+            f"{input_path} holds no tasks: one JSON object per line, or one instruction per paragraph"
+        )
+    if report is not None:
+        check_writable(report, "--report")
+    shown = click.format_filename(output)
+    with ResultsFile.open(output, fresh=fresh) as results:
+        plan = plan_batch(tasks, results.done)
+        if not plan.jobs:
+            click.echo(f"nothing to do: all {plan.total} tasks are in {shown} (--fresh starts over)")
+        progress, on_start = run_progress("batch", shown)
+        bar, counts = progress.task_ids[0], {"passed": 0, "ran": 0}
 
-    def on_start(todo: int, skipped: int) -> None:
-        progress.update(bar, total=todo)
-        if skipped:
-            progress.console.print(f"resuming: {skipped} task(s) already in {output}")
+        def on_result(task_id: str, result: AgentResult | None, record: dict[str, Any]) -> None:
+            if result is None:
+                progress.console.print(f"[red]{escape(f'[{task_id}]')} error:[/red] {escape(record['error'])}",
+                                       highlight=False)  # fmt: skip
+            else:
+                counts["ran"] += 1
+                counts["passed"] += result.passed
+                status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
+                progress.console.print(f"{escape(f'[{task_id}]')} {status}  check={result.check}  "
+                                       f"repairs={result.repairs}  {result.total_ms / 1000:.1f}s", highlight=False)  # fmt: skip
+                if show_code:
+                    print_code(record["code"], console=progress.console)
+            rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
+            progress.update(bar, advance=1, rate=rate)
 
-    def on_result(task_id: str, result: AgentResult | None, record: dict[str, Any]) -> None:
-        if result is None:
-            progress.console.print(f"[red][{task_id}] error:[/red] {record['error']}", highlight=False)
-        else:
-            counts["ran"] += 1
-            counts["passed"] += result.passed
-            status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
-            progress.console.print(f"[{task_id}] {status}  check={result.check}  repairs={result.repairs}  "
-                                   f"{result.total_ms / 1000:.1f}s", highlight=False)  # fmt: skip
-            if show_code:
-                print_code(result.code, console=progress.console)
-        rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
-        progress.update(bar, advance=1, rate=rate)
+        if config.ray and plan.to_solve:  # the agents live in Ray actors; this process writes the records
+            from ragcoder.agent.ray_runner import run_batch_on_ray
 
-    with build_agent(_resolve(options), workers=workers) as agent:
-        click.echo(f"sandbox: {agent.sandbox.name}; {len(tasks)} tasks -> {output}")
-        with progress:
-            summary = run_batch(agent, tasks, output, workers=workers, on_start=on_start, on_result=on_result)
+            click.echo(f"ray: {config.ray}, {workers} actor(s); {len(tasks)} tasks -> {shown}")
+            with progress:
+                summary = run_batch_on_ray(config, tasks, results, address=config.ray, workers=workers,
+                                           on_start=on_start, on_result=on_result)  # fmt: skip
+        else:  # no model when nothing is left to solve (a finished run, or only bad lines to record)
+            with build_agent(config, workers=workers) if plan.to_solve else nullcontext() as agent:
+                where = f"sandbox: {agent.sandbox.name}; " if agent is not None else ""
+                click.echo(f"{where}{len(tasks)} tasks -> {shown}")
+                with progress:
+                    summary = run_batch(agent, tasks, results, workers=workers, on_start=on_start,
+                                        on_result=on_result)  # fmt: skip
     print_summary(summary)
     if report is not None:
         write_markdown_report(summary, report, title=f"ragcoder batch: {input_path}", results=output)
     if summary.interrupted:
-        click.echo(
-            f"interrupted: finished tasks are in {output}; rerun the same command to resume.", err=True
-        )
+        click.echo(f"interrupted: finished tasks are in {shown}; rerun the same command to resume.", err=True)
         sys.exit(130)
 
 
 @cli.command()
-@_agent_options
+@agent_options()
 def chat(**options: Any) -> None:
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console
 
-    from ragcoder.agent.config import build_agent
+    from ragcoder.agent.config import build_agent, index_location
     from ragcoder.cli.chat import run_chat
 
     read_line = _line_reader()
@@ -219,18 +187,32 @@ def chat(**options: Any) -> None:
     with build_agent(config) as agent:
 
         def switch_model(spec: str) -> str:
-            from ragcoder.chains.llm.chat_model import load_chat_model, repair_model
+            from ragcoder.chains.llm.chat_model import repair_model
+            from ragcoder.chains.llm.served import open_chat_model
 
-            chat = load_chat_model(spec, adapter=None, max_new_tokens=config.max_new_tokens)
+            if config.llm_url:  # another model of the same server
+                from ragcoder.chains.llm.remote import load_remote_chat_model
+
+                served = load_remote_chat_model(
+                    config.llm_url, model=spec, max_new_tokens=config.max_new_tokens
+                )
+                agent.set_model(served, served)
+                return f"model: {spec} at {config.llm_url}"
+            chat = open_chat_model(spec, engine=config.engine, server=config.server,
+                                   max_new_tokens=config.max_new_tokens)  # fmt: skip
             agent.set_model(chat, repair_model(chat))
             return f"model: {spec}"
 
         run_chat(agent, read_line, Console(), switch_model=switch_model,
-                 index_paths=_index_paths(config.index_path))  # fmt: skip
+                 index_paths=_index_paths(index_location(config)),
+                 max_instruction_chars=config.max_instruction_chars)  # fmt: skip
 
 
 def _line_reader() -> Any:
-    """prompt_toolkit (line editing, history file) on a terminal; plain stdin otherwise."""
+    """prompt_toolkit (line editing, history file) on a terminal; plain stdin otherwise. Bytes that
+    are not UTF-8 become U+FFFD (the tokenizer refuses the lone surrogates Python makes of them)."""
+    from ragcoder.agent.tasks import clean_text
+
     if sys.stdin.isatty() and sys.stdout.isatty():
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory
@@ -242,15 +224,18 @@ def _line_reader() -> Any:
 
         def read_tty(prompt: str) -> str | None:
             try:
-                return session.prompt(prompt)
+                return clean_text(session.prompt(prompt))
             except EOFError:
                 return None
 
         return read_tty
 
+    if isinstance(sys.stdin, io.TextIOWrapper):  # strict or surrogateescape, per locale: replace
+        sys.stdin.reconfigure(errors="replace")
+
     def read_stdin(prompt: str) -> str | None:
         line = sys.stdin.readline()
-        return line if line else None
+        return clean_text(line) if line else None
 
     return read_stdin
 
@@ -321,8 +306,9 @@ def _register_subcommands() -> None:
     from ragcoder.cli.commands.index_cmd import index, search
     from ragcoder.cli.commands.models_cmd import models
     from ragcoder.cli.commands.sandbox_cmd import sandbox
+    from ragcoder.cli.commands.serve_cmd import serve
 
-    for command in (models, sandbox, index, search, eval_group, finetune_group):
+    for command in (models, sandbox, index, search, eval_group, finetune_group, serve):
         cli.add_command(command)
 
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from ragcoder.agent.loop import AgentEvent, CodeAgent
 from ragcoder.agent.result import AgentResult
-from ragcoder.agent.tasks import Task
+from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS, Task, check_instruction
+from ragcoder.errors import TaskError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -180,6 +181,7 @@ def run_chat(
     switch_model: Callable[[str], str] | None = None,
     index_paths: Callable[[list[str]], str] | None = None,
     stream_tokens: bool = True,
+    max_instruction_chars: int = MAX_INSTRUCTION_CHARS,
 ) -> ChatState:
     """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input.
 
@@ -210,7 +212,12 @@ def run_chat(
             if not commands(line):
                 break
             continue
-        task = follow_up_task(state, line)
+        try:  # a message too long (with the code it changes) is refused; the session goes on
+            task = follow_up_task(state, line)
+            check_instruction(task.instruction, max_instruction_chars)
+        except TaskError as exc:
+            console.print(f"error: {exc}", highlight=False, markup=False)
+            continue
         try:
             result = None
             for event in agent.events(task, on_token=on_token if stream_tokens else None):

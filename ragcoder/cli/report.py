@@ -1,10 +1,38 @@
-"""The end-of-batch summary, as a terminal table and as a Markdown report."""
+"""Progress while a batch or an eval runs, and the end-of-batch summary (a terminal table and a
+Markdown report)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ragcoder.agent.batch import BatchSummary
+if TYPE_CHECKING:
+    from ragcoder.agent.batch import BatchSummary
+
+
+def run_progress(
+    description: str, output: str, noun: str = "task(s)"
+) -> tuple[Any, Callable[[int, int], None]]:
+    """A progress bar (pass rate, time left) and the runner's ``on_start`` that sizes it and says
+    how many ``noun`` a resumed run found already in ``output``. The bar is ``task_ids[0]``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("pass {task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    bar = progress.add_task(description, total=None, rate="-")
+
+    def on_start(todo: int, skipped: int) -> None:
+        progress.update(bar, total=todo)
+        if skipped:
+            progress.console.print(f"resuming: {skipped} {noun} already in {output}", markup=False)
+
+    return progress, on_start
 
 
 def summary_rows(summary: BatchSummary) -> list[tuple[str, str]]:

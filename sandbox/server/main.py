@@ -1,31 +1,38 @@
-"""The run server: stdlib only, started inside the sandbox as ``python3 -I -c <this source> <config>``.
+"""The run server: stdlib only, started inside the sandbox as ``python3 -I -c <loader> <config>``.
 
 It reads length-prefixed JSON requests on stdin and answers on stdout (4-byte big-endian length,
-then UTF-8 JSON). For each ``run`` it forks a fresh child of itself (no interpreter start-up to
-pay), which gets new stdin/stdout/stderr pipes, every other descriptor closed, its own session,
-and runs the code as a fresh ``__main__`` in the work folder. Afterwards the server kills every
-process the run left behind and wipes the writable folders, so each run starts clean.
+then UTF-8 JSON). For each ``run`` it hands the code to a child it forked beforehand (no
+interpreter start-up to pay), which has new stdin/stdout/stderr pipes, every other descriptor
+closed, its own session, and runs the code as a fresh ``__main__`` in the work folder. How the
+run ended is what ``waitpid`` says, never what the child writes. A ``test`` run hands the child
+the judge's job instead (judge.py): the verdicts come back on the child's fd 3, which the process
+running user code never holds. After a test run the next child is forked with its subject (the
+process that will load the code) already set up, off the next run's critical path.
+
+After each answer the server cleans up within a time budget (kills every process the run left,
+wipes the writable folders, removes SysV and POSIX IPC objects), pre-forks the next child, and
+then says ``{"ready": true}``; when the cleanup does not finish in the budget it says
+``{"recycle": why}`` and exits, so the host replaces it: a run's leftovers cost its own worker,
+never the next task. The host never sends a request before ``ready``.
 
 The server never imports ``random`` or ``tempfile`` (children would share the random state) and
-never runs user code itself. It makes itself non-dumpable so a child (same uid) can neither
-ptrace it nor open ``/proc/1/fd/*``; as PID 1 of a PID namespace it ignores the signals a child
-may send it (no handlers are installed).
+never runs user code itself. It makes itself non-dumpable so a child (same uid) can neither ptrace
+it nor open ``/proc/1/fd/*``; as PID 1 of a PID namespace it ignores the signals a child may send
+it. With ``seccomp_bpf`` in its config it first stacks that filter on itself (Docker; bubblewrap
+loads the same program itself).
 
 ``session_run`` runs code in one long-lived forked child instead, whose namespace survives
 between calls (each call passes it fresh output pipes over a unix socket). A worker that served
 a session is never reused for plain runs: the host kills it when the session ends.
 
-Config (argv[1], JSON): work (folder), wipe (folders emptied after each run), own_pidns (kill
-every other process after a run), mem_bytes (RLIMIT_AS for children, 0 = none), cgroup_oom
-(path of memory.oom_control to detect OOM kills).
-
-The program is ``base.py`` + ``child.py`` + this file (``main.py``), joined by
-:func:`ragcoder.sandbox.workers.server_source`. Each part imports the names it takes from earlier parts
-between ``# ---`` markers, so linters and editors see them; the join drops those lines.
+The program is ``base.py``, ``proxy.py``, ``codec.py``, ``remote.py``, ``child.py``, ``judge.py``
+and this file, joined in that order by :func:`ragcoder.sandbox.workers.server_source`. Each part imports the names it takes from earlier
+parts between ``# ---`` markers, so linters and editors see them; the join drops those lines.
 """
 
 import contextlib
 import json
+import math
 import os
 import select
 import signal
@@ -34,41 +41,31 @@ import time
 
 # --- names from the parts before this one: dropped when the parts are joined (workers.server_source)
 from ragcoder.sandbox.server.base import (
+    CONFIG,
+    MAX_TIMEOUT_S,
     _no_dump,
+    clean_up,
     collect_files,
-    kill_leftovers,
+    install_seccomp,
     oom_kills,
     read_msg,
     reap_all,
+    seccomp_filters,
     wipe,
     write_files,
     write_msg,
 )
 from ragcoder.sandbox.server.child import (
+    _info_messages,
+    _reported_exit,
     child_main,
     session_main,
 )
+from ragcoder.sandbox.server.judge import _verdict, judge_main
 
 # ---
 
-
-def _info_messages(buf):
-    out = []
-    for line in bytes(buf).split(b"\n"):
-        try:
-            msg = json.loads(line.decode("utf-8", "replace"))
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
-            out.append(msg)
-    return out
-
-
-def _reported_exit(buf):
-    for msg in _info_messages(buf):
-        if msg.get("kind") == "exit" and isinstance(msg.get("status"), int):
-            return msg["status"]
-    return None
+INFO_LIMIT = {"run": 65536, "session_run": 65536, "test": 4 << 20}  # verdicts: a few KB per case at most
 
 
 def _drain(fd, bufs, totals, caps, open_fds, tails, err_r):
@@ -93,15 +90,18 @@ def _drain(fd, bufs, totals, caps, open_fds, tails, err_r):
 _NEXT_CHILD = None
 
 
+_LAST_OP = None  # a worker that ran tests is likely to run tests next: its child comes with a subject
+
+
 def fork_child():
-    """Fork a child that sets itself up and waits for its code: forking happens between runs."""
+    """Fork a child that sets itself up and waits for its job: forking happens between runs."""
     ctrl_r, ctrl_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     info_r, info_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        child_main(ctrl_r, out_w, err_w, info_w)
+        child_main(ctrl_r, out_w, err_w, info_w, judge_main, with_subject=_LAST_OP == "test")
     for fd in (ctrl_r, out_w, err_w, info_w):
         os.close(fd)
     return pid, ctrl_w, out_r, err_r, info_r
@@ -131,35 +131,54 @@ def _write_all(fd, data):
 
 
 def after_run(pid):
-    """Between runs: kill what the run left, wipe the writable folders, pre-fork the next child."""
+    """Between runs: clean up within the budget, then pre-fork the next child. None when clean."""
     global _NEXT_CHILD
     if _NEXT_CHILD is not None:  # not used (the run was refused): replace it too
         discard_child(_NEXT_CHILD)
         _NEXT_CHILD = None
-    kill_leftovers(pid)
-    wipe()
-    _NEXT_CHILD = fork_child()
+    problem = clean_up(pid)
+    if problem is None:
+        _NEXT_CHILD = fork_child()
+    return problem
 
 
-def run(req):
-    limit = int(req.get("output_limit", 65536))
-    timeout = float(req.get("timeout", 10.0))
+def _limits(req):
+    """(timeout, output limit) of a request; ValueError when they are not sane numbers."""
+    timeout = req.get("timeout", 10.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout):
+        raise ValueError("timeout must be a finite number of seconds")
+    if not 0 < timeout <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout must be more than 0 and at most {MAX_TIMEOUT_S:g} s")
+    limit = req.get("output_limit", 65536)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError("output_limit must be a non-negative int")
+    return float(timeout), limit
+
+
+def run(req, mode):
+    """A one-shot run (``mode`` "run") or a test run (``mode`` "test") in the pre-forked child."""
+    global _LAST_OP
+    _LAST_OP = mode
     try:
+        timeout, limit = _limits(req)
         stamps = write_files(req.get("files"))
-    except (OSError, ValueError) as exc:
-        return {"ok": False, "problem": "could not write input files: " + str(exc)}
+    except (OSError, ValueError, TypeError) as exc:
+        return {"ok": False, "problem": "bad request: " + str(exc)}
     started = time.monotonic()
     child = take_child()
-    job = json.dumps({"code": req["code"], "stdin": req.get("stdin")}).encode("utf-8")
+    job = {"mode": mode, "code": req["code"], "stdin": req.get("stdin")}
+    if mode == "test":
+        job.update(tests=req.get("tests"), entry_point=req.get("entry_point"))
+    data = json.dumps(job).encode("utf-8", "surrogatepass")
     try:
-        _write_all(child[1], job)
+        _write_all(child[1], data)
     except OSError:  # the idle child died (killed from outside?): use a fresh one
         discard_child(child)
         child = take_child()
-        _write_all(child[1], job)
+        _write_all(child[1], data)
     pid, ctrl_w, out_r, err_r, info_r = child
     os.close(ctrl_w)
-    answer = collect(pid, out_r, err_r, info_r, started, timeout, limit)
+    answer = collect(pid, out_r, err_r, info_r, started, timeout, limit, mode)
     answer["files"] = collect_files(stamps)
     return answer
 
@@ -172,12 +191,11 @@ def session_run(req):
     global _SESSION
     import socket
 
-    limit = int(req.get("output_limit", 65536))
-    timeout = float(req.get("timeout", 10.0))
     try:
+        timeout, limit = _limits(req)
         stamps = write_files(req.get("files"))
-    except (OSError, ValueError) as exc:
-        return {"ok": False, "problem": "could not write input files: " + str(exc)}
+    except (OSError, ValueError, TypeError) as exc:
+        return {"ok": False, "problem": "bad request: " + str(exc)}
     started = time.monotonic()
     fresh = _SESSION is None
     if fresh:
@@ -192,7 +210,7 @@ def session_run(req):
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     info_r, info_w = os.pipe()
-    job = json.dumps({"code": req["code"], "stdin": req.get("stdin")}).encode("utf-8")
+    job = json.dumps({"code": req["code"], "stdin": req.get("stdin")}).encode("utf-8", "surrogatepass")
     try:
         socket.send_fds(sock, [len(job).to_bytes(8, "big")], [out_w, err_w, info_w])
         sock.sendall(job)
@@ -200,7 +218,7 @@ def session_run(req):
         pass  # the session died: collect() sees its exit
     for fd in (out_w, err_w, info_w):
         os.close(fd)
-    answer = collect(pid, out_r, err_r, info_r, started, timeout, limit, session=True)
+    answer = collect(pid, out_r, err_r, info_r, started, timeout, limit, "session_run")
     if answer["timed_out"] or answer.pop("child_exited", False):
         end_session()
         answer["session_reset"] = True  # the next session run starts from a fresh namespace
@@ -221,11 +239,12 @@ def end_session():
             os.waitpid(pid, 0)
 
 
-def collect(pid, out_r, err_r, info_r, started, timeout, limit, session=False):
-    """Gather a run's output until it reports its end (or exits, or the deadline passes)."""
+def collect(pid, out_r, err_r, info_r, started, timeout, limit, mode):
+    """Gather a run's output until it ends (or, for a session, reports its end), or the deadline."""
+    session = mode == "session_run"
     bufs = {out_r: bytearray(), err_r: bytearray(), info_r: bytearray()}
     totals = {out_r: 0, err_r: 0, info_r: 0}
-    caps = {out_r: limit, err_r: limit, info_r: 65536}
+    caps = {out_r: limit, err_r: limit, info_r: INFO_LIMIT[mode]}
     tails = bytearray()  # last bytes of stderr, to find a traceback when stderr overflows
     open_fds = set(bufs)
     for fd in open_fds:
@@ -238,11 +257,12 @@ def collect(pid, out_r, err_r, info_r, started, timeout, limit, session=False):
     deadline = started + timeout
     timed_out = False
     status = None
-    reported = None  # the exit status the child reported
+    reported = None  # a session reports its own end (its process lives on)
     while status is None:
-        reported = _reported_exit(bufs[info_r])
-        if reported is not None and (session or not open_fds):
-            break
+        if session:
+            reported = _reported_exit(bufs[info_r])
+            if reported is not None:
+                break
         left = deadline - time.monotonic()
         if left <= 0:
             timed_out = True
@@ -279,11 +299,7 @@ def collect(pid, out_r, err_r, info_r, started, timeout, limit, session=False):
     oom = (not timed_out) and oom_before >= 0 and oom_after > oom_before
     if not timed_out and oom_before < 0 and signaled and os.WTERMSIG(status) == signal.SIGKILL:
         oom = True  # no cgroup counter to ask: a SIGKILL we did not send is the OOM killer
-    error = None
-    for msg in _info_messages(bufs[info_r]):
-        if msg.get("kind") == "error":
-            error = {k: str(msg.get(k, "")) for k in ("name", "value", "traceback")}
-    return {
+    answer = {
         "pid": pid,
         "ok": True,
         "stdout": bufs[out_r].decode("utf-8", "replace"),
@@ -295,40 +311,65 @@ def collect(pid, out_r, err_r, info_r, started, timeout, limit, session=False):
         "timed_out": timed_out,
         "oom_killed": oom,
         "duration_ms": duration_ms,
-        "error": error,
+        "error": None,
         "child_exited": status is not None,
     }
+    if mode == "test":
+        answer["verdict"] = _verdict(bufs[info_r])
+        answer["verdict"]["overflow"] = totals[info_r] > INFO_LIMIT[mode]
+    else:
+        for msg in _info_messages(bufs[info_r]):
+            if msg.get("kind") == "error":
+                answer["error"] = {k: str(msg.get(k, ""))[:4000] for k in ("name", "value", "traceback")}
+    return answer
+
+
+def _serve(op, req):
+    """Answer one request; after a run, clean up and say ready (or recycle and return False)."""
+    try:
+        resp = run(req, op) if op in ("run", "test") else session_run(req)
+    except Exception as exc:
+        resp = {"ok": False, "problem": type(exc).__name__ + ": " + str(exc)}
+    write_msg(resp)
+    if op == "session_run":
+        reap_all()  # a session keeps its processes; the host discards the worker when it ends
+        problem = None
+    else:
+        problem = after_run(resp.get("pid", 0))
+    if problem is not None:
+        write_msg({"ok": True, "recycle": problem})
+        return False
+    write_msg({"ok": True, "ready": True})
+    return True
 
 
 def main():
+    if CONFIG.get("seccomp_bpf"):
+        install_seccomp(CONFIG["seccomp_bpf"])  # first, before anything a run could influence
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as PID 1: ignored unless sent from outside
     os.umask(0o077)
     _no_dump()
-    wipe()
+    wipe(time.monotonic() + 5.0)
     after_run(0)
-    write_msg({"ok": True, "hello": "ragcoder-server", "pid": os.getpid(), "python": sys.version.split()[0]})
+    write_msg(
+        {
+            "ok": True,
+            "hello": "ragcoder-server",
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "seccomp_filters": seccomp_filters(),
+        }
+    )
     while True:
         req = read_msg()
         if req is None:
             return
         op = req.get("op")
-        if op == "run":
-            try:
-                resp = run(req)
-            except Exception as exc:
-                resp = {"ok": False, "problem": type(exc).__name__ + ": " + str(exc)}
-            write_msg(resp)
-            after_run(resp.get("pid", 0))  # off the critical path, but before the next request
+        if op in ("run", "test", "session_run"):
+            if not _serve(op, req):
+                return
             continue
-        elif op == "session_run":
-            try:
-                resp = session_run(req)
-            except Exception as exc:
-                resp = {"ok": False, "problem": type(exc).__name__ + ": " + str(exc)}
-            write_msg(resp)
-            reap_all()  # a session keeps its processes; the host discards the worker when it ends
-            continue
-        elif op == "ping":
+        if op == "ping":
             resp = {"ok": True, "pong": True}
         elif op == "exit":
             write_msg({"ok": True})
@@ -339,4 +380,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main()  # workers.judge_program swaps this line for judge_standalone()

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from ragcoder.agent import CodeAgent
-from ragcoder.agent.batch import done_ids, run_batch
+from ragcoder.agent.batch import run_batch
+from ragcoder.agent.records import done_ids
 from ragcoder.agent.tasks import read_jsonl_tasks
 
 from tests.fakes import fenced, scripted

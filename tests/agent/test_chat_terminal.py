@@ -45,11 +45,26 @@ def test_chat_in_a_real_terminal(model_tiny_dir: Path) -> None:
         pytest.skip("tmux is not installed (apt-get install tmux)")
     docker_or_skip()
     session = f"ragcoder-test-{uuid.uuid4().hex[:8]}"
-    command = " ".join(shlex.quote(part) for part in [
-        "env", "HF_HUB_OFFLINE=1", "TERM=xterm-256color", f"RAGCODER_DATA_DIR={model_tiny_dir.parent}",
-        sys.executable, "-m", "ragcoder.cli.app", "chat", "--model", str(model_tiny_dir),
-        "--sandbox", "docker", "--no-retrieval", "--attempts", "1",
-    ])  # fmt: skip
+    command = " ".join(
+        shlex.quote(part)
+        for part in [
+            "env",
+            "HF_HUB_OFFLINE=1",
+            "TERM=xterm-256color",
+            f"RAGCODER_DATA_DIR={model_tiny_dir.parent}",
+            sys.executable,
+            "-m",
+            "ragcoder.cli.app",
+            "chat",
+            "--model",
+            str(model_tiny_dir),
+            "--sandbox",
+            "docker",
+            "--no-retrieval",
+            "--attempts",
+            "1",
+        ]
+    )
     tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(ROOT), command)
     try:
         wait_for(session, "ragcoder>")

@@ -303,7 +303,7 @@ def test_samples_and_generate_tests_settings(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("RAGCODER_GENERATE_TESTS", "off")
     assert resolve_config().samples == 8 and resolve_config().generate_tests is False
     assert resolve_config({"samples": 1}).samples == 1
-    with pytest.raises(ConfigError, match=r"samples = 0 from flag: it must be at least 1"):
+    with pytest.raises(ConfigError, match=r"samples = 0 from flag: use an integer from 1 to 32"):
         resolve_config({"samples": "0"})
 
 

@@ -32,21 +32,35 @@ TESTS = [
 
 
 class CountingSandbox(Sandbox):
-    """The Docker sandbox, counting the requests made to it."""
+    """The Docker sandbox, counting the requests made to it. ``native``: test runs go to its run
+    server, which starts the code afresh after a hang; else through ``Sandbox.run_tests`` as for a
+    sandbox that only runs programs (one process for the code: after a hang, later cases are not
+    run in that request)."""
 
     name = "counting"
 
-    def __init__(self, inner: Sandbox) -> None:
-        self.inner, self.requests, self.lock = inner, 0, threading.Lock()
+    def __init__(self, inner: Sandbox, native: bool) -> None:
+        self.inner, self.native, self.requests, self.lock = inner, native, 0, threading.Lock()
 
-    def run(self, code, *, stdin=None, files=None, timeout=None) -> ExecResult:
+    def _count(self) -> None:
         with self.lock:
             self.requests += 1
+
+    def run(self, code, *, stdin=None, files=None, timeout=None) -> ExecResult:
+        self._count()
         return self.inner.run(code, stdin=stdin, files=files, timeout=timeout)
 
+    def run_tests(self, code, tests, *, entry_point=None, timeout=None):
+        if not self.native:
+            return super().run_tests(code, tests, entry_point=entry_point, timeout=timeout)
+        self._count()
+        return self.inner.run_tests(code, tests, entry_point=entry_point, timeout=timeout)
 
-def test_n_candidates_by_m_tests_one_request_each(docker_sandbox) -> None:
-    sandbox = CountingSandbox(docker_sandbox)
+
+# without the run server, each hang costs one more request: the hanging test, then its probe
+@pytest.mark.parametrize(("native", "requests"), [(True, 4), (False, 6)], ids=["server", "programs-only"])
+def test_n_candidates_by_m_tests_one_request_each(docker_sandbox, native: bool, requests: int) -> None:
+    sandbox = CountingSandbox(docker_sandbox, native)
     tests = assert_cases(TESTS, "generated")
     probes = probes_for(tests, "clip")
     runs = [
@@ -57,7 +71,7 @@ def test_n_candidates_by_m_tests_one_request_each(docker_sandbox) -> None:
     for run in runs:
         run_candidate(sandbox, run, tests, probes, entry_point=None, test_timeout=0.5, timeout=10)
     elapsed = time.perf_counter() - started
-    assert sandbox.requests == len(CANDIDATES)  # 4 x 5 pairs (and 5 probes each) in 4 requests
+    assert sandbox.requests == requests  # 4 x 5 pairs (and 5 probes each) in 4 requests on the server
     letters = {"pass": "P", "fail": "F", "error": "E", "timeout": "T"}
     matrix = ["".join(letters[r.statuses[t.name]] for t in tests) if r.statuses else "-" for r in runs]
     assert matrix == ["PPPEP", "FPFEP", "PPTEP", "-"]

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from ragcoder.chains.llm import convert as model_convert
+from ragcoder.chains.llm.convert import install_model
 from ragcoder.chains.llm.models import (
     DEFAULT_MODEL,
     KNOWN_MODELS,
     KnownModel,
-    install_model,
     list_models,
     model_dir,
     resolve_model,

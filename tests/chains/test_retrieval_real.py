@@ -126,9 +126,11 @@ def test_real_model_names_the_api_and_the_hybrid_retriever_puts_it_first(
     from ragcoder.chains.retrieval.api_guess import load_api_guesser
 
     index_stdlib(
-        index_path=tmp_path / "idx", embeddings=retrieval_real_embeddings, progress=False,
+        index_path=tmp_path / "idx",
+        embeddings=retrieval_real_embeddings,
+        progress=False,
         modules=("shutil", "json", "heapq"),
-    )  # fmt: skip
+    )
     request = "duplicate a folder with all of its files into a backup location"
     guesser = load_api_guesser()
     guesses = guesser.invoke(request)

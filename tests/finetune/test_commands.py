@@ -48,14 +48,28 @@ def fake_agent(monkeypatch, trusted_sandbox):
 
 def test_eval_humaneval_writes_results_and_report(tmp_path: Path, fake_agent):
     out, report = tmp_path / "r.jsonl", tmp_path / "report.md"
-    args = ["humaneval", "--split", "dev", "--limit", "3", "--no-repair", "--no-retrieval",
-            "-o", str(out), "--report", str(report)]  # fmt: skip
+    args = [
+        "humaneval",
+        "--split",
+        "dev",
+        "--limit",
+        "3",
+        "--no-repair",
+        "--no-retrieval",
+        "-o",
+        str(out),
+        "--report",
+        str(report),
+    ]
     result = CliRunner().invoke(eval_group, args)
     assert result.exit_code == 0, result.output
     assert fake_agent["config"].max_attempts == 1 and fake_agent["config"].retrieval == "never"
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["task_id"]: r["passed"] for r in records} == {
-        "HumanEval/0": False, "HumanEval/1": False, "HumanEval/2": True}  # fmt: skip
+        "HumanEval/0": False,
+        "HumanEval/1": False,
+        "HumanEval/2": True,
+    }
     assert "| pass@1 | 33.3% (1/3) |" in report.read_text()
     assert report.with_suffix(".png").is_file()
     again = CliRunner().invoke(eval_group, args)  # resumes: nothing re-run
@@ -65,17 +79,8 @@ def test_eval_humaneval_writes_results_and_report(tmp_path: Path, fake_agent):
 
 def test_eval_humaneval_asked_in_words_with_api_guesses(tmp_path: Path, fake_agent):
     out = tmp_path / "w.jsonl"
-    args = [
-        "humaneval",
-        "--tasks",
-        "2",
-        "--no-repair",
-        "--prompt-style",
-        "words",
-        "--guess-apis",
-        "-o",
-        str(out),
-    ]
+    flags = "--tasks 2 --no-repair --prompt-style words --guess-apis -o"
+    args = ["humaneval", *flags.split(), str(out)]
     result = CliRunner().invoke(eval_group, args)
     assert result.exit_code == 0, result.output
     assert fake_agent["config"].retrieval_guess is True and "retrieval: auto + API guesses" in result.output
@@ -96,8 +101,12 @@ def test_eval_report_command(tmp_path: Path, fake_agent):
 
 def test_data_commands(tmp_path: Path):
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"prompt": "Add.", "completion": "def add(a, b):\n    return a + b"}) + "\n"
-                     + json.dumps({"prompt": "Bad."}) + "\n")  # fmt: skip
+    pairs.write_text(
+        json.dumps({"prompt": "Add.", "completion": "def add(a, b):\n    return a + b"})
+        + "\n"
+        + json.dumps({"prompt": "Bad."})
+        + "\n"
+    )
     result = CliRunner().invoke(
         finetune_group, ["data", "pairs", str(pairs), "-o", str(tmp_path / "a.jsonl")]
     )
@@ -105,14 +114,30 @@ def test_data_commands(tmp_path: Path):
     assert "1 written; skipped: invalid: 1" in result.output
     src = tmp_path / "src"
     src.mkdir()
-    (src / "m.py").write_text('def twice(x):\n    """Return the value doubled, for any number or sequence."""\n'
-                              "    y = x\n    y = y + x\n    return y\n")  # fmt: skip
+    (src / "m.py").write_text(
+        'def twice(x):\n    """Return the value doubled, for any number or sequence."""\n'
+        "    y = x\n    y = y + x\n    return y\n"
+    )
     result = CliRunner().invoke(finetune_group, ["data", "mine", str(src), "-o", str(tmp_path / "b.jsonl")])
     assert "1 written" in result.output, result.output
     results = tmp_path / "eval.jsonl"
-    results.write_text("".join(json.dumps(
-        {"id": "HumanEval/3", "task_id": "HumanEval/3", "instruction": "i", "code": f"def f():\n    return {n}\n",
-         "passed": True, "visible_passed": True, "attempts": [{}] * n}) + "\n" for n in (1, 2)))  # fmt: skip
+    results.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": "HumanEval/3",
+                    "task_id": "HumanEval/3",
+                    "instruction": "i",
+                    "code": f"def f():\n    return {n}\n",
+                    "passed": True,
+                    "visible_passed": True,
+                    "attempts": [{}] * n,
+                }
+            )
+            + "\n"
+            for n in (1, 2)
+        )
+    )
     result = CliRunner().invoke(
         finetune_group, ["data", "traces", str(results), "--per-task", "1", "-o", str(tmp_path / "c.jsonl")]
     )
@@ -133,3 +158,32 @@ def test_eval_compare_uses_common_tasks(tmp_path: Path, fake_agent):
     assert "| single | 2 | 0/2 = 0.0% |" in result.output
     missing = CliRunner().invoke(eval_group, ["compare", f"single={a}", f"loop={tmp_path / 'nope.jsonl'}"])
     assert missing.exit_code == 2 and "nope.jsonl: no such results file" in missing.output
+
+
+def test_eval_takes_the_agent_flags_solve_and_batch_take(tmp_path: Path, fake_agent):
+    out = tmp_path / "r.jsonl"
+    args = [
+        "humaneval",
+        "--tasks",
+        "2",
+        "--model",
+        "m",
+        "--adapter",
+        "ad",
+        "--index-path",
+        "ix",
+        "--retrieval",
+        "always",
+        "--attempts",
+        "3",
+        "-o",
+        str(out),
+    ]
+    result = CliRunner().invoke(eval_group, args)
+    assert result.exit_code == 0, result.output
+    config = fake_agent["config"]
+    assert (config.model, config.adapter, config.index_path) == ("m", "ad", "ix")
+    assert (config.retrieval, config.max_attempts, config.sandbox) == ("always", 3, "docker")
+    assert config.sources["sandbox"] == "flag"  # eval pins docker: the hidden tests run there
+    single = CliRunner().invoke(eval_group, [*args[:-2], "--no-repair", "-o", str(tmp_path / "s.jsonl")])
+    assert single.exit_code == 0 and fake_agent["config"].max_attempts == 1  # --no-repair wins

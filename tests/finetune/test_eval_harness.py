@@ -101,12 +101,14 @@ def test_score_hidden_runs_the_hidden_check(trusted_sandbox):
 
 
 def _agent(trusted_sandbox, attempts: int) -> tuple[CodeAgent, object]:
-    model = scripted([
-        ("truncate_number", fenced(GOOD_2)),
-        ("has_close_elements", fenced(GOOD_0)),
-        ("# always", fenced(FIXED_3)),  # the repair prompt shows the failing code
-        ("below_zero", fenced(WRONG_3)),
-    ])  # fmt: skip
+    model = scripted(
+        [
+            ("truncate_number", fenced(GOOD_2)),
+            ("has_close_elements", fenced(GOOD_0)),
+            ("# always", fenced(FIXED_3)),  # the repair prompt shows the failing code
+            ("below_zero", fenced(WRONG_3)),
+        ]
+    )
     return CodeAgent(model, trusted_sandbox, max_attempts=attempts), model
 
 

@@ -8,15 +8,28 @@ from pathlib import Path
 import pytest
 from ragcoder.finetune.memory import GIB, estimate_bytes, plan_memory
 
-QWEN_15B = {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
-            "num_attention_heads": 12, "vocab_size": 151936}  # fmt: skip
+QWEN_15B = {
+    "hidden_size": 1536,
+    "intermediate_size": 8960,
+    "num_hidden_layers": 28,
+    "num_attention_heads": 12,
+    "vocab_size": 151936,
+}
 SIZE = {"params": 1_777_000_000, "trainable": 18_500_000, "dtype_bytes": 4}
 
 
 def _plan(available_gib: float | None, batch: int = 4, accum: int = 2, checkpointing: bool = False):
     available = None if available_gib is None else int(available_gib * GIB)
-    return plan_memory(QWEN_15B, **SIZE, longest=768, batch_size=batch, grad_accum=accum,
-                       checkpointing=checkpointing, available=available, base="qwen")  # fmt: skip
+    return plan_memory(
+        QWEN_15B,
+        **SIZE,
+        longest=768,
+        batch_size=batch,
+        grad_accum=accum,
+        checkpointing=checkpointing,
+        available=available,
+        base="qwen",
+    )
 
 
 def test_the_estimate_grows_with_the_batch_and_shrinks_with_checkpointing() -> None:
@@ -31,8 +44,10 @@ def test_the_estimate_grows_with_the_batch_and_shrinks_with_checkpointing() -> N
 
 def test_only_the_adapted_top_layers_count_towards_activations() -> None:
     def need(layers: int | None) -> float:
-        return estimate_bytes(QWEN_15B, **SIZE, batch=2, longest=768, checkpointing=False,
-                              graph_layers=layers) / GIB  # fmt: skip
+        return (
+            estimate_bytes(QWEN_15B, **SIZE, batch=2, longest=768, checkpointing=False, graph_layers=layers)
+            / GIB
+        )
 
     assert need(8) < need(14) < need(None) == need(28) == need(99)
     assert need(None) - need(8) > 4  # 20 layers' activations at batch 2 x 768 tokens
@@ -71,20 +86,44 @@ def test_the_trainer_applies_the_plan_and_saves_it_in_the_config(tmp_path: Path,
     tiny = make_tiny_random_model(tmp_path / "tiny")
     long_code = "".join(f"    x{j} = {j}\n" for j in range(80))  # every row is cut to --max-len
     data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"instruction": f"Return {i}.", "response": f"def f():\n{long_code}"}) + "\n"
-                            for i in range(4)), encoding="utf-8")  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps({"instruction": f"Return {i}.", "response": f"def f():\n{long_code}"}) + "\n"
+            for i in range(4)
+        ),
+        encoding="utf-8",
+    )
     shape = json.loads((tiny / "config.json").read_text())
     params = 0  # the tiny model's weights are a few MB: the logits dominate its estimate
 
     def need(batch: int, ckpt: bool) -> int:
-        return memory.estimate_bytes(shape, params=params, trainable=0, dtype_bytes=4, batch=batch,
-                                     longest=256, checkpointing=ckpt)  # fmt: skip
+        return memory.estimate_bytes(
+            shape, params=params, trainable=0, dtype_bytes=4, batch=batch, longest=256, checkpointing=ckpt
+        )
 
     free = int(need(1, True) / memory.HEADROOM * 1.05)  # batch 1 with checkpointing fits, batch 4 does not
     assert need(4, False) > memory.HEADROOM * free
     monkeypatch.setattr(memory, "available_bytes", lambda device: free)
-    args = ["--base", str(tiny), "--data", str(data), "--out", str(tmp_path / "a"), "--max-steps", "1",
-            "--max-len", "256", "--lora-r", "2", "--device", "cpu", "--batch-size", "4", "--grad-accum", "1"]  # fmt: skip
+    args = [
+        "--base",
+        str(tiny),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "a"),
+        "--max-steps",
+        "1",
+        "--max-len",
+        "256",
+        "--lora-r",
+        "2",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+    ]
     main(args)
     saved = json.loads((tmp_path / "a" / "train_config.json").read_text())["config"]
     assert (

@@ -44,13 +44,20 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 
 def test_user_pairs_are_validated_and_normalised(tmp_path: Path):
-    src = _write(tmp_path / "in.jsonl", [
-        {"prompt": "Add two numbers.", "completion": "```python\ndef add(a, b):\n    return a + b\n```"},
-        {"messages": [{"role": "user", "content": "Negate x."},
-                      {"role": "assistant", "content": "def neg(x):\n    return -x"}]},
-        {"instruction": "Broken.", "response": "def f(:\n"},
-        {"instruction": "No answer."},
-    ])  # fmt: skip
+    src = _write(
+        tmp_path / "in.jsonl",
+        [
+            {"prompt": "Add two numbers.", "completion": "```python\ndef add(a, b):\n    return a + b\n```"},
+            {
+                "messages": [
+                    {"role": "user", "content": "Negate x."},
+                    {"role": "assistant", "content": "def neg(x):\n    return -x"},
+                ]
+            },
+            {"instruction": "Broken.", "response": "def f(:\n"},
+            {"instruction": "No answer."},
+        ],
+    )
     items = list(normalise_pairs(src))
     rows = [i for i in items if isinstance(i, dict)]
     errors = [i for i in items if isinstance(i, DataError)]
@@ -88,14 +95,47 @@ def test_writer_drops_anything_from_the_test_split(tmp_path: Path):
 
 
 def test_traces_keep_only_verified_code(tmp_path: Path):
-    results = _write(tmp_path / "results.jsonl", [
-        {"id": "a", "instruction": "do a", "code": "def a():\n    return 1\n", "passed": True, "check": "tests",
-         "attempts": [{"code": "def a(): return 0", "feedback": "AssertionError: 0 != 1"}, {"code": "..."}]},
-        {"id": "b", "instruction": "do b", "code": "print(1)", "passed": True, "check": "runs", "attempts": [{}]},
-        {"id": "c", "instruction": "do c", "code": "x", "passed": False, "check": "tests", "attempts": [{}]},
-        {"id": "HumanEval/90", "task_id": "HumanEval/90", "instruction": "t", "code": "def t():\n    pass\n",
-         "passed": True, "visible_passed": True, "attempts": [{}]},
-    ])  # fmt: skip
+    results = _write(
+        tmp_path / "results.jsonl",
+        [
+            {
+                "id": "a",
+                "instruction": "do a",
+                "code": "def a():\n    return 1\n",
+                "passed": True,
+                "check": "tests",
+                "attempts": [
+                    {"code": "def a(): return 0", "feedback": "AssertionError: 0 != 1"},
+                    {"code": "..."},
+                ],
+            },
+            {
+                "id": "b",
+                "instruction": "do b",
+                "code": "print(1)",
+                "passed": True,
+                "check": "runs",
+                "attempts": [{}],
+            },
+            {
+                "id": "c",
+                "instruction": "do c",
+                "code": "x",
+                "passed": False,
+                "check": "tests",
+                "attempts": [{}],
+            },
+            {
+                "id": "HumanEval/90",
+                "task_id": "HumanEval/90",
+                "instruction": "t",
+                "code": "def t():\n    pass\n",
+                "passed": True,
+                "visible_passed": True,
+                "attempts": [{}],
+            },
+        ],
+    )
     rows = list(harvest_traces([results], repairs=True))
     assert [r["source"].split(":")[-1] for r in rows] == ["repaired", "repair-pair", "first-try"]
     assert "AssertionError" in rows[1]["instruction"]
@@ -115,10 +155,12 @@ def test_one_solution_per_task_keeps_the_repaired_one(tmp_path: Path):
             "task_id": task,
         }
 
-    rows = [row("HumanEval/1", "def f():\n    return 1\n", "first-try"),
-            row("HumanEval/1", "def f():\n    return 2\n", "repaired"),
-            row("HumanEval/1", "def f():\n    return 1\n", "first-try"),  # same code again
-            row("HumanEval/2", "def g():\n    return 3\n", "first-try")]  # fmt: skip
+    rows = [
+        row("HumanEval/1", "def f():\n    return 1\n", "first-try"),
+        row("HumanEval/1", "def f():\n    return 2\n", "repaired"),
+        row("HumanEval/1", "def f():\n    return 1\n", "first-try"),  # same code again
+        row("HumanEval/2", "def g():\n    return 3\n", "first-try"),
+    ]
     out = tmp_path / "one.jsonl"
     stats = write_examples(iter(repaired_first(rows)), out, per_task=1)
     kept = [json.loads(line) for line in out.read_text().splitlines()]
@@ -143,16 +185,31 @@ def test_encode_masks_the_prompt(tiny_model: Path):
     assert encode(Example("x " * 600, "y"), tokenizer, 64) is None  # prompt alone too long
 
 
+def _small_run(base: Path, data: Path, out: Path) -> list[str]:
+    """Training flags for a few fast steps of a tiny model: batch 2, no accumulation, LoRA rank 4."""
+    flags = "--batch-size 2 --grad-accum 1 --max-len 256 --lora-r 4"
+    return ["--base", str(base), "--data", str(data), "--out", str(out), *flags.split()]
+
+
 def test_tiny_lora_run_resumes_and_loads(tmp_path: Path, tiny_model: Path):
     from ragcoder.chains.llm.chat_model import load_chat_model
     from ragcoder.finetune.train import main
 
-    data = _write(tmp_path / "train.jsonl", [
-        {"instruction": f"Return {i} plus one.", "response": f"def f():\n    return {i + 1}\n"} for i in range(6)
-    ])  # fmt: skip
+    data = _write(
+        tmp_path / "train.jsonl",
+        [
+            {"instruction": f"Return {i} plus one.", "response": f"def f():\n    return {i + 1}\n"}
+            for i in range(6)
+        ],
+    )
     out = tmp_path / "adapter"
-    args = ["--base", str(tiny_model), "--data", str(data), "--out", str(out), "--batch-size", "2",
-            "--grad-accum", "1", "--max-len", "256", "--lora-r", "4", "--save-every", "2", "--device", "cpu"]  # fmt: skip
+    args = [
+        *_small_run(tiny_model, data, out),
+        "--save-every",
+        "2",
+        "--device",
+        "cpu",
+    ]
     main([*args, "--max-steps", "2", "--no-merge"])
     assert (out / "adapter_config.json").is_file()
     main([*args, "--max-steps", "4", "--merge"])  # resumes from the step-2 checkpoint
@@ -176,8 +233,10 @@ def test_response_loss_is_the_models_own_loss(tiny_model: Path):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
-    rows = [encode(Example(f"Write f{i}.", "def f():\n    return " + "1 + " * i + "1\n"), tokenizer, 256)
-            for i in range(3)]  # fmt: skip
+    rows = [
+        encode(Example(f"Write f{i}.", "def f():\n    return " + "1 + " * i + "1\n"), tokenizer, 256)
+        for i in range(3)
+    ]
     batch = collate([r for r in rows if r is not None], tokenizer.pad_token_id or 0)
     with torch.no_grad():
         assert float(response_loss(model, batch)) == pytest.approx(float(model(**batch).loss), rel=1e-5)
@@ -191,27 +250,55 @@ def test_lora_layers_adapt_only_the_top_layers_and_train_them(tmp_path: Path, ti
 
     # Below the adapters nothing records a graph, even with checkpointing (whose input-grad hook
     # would otherwise run backward through every frozen layer): that is the saving.
-    model = wrap_lora(AutoModelForCausalLM.from_pretrained(tiny_model),
-                      TrainConfig(lora_layers=1, gradient_checkpointing=True, lora_r=4))  # fmt: skip
+    model = wrap_lora(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        TrainConfig(lora_layers=1, gradient_checkpointing=True, lora_r=4),
+    )
     model.train()
     hidden = model(input_ids=torch.tensor([[1, 2, 3]]), output_hidden_states=True).hidden_states
     assert not hidden[0].requires_grad and not hidden[1].requires_grad and hidden[2].requires_grad
 
-    data = _write(tmp_path / "train.jsonl", [
-        {"instruction": f"Return {i}.", "response": f"def f():\n    return {i}\n"} for i in range(4)
-    ])  # fmt: skip
+    data = _write(
+        tmp_path / "train.jsonl",
+        [{"instruction": f"Return {i}.", "response": f"def f():\n    return {i}\n"} for i in range(4)],
+    )
     out = tmp_path / "top"
-    main(["--base", str(tiny_model), "--data", str(data), "--out", str(out), "--batch-size", "2",
-          "--grad-accum", "1", "--max-len", "256", "--lora-r", "4", "--device", "cpu", "--max-steps", "2",
-          "--lora-layers", "1", "--gradient-checkpointing", "--warmup-steps", "1"])  # fmt: skip
+    main(
+        [
+            *_small_run(tiny_model, data, out),
+            "--device",
+            "cpu",
+            "--max-steps",
+            "2",
+            "--lora-layers",
+            "1",
+            "--gradient-checkpointing",
+            "--warmup-steps",
+            "1",
+        ]
+    )
     assert json.loads((out / "adapter_config.json").read_text())["layers_to_transform"] == [1]
     weights = load_file(str(out / "adapter_model.safetensors"))
     assert weights and all(".layers.1." in name for name in weights)
     lora_b = [w for name, w in weights.items() if "lora_B" in name]
     assert lora_b and any(float(w.abs().sum()) > 0 for w in lora_b)  # B starts at zero: grads reached it
     with pytest.raises(SystemExit, match="--lora-layers 5 is more than"):
-        main(["--base", str(tiny_model), "--data", str(data), "--out", str(tmp_path / "x"), "--device", "cpu",
-              "--max-steps", "1", "--lora-layers", "5"])  # fmt: skip
+        main(
+            [
+                "--base",
+                str(tiny_model),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "x"),
+                "--device",
+                "cpu",
+                "--max-steps",
+                "1",
+                "--lora-layers",
+                "5",
+            ]
+        )
 
 
 def test_read_examples_rejects_bad_lines(tmp_path: Path):

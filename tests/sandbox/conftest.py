@@ -69,6 +69,16 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
     yield _SHARED[kind]
 
 
+@pytest.fixture(params=BACKENDS)
+def solo(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """A sandbox of each backend with ONE warm server: consecutive runs meet on the same worker
+    (what a run leaves behind is what the next one would find)."""
+    key = f"solo-{request.param}"
+    if key not in _SHARED:
+        _SHARED[key] = open_backend(request.param, pool_size=1, timeout_s=10.0, mem_limit="256m")
+    yield _SHARED[key]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_shared() -> Iterator[None]:
     yield

@@ -67,3 +67,30 @@ def test_tool_runs_in_the_real_sandbox(backend: Sandbox) -> None:
     out = tool.invoke({"code": "1/0"})
     assert "error: ZeroDivisionError: division by zero" in out
     assert 'File "main.py", line 1' in out
+
+
+BAD_TIMEOUTS = [float("inf"), "inf", 1e308, float("nan"), "nan", -1, 0, "-5", "soon", 40, 10.5]
+
+
+def test_the_model_cannot_pick_an_unbounded_or_odd_timeout() -> None:
+    """Issue 20: timeout=40 ran a 25 s sleep; "inf"/1e308 raised OverflowError, "nan" ValueError."""
+    tool = RunPythonTool(sandbox=EchoSandbox())
+    assert tool.limit_s() == 10.0  # the sandbox's default timeout, when the tool sets none
+    for timeout in BAD_TIMEOUTS:
+        text = tool.invoke({"code": "print(1)", "timeout": timeout})
+        assert text.startswith("error: timeout must be a number of seconds above 0 and at most 10"), (
+            timeout,
+            text,
+        )
+        assert "the program did not run" in text
+    assert tool.invoke({"code": "x", "timeout": "2.5"}) == "exit code: 0\nstdout:\nran x with None\n"
+    wide = RunPythonTool(sandbox=EchoSandbox(), max_timeout_s=60)
+    assert wide.invoke({"code": "x", "timeout": 40}).startswith("exit code: 0")
+
+
+def test_the_tool_bounds_timeouts_on_a_real_sandbox(backend: Sandbox) -> None:
+    tool = RunPythonTool(sandbox=backend)
+    assert tool.invoke({"code": "import time\ntime.sleep(25)", "timeout": 40}).startswith("error: timeout")
+    assert tool.invoke({"code": "print(3)", "timeout": 5}) == "exit code: 0\nstdout:\n3\n"
+    too_long = RunPythonTool(sandbox=backend, max_timeout_s=10_000)  # above the sandbox's own maximum
+    assert too_long.invoke({"code": "print(1)", "timeout": 5000}).startswith("error: timeout 5000 s is over")

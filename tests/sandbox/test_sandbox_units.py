@@ -25,6 +25,14 @@ def test_parse_size() -> None:
         parse_size("lots")
 
 
+def _top_level_names(tree: ast.Module) -> list[str]:
+    names = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    names += [
+        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+    ]
+    return names
+
+
 def test_server_parts_join_into_one_program_that_defines_every_name_a_part_imports() -> None:
     from importlib import resources
 
@@ -33,10 +41,7 @@ def test_server_parts_join_into_one_program_that_defines_every_name_a_part_impor
     assert not [
         n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and "sandbox" in n.module
     ]
-    top = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    top |= {
-        t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
-    }
+    top = _top_level_names(tree)
     defined: set[str] = set()
     for name in SERVER_PARTS:
         part = ast.parse(
@@ -50,12 +55,11 @@ def test_server_parts_join_into_one_program_that_defines_every_name_a_part_impor
             ):
                 taken = {alias.name for alias in node.names}
                 assert taken <= defined, f"{name} imports {taken - defined} from a later part"
-            elif isinstance(node, ast.FunctionDef):
-                defined.add(node.name)
-            elif isinstance(node, ast.Assign):
-                defined |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-    assert defined == top and {"main", "child_main", "read_msg"} <= top
-    assert program.rstrip().endswith("main()")  # the entry point runs last, with every part defined
+        defined |= set(_top_level_names(part))
+    assert defined == set(top) and {"main", "child_main", "read_msg", "judge", "Bridge"} <= defined
+    # one namespace: a name defined twice would silently replace the first part's
+    assert sorted(n for n in set(top) if top.count(n) > 1) == []
+    assert program.rstrip().endswith("main()  # workers.judge_program swaps this line for judge_standalone()")
 
 
 def test_unknown_setting_is_refused() -> None:
@@ -89,7 +93,11 @@ class ScriptedWorker(Worker):
         raise NotImplementedError
 
     def request(self, msg: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        step = ScriptedWorker.script.pop(0)
+        self.settle()
+        step, _, self.after = ScriptedWorker.script.pop(0).partition("/")
+        self.settle_pending = True  # the server's word after its cleanup: ready, recycle or slow
+        if step == "malformed":
+            return {"ok": True, "stdout": 5}
         if step == "timeout":
             self.dead = True
             raise WorkerTimeout("hung")
@@ -109,6 +117,13 @@ class ScriptedWorker(Worker):
             "error": None,
             "files": {},
         }
+
+    def read_message(self, deadline: float) -> dict[str, Any]:
+        if self.after == "slow":
+            time.sleep(0.3)
+        return (
+            {"ok": True, "recycle": "over budget"} if self.after == "recycle" else {"ok": True, "ready": True}
+        )
 
     def kill(self) -> None:
         with ScriptedWorker.lock:
@@ -150,6 +165,39 @@ def test_pool_replaces_a_worker_after_a_bad_run(fake: FakeSandbox, bad: str) -> 
     second = fake.run("good")
     assert second.ok
     assert second.stdout == "worker 2\n"  # never the worker that saw the bad run
+
+
+def test_pool_replaces_a_worker_whose_cleanup_ran_over_budget(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/recycle", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    assert fake.run("b").stdout == "worker 2\n"  # the next run never waits on, or blames, worker 1
+
+
+def test_a_worker_still_cleaning_up_is_waited_for_not_blamed(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/slow", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    started = time.monotonic()
+    assert fake.run("b").stdout == "worker 1\n"
+    assert 0.25 < time.monotonic() - started < 2
+
+
+def test_a_malformed_answer_breaks_the_worker_not_the_caller(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["malformed", "ok"]
+    first = fake.run("a")
+    assert first.error is not None and first.error.name == "SandboxCrashed" and not first.ok
+    assert fake.run("b").stdout == "worker 2\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("timeout_s", float("inf")), ("timeout_s", float("nan")), ("timeout_s", -1), ("timeout_s", 301),
+     ("max_timeout_s", 0), ("cleanup_budget_s", float("inf")), ("pool_size", 0), ("pids_limit", True)],
+)  # fmt: skip
+def test_settings_that_cannot_work_are_refused(setting: str, value: object) -> None:
+    from ragcoder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=setting):
+        SandboxSettings(**{setting: value})
 
 
 def test_pool_never_hands_out_a_worker_that_died_idle(fake: FakeSandbox) -> None:

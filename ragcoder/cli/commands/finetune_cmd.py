@@ -10,12 +10,7 @@ from typing import Any
 
 import click
 
-
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    if hint := getattr(exc, "hint", ""):
-        click.echo(f"hint: {hint}", err=True)
-    sys.exit(1)
+from ragcoder.cli.options import agent_options, fail
 
 
 def _command_line() -> str:
@@ -37,35 +32,17 @@ def eval_group() -> None:
 @click.option(
     "--tasks", default=None, help="Only these tasks of the split, e.g. 1,5,HumanEval/6 (rerun failures)."
 )
-@click.option(
-    "--retrieval",
-    type=click.Choice(["auto", "always", "never"]),
-    default=None,
-    help="Docs in prompts: auto (none for self-contained stubs), always, never [default: auto].",
-)
-@click.option(
-    "--no-retrieval", "retrieval", flag_value="never", default=None, help="Same as --retrieval never."
-)
-@click.option("--guess-apis/--no-guess-apis", "retrieval_guess", default=None,
-              help="The model names the APIs a task needs before the index is searched [default: off].")  # fmt: skip
 @click.option("--prompt-style", type=click.Choice(["stub", "words"]), default="stub", show_default=True,
               help="stub: complete the prompt's function; words: the same task asked in words (its "
                    "signature and docstring as prose), which the retrieval gate treats as a request.")  # fmt: skip
 @click.option("--no-repair", is_flag=True, help="Single shot: one attempt, no repairs.")
-@click.option("--attempts", "max_attempts", type=click.IntRange(1, 20), default=None,
-              help="Generation + repair attempts [default: 4].")  # fmt: skip
 @click.option("--samples", type=click.IntRange(1, 200), default=1, show_default=True,
               help="Samples per task (n > 1 samples with temperature and reports pass@k).")  # fmt: skip
 @click.option("--temperature", type=click.FloatRange(0.01, 2.0), default=0.8, show_default=True,
               help="Sampling temperature when --samples > 1.")  # fmt: skip
 @click.option("--stuck-temperature", default=None,
-              help="A repair failing like an earlier attempt is followed by one sampled at this temperature "
-                   "(e.g. 0.8) [default: none, greedy repairs].")  # fmt: skip
-@click.option("--model", default=None, help="Known model name, HF folder or .gguf file.")
-@click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder.")
-@click.option("--sandbox", type=click.Choice(["auto", "docker", "local", "unsafe-local"]), default="docker",
-              show_default=True, help="Where generated code and the hidden tests run.")  # fmt: skip
-@click.option("--index-path", default=None, type=click.Path(), help="Chroma index folder.")
+              help="Repairs are sampled at this temperature (e.g. 0.8) [default: none, the candidates' "
+                   "temperature].")  # fmt: skip
 @click.option("--max-new-tokens", type=click.IntRange(16), default=None, help="Generation budget per reply.")
 @click.option("--quantize", type=click.Choice(["auto", "int8", "none"]), default="auto", show_default=True,
               help="auto: int8 on CPU (fast for Qwen 1.5B); none: full precision (small models).")  # fmt: skip
@@ -75,68 +52,85 @@ def eval_group() -> None:
               show_default=True, help="Per-task JSONL; a rerun resumes.")  # fmt: skip
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
-@click.option("--fresh", is_flag=True, help="Remove OUTPUT first instead of resuming.")
-def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: str | None,
-                  retrieval_guess: bool | None, prompt_style: str, no_repair: bool,
-                  max_attempts: int | None, samples: int, temperature: float, stuck_temperature: str | None,
-                  model: str | None,
-                  adapter: str | None, sandbox: str, index_path: str | None, max_new_tokens: int | None,
-                  quantize: str, workers: int, output: Path, report: Path | None, fresh: bool) -> None:  # fmt: skip
+@click.option("--fresh", is_flag=True, help="Empty OUTPUT first instead of resuming.")
+@click.option("--ray", "ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS|local]",
+              help="Solve and score on --workers Ray actors: `--ray` alone starts Ray here, ADDRESS joins a "
+              "cluster (`ray start --head`).")  # fmt: skip
+@agent_options(sandbox_default="docker", samples=False)  # the hidden tests run there too; --samples: pass@k
+def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style: str, no_repair: bool,
+                  samples: int, temperature: float, stuck_temperature: str | None, max_new_tokens: int | None,
+                  quantize: str, workers: int, output: Path, report: Path | None, fresh: bool,
+                  ray: str | None, **options: Any) -> None:  # fmt: skip
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from contextlib import nullcontext
+
+    from rich.markup import escape
 
     from ragcoder.agent.config import resolve_config
-    from ragcoder.finetune.evaluate import run_eval, select_problems
+    from ragcoder.agent.records import ResultsFile, check_writable
+    from ragcoder.cli.report import run_progress
+    from ragcoder.finetune.evaluate import plan_eval, run_eval, select_problems
     from ragcoder.finetune.report import write_report
 
-    flags = {"model": model, "adapter": adapter, "sandbox": sandbox, "retrieval": retrieval,
-             "retrieval_guess": retrieval_guess,
-             "max_attempts": 1 if no_repair else max_attempts, "index_path": index_path,
-             "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature}  # fmt: skip
-    try:
+    flags = {**options, "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature, "ray": ray}
+    if no_repair:
+        flags["max_attempts"] = 1
+    try:  # every setting and path is checked before the sandbox and the model start
         config = resolve_config(flags)
         problems = select_problems(split, limit, tasks)
+        if report is not None:
+            check_writable(report, "--report")
+            check_writable(report.with_suffix(".png"), "--report (its plot)")
+        results = ResultsFile.open(output, fresh=fresh)
     except Exception as exc:
-        _fail(exc)
-    if fresh and output.exists():
-        output.unlink()
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("pass {task.fields[rate]}"), TimeRemainingColumn())  # fmt: skip
-    bar = progress.add_task(f"humaneval {split}", total=None, rate="-")
-    counts = {"passed": 0, "ran": 0}
-
-    def on_start(todo: int, skipped: int) -> None:
-        progress.update(bar, total=todo)
-        if skipped:
-            progress.console.print(f"resuming: {skipped} record(s) already in {output}")
+        fail(exc)
+    shown = click.format_filename(output)
+    progress, on_start = run_progress(f"humaneval {split}", shown, "record(s)")
+    bar, counts = progress.task_ids[0], {"passed": 0, "ran": 0}
 
     def on_result(record: dict[str, Any]) -> None:
         counts["ran"] += 1
         counts["passed"] += bool(record.get("passed"))
+        task_id = escape(f"[{record['id']}]")
         if "error" in record:
-            line = f"[{record['id']}] [red]error[/red]: {record['error']}"
+            line = f"{task_id} [red]error[/red]: {escape(record['error'])}"
         else:
             mark = "[green]PASSED[/green]" if record["passed"] else "[red]FAILED[/red]"
-            line = (f"[{record['id']}] {mark} attempts={len(record['attempts'])} "
-                    f"{record['total_ms'] / 1000:.1f}s {record['hidden_detail']}")  # fmt: skip
+            line = (f"{task_id} {mark} attempts={len(record['attempts'])} "
+                    f"{record['total_ms'] / 1000:.1f}s {escape(record['hidden_detail'])}")  # fmt: skip
         progress.console.print(line, highlight=False)
         progress.update(bar, advance=1, rate=f"{counts['passed'] / counts['ran']:.0%}")
 
-    try:
-        agent = build_eval_agent(
-            config, workers=workers, samples=samples, temperature=temperature, quantize=quantize
-        )
-    except Exception as exc:
-        _fail(exc)
-    with agent:
-        click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
-                   f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
-                   f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
-                   f"{' + API guesses' if config.retrieval_guess else ''}; "
-                   f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
-        with progress:
-            summary = run_eval(agent, problems, output, samples=samples, workers=workers,
-                               on_start=on_start, on_result=on_result, prompt_style=prompt_style)  # fmt: skip
+    with results:
+        plan = plan_eval(problems, samples, results.done)
+        if config.ray and plan.to_solve:  # the agents live in Ray actors; this process writes the records
+            from ragcoder.finetune.ray_eval import run_eval_on_ray
+
+            click.echo(f"ray: {config.ray}, {workers} actor(s); model: {config.llm_url or config.model}; "
+                       f"{len(problems)} task(s) x {samples} sample(s); attempts: {config.max_attempts}")  # fmt: skip
+            with progress:
+                summary = run_eval_on_ray(config, problems, results, address=config.ray, workers=workers,
+                                          samples=samples, temperature=temperature, quantize=quantize,
+                                          prompt_style=prompt_style, on_start=on_start, on_result=on_result)  # fmt: skip
+        else:
+            try:  # no model when every record is there already (a rerun for the report)
+                agent = (build_eval_agent(config, workers=workers, samples=samples, temperature=temperature,
+                                          quantize=quantize) if plan.to_solve else nullcontext())  # fmt: skip
+            except Exception as exc:
+                fail(exc)
+            with agent:
+                if plan.to_solve:
+                    click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
+                               f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
+                               f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
+                               f"{' + API guesses' if config.retrieval_guess else ''}; "
+                               f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
+                else:
+                    click.echo(f"nothing to do: every record is in {shown} (--fresh starts over)")
+                with progress:
+                    summary = run_eval(agent if plan.to_solve else None, problems, results, samples=samples,
+                                       workers=workers, on_start=on_start, on_result=on_result,
+                                       prompt_style=prompt_style)  # fmt: skip
     chosen = f" (tasks {tasks})" if tasks else ""
     chosen += " asked in words" if prompt_style == "words" else ""
     title = f"HumanEval {split}{chosen}{f' (first {limit})' if limit else ''}: {config.model}" + (
@@ -149,9 +143,7 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, retrieval: s
         write_report(output, report, title=title, command=_command_line())
         click.echo(f"report: {report} (plot: {report.with_suffix('.png')})")
     if summary.interrupted:
-        click.echo(
-            f"interrupted: finished tasks are in {output}; rerun the same command to resume.", err=True
-        )
+        click.echo(f"interrupted: finished tasks are in {shown}; rerun the same command to resume.", err=True)
         sys.exit(130)
 
 
@@ -283,6 +275,7 @@ def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | N
                 results: Path | None) -> None:  # fmt: skip
     """(d) The teacher solves the HumanEval DEV split; solutions that pass the hidden tests are kept."""
     from ragcoder.agent.config import build_agent, resolve_config
+    from ragcoder.agent.records import ResultsFile, check_writable
     from ragcoder.finetune.data import harvest_traces, write_examples
     from ragcoder.finetune.evaluate import run_eval, select_problems
 
@@ -291,8 +284,9 @@ def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | N
         {"model": teacher, "max_attempts": attempts, "retrieval": "never", "sandbox": sandbox}
     )
     problems = select_problems("dev", limit)  # never the test split
-    with build_agent(config) as agent:
-        summary = run_eval(agent, problems, results,
+    check_writable(output, "-o")  # both paths before the teacher loads
+    with ResultsFile.open(results, flag="--results") as teacher_results, build_agent(config) as agent:
+        summary = run_eval(agent, problems, teacher_results,
                            on_result=lambda r: click.echo(f"[{r['id']}] {'PASSED' if r.get('passed') else 'failed'}"))  # fmt: skip
     click.echo(f"teacher: {summary.passed} passed, {summary.failed} failed ({summary.skipped} resumed)")
     _report(write_examples(harvest_traces([results]), output), output)

