@@ -32,10 +32,13 @@ demo: venv engine
 	$(RAGCODER) batch examples/prompts.jsonl -o out/demo-results.jsonl --fresh --show-code --model $(DEMO_MODEL)
 
 # In CI (CI set) a missing engine is an error; on a laptop without Docker the docker tests skip.
+# The scientific image (numpy, pandas, matplotlib, ...; wheels from PyPI, about a minute once) is
+# built here too, so its docker tests run rather than build it themselves.
 test: venv
 	@bash sandbox/scripts/ensure_test_tools.sh
 	@bash sandbox/scripts/ensure_docker.sh && $(RAGCODER) sandbox build-image \
-	  || { if [ -n "$$CI" ]; then echo "error: no Docker engine for the tests" >&2; exit 1; fi; }
+	  && $(RAGCODER) sandbox build-image --profile scientific \
+	  || { if [ -n "$$CI" ]; then echo "error: no Docker engine or sandbox image for the tests" >&2; exit 1; fi; }
 	$(PY) -m pytest
 
 test-fast: venv
@@ -44,6 +47,7 @@ test-fast: venv
 bench: venv engine
 	@bash sandbox/scripts/ensure_test_tools.sh
 	$(PY) bench/sandbox_bench.py
+	$(RAGCODER) sandbox build-image --profile scientific && $(PY) bench/science_bench.py
 	$(PY) bench/retrieval_bench.py
 	$(PY) bench/llm_bench.py
 	$(PY) bench/int8_bench.py

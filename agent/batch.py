@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ragcoder.agent.loop import CodeAgent
-from ragcoder.agent.records import ResultsFile
+from ragcoder.agent.records import ResultsFile, held
 from ragcoder.agent.result import AgentResult
 from ragcoder.agent.runner import Job, Outcome, Plan, plan_jobs, run_jobs
 from ragcoder.agent.tasks import Task, TaskError
@@ -32,6 +32,17 @@ class BatchSummary:
     def done(self) -> int:
         return self.passed + self.failed + self.errors
 
+    def add(self, result: AgentResult | None) -> None:
+        """Count one finished task; None: it ended in an error record."""
+        if result is None:
+            self.errors += 1
+            return
+        self.passed += result.passed
+        self.failed += not result.passed
+        n = len(result.attempts)
+        self.attempts_histogram[n] = self.attempts_histogram.get(n, 0) + 1
+        self.output_tokens += result.output_tokens
+
 
 def plan_batch(tasks: Iterable[Task | TaskError], done: set[str]) -> Plan[Task]:
     """The tasks not in ``done``; a bad input line (TaskError) or a repeated id becomes an error record."""
@@ -42,6 +53,16 @@ def plan_batch(tasks: Iterable[Task | TaskError], done: set[str]) -> Plan[Task]:
         for item in tasks
     )
     return plan_jobs(jobs, done)
+
+
+def save_task_outputs(result: AgentResult, out_path: Path, task_id: str) -> list[str]:
+    """Save the files the final attempt wrote under ``<results stem>.files/<task id>/``; their paths."""
+    import re
+
+    from ragcoder.sandbox.files import save_outputs
+
+    folder = out_path.parent / f"{out_path.stem}.files" / re.sub(r"[^\w.-]", "_", task_id)
+    return [str(f.path) for f in save_outputs(result.attempts[-1].result.files, folder)]
 
 
 def run_batch(
@@ -60,32 +81,26 @@ def run_batch(
     called once the file is read. ``agent`` may be None when no task is left to solve (only bad
     input lines to record).
     """
-    if isinstance(out, Path):
-        with ResultsFile.open(out) as results:
-            return run_batch(agent, tasks, results, workers=workers, on_result=on_result, on_start=on_start)
-    plan = plan_batch(tasks, out.done)
-    if plan.to_solve and agent is None:
-        raise ValueError("run_batch: tasks are left to solve and no agent was given")
-    summary = BatchSummary(total=plan.total, skipped=plan.skipped)
-    if on_start is not None:
-        on_start(len(plan.jobs), plan.skipped)
+    with held(out) as out:
+        plan = plan_batch(tasks, out.done)
+        if plan.to_solve and agent is None:
+            raise ValueError("run_batch: tasks are left to solve and no agent was given")
+        summary = BatchSummary(total=plan.total, skipped=plan.skipped)
+        if on_start is not None:
+            on_start(len(plan.jobs), plan.skipped)
 
-    def solve(task: Task) -> Outcome:
-        result = agent.invoke(task)  # type: ignore[union-attr]
-        return result.to_dict(), result
+        def solve(task: Task) -> Outcome:
+            result = agent.invoke(task)  # type: ignore[union-attr]
+            record = result.to_dict()
+            if result.attempts and result.attempts[-1].result.files:
+                record["outputs"] = save_task_outputs(result, out.path, task.id)
+            return record, result
 
-    def count(record: dict[str, Any], result: AgentResult | None) -> None:
-        if result is None:
-            summary.errors += 1
-        else:
-            summary.passed += result.passed
-            summary.failed += not result.passed
-            n = len(result.attempts)
-            summary.attempts_histogram[n] = summary.attempts_histogram.get(n, 0) + 1
-            summary.output_tokens += result.output_tokens
-        if on_result is not None:
-            on_result(str(record["id"]), result, record)
+        def count(record: dict[str, Any], result: AgentResult | None) -> None:
+            summary.add(result)
+            if on_result is not None:
+                on_result(str(record["id"]), result, record)
 
-    report = run_jobs(plan, out, solve, workers=workers, on_record=count, thread_name="ragcoder-batch")
-    summary.seconds, summary.interrupted = report.seconds, report.interrupted
-    return summary
+        report = run_jobs(plan, out, solve, workers=workers, on_record=count, thread_name="ragcoder-batch")
+        summary.seconds, summary.interrupted = report.seconds, report.interrupted
+        return summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -35,8 +36,16 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "qwen2.5-coder-1.5b-instruct"
 SANDBOX_KINDS = ("auto", "docker", "local", "unsafe-local")
 RETRIEVAL_MODES = ("auto", "always", "never")
-_RETRIEVAL_WORDS = {"true": "always", "yes": "always", "on": "always", "1": "always",
-                    "false": "never", "no": "never", "off": "never", "0": "never"}  # fmt: skip
+_RETRIEVAL_WORDS = {
+    "true": "always",
+    "yes": "always",
+    "on": "always",
+    "1": "always",
+    "false": "never",
+    "no": "never",
+    "off": "never",
+    "0": "never",
+}
 _BOOL_WORDS = {word: mode == "always" for word, mode in _RETRIEVAL_WORDS.items()}
 # a hung or sleeping program should cost minutes, not hours: no unit check needs longer per run
 MAX_TIMEOUT_S = 600.0
@@ -47,8 +56,9 @@ MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few hundred bytes; more is th
 class AgentConfig:
     model: str = DEFAULT_MODEL  # known name, HF folder, .gguf file or cached HF id
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
-    # auto: ONNX Runtime int4 when the model has that form (`ragcoder models install`), else torch
-    engine: str = "auto"  # auto | torch | ort (chains/llm/engines.py)
+    # torch until ONNX Runtime int4's dev pass@1 is measured against torch int8 (docs/results.md);
+    # auto: ONNX Runtime int4 when the model has that form (`models install --onnx`), else torch
+    engine: str = "torch"  # torch | auto | ort (chains/llm/engines.py)
     server: str | None = None  # a `ragcoder serve` URL; none: the one on the user's socket if any; off
     sandbox: str = "auto"  # auto | docker | local | unsafe-local
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -69,6 +79,11 @@ class AgentConfig:
     samples: int = DEFAULT_SAMPLES  # candidates per round, run against tests to choose one (docs/results.md)
     generate_tests: bool = True  # with no tests from the user, the model writes some to rank candidates
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
+    # the image runs go to: auto (the standard one, or the scientific one when the code imports its
+    # packages and it is built), standard, scientific, or an image tag
+    sandbox_image: str = "auto"
+    # extra PyPI packages for the sandbox: an image derived once, cached by a hash of this list
+    sandbox_packages: list[str] = field(default_factory=list)
     # past one machine (agent/scale_settings.py, docs/scale.md); unset: the embedded defaults
     llm_url: str | None = None  # an OpenAI-compatible server: ragcoder serve, vLLM, llama.cpp, Ollama
     index_url: str | None = None  # a Chroma server: `chroma run --path DIR --port P`
@@ -81,7 +96,7 @@ class AgentConfig:
 class _Rule:
     """What one setting accepts: its type, the range of a number, the words of a choice."""
 
-    kind: type  # int, float, bool or str
+    kind: type  # int, float, bool, str, or list (of package specs)
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # the low end itself is refused (a temperature of 0 is greedy: say none)
@@ -95,6 +110,8 @@ class _Rule:
             text = "use true or false"
         elif self.kind is str:
             text = "use a non-empty string"
+        elif self.kind is list:
+            text = "use a list of package specs such as requests or requests==2.32.3"
         else:
             number = "an integer" if self.kind is int else "a number"
             low = f"{self.low:g}" if self.low is not None else "-inf"
@@ -126,6 +143,8 @@ RULES: dict[str, _Rule] = {
     "samples": _Rule(int, 1, MAX_SAMPLES),  # the --samples bound: each candidate is a generation and a run
     "generate_tests": _Rule(bool),
     "max_instruction_chars": _Rule(int, 1, 100_000),  # 100k characters ~ the whole 32k-token context
+    "sandbox_image": _Rule(str),  # auto, standard, scientific or an image tag (checked when opened)
+    "sandbox_packages": _Rule(list),  # pip specs such as requests==2.32.3
 }
 
 
@@ -152,6 +171,8 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
     def refuse(shown: Any = raw) -> ConfigError:
         return ConfigError(f"{name} = {shown!r} from {source}: {rule.allowed()}")
 
+    if rule.kind is list:
+        return _package_list(raw, refuse)
     if isinstance(raw, os.PathLike):
         raw = os.fspath(raw)
     if isinstance(raw, str):
@@ -180,6 +201,32 @@ def _coerce(name: str, raw: Any, source: str) -> Any:
             return _BOOL_WORDS[raw.lower()]
         raise refuse()
     return _number(rule, raw, refuse)
+
+
+# a pip requirement: a name first (never an option such as --index-url), then a version spec
+_PACKAGE_SPEC = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?([<>=!~]=?[A-Za-z0-9.*+!_-]+,?)*"
+)
+
+
+def _package_list(raw: Any, refuse: Callable[..., ConfigError]) -> list[str]:
+    """A TOML list, or "numpy, requests" from the environment or a flag, as package specs."""
+    if isinstance(raw, str):
+        items: list[Any] = raw.replace(",", " ").split()
+    elif isinstance(raw, list | tuple):
+        items = list(raw)
+    else:
+        raise refuse()
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise refuse(item)
+        spec = item.strip()
+        if spec and not _PACKAGE_SPEC.fullmatch(spec):
+            raise refuse(item)
+        if spec:
+            out.append(spec)
+    return out
 
 
 def _number(rule: _Rule, raw: Any, refuse: Callable[..., ConfigError]) -> int | float:
@@ -297,10 +344,16 @@ def build_agent(
     from ragcoder.chains.llm.chat_model import repair_model
     from ragcoder.chains.llm.served import open_chat_model
     from ragcoder.chains.retrieval.gate import decide_retrieval
-    from ragcoder.sandbox import open_sandbox
+    from ragcoder.sandbox.routing import ImageRouter
 
     pool = {"pool_size": workers} if workers > 1 else {}
-    sandbox = open_sandbox(config.sandbox, hosts=config.docker_hosts, **pool)
+    sandbox = ImageRouter(
+        config.sandbox,
+        image=config.sandbox_image,
+        packages=config.sandbox_packages,
+        hosts=config.docker_hosts,
+        **pool,
+    )
     try:
         own_index = retriever is None and config.retrieval != "never"
         if config.retrieval == "never":
@@ -312,13 +365,18 @@ def build_agent(
         if config.llm_url:  # the server decodes and batches: no lookup binding, no micro-batching
             from ragcoder.chains.llm.remote import load_remote_chat_model
 
-            chat: Any = load_remote_chat_model(config.llm_url, model=_served_model_name(config),
-                                               max_new_tokens=config.max_new_tokens)  # fmt: skip
+            chat: Any = load_remote_chat_model(
+                config.llm_url, model=_served_model_name(config), max_new_tokens=config.max_new_tokens
+            )
         else:
             chat = open_chat_model(
-                config.model, engine=config.engine, adapter=config.adapter, server=config.server,
-                quantize=quantize, max_new_tokens=config.max_new_tokens,
-            )  # fmt: skip
+                config.model,
+                engine=config.engine,
+                adapter=config.adapter,
+                server=config.server,
+                quantize=quantize,
+                max_new_tokens=config.max_new_tokens,
+            )
         if own_index and config.retrieval_guess:
             from ragcoder.chains.retrieval.api_guess import (
                 GUESS_MAX_NEW_TOKENS,
@@ -327,9 +385,10 @@ def build_agent(
             )
 
             retriever.api_guesser = (
-                api_guess_chain(chat.bind(max_tokens=GUESS_MAX_NEW_TOKENS)) if config.llm_url
+                api_guess_chain(chat.bind(max_tokens=GUESS_MAX_NEW_TOKENS))
+                if config.llm_url
                 else load_api_guesser(config.model, adapter=config.adapter, quantize=quantize)
-            )  # fmt: skip
+            )
         if models is not None:
             model, repair = models(chat)
         elif config.llm_url:
@@ -345,11 +404,17 @@ def build_agent(
         sandbox.close()
         raise
     return CodeAgent(
-        model, sandbox, retriever=retriever, repair_model=repair, max_attempts=config.max_attempts,
-        timeout=config.timeout, stuck_temperature=config.stuck_temperature, samples=config.samples,
+        model,
+        sandbox,
+        retriever=retriever,
+        repair_model=repair,
+        max_attempts=config.max_attempts,
+        timeout=config.timeout,
+        stuck_temperature=config.stuck_temperature,
+        samples=config.samples,
         generate_tests=config.generate_tests,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
-    )  # fmt: skip
+    )
 
 
 def index_location(config: AgentConfig) -> str | None:

@@ -239,9 +239,17 @@ class CodeAgent(Runnable[Any, AgentResult]):
             for draft, origin, seed, gen_ms in drafts:
                 candidate = self._candidate(draft, origin, seed, gen_ms, number, len(candidates) + 1, task)
                 candidates.append(candidate)
-                yield emit("generated", number, code=candidate.code, step=candidate.kind, reply=draft["reply"],
-                           candidate=candidate.candidate, origin=origin, of=len(drafts),
-                           first=candidate.candidate == first)  # fmt: skip
+                yield emit(
+                    "generated",
+                    number,
+                    code=candidate.code,
+                    step=candidate.kind,
+                    reply=draft["reply"],
+                    candidate=candidate.candidate,
+                    origin=origin,
+                    of=len(drafts),
+                    first=candidate.candidate == first,
+                )
                 key = normalise(candidate.code)
                 if key in seen:  # never run the same code twice: it would fail the same way
                     self._copy_run(candidate, candidates[seen[key] - 1])
@@ -249,12 +257,25 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 seen[key] = candidate.candidate
                 fresh += 1
                 t2 = time.perf_counter()
-                select.run_candidate(self.sandbox, candidate, tests, probes, entry_point=entry,
-                                     test_timeout=self.test_timeout, timeout=self.timeout)  # fmt: skip
+                select.run_candidate(
+                    self.sandbox,
+                    candidate,
+                    tests,
+                    probes,
+                    entry_point=entry,
+                    test_timeout=self.test_timeout,
+                    timeout=self.timeout,
+                )
                 candidate.run_ms = self._ms(t2)
-                yield emit("ran", number, result=candidate.result, report=candidate.report,
-                           passed=candidate.passed, candidate=candidate.candidate,
-                           first=candidate.candidate == first)  # fmt: skip
+                yield emit(
+                    "ran",
+                    number,
+                    result=candidate.result,
+                    report=candidate.report,
+                    passed=candidate.passed,
+                    candidate=candidate.candidate,
+                    first=candidate.candidate == first,
+                )
             runs = [c for c in candidates if c.duplicate_of is None]
             select.drop_broken_tests(tests, runs)
             weights = {
@@ -263,8 +284,13 @@ class CodeAgent(Runnable[Any, AgentResult]):
             selection = select.choose(runs, weights, tests, self.selection)
             winner = candidates[selection.winner - 1]
             attempts.append(winner)
-            yield emit("selected", number, selection=selection, winner=winner,
-                       shown=winner.candidate == first or winner.number < number)  # fmt: skip
+            yield emit(
+                "selected",
+                number,
+                selection=selection,
+                winner=winner,
+                shown=winner.candidate == first or winner.number < number,
+            )
             if winner.passed:
                 stop = "passed"
                 break
@@ -272,17 +298,20 @@ class CodeAgent(Runnable[Any, AgentResult]):
             if fresh == 0:
                 stop = "empty" if not any(c.code.strip() for c in new) else "repeated"
                 break
-            if all(
-                c.result.error is not None and c.result.error.name == "SandboxError"
-                for c in new
-                if c.duplicate_of is None
-            ):
-                stop = "sandbox-error"
-                break
             hard_names = {t.name for t in tests if t.name and t.origin != "generated"}
             for c in runs:
-                c.feedback = c.feedback or feedback_for_candidate(c, hard_names)
+                if not c.feedback:
+                    c.feedback = feedback_for_candidate(c, hard_names)
+                    if c.result.missing:
+                        c.feedback = f"{c.result.missing}\n{c.feedback}"
             yield emit("failed", number, feedback=winner.feedback)
+            ran = [c for c in new if c.duplicate_of is None]
+            if all(c.result.error is not None and c.result.error.name == "SandboxError" for c in ran):
+                stop = "sandbox-error"
+                break
+            if all(c.result.missing for c in ran):  # no repair can install a package: say what to do
+                stop = "missing-package"
+                break
             if number == self.max_attempts:
                 break
             yield emit("repairing", number + 1)
@@ -291,14 +320,29 @@ class CodeAgent(Runnable[Any, AgentResult]):
         assert selection is not None
         winner = candidates[selection.winner - 1]
         if any(t.dropped for t in tests):
-            notes.append(f"{sum(bool(t.dropped) for t in tests)} generated test(s) dropped: they hung or "
-                         "raised for every candidate")  # fmt: skip
+            notes.append(
+                f"{sum(bool(t.dropped) for t in tests)} generated test(s) dropped: they hung or "
+                "raised for every candidate"
+            )
         result = AgentResult(
-            instruction=task.instruction, code=winner.code, passed=winner.passed, check=check,
-            stop_reason=stop, attempts=attempts, sources=sources, retrieval=retrieval, tests=hard_source,
-            total_ms=self._ms(started), verdict=select.verdict_for(winner, tests), candidates=candidates,
-            test_cases=tests, selection=selection, function=function, notes=notes, test_tokens=test_tokens,
-        )  # fmt: skip
+            instruction=task.instruction,
+            code=winner.code,
+            passed=winner.passed,
+            check=check,
+            stop_reason=stop,
+            attempts=attempts,
+            sources=sources,
+            retrieval=retrieval,
+            tests=hard_source,
+            total_ms=self._ms(started),
+            verdict=select.verdict_for(winner, tests),
+            candidates=candidates,
+            test_cases=tests,
+            selection=selection,
+            function=function,
+            notes=notes,
+            test_tokens=test_tokens,
+        )
         yield emit("done", attempts[-1].number, result=result)
 
     # -- the pieces ----------------------------------------------------------------------------
@@ -348,13 +392,22 @@ class CodeAgent(Runnable[Any, AgentResult]):
         from ragcoder.sandbox import ExecResult
 
         return Attempt(
-            number=number, kind="repair" if origin == "repair" else "generate",
-            code=add_missing_prelude(draft["code"], task.instruction), result=ExecResult(exit_code=None),
-            passed=False, generate_ms=gen_ms, input_tokens=draft["input_tokens"],
-            output_tokens=draft["output_tokens"], cached_tokens=draft.get("cached_tokens", 0),
-            temperature=None if origin == "greedy" else (self.temperature if origin == "sampled" else self.repair_temperature),
-            candidate=index, origin=origin, seed=seed,
-        )  # fmt: skip
+            number=number,
+            kind="repair" if origin == "repair" else "generate",
+            code=add_missing_prelude(draft["code"], task.instruction),
+            result=ExecResult(exit_code=None),
+            passed=False,
+            generate_ms=gen_ms,
+            input_tokens=draft["input_tokens"],
+            output_tokens=draft["output_tokens"],
+            cached_tokens=draft.get("cached_tokens", 0),
+            temperature=None
+            if origin == "greedy"
+            else (self.temperature if origin == "sampled" else self.repair_temperature),
+            candidate=index,
+            origin=origin,
+            seed=seed,
+        )
 
     @staticmethod
     def _copy_run(candidate: Attempt, original: Attempt) -> None:
@@ -367,17 +420,28 @@ class CodeAgent(Runnable[Any, AgentResult]):
         candidate.statuses, candidate.outputs = original.statuses, original.outputs
 
     def _repairs(
-        self, runs: list[Attempt], weights: dict[int, int], tests: list[TestCase], inputs: dict[str, Any],
-        instruction: str, number: int, on_token: Callable[[str], None] | None,
-    ) -> Iterator[tuple[Draft, Origin, int, float]]:  # fmt: skip
+        self,
+        runs: list[Attempt],
+        weights: dict[int, int],
+        tests: list[TestCase],
+        inputs: dict[str, Any],
+        instruction: str,
+        number: int,
+        on_token: Callable[[str], None] | None,
+    ) -> Iterator[tuple[Draft, Origin, int, float]]:
         """``samples`` sampled repairs, of the failing candidates closest to passing (in turn)."""
         hard = [t for t in tests if t.name and t.origin != "generated"]
         counted = [t.name for t in tests if t.origin == "generated" and not t.dropped]
 
         def closeness(c: Attempt) -> tuple:
             own = sum(c.statuses.get(n) == "pass" for n in counted)
-            return (-sum(c.statuses.get(t.name) == "pass" for t in hard), -bool(c.statuses), -own,
-                    -weights.get(c.candidate, 1), c.candidate)  # fmt: skip
+            return (
+                -sum(c.statuses.get(t.name) == "pass" for t in hard),
+                -bool(c.statuses),
+                -own,
+                -weights.get(c.candidate, 1),
+                c.candidate,
+            )
 
         targets = sorted(runs, key=closeness)[: self.samples]
         for row in range(self.samples):
@@ -385,8 +449,11 @@ class CodeAgent(Runnable[Any, AgentResult]):
             seed = seed_for(instruction, number, row)
             bound = self._repair_model.bind(temperature=self.repair_temperature, seed=seed)
             t0 = time.perf_counter()
-            draft = self._draft(repair_chain(bound), {**inputs, "code": target.code, "feedback": target.feedback},
-                                on_token if row == 0 else None)  # fmt: skip
+            draft = self._draft(
+                repair_chain(bound),
+                {**inputs, "code": target.code, "feedback": target.feedback},
+                on_token if row == 0 else None,
+            )
             yield draft, "repair", seed, self._ms(t0)
 
     @staticmethod

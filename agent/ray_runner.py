@@ -31,7 +31,7 @@ from typing import Any
 
 from ragcoder.agent.batch import BatchSummary, plan_batch
 from ragcoder.agent.config import AgentConfig
-from ragcoder.agent.records import ResultsFile
+from ragcoder.agent.records import ResultsFile, held
 from ragcoder.agent.runner import Outcome, Plan, RunReport
 from ragcoder.agent.tasks import Task, TaskError
 
@@ -93,8 +93,12 @@ def connect(address: str, workers: int) -> bool:
         return False
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
     if address == "local":
-        ray.init(num_cpus=max(workers, os.cpu_count() or 1), object_store_memory=OBJECT_STORE_BYTES,
-                 _node_ip_address=os.environ.get("RAGCODER_RAY_NODE_IP", LOCAL_NODE_IP), **quiet)  # fmt: skip
+        ray.init(
+            num_cpus=max(workers, os.cpu_count() or 1),
+            object_store_memory=OBJECT_STORE_BYTES,
+            _node_ip_address=os.environ.get("RAGCODER_RAY_NODE_IP", LOCAL_NODE_IP),
+            **quiet,
+        )
     else:
         host, _, port = address.removeprefix("ray://").rpartition(":")
         if host.startswith("127.") and not address.startswith("ray://"):
@@ -128,8 +132,12 @@ def actor_env(workers: int) -> dict[str, str]:
     sets before torch loads (a local actor is a fresh process that never ran the CLI)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = os.environ.get("RAGCODER_NUM_THREADS") or str(max(1, cores // max(1, workers)))
-    return {"RAGCODER_NUM_THREADS": threads, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE",
-            "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    return {
+        "RAGCODER_NUM_THREADS": threads,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
 
 @dataclass
@@ -275,8 +283,13 @@ def run_jobs_on_ray(
             todo.append(job)
     if todo:  # no cluster to start when only ready records were left
         items = {job.id: job.item for job in todo}
-        outcomes = ray_map(((job.id, job.item) for job in todo), make_solve, address=address, workers=workers,
-                           task_retries=task_retries)  # fmt: skip
+        outcomes = ray_map(
+            ((job.id, job.item) for job in todo),
+            make_solve,
+            address=address,
+            workers=workers,
+            task_retries=task_retries,
+        )
         try:
             for outcome in outcomes:
                 if outcome.error is not None:
@@ -338,28 +351,25 @@ def run_batch_on_ray(
     task_retries: int = DEFAULT_TASK_RETRIES,
 ) -> BatchSummary:
     """``run_batch`` with the tasks solved on ``workers`` Ray actors: the same file, records and resume."""
-    if isinstance(out, Path):
-        with ResultsFile.open(out) as results:
-            return run_batch_on_ray(config, tasks, results, address=address, workers=workers, quantize=quantize,
-                                    on_result=on_result, on_start=on_start, task_retries=task_retries)  # fmt: skip
-    plan = plan_batch(tasks, out.done)
-    summary = BatchSummary(total=plan.total, skipped=plan.skipped)
-    if on_start is not None:
-        on_start(len(plan.jobs), plan.skipped)
+    with held(out) as out:
+        plan = plan_batch(tasks, out.done)
+        summary = BatchSummary(total=plan.total, skipped=plan.skipped)
+        if on_start is not None:
+            on_start(len(plan.jobs), plan.skipped)
 
-    def count(record: dict[str, Any], result: Any) -> None:
-        if result is None:
-            summary.errors += 1
-        else:
-            summary.passed += result.passed
-            summary.failed += not result.passed
-            n = len(result.attempts)
-            summary.attempts_histogram[n] = summary.attempts_histogram.get(n, 0) + 1
-            summary.output_tokens += result.output_tokens
-        if on_result is not None:
-            on_result(str(record["id"]), result, record)
+        def count(record: dict[str, Any], result: Any) -> None:
+            summary.add(result)
+            if on_result is not None:
+                on_result(str(record["id"]), result, record)
 
-    report = run_jobs_on_ray(plan, out, AgentSolver(config, quantize), address=address, workers=workers,
-                             on_record=count, task_retries=task_retries)  # fmt: skip
-    summary.seconds, summary.interrupted = report.seconds, report.interrupted
-    return summary
+        report = run_jobs_on_ray(
+            plan,
+            out,
+            AgentSolver(config, quantize),
+            address=address,
+            workers=workers,
+            on_record=count,
+            task_retries=task_retries,
+        )
+        summary.seconds, summary.interrupted = report.seconds, report.interrupted
+        return summary

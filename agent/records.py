@@ -16,12 +16,14 @@ through :class:`ResultsFile`, which:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -210,3 +212,13 @@ def _lock(handle: BinaryIO, path: Path) -> None:
         if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
             raise
         # a file system without flock (some network mounts): run unlocked rather than not at all
+
+
+@contextlib.contextmanager
+def held(out: Path | ResultsFile) -> Iterator[ResultsFile]:
+    """``out`` itself when it is an open results file, else the file at ``out`` opened, and closed after."""
+    if isinstance(out, ResultsFile):
+        yield out
+        return
+    with ResultsFile.open(out) as results:
+        yield results

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from ragcoder.sandbox import ExecResult, TestReport
 
 CheckKind = Literal["tests", "examples", "runs"]  # user tests > examples in the instruction > runs cleanly
-StopReason = Literal["passed", "budget", "repeated", "empty", "sandbox-error"]
+# missing-package: the code needs a package the sandbox lacks (ExecResult.missing says which and how to get it)
+StopReason = Literal["passed", "budget", "repeated", "empty", "sandbox-error", "missing-package"]
 # verified: the user's tests or the instruction's examples passed; self-tested: only tests the model
 # wrote passed (there were no others); unverified: anything else
 Verdict = Literal["verified", "self-tested", "unverified"]

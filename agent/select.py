@@ -319,8 +319,14 @@ def codet_groups(
     groups = []
     for passed, members in by_set.items():
         size = sum(weights.get(m.candidate, 1) for m in members)
-        groups.append({"candidates": [m.candidate for m in members], "size": size,
-                       "tests_passed": len(passed), "score": size * len(passed)})  # fmt: skip
+        groups.append(
+            {
+                "candidates": [m.candidate for m in members],
+                "size": size,
+                "tests_passed": len(passed),
+                "score": size * len(passed),
+            }
+        )
     groups.sort(key=lambda g: (-g["score"], -g["size"], min(g["candidates"])))  # type: ignore[operator]
     return groups
 

@@ -96,9 +96,13 @@ def _timed_stream(chat: Any, prompt: str, new_tokens: int) -> dict[str, float]:
         usage = chunk.usage_metadata or usage
     out = int(usage.get("output_tokens", 0))
     assert first is not None and last is not None and out > 1, "no tokens generated"
-    return {"prompt_tokens": usage["input_tokens"], "new_tokens": out, "first_token_s": first - started,
-            "prefill_tok_s": usage["input_tokens"] / (first - started),
-            "decode_tok_s": (out - 1) / (last - first)}  # fmt: skip
+    return {
+        "prompt_tokens": usage["input_tokens"],
+        "new_tokens": out,
+        "first_token_s": first - started,
+        "prefill_tok_s": usage["input_tokens"] / (first - started),
+        "decode_tok_s": (out - 1) / (last - first),
+    }
 
 
 def _work_chat(engine: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -151,8 +155,9 @@ def _work_ortgenai(args: argparse.Namespace) -> dict[str, Any]:
     model = og.Model(str(args.ort_dir))
     tokenizer = AutoTokenizer.from_pretrained(args.ort_dir)
     load_s = time.perf_counter() - started
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": DECODE_PROMPT}], tokenize=False,
-                                           add_generation_prompt=True)  # fmt: skip
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": DECODE_PROMPT}], tokenize=False, add_generation_prompt=True
+    )
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + args.new_tokens, do_sample=False)
@@ -164,10 +169,17 @@ def _work_ortgenai(args: argparse.Namespace) -> dict[str, Any]:
         generator.generate_next_token()
         times.append(time.perf_counter())
     out = len(times)
-    return {"engine": "ortgenai-int4", "load_s": load_s, "disk_gb": _dir_size(Path(args.ort_dir)) / 1e9,
-            "prompt_tokens": len(ids), "new_tokens": out, "first_token_s": times[0] - t0,
-            "prefill_tok_s": len(ids) / (times[0] - t0), "decode_tok_s": (out - 1) / (times[-1] - times[0]),
-            "peak_rss_gb": _rss_gb()}  # fmt: skip
+    return {
+        "engine": "ortgenai-int4",
+        "load_s": load_s,
+        "disk_gb": _dir_size(Path(args.ort_dir)) / 1e9,
+        "prompt_tokens": len(ids),
+        "new_tokens": out,
+        "first_token_s": times[0] - t0,
+        "prefill_tok_s": len(ids) / (times[0] - t0),
+        "decode_tok_s": (out - 1) / (times[-1] - times[0]),
+        "peak_rss_gb": _rss_gb(),
+    }
 
 
 def _work_ct2(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,14 +187,16 @@ def _work_ct2(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     started = time.perf_counter()
-    generator = ctranslate2.Generator(args.ct2_dir, device="cpu", compute_type="int8",
-                                      intra_threads=len(os.sched_getaffinity(0)))  # fmt: skip
+    generator = ctranslate2.Generator(
+        args.ct2_dir, device="cpu", compute_type="int8", intra_threads=len(os.sched_getaffinity(0))
+    )
     tokenizer = AutoTokenizer.from_pretrained(args.ct2_dir)
     load_s = time.perf_counter() - started
 
     def tokens(text: str) -> list[str]:
-        chat = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)  # fmt: skip
+        chat = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
         return tokenizer.convert_ids_to_tokens(tokenizer(chat, add_special_tokens=False)["input_ids"])
 
     options = {
@@ -194,9 +208,16 @@ def _work_ct2(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     times = [time.perf_counter() for _ in generator.generate_tokens(prompt, **options)]
     out = len(times)
-    result = {"engine": "ct2-int8", "load_s": load_s, "disk_gb": _dir_size(Path(args.ct2_dir)) / 1e9,
-              "prompt_tokens": len(prompt), "new_tokens": out, "first_token_s": times[0] - t0,
-              "prefill_tok_s": len(prompt) / (times[0] - t0), "decode_tok_s": (out - 1) / (times[-1] - times[0])}  # fmt: skip
+    result = {
+        "engine": "ct2-int8",
+        "load_s": load_s,
+        "disk_gb": _dir_size(Path(args.ct2_dir)) / 1e9,
+        "prompt_tokens": len(prompt),
+        "new_tokens": out,
+        "first_token_s": times[0] - t0,
+        "prefill_tok_s": len(prompt) / (times[0] - t0),
+        "decode_tok_s": (out - 1) / (times[-1] - times[0]),
+    }
     if args.batch:
         batch = [tokens(p) for p in BATCH_PROMPTS[: args.batch]]
         t0 = time.perf_counter()
@@ -234,8 +255,13 @@ def _work_client(args: argparse.Namespace) -> None:
     from langchain_openai import ChatOpenAI
     from ragcoder.chains.llm.served import _http_client
 
-    chat = ChatOpenAI(base_url=info.base_url, api_key="-", model=info.model, max_tokens=16,
-                      http_client=_http_client(args.socket, None))  # fmt: skip
+    chat = ChatOpenAI(
+        base_url=info.base_url,
+        api_key="-",
+        model=info.model,
+        max_tokens=16,
+        http_client=_http_client(args.socket, None),
+    )
     for chunk in chat.stream(COLD_PROMPT):
         if chunk.content:
             print("FIRST", info.engine, flush=True)
@@ -246,9 +272,23 @@ def _work_client(args: argparse.Namespace) -> None:
 
 
 def _child(args: argparse.Namespace, *extra: str, timeout: float = 3600) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, *extra, "--model", args.model, "--ort-dir", str(args.ort_dir),
-           "--ct2-dir", str(args.ct2_dir), "--new-tokens", str(args.new_tokens), "--batch", str(args.batch),
-           "--samples", str(args.samples)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        *extra,
+        "--model",
+        args.model,
+        "--ort-dir",
+        str(args.ort_dir),
+        "--ct2-dir",
+        str(args.ct2_dir),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--batch",
+        str(args.batch),
+        "--samples",
+        str(args.samples),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(extra)} failed:\n{proc.stderr[-3000:]}")
@@ -273,8 +313,12 @@ def _served_first_token(args: argparse.Namespace) -> tuple[float, float]:
     folder = Path(tempfile.mkdtemp(prefix="rcb-", dir="/tmp"))
     socket = folder / "s.sock"
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
-    server = subprocess.Popen([ragcoder, "serve", "--model", args.model, "--socket", str(socket)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [ragcoder, "serve", "--model", args.model, "--socket", str(socket)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         started = time.perf_counter()
         assert server.stdout is not None
@@ -333,21 +377,30 @@ def main(argv: list[str] | None = None) -> None:
     engines = [e for e in args.engines.split(",") if e]
     if "ct2-int8" in engines and not (args.ct2_dir and Path(args.ct2_dir).is_dir()):
         engines.remove("ct2-int8")
-    print(f"engine bench: {args.model}, {args.new_tokens} new tokens, batch {args.batch}, "
-          f"{len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"engine bench: {args.model}, {args.new_tokens} new tokens, batch {args.batch}, "
+        f"{len(os.sched_getaffinity(0))} cores, load average {os.getloadavg()[0]:.1f}"
+    )
     results = {}
     for engine in engines:
         results[engine] = row = _child(args, "--worker", engine)
-        print(f"{engine:<14} load {row['load_s']:5.1f}s  prefill {row['prefill_tok_s']:6.1f} tok/s  "
-              f"decode {row['decode_tok_s']:5.2f} tok/s  ({row['new_tokens']} tokens)  "
-              f"peak RSS {row['peak_rss_gb']:.2f} GB  disk {row['disk_gb']:.2f} GB", flush=True)  # fmt: skip
+        print(
+            f"{engine:<14} load {row['load_s']:5.1f}s  prefill {row['prefill_tok_s']:6.1f} tok/s  "
+            f"decode {row['decode_tok_s']:5.2f} tok/s  ({row['new_tokens']} tokens)  "
+            f"peak RSS {row['peak_rss_gb']:.2f} GB  disk {row['disk_gb']:.2f} GB",
+            flush=True,
+        )
         if "batch_tok_s" in row:
-            print(f"{'':<14} batch-{args.batch} {row['batch_tok_s']:5.2f} tok/s vs one at a time "
-                  f"{row['single_tok_s']:5.2f} tok/s ({row['batch_same_text']}/{args.batch} identical texts)")  # fmt: skip
+            print(
+                f"{'':<14} batch-{args.batch} {row['batch_tok_s']:5.2f} tok/s vs one at a time "
+                f"{row['single_tok_s']:5.2f} tok/s ({row['batch_same_text']}/{args.batch} identical texts)"
+            )
         if "samples_shared_s" in row:
-            print(f"{'':<14} {args.samples} samples of one prompt: {row['samples_shared_s']:.1f}s for "
-                  f"{row['samples_shared_tokens']} tokens with one prefill vs {row['samples_apart_s']:.1f}s "
-                  f"for {row['samples_apart_tokens']} tokens apart")  # fmt: skip
+            print(
+                f"{'':<14} {args.samples} samples of one prompt: {row['samples_shared_s']:.1f}s for "
+                f"{row['samples_shared_tokens']} tokens with one prefill vs {row['samples_apart_s']:.1f}s "
+                f"for {row['samples_apart_tokens']} tokens apart"
+            )
     cold = min(
         _first_token_s([sys.executable, __file__, "--worker", "cold", "--model", args.model])
         for _ in range(2)

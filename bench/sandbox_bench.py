@@ -223,8 +223,11 @@ def package_copy(rev: str | None, into: Path) -> Path:
         if rev is None:
             files = subprocess.run(
                 ["git", "ls-files", "-co", "--exclude-standard", "ragcoder", *PACKAGE_DIRS.values()],
-                cwd=REPO, capture_output=True, text=True, check=True,
-            ).stdout.split()  # fmt: skip
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             subprocess.run(["tar", "-c", *files], cwd=REPO, stdout=tar, check=True)
         else:
             subprocess.run(["git", "archive", rev], cwd=REPO, stdout=tar, check=True)

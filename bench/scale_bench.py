@@ -35,17 +35,34 @@ sys.path.insert(0, str(ROOT))
 MODEL = "smollm2-135m-instruct"
 MODES = ("inproc1", "served1", "ray1", "ray2", "inproc2", "inproc4", "served2")  # the target's three first
 TEMPLATES = [  # (name, instruction, tests) over n: trivial functions a 135M model mostly gets right
-    ("add_{n}", "Write a Python function add_{n}(x) that returns x plus {n}.",
-     "assert add_{n}(1) == {a}\nassert add_{n}(-{n}) == 0"),
-    ("times_{n}", "Write a Python function times_{n}(x) that returns x multiplied by {n}.",
-     "assert times_{n}(3) == {b}\nassert times_{n}(0) == 0"),
-    ("is_multiple_of_{n}", "Write a Python function is_multiple_of_{n}(x) that returns True when x is "
-     "divisible by {n}, else False.", "assert is_multiple_of_{n}({b}) is True\nassert is_multiple_of_{n}({a}) is False"),
-    ("repeat_{n}", "Write a Python function repeat_{n}(s) that returns the string s repeated {n} times.",
-     "assert repeat_{n}('ab') == 'ab' * {n}"),
-    ("first_{n}", "Write a Python function first_{n}(items) that returns a list of the first {n} elements "
-     "of the list items.", "assert first_{n}(list(range(20))) == list(range({n}))"),
-]  # fmt: skip
+    (
+        "add_{n}",
+        "Write a Python function add_{n}(x) that returns x plus {n}.",
+        "assert add_{n}(1) == {a}\nassert add_{n}(-{n}) == 0",
+    ),
+    (
+        "times_{n}",
+        "Write a Python function times_{n}(x) that returns x multiplied by {n}.",
+        "assert times_{n}(3) == {b}\nassert times_{n}(0) == 0",
+    ),
+    (
+        "is_multiple_of_{n}",
+        "Write a Python function is_multiple_of_{n}(x) that returns True when x is "
+        "divisible by {n}, else False.",
+        "assert is_multiple_of_{n}({b}) is True\nassert is_multiple_of_{n}({a}) is False",
+    ),
+    (
+        "repeat_{n}",
+        "Write a Python function repeat_{n}(s) that returns the string s repeated {n} times.",
+        "assert repeat_{n}('ab') == 'ab' * {n}",
+    ),
+    (
+        "first_{n}",
+        "Write a Python function first_{n}(items) that returns a list of the first {n} elements "
+        "of the list items.",
+        "assert first_{n}(list(range(20))) == list(range({n}))",
+    ),
+]
 
 
 def make_tasks(count: int) -> list[Any]:
@@ -56,22 +73,29 @@ def make_tasks(count: int) -> list[Any]:
         name, instruction, tests = TEMPLATES[i % len(TEMPLATES)]
         n = 2 + i // len(TEMPLATES)
         values = {"n": n, "a": 1 + n, "b": 3 * n}
-        tasks.append(Task(id=name.format(**values), instruction=instruction.format(**values),
-                          tests=tests.format(**values)))  # fmt: skip
+        tasks.append(
+            Task(
+                id=name.format(**values),
+                instruction=instruction.format(**values),
+                tests=tests.format(**values),
+            )
+        )
     return tasks
 
 
 # -- one mode, in a child process -----------------------------------------------------------------
 
 
-def run_mode(mode: str, count: int, attempts: int, max_new: int, out: Path, llm_url: str | None,
-             model: str = MODEL) -> dict:  # fmt: skip
+def run_mode(
+    mode: str, count: int, attempts: int, max_new: int, out: Path, llm_url: str | None, model: str = MODEL
+) -> dict:
     from ragcoder.agent.config import AgentConfig
 
     workers = int(mode[-1])
     served = {} if llm_url else {"model": model}  # through the URL: the server's one model
-    config = AgentConfig(**served, retrieval="never", max_attempts=attempts, max_new_tokens=max_new,
-                         llm_url=llm_url)  # fmt: skip
+    config = AgentConfig(
+        **served, retrieval="never", max_attempts=attempts, max_new_tokens=max_new, llm_url=llm_url
+    )
     tasks = make_tasks(count)
     done_at: list[float] = []
 
@@ -91,20 +115,29 @@ def run_mode(mode: str, count: int, attempts: int, max_new: int, out: Path, llm_
             started = time.perf_counter()  # in-process: the model is loaded; Ray's wall includes its start
             summary = run_batch(agent, tasks, out, workers=workers, on_result=on_result)
     wave = min(workers, len(done_at) - 1)
-    steady = (len(done_at) - wave) / (done_at[-1] - done_at[wave - 1]) if wave >= 1 else len(done_at) / (
-        done_at[-1] - started)  # fmt: skip
+    steady = (
+        (len(done_at) - wave) / (done_at[-1] - done_at[wave - 1])
+        if wave >= 1
+        else len(done_at) / (done_at[-1] - started)
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     gen = [sum(a["generate_ms"] for a in r.get("attempts", [])) for r in records]
     run = [sum(a["run_ms"] for a in r.get("attempts", [])) for r in records]
     return {
-        "mode": mode, "workers": workers, "tasks": len(records), "errors": summary.errors,
-        "passed": summary.passed, "steady_tasks_per_s": steady, "wall_s": done_at[-1] - started,
-        "gen_ms": statistics.mean(gen), "run_ms": statistics.mean(run),
+        "mode": mode,
+        "workers": workers,
+        "tasks": len(records),
+        "errors": summary.errors,
+        "passed": summary.passed,
+        "steady_tasks_per_s": steady,
+        "wall_s": done_at[-1] - started,
+        "gen_ms": statistics.mean(gen),
+        "run_ms": statistics.mean(run),
         "tokens": statistics.mean(r.get("output_tokens", 0) for r in records),
         "attempts": statistics.mean(len(r.get("attempts", [])) for r in records),
         "verdicts": {r["id"]: "error" if "error" in r else bool(r.get("passed")) for r in records},
         "codes": {r["id"]: r.get("code", "") for r in records},
-    }  # fmt: skip
+    }
 
 
 def fanout_ceiling(tasks: int = 200) -> dict:
@@ -146,10 +179,21 @@ def start_server(max_batch: int, max_new: int, log: Path, model: str = MODEL) ->
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests/scale/openai_server.py"), "--model", model, "--port", str(port),
-         "--max-batch", str(max_batch), "--max-new-tokens", str(max_new)],
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "tests/scale/openai_server.py"),
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--max-new-tokens",
+            str(max_new),
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -166,9 +210,22 @@ def start_server(max_batch: int, max_new: int, log: Path, model: str = MODEL) ->
 
 def child(mode: str, args: argparse.Namespace, folder: Path, llm_url: str | None = None) -> dict:
     out = folder / f"{mode}.jsonl"
-    command = [sys.executable, __file__, "--child", mode, "--tasks", str(args.tasks), "--attempts",
-               str(args.attempts), "--max-new-tokens", str(args.max_new_tokens), "--out", str(out),
-               "--model", args.model]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--tasks",
+        str(args.tasks),
+        "--attempts",
+        str(args.attempts),
+        "--max-new-tokens",
+        str(args.max_new_tokens),
+        "--out",
+        str(out),
+        "--model",
+        args.model,
+    ]
     if llm_url:
         command += ["--llm-url", llm_url]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -192,21 +249,26 @@ def main() -> None:
     parser.add_argument("--llm-url", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        row = run_mode(args.child, args.tasks, args.attempts, args.max_new_tokens, args.out, args.llm_url,
-                       args.model)  # fmt: skip
+        row = run_mode(
+            args.child, args.tasks, args.attempts, args.max_new_tokens, args.out, args.llm_url, args.model
+        )
         print(json.dumps(row))
         return
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    print(f"scale bench: {args.tasks} tasks, {args.model} fp32 greedy, attempts {args.attempts}, "
-          f"max_new_tokens {args.max_new_tokens}, {os.cpu_count()} cores", flush=True)  # fmt: skip
+    print(
+        f"scale bench: {args.tasks} tasks, {args.model} fp32 greedy, attempts {args.attempts}, "
+        f"max_new_tokens {args.max_new_tokens}, {os.cpu_count()} cores",
+        flush=True,
+    )
     folder = Path(tempfile.mkdtemp(prefix="ragcoder-scale-bench-"))
     rows = []
     for mode in modes:
         started = time.perf_counter()
         if mode.startswith("served"):
-            server, url = start_server(int(mode[-1]), args.max_new_tokens, folder / f"{mode}-server.log",
-                                       args.model)  # fmt: skip
+            server, url = start_server(
+                int(mode[-1]), args.max_new_tokens, folder / f"{mode}-server.log", args.model
+            )
             try:
                 row = child(mode, args, folder, url)
             finally:
@@ -216,10 +278,13 @@ def main() -> None:
             row = child(mode, args, folder)
         row["process_s"] = time.perf_counter() - started
         rows.append(row)
-        print(f"  {mode:<8} {row['steady_tasks_per_s'] * 60:6.1f} tasks/min steady  wall {row['wall_s']:6.1f} s"
-              f"  (process {row['process_s']:5.1f} s)  passed {row['passed']}/{row['tasks']}  errors "
-              f"{row['errors']}  gen {row['gen_ms']:6.0f} ms  sandbox {row['run_ms']:4.0f} ms  "
-              f"{row['tokens']:.0f} tok/task", flush=True)  # fmt: skip
+        print(
+            f"  {mode:<8} {row['steady_tasks_per_s'] * 60:6.1f} tasks/min steady  wall {row['wall_s']:6.1f} s"
+            f"  (process {row['process_s']:5.1f} s)  passed {row['passed']}/{row['tasks']}  errors "
+            f"{row['errors']}  gen {row['gen_ms']:6.0f} ms  sandbox {row['run_ms']:4.0f} ms  "
+            f"{row['tokens']:.0f} tok/task",
+            flush=True,
+        )
     base = next((r for r in rows if r["mode"] == "inproc1"), rows[0])
     print(f"\nratios against {base['mode']} (steady tasks/s), and same ids/verdicts/code as it:")
     for row in rows:
@@ -227,15 +292,19 @@ def main() -> None:
         same_verdicts = row["verdicts"] == base["verdicts"]
         differ = sorted(k for k in base["verdicts"] if row["verdicts"].get(k) != base["verdicts"][k])
         same_code = sum(row["codes"].get(k) == c for k, c in base["codes"].items())
-        print(f"  {row['mode']:<8} x{row['steady_tasks_per_s'] / base['steady_tasks_per_s']:.2f}  ids "
-              f"{'same' if same_ids else 'DIFFER'}  verdicts {'same' if same_verdicts else 'differ: ' + ', '.join(differ)}"
-              f"  code identical {same_code}/{len(base['codes'])}")  # fmt: skip
+        print(
+            f"  {row['mode']:<8} x{row['steady_tasks_per_s'] / base['steady_tasks_per_s']:.2f}  ids "
+            f"{'same' if same_ids else 'DIFFER'}  verdicts {'same' if same_verdicts else 'differ: ' + ', '.join(differ)}"
+            f"  code identical {same_code}/{len(base['codes'])}"
+        )
     if any(r["mode"] == "ray1" for r in rows) and any(r["mode"] == "ray2" for r in rows):
         one, two = (next(r for r in rows if r["mode"] == m) for m in ("ray1", "ray2"))
         print(f"  ray2 / ray1 = x{two['steady_tasks_per_s'] / one['steady_tasks_per_s']:.2f} (target >= 1.6)")
     ceiling = fanout_ceiling()
-    print(f"\nfan-out ceiling: Ray no-op round trip {ceiling['ray_noop_ms']:.2f} ms/task on 2 actors; "
-          f"driver fsync'd append {ceiling['append_ms']:.2f} ms/record")  # fmt: skip
+    print(
+        f"\nfan-out ceiling: Ray no-op round trip {ceiling['ray_noop_ms']:.2f} ms/task on 2 actors; "
+        f"driver fsync'd append {ceiling['append_ms']:.2f} ms/record"
+    )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "ceiling": ceiling}, indent=1))
 

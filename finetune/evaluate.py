@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ragcoder.agent.loop import CodeAgent
-from ragcoder.agent.records import ResultsFile, read_records, to_json_line
+from ragcoder.agent.records import ResultsFile, held, read_records, to_json_line
 from ragcoder.agent.result import AgentResult
 from ragcoder.agent.runner import Job, Outcome, Plan, plan_jobs, run_jobs
 from ragcoder.agent.tasks import Task, humaneval_task
@@ -35,6 +35,15 @@ class EvalSummary:
     errors: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Count one finished sample: an error record, a pass or a failure by the hidden tests."""
+        if "error" in record:
+            self.errors += 1
+        elif record["passed"]:
+            self.passed += 1
+        else:
+            self.failed += 1
 
 
 @dataclass(frozen=True)
@@ -96,21 +105,23 @@ def record_for(
     attempts = []
     for attempt in result.attempts:
         hidden = verdict(attempt.code)
-        attempts.append({
-            "number": attempt.number,
-            "kind": attempt.kind,
-            "code": attempt.code,
-            "visible_passed": attempt.passed,
-            "passed": hidden.passed,
-            "hidden_detail": hidden.detail,
-            "feedback": attempt.feedback,
-            "generate_ms": round(attempt.generate_ms, 1),
-            "run_ms": round(attempt.run_ms, 1),
-            "input_tokens": attempt.input_tokens,
-            "output_tokens": attempt.output_tokens,
-            "cached_tokens": attempt.cached_tokens,
-            "temperature": attempt.temperature,
-        })  # fmt: skip
+        attempts.append(
+            {
+                "number": attempt.number,
+                "kind": attempt.kind,
+                "code": attempt.code,
+                "visible_passed": attempt.passed,
+                "passed": hidden.passed,
+                "hidden_detail": hidden.detail,
+                "feedback": attempt.feedback,
+                "generate_ms": round(attempt.generate_ms, 1),
+                "run_ms": round(attempt.run_ms, 1),
+                "input_tokens": attempt.input_tokens,
+                "output_tokens": attempt.output_tokens,
+                "cached_tokens": attempt.cached_tokens,
+                "temperature": attempt.temperature,
+            }
+        )
     final = verdict(result.code)
     reference = problem.canonical_code
     return {
@@ -156,6 +167,12 @@ def plan_eval(problems: list[Problem], samples: int, done: set[str]) -> Plan[tup
     return plan_jobs(jobs, done)
 
 
+def failed_record(item: tuple[Problem, int]) -> dict[str, Any]:
+    """The record of a sample whose solving raised: failed, with the runner adding the error."""
+    problem, sample = item
+    return {"task_id": problem.task_id, "split": problem.split, "sample": sample, "passed": False}
+
+
 def run_eval(
     agent: CodeAgent | None,
     problems: list[Problem],
@@ -176,41 +193,36 @@ def run_eval(
     """
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    if isinstance(out, Path):
-        with ResultsFile.open(out) as results:
-            return run_eval(agent, problems, results, samples=samples, workers=workers, scorer=scorer,
-                            on_start=on_start, on_result=on_result, prompt_style=prompt_style)  # fmt: skip
-    tasks = agent_tasks(problems, prompt_style)
-    plan = plan_eval(problems, samples, out.done)
-    if plan.to_solve and agent is None:
-        raise ValueError("run_eval: records are missing and no agent was given")
-    summary = EvalSummary(to_run=len(plan.jobs), skipped=plan.skipped)
-    if on_start is not None:
-        on_start(len(plan.jobs), plan.skipped)
+    with held(out) as out:
+        tasks = agent_tasks(problems, prompt_style)
+        plan = plan_eval(problems, samples, out.done)
+        if plan.to_solve and agent is None:
+            raise ValueError("run_eval: records are missing and no agent was given")
+        summary = EvalSummary(to_run=len(plan.jobs), skipped=plan.skipped)
+        if on_start is not None:
+            on_start(len(plan.jobs), plan.skipped)
 
-    def solve(item: tuple[Problem, int]) -> Outcome:
-        problem, sample = item
-        result = agent.invoke(tasks[problem.task_id])  # type: ignore[union-attr]
-        return record_for(problem, sample, samples, result, scorer or agent.sandbox), None  # type: ignore[union-attr]
+        def solve(item: tuple[Problem, int]) -> Outcome:
+            problem, sample = item
+            result = agent.invoke(tasks[problem.task_id])  # type: ignore[union-attr]
+            return record_for(problem, sample, samples, result, scorer or agent.sandbox), None  # type: ignore[union-attr]
 
-    def failed(item: tuple[Problem, int]) -> dict[str, Any]:
-        problem, sample = item
-        return {"task_id": problem.task_id, "split": problem.split, "sample": sample, "passed": False}
+        def count(record: dict[str, Any], _: Any) -> None:
+            summary.add(record)
+            if on_result is not None:
+                on_result(record)
 
-    def count(record: dict[str, Any], _: Any) -> None:
-        if "error" in record:
-            summary.errors += 1
-        elif record["passed"]:
-            summary.passed += 1
-        else:
-            summary.failed += 1
-        if on_result is not None:
-            on_result(record)
-
-    report = run_jobs(plan, out, solve, failed=failed, workers=workers, on_record=count,
-                      thread_name="ragcoder-eval")  # fmt: skip
-    summary.seconds, summary.interrupted = report.seconds, report.interrupted
-    return summary
+        report = run_jobs(
+            plan,
+            out,
+            solve,
+            failed=failed_record,
+            workers=workers,
+            on_record=count,
+            thread_name="ragcoder-eval",
+        )
+        summary.seconds, summary.interrupted = report.seconds, report.interrupted
+        return summary
 
 
 def select_problems(split: str = "dev", limit: int | None = None, tasks: str | None = None) -> list[Problem]:

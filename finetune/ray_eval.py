@@ -14,10 +14,10 @@ from typing import Any
 
 from ragcoder.agent.config import AgentConfig
 from ragcoder.agent.ray_runner import DEFAULT_TASK_RETRIES, run_jobs_on_ray
-from ragcoder.agent.records import ResultsFile
+from ragcoder.agent.records import ResultsFile, held
 from ragcoder.agent.runner import Outcome
 from ragcoder.agent.tasks import Task
-from ragcoder.finetune.evaluate import EvalSummary, agent_tasks, plan_eval, record_for
+from ragcoder.finetune.evaluate import EvalSummary, agent_tasks, failed_record, plan_eval, record_for
 from ragcoder.finetune.humaneval import Problem
 
 
@@ -81,32 +81,27 @@ def run_eval_on_ray(
     """``run_eval`` with the problems solved and scored on ``workers`` Ray actors."""
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    if isinstance(out, Path):
-        with ResultsFile.open(out) as results:
-            return run_eval_on_ray(config, problems, results, address=address, workers=workers, samples=samples,
-                                   temperature=temperature, quantize=quantize, prompt_style=prompt_style,
-                                   on_start=on_start, on_result=on_result, task_retries=task_retries)  # fmt: skip
-    plan = plan_eval(problems, samples, out.done)
-    summary = EvalSummary(to_run=len(plan.jobs), skipped=plan.skipped)
-    if on_start is not None:
-        on_start(len(plan.jobs), plan.skipped)
+    with held(out) as out:
+        plan = plan_eval(problems, samples, out.done)
+        summary = EvalSummary(to_run=len(plan.jobs), skipped=plan.skipped)
+        if on_start is not None:
+            on_start(len(plan.jobs), plan.skipped)
 
-    def failed(item: tuple[Problem, int]) -> dict[str, Any]:
-        problem, sample = item
-        return {"task_id": problem.task_id, "split": problem.split, "sample": sample, "passed": False}
+        def count(record: dict[str, Any], _: Any) -> None:
+            summary.add(record)
+            if on_result is not None:
+                on_result(record)
 
-    def count(record: dict[str, Any], _: Any) -> None:
-        if "error" in record:
-            summary.errors += 1
-        elif record["passed"]:
-            summary.passed += 1
-        else:
-            summary.failed += 1
-        if on_result is not None:
-            on_result(record)
-
-    solver = EvalSolver(config, agent_tasks(problems, prompt_style), samples, temperature, quantize)
-    report = run_jobs_on_ray(plan, out, solver, address=address, workers=workers, failed=failed,
-                             on_record=count, task_retries=task_retries)  # fmt: skip
-    summary.seconds, summary.interrupted = report.seconds, report.interrupted
-    return summary
+        solver = EvalSolver(config, agent_tasks(problems, prompt_style), samples, temperature, quantize)
+        report = run_jobs_on_ray(
+            plan,
+            out,
+            solver,
+            address=address,
+            workers=workers,
+            failed=failed_record,
+            on_record=count,
+            task_retries=task_retries,
+        )
+        summary.seconds, summary.interrupted = report.seconds, report.interrupted
+        return summary

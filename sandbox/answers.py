@@ -73,6 +73,14 @@ def exec_result(answer: Any, output_limit: int) -> ExecResult:
         }  # a file name that is not valid UTF-8 cannot be named faithfully here: left out
     except (binascii.Error, ValueError) as exc:
         raise MalformedAnswer("a returned file is not base64") from exc
+    skipped_raw = answer.get("files_skipped", {})
+    if not isinstance(skipped_raw, dict):
+        raise MalformedAnswer("answer field files_skipped has the wrong type")
+    files_skipped = {
+        name: size
+        for name, size in skipped_raw.items()
+        if isinstance(name, str) and clean_text(name) == name and type(size) is int and size >= 0
+    }
     return ExecResult(
         stdout=_cap(clean_text(stdout), totals[0], output_limit),
         stderr=_cap(clean_text(stderr), totals[1], output_limit),
@@ -82,4 +90,5 @@ def exec_result(answer: Any, output_limit: int) -> ExecResult:
         oom_killed=oom_killed,
         duration_ms=duration_ms,
         files=files,
+        files_skipped=files_skipped,
     )

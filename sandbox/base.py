@@ -49,6 +49,7 @@ class Sandbox(abc.ABC):
         *,
         entry_point: str | None = None,
         timeout: float | None = None,
+        files: Mapping[str, bytes | str] | None = None,
     ) -> TestReport:
         """Load ``code``, then run each test case in ``tests`` against it; one outcome per case.
 
@@ -57,9 +58,10 @@ class Sandbox(abc.ABC):
         ``entry_point`` when one is given (HumanEval style). Other statements are setup. The
         tests run in a process of their own that looks up the code's names in the process that
         loaded it; the code under test cannot reach the verdicts.
+        ``files`` are written into ``/work`` first, as for ``run``.
         """
         program, stdin, secret = standalone_job(code, tests, entry_point)
-        result = self.run(program, stdin=stdin, timeout=timeout)
+        result = self.run(program, stdin=stdin, files=files, timeout=timeout)
         return parse_standalone(result, secret)
 
     def close(self) -> None:  # noqa: B027 - backends without resources need nothing here

@@ -39,8 +39,9 @@ def docker_client(timeout_s: float = 10.0, base_url: str | None = None) -> Any:
         if base_url is None:
             client = docker.from_env(timeout=int(timeout_s))
         else:
-            client = docker.DockerClient(base_url=base_url, timeout=int(timeout_s),
-                                         use_ssh_client=base_url.startswith("ssh://"))  # fmt: skip
+            client = docker.DockerClient(
+                base_url=base_url, timeout=int(timeout_s), use_ssh_client=base_url.startswith("ssh://")
+            )
         client.ping()
     except (DockerException, OSError) as exc:
         where = f" at {base_url}" if base_url else ""

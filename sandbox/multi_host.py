@@ -226,10 +226,17 @@ class MultiHostSandbox(Sandbox):
     def status(self) -> list[dict[str, Any]]:
         """One line per host: up or why not, runs, runs in flight, runs retried elsewhere."""
         return [
-            {"host": h.url, "up": h.up, "problem": h.problem, "runs": h.runs, "in_flight": h.in_flight,
-             "retried_elsewhere": h.retried_elsewhere, "shipped_image": h.shipped_image}
+            {
+                "host": h.url,
+                "up": h.up,
+                "problem": h.problem,
+                "runs": h.runs,
+                "in_flight": h.in_flight,
+                "retried_elsewhere": h.retried_elsewhere,
+                "shipped_image": h.shipped_image,
+            }
             for h in self.hosts
-        ]  # fmt: skip
+        ]
 
     def close(self) -> None:
         with self._lock:

@@ -26,7 +26,7 @@ from ragcoder.sandbox.answers import MalformedAnswer, exec_result
 from ragcoder.sandbox.base import ErrorInfo, ExecResult, Sandbox, TestReport
 from ragcoder.sandbox.harness import report_from_verdict, test_list
 from ragcoder.sandbox.settings import SandboxSettings
-from ragcoder.sandbox.workers import Worker, WorkerDied, WorkerTimeout
+from ragcoder.sandbox.workers import Worker, WorkerDied, WorkerTimeout, WorkerUnsettled
 
 from ragcoder.errors import SandboxClosed, SandboxCrashed, SandboxError
 
@@ -119,14 +119,15 @@ class WarmPool:
                 if self._last_error is not None and self._pending == 0:
                     self._spawn_async()  # the last start failed: try again while we wait
                 continue
-            try:
-                worker.settle()  # its cleanup's word: ready, or recycle (then it is replaced)
-            except WorkerDied as exc:
-                log.info("sandbox: replacing a server: %s", exc)
-                self.discard(worker)
-                continue
-            if not worker.idle_ok():  # died while idle (killed from outside, OOM, engine restart)
-                worker.dead = True
+            if worker.settle_pending and worker.readable_now():
+                try:
+                    worker.settle()  # its cleanup's word is here: ready, or recycle (then replaced)
+                except WorkerDied as exc:
+                    log.info("sandbox: replacing a server: %s", exc)
+                    self.discard(worker)
+                    continue
+            if not worker.settle_pending and not worker.idle_ok():  # died while idle (killed from
+                worker.dead = True  # outside, OOM, engine restart)
                 self.discard(worker)
                 continue
             return worker
@@ -213,18 +214,25 @@ class ServerSandbox(Sandbox):
         *,
         entry_point: str | None = None,
         timeout: float | None = None,
+        files: Mapping[str, bytes | str] | None = None,
     ) -> TestReport:
         """As :meth:`Sandbox.run_tests`, natively: the server forks the judge, which forks the code's
         process; the verdicts come back on the judge's own pipe (see ``server/judge.py``)."""
-        request = self._build_request("test", code, None, None, timeout)
+        request = self._build_request("test", code, None, files, timeout)
         request.update(tests=test_list(tests), entry_point=None if entry_point is None else str(entry_point))
         answer, result = self._pooled(request)
         return report_from_verdict(result, answer.get("verdict") if answer is not None else None)
 
     def _pooled(self, request: dict[str, Any]) -> tuple[dict[str, Any] | None, ExecResult]:
-        """One request on a pooled worker, which goes back to the pool or is replaced."""
-        worker = self.pool.acquire()
-        answer, result = self._request(worker, request)
+        """One request on a pooled worker, which goes back to the pool or is replaced. A worker that
+        turns out to be replaced after its last run never read the request: it goes to another."""
+        for attempt in range(3):
+            worker = self.pool.acquire()
+            try:
+                answer, result = self._request(worker, request, retryable=attempt < 2)
+                break
+            except WorkerUnsettled:
+                continue
         if answer is not None:
             if answer["timed_out"] or answer["oom_killed"]:
                 self.pool.discard(worker)  # the server survived, but the next run gets a fresh one
@@ -260,12 +268,21 @@ class ServerSandbox(Sandbox):
             "output_limit": self.settings.output_limit,
         }
 
-    def _request(self, worker: Worker, request: dict[str, Any]) -> tuple[dict[str, Any] | None, ExecResult]:
-        """Send one run to ``worker``; on any failure the worker is discarded and answer is None."""
+    def _request(
+        self, worker: Worker, request: dict[str, Any], *, retryable: bool = False
+    ) -> tuple[dict[str, Any] | None, ExecResult]:
+        """Send one run to ``worker``; on any failure the worker is discarded and answer is None.
+        ``retryable``: a worker that was still cleaning up and then went away re-raises
+        WorkerUnsettled (the run did not start) instead of reporting a crash."""
         timeout_s = request["timeout"]
         started = time.monotonic()
         try:
             answer = worker.request(request, timeout_s + self.settings.grace_s)
+        except WorkerUnsettled:
+            self.pool.discard(worker)
+            if retryable:
+                raise
+            return None, self._crashed_result(WorkerDied("no sandbox server was ready"), False, started)
         except WorkerTimeout:
             self.pool.discard(worker)
             return None, ExecResult(

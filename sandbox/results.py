@@ -34,7 +34,11 @@ class ExecResult:
     timed_out: bool = False
     oom_killed: bool = False
     duration_ms: float = 0.0
-    files: Mapping[str, bytes] = field(default_factory=dict)  # files asked back from /work
+    files: Mapping[str, bytes] = field(default_factory=dict)  # files written under /work (see settings caps)
+    files_skipped: Mapping[str, int] = field(default_factory=dict)  # name -> size of files over a cap
+    # one line when the run failed for want of a package this sandbox lacks ("needs numpy; build
+    # the scientific image with ..."); set by the image router (sandbox/routing.py), else ''
+    missing: str = ""
 
     @property
     def ok(self) -> bool:

@@ -29,14 +29,18 @@ class SandboxSettings:
     pids_limit: int = 64  # fork bombs stop here
     cpus: float = 1.0  # CPU quota (cores)
     # cgroup v1 weight of the container's CPU group against the host's other groups. Docker's 1024
-    # makes a container one task among many on a loaded host (runs got 3x slower here at load 12);
+    # makes a container one task among many on a loaded host, so its runs slow down with the load;
     # the quota above still caps a CPU burner at `cpus` cores.
     cpu_shares: int = 8192
     tmp_size: str | int = "64m"  # tmpfs /tmp (counts against memory)
     work_size: str | int = "64m"  # tmpfs /work (counts against memory; bounds "fill the disk")
     shm_size: str | int = "16m"
     output_limit: int = DEFAULT_OUTPUT_LIMIT  # bytes kept of stdout and of stderr, each
-    max_file_bytes: int = 1 << 20  # total bytes of files returned from /work
+    # Files the code writes under /work come back (new or changed ones), within these caps; a file
+    # over a cap is listed in ExecResult.files_skipped instead. They travel base64 over the server
+    # channel and sit in the /work tmpfs (work_size) first.
+    max_file_bytes: int = 16 << 20  # total bytes of files returned by one run
+    max_one_file_bytes: int = 8 << 20  # bytes of any one returned file
     max_files: int = 50
     start_timeout_s: float = 30.0  # a server must say hello within this
     # Cleaning up after a run (kill leftovers, wipe /work, /tmp, /dev/shm, remove IPC objects) must
@@ -101,6 +105,7 @@ class SandboxSettings:
         return {
             "max_file_bytes": self.max_file_bytes,
             "max_files": self.max_files,
+            "max_one_file_bytes": self.max_one_file_bytes,
             "max_timeout_s": self.max_timeout_s,
             "cleanup_budget_s": self.cleanup_budget_s,
             **backend,

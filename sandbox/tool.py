@@ -5,6 +5,8 @@
 
     tool = RunPythonTool(sandbox=open_sandbox())
     tool.invoke({"code": "print(2 + 2)"})   # -> "exit code: 0\\nstdout:\\n4\\n"
+    tool.invoke({"code": "x = 41", "session_id": "a"})            # state kept under "a"
+    tool.invoke({"code": "print(x + 1)", "session_id": "a"})      # -> "...42..."
 
 Any LangChain agent (``create_agent``, a langgraph ToolNode, ...) can call it. The answer is one
 text block a model can read: exit status, stdout, stderr, and the error with its traceback.
@@ -13,13 +15,15 @@ text block a model can read: exit status, stdout, stderr, and the error with its
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from ragcoder.sandbox.base import DEFAULT_TIMEOUT_S, ExecResult, Sandbox
+from ragcoder.sandbox.files import OutputFile, human_size, outputs, skipped_lines
+from ragcoder.sandbox.session import Sessions
 
-from ragcoder.errors import ConfigError
+from ragcoder.errors import ConfigError, SandboxError
 
 
 class RunPythonInput(BaseModel):
@@ -31,6 +35,12 @@ class RunPythonInput(BaseModel):
     timeout: float | str | None = Field(
         default=None, description="Seconds before the run is stopped (at most the tool's maximum)."
     )
+    session_id: str | None = Field(
+        default=None,
+        description="Name a session to keep variables and files between calls (reuse the same name); "
+        "leave empty for a fresh process each time.",
+    )
+    reset_session: bool = Field(default=False, description="Start the named session over before this run.")
 
 
 def format_result(result: ExecResult) -> str:
@@ -49,8 +59,15 @@ def format_result(result: ExecResult) -> str:
     elif result.stderr:
         parts.append("stderr:\n" + result.stderr.rstrip("\n"))
     if result.files:
-        parts.append("files written: " + ", ".join(sorted(result.files)))
+        parts.append("files written: " + ", ".join(_file_label(f) for f in outputs(result.files)))
+    parts.extend(skipped_lines(result.files_skipped))
+    if result.missing:
+        parts.append(result.missing)
     return "\n".join(parts) + "\n"
+
+
+def _file_label(f: OutputFile) -> str:
+    return f"{f.name} ({human_size(f.size)}{', ' + f.kind + ' image' if f.is_image else ''})"
 
 
 class RunPythonTool(BaseTool):
@@ -60,16 +77,21 @@ class RunPythonTool(BaseTool):
 
     name: str = "run_python"
     description: str = (
-        "Run a Python 3 program in an isolated sandbox (no network, only the standard library, "
-        "a fresh process each time) and get back its exit code, stdout, stderr and any error with "
-        "its traceback. Use print() to see values."
+        "Run a Python 3 program in an isolated sandbox (no network; the standard library, plus "
+        "numpy, pandas, matplotlib and scipy where the scientific image is built) and get back its "
+        "exit code, stdout, stderr, any error with its traceback, and the files it wrote (save plots "
+        "to files). A fresh process each time, unless you name a session_id to keep variables."
     )
     args_schema: type[BaseModel] = RunPythonInput
+    # The text goes to the model; the artifact (the files the run wrote, as OutputFile with
+    # their bytes: plots, tables) stays with the caller (ToolMessage.artifact).
+    response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
     sandbox: Sandbox = Field(description="The sandbox every call runs in (not closed by the tool).")
     max_timeout_s: float | None = Field(
         default=None,
         description="The longest run the model may ask for (None: the sandbox's default timeout).",
     )
+    _sessions: Sessions | None = PrivateAttr(default=None)
 
     def limit_s(self) -> float:
         """The largest timeout a call may ask for."""
@@ -78,16 +100,53 @@ class RunPythonTool(BaseTool):
         settings = getattr(self.sandbox, "settings", None)
         return float(getattr(settings, "timeout_s", DEFAULT_TIMEOUT_S))
 
-    def _run(self, code: str, stdin: str | None = None, timeout: float | str | None = None, **_: Any) -> str:
+    def _run(
+        self,
+        code: str,
+        stdin: str | None = None,
+        timeout: float | str | None = None,
+        session_id: str | None = None,
+        reset_session: bool = False,
+        **_: Any,
+    ) -> tuple[str, list[OutputFile]]:
         limit = self.limit_s()
         seconds = None if timeout is None else _seconds(timeout)
         if timeout is not None and (seconds is None or not 0 < seconds <= limit):
-            return f"error: timeout must be a number of seconds above 0 and at most {limit:g}, got {timeout!r}; the program did not run\n"
+            return (
+                f"error: timeout must be a number of seconds above 0 and at most {limit:g}, got {timeout!r}; "
+                "the program did not run\n",
+                [],
+            )
+        if not session_id:
+            try:
+                result = self.sandbox.run(code, stdin=stdin, timeout=seconds)
+            except ConfigError as exc:
+                return f"error: {exc}; the program did not run\n", []
+            return format_result(result), outputs(result.files)
         try:
-            result = self.sandbox.run(code, stdin=stdin, timeout=seconds)
+            sessions = self.sessions
+            if reset_session:
+                sessions.reset(session_id)
+            session = sessions.get(session_id)
+            result = session.run(code, stdin=stdin, timeout=seconds)
         except ConfigError as exc:
-            return f"error: {exc}; the program did not run\n"
-        return format_result(result)
+            return f"error: {exc}; the program did not run\n", []
+        except SandboxError as exc:  # the model reads this; the sandbox's own trouble is no traceback
+            return f"sandbox error: {exc}\n", []
+        note = f"session {session_id} was reset: earlier variables are gone\n" if session.last_reset else ""
+        return format_result(result) + note, outputs(result.files)
+
+    @property
+    def sessions(self) -> Sessions:
+        """The named sessions this tool has opened (closed by :meth:`close`)."""
+        if self._sessions is None:
+            self._sessions = Sessions(self.sandbox)
+        return self._sessions
+
+    def close(self) -> None:
+        """Close the tool's sessions (the sandbox itself stays open: it is the caller's)."""
+        if self._sessions is not None:
+            self._sessions.close()
 
 
 def _seconds(value: float | str) -> float | None:

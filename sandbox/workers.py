@@ -74,6 +74,11 @@ class WorkerDied(Exception):
     """The server's channel closed or broke (or the server asked to be replaced)."""
 
 
+class WorkerUnsettled(WorkerDied):
+    """The server ended, or asked to be replaced, while cleaning up after its last run: the request
+    sent meanwhile was never read, so it can go to another worker."""
+
+
 RUN_OPS = ("run", "test", "session_run")  # after these the server cleans up, then says ready
 
 
@@ -122,9 +127,14 @@ class Worker(abc.ABC):
     def _channel_fileno(self) -> int | None:
         return None
 
+    def readable_now(self) -> bool:
+        """Something (a message, or EOF) can be read without waiting."""
+        fileno = self._channel_fileno()
+        return fileno is None or bool(select.select([fileno], [], [], 0)[0])
+
     def settle(self, timeout_s: float | None = None) -> None:
         """Read the server's word after its last run: ``ready``, or ``recycle`` (its cleanup ran over
-        budget). Anything but ready makes the worker dead and raises WorkerDied."""
+        budget). Anything but ready makes the worker dead and raises WorkerUnsettled."""
         if not self.settle_pending:
             return
         wait_s = self.settle_timeout_s if timeout_s is None else timeout_s
@@ -132,14 +142,14 @@ class Worker(abc.ABC):
             msg = self.read_message(time.monotonic() + wait_s)
         except WorkerTimeout as exc:
             self.dead = True
-            raise WorkerDied(f"the server did not finish cleaning up in {wait_s:g} s") from exc
+            raise WorkerUnsettled(f"the server did not finish cleaning up in {wait_s:g} s") from exc
         except (WorkerDied, OSError) as exc:
             self.dead = True
-            raise WorkerDied(str(exc)) from exc
+            raise WorkerUnsettled(str(exc)) from exc
         self.settle_pending = False
         if msg.get("ready") is not True:
             self.dead = True
-            raise WorkerDied(f"the server asked to be replaced: {str(msg.get('recycle', msg))[:200]}")
+            raise WorkerUnsettled(f"the server asked to be replaced: {str(msg.get('recycle', msg))[:200]}")
 
     def read_message(self, deadline: float) -> dict[str, Any]:
         size = int.from_bytes(self._recv_exact(4, deadline), "big")
@@ -153,9 +163,11 @@ class Worker(abc.ABC):
     def request(self, msg: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         if self.dead:
             raise WorkerDied("worker is dead")
-        self.settle()  # a session's worker is not settled by the pool
         try:
+            # Sent at once, even while the server still cleans up after its last run: it reads the
+            # request after its ready (or never, after recycle), so cleanup and the host overlap.
             self._send(encode(msg))
+            self.settle()
             answer = self.read_message(time.monotonic() + timeout_s)
             self.settle_pending = msg.get("op") in RUN_OPS
             return answer

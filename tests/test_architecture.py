@@ -63,7 +63,8 @@ def test_the_import_contracts_hold(tmp_path: Path) -> None:
     on_disk = sum(
         1
         for folder in ("ragcoder", "agent", "chains", "sandbox", "finetune")
-        for _ in (REPO / folder).rglob("*.py")
+        for path in (REPO / folder).rglob("*.py")
+        if (path.parent / "__init__.py").exists()  # sandbox/image/*.py: files for the image, not modules
     )
     assert analyzed == on_disk, f"import-linter saw {analyzed} modules, the folders hold {on_disk}"
 

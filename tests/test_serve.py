@@ -36,8 +36,13 @@ def _short_dir() -> Path:
 def _start(model: Path, runtime: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
     env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime)}
-    proc = subprocess.Popen([ragcoder, "serve", "--model", str(model), "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [ragcoder, "serve", "--model", str(model), "--engine", "auto", "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if "listening" not in line:
@@ -126,8 +131,13 @@ def test_a_second_serve_on_the_same_socket_refuses_clearly(server, tiny_onnx: Pa
     _, runtime = server
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
     env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime)}
-    proc = subprocess.run([ragcoder, "serve", "--model", str(tiny_onnx)], capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [ragcoder, "serve", "--model", str(tiny_onnx), "--engine", "auto"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1
     first = proc.stderr.splitlines()[0]
     assert first.startswith(f"error: a ragcoder server already listens on {runtime / 'serve.sock'} (pid ")
@@ -188,12 +198,33 @@ def test_ragcoder_solve_generates_through_a_running_server(server, tiny_onnx: Pa
     health = url.removesuffix("/v1") + "/health"
     before = httpx.get(health).json()["requests"]
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
-    env = {**os.environ, "RAGCODER_RUNTIME_DIR": str(runtime), "RAGCODER_MAX_NEW_TOKENS": "16"}
+    env = {
+        **os.environ,
+        "RAGCODER_RUNTIME_DIR": str(runtime),
+        "RAGCODER_MAX_NEW_TOKENS": "16",
+        "RAGCODER_ENGINE": "auto",
+        "RAGCODER_GENERATE_TESTS": "off",  # one candidate and no tests: one generation
+    }
     proc = subprocess.run(
-        [ragcoder, "solve", "Write one() returning 1.", "--model", str(tiny_onnx), "--sandbox", "local",
-         "--no-retrieval", "--attempts", "1"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        [
+            ragcoder,
+            "solve",
+            "Write one() returning 1.",
+            "--samples",
+            "1",
+            "--model",
+            str(tiny_onnx),
+            "--sandbox",
+            "local",
+            "--no-retrieval",
+            "--attempts",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode in (0, 2), proc.stderr  # 2: the tiny random model's code fails its check
     assert "attempt 1 (generate)" in proc.stdout
     assert httpx.get(health).json()["requests"] == before + 1  # its one generation went to the server

@@ -143,6 +143,10 @@ def load_chat(
     from ragcoder.chains.llm.chat_model import load_chat_model
 
     return load_chat_model(
-        spec, adapter=adapter, quantize=quantize, max_new_tokens=max_new_tokens,  # type: ignore[arg-type]
-        device=device, batch_size=batch_size,
-    )  # fmt: skip
+        spec,
+        adapter=adapter,
+        quantize=quantize,
+        max_new_tokens=max_new_tokens,  # type: ignore[arg-type]
+        device=device,
+        batch_size=batch_size,
+    )

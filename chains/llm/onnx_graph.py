@@ -46,6 +46,12 @@ def halve_embedding(folder: Path, input_ids: str = "input_ids") -> bool:
     graph.node.insert(list(graph.node).index(gather) + 1, cast)
     for path in (folder / MODEL_FILE, folder / DATA_FILE):
         path.unlink()
-    onnx.save(model, str(folder / MODEL_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
-              location=DATA_FILE, size_threshold=1024)  # fmt: skip
+    onnx.save(
+        model,
+        str(folder / MODEL_FILE),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=DATA_FILE,
+        size_threshold=1024,
+    )
     return True

@@ -94,8 +94,9 @@ def served_models(url: str, *, api_key: str | None = None, timeout_s: float = 10
     """The model ids the server lists at ``GET {url}/models`` (ModelUnavailable if it does not answer)."""
     import openai
 
-    client = openai.OpenAI(base_url=normalise_llm_url(url), api_key=api_key or _api_key(),
-                           timeout=timeout_s, max_retries=1)  # fmt: skip
+    client = openai.OpenAI(
+        base_url=normalise_llm_url(url), api_key=api_key or _api_key(), timeout=timeout_s, max_retries=1
+    )
     try:
         return [model.id for model in client.models.list()]
     except openai.APIError as exc:

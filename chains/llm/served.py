@@ -162,9 +162,13 @@ class ServedChatModel(BaseChatModel):
             from langchain_openai import ChatOpenAI
 
             self._client = ChatOpenAI(
-                base_url=self.info.base_url, api_key="ragcoder", model=self.info.model,
-                http_client=_http_client(self.info.socket, None), max_retries=0, stream_usage=True,
-            )  # fmt: skip
+                base_url=self.info.base_url,
+                api_key="ragcoder",
+                model=self.info.model,
+                http_client=_http_client(self.info.socket, None),
+                max_retries=0,
+                stream_usage=True,
+            )
         return self._client
 
     def _call_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -325,8 +325,12 @@ def _write_batch(
     step = collection._client.get_max_batch_size() if hasattr(collection, "_client") else 5000
     for start in range(0, len(ids), step):
         end = start + step
-        collection.upsert(ids=ids[start:end], documents=documents[start:end],
-                          metadatas=metadatas[start:end], embeddings=vectors[start:end])  # fmt: skip
+        collection.upsert(
+            ids=ids[start:end],
+            documents=documents[start:end],
+            metadatas=metadatas[start:end],
+            embeddings=vectors[start:end],
+        )
     new_ids = set(ids)
     stale = [old for old in old_ids if old not in new_ids]
     for start in range(0, len(stale), step):
@@ -349,8 +353,13 @@ class _ProgressBar:
             return lambda n: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TextColumn("chunks"), TimeRemainingColumn())  # fmt: skip
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("chunks"),
+            TimeRemainingColumn(),
+        )
         self._progress.start()
         task = self._progress.add_task(self.description, total=self.total)
         return lambda n: self._progress.advance(task, n)
@@ -401,8 +410,15 @@ def index_paths(
     def in_scope(source: str) -> bool:
         return any(source == p or source.startswith(p.rstrip("/") + "/") for p in prefixes)
 
-    stats = sync_units(units, corpus="files", in_scope=in_scope, index_path=index_path, embeddings=embeddings,
-                       progress=progress, collection_name=collection_name)  # fmt: skip
+    stats = sync_units(
+        units,
+        corpus="files",
+        in_scope=in_scope,
+        index_path=index_path,
+        embeddings=embeddings,
+        progress=progress,
+        collection_name=collection_name,
+    )
     stats.units_excluded = excluded
     stats.skipped[:0] = skipped
     return stats
@@ -432,8 +448,15 @@ def index_stdlib(
         content = "\0".join(f"{c.symbol}\0{c.kind}\0{c.text}\0{c.text_for_embedding()}" for c in docs.chunks)
         chunks = docs.chunks
         units.append(Unit(docs.module, _hash(python_version_tag(), content), lambda chunks=chunks: chunks))
-    stats = sync_units(units, corpus="stdlib", in_scope=lambda source: True, index_path=index_path,
-                       embeddings=embeddings, progress=progress, collection_name=collection_name)  # fmt: skip
+    stats = sync_units(
+        units,
+        corpus="stdlib",
+        in_scope=lambda source: True,
+        index_path=index_path,
+        embeddings=embeddings,
+        progress=progress,
+        collection_name=collection_name,
+    )
     from ragcoder.chains.retrieval.api_usage import ensure_usage
 
     ensure_usage(resolve_index_path(index_path), symbols)  # the retriever's popularity prior

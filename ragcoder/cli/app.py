@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ragcoder.cli.options import agent_options, fail
+from ragcoder.cli.options import agent_options, fail, ray_option
 
 if TYPE_CHECKING:
     from ragcoder.agent.config import AgentConfig
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is never needed: models come from our cache
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Must be set before torch is first imported: with the default busy-wait policy, torch threads
-# spin against each other on a loaded 2-core machine (measured 0.3 vs 1.3-1.6 tok/s for Qwen).
+# spin against each other on a loaded machine (see chains/llm/chat_model.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -62,49 +62,117 @@ def cli() -> None:
     """
 
 
+_FILE_OPTION = click.option(
+    "--file",
+    "input_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="An input file the code can open from its working folder (repeatable).",
+)
+_OUT_DIR_OPTION = click.option(
+    "--out-dir",
+    type=click.Path(path_type=Path),
+    default=Path("ragcoder-output"),
+    show_default=True,
+    help="Where files the code writes (plots, tables) are saved.",
+)
+
+
+def _with_inputs(agent: Any, paths: tuple[Path, ...]) -> str:
+    """Hand ``--file`` inputs to every run of ``agent``; returns the note for the instruction."""
+    from ragcoder.sandbox.files import inputs_note, read_input_files
+
+    if not paths:
+        return ""
+    files = read_input_files(paths)
+    agent.sandbox.inputs = files  # ImageRouter: written into /work before each run
+    return inputs_note(files)
+
+
 @cli.command()
 @click.argument("instruction")
 @click.option("--tests", "tests", default=None, help="Python asserts the code must pass (or @FILE).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full result as JSON.")
+@_FILE_OPTION
+@_OUT_DIR_OPTION
 @agent_options()
-def solve(instruction: str, tests: str | None, as_json: bool, **options: Any) -> None:
+def solve(
+    instruction: str,
+    tests: str | None,
+    as_json: bool,
+    input_files: tuple[Path, ...],
+    out_dir: Path,
+    **options: Any,
+) -> None:
     """Solve one INSTRUCTION and print the code, its output and the attempts."""
     import json
 
     from ragcoder.agent.config import build_agent
     from ragcoder.agent.tasks import Task, check_instruction, read_tests
+    from ragcoder.sandbox.files import read_input_files, save_outputs
 
     config = _resolve(options)  # settings, instruction and tests are all checked before a model loads
     instruction = check_instruction(instruction, config.max_instruction_chars)
-    task = Task(id="cli", instruction=instruction, tests=read_tests(tests))
+    tests = read_tests(tests)
+    read_input_files(input_files)  # a bad --file fails before the model loads
     with build_agent(config) as agent:
+        note = _with_inputs(agent, input_files)
+        full = instruction + (f"\n\n{note}" if note else "")
+        task = Task(id="cli", instruction=check_instruction(full, config.max_instruction_chars), tests=tests)
         result = agent.invoke(task)
+    final = result.attempts[-1].result if result.attempts else None
+    saved = save_outputs(final.files, out_dir) if final is not None else []
     if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
+        click.echo(json.dumps({**result.to_dict(), "outputs": [str(f.path) for f in saved]}, indent=2))
     else:
         print_result(result, backend=agent.sandbox.name)
+        for line in [f.describe() for f in saved] + ([final.missing] if final and final.missing else []):
+            click.echo(line)
     sys.exit(0 if result.passed else 2)
 
 
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("results.jsonl"),
-              show_default=True, help="JSONL results; a rerun skips ids already there.")  # fmt: skip
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "humaneval", "text", "folder"]), default=None,
-              help="Input format [default: detected].")  # fmt: skip
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Tasks run concurrently (generation is batched across them).")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("results.jsonl"),
+    show_default=True,
+    help="JSONL results; a rerun skips ids already there.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "humaneval", "text", "folder"]),
+    default=None,
+    help="Input format [default: detected].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Tasks run concurrently (generation is batched across them).",
+)
 @click.option(
     "--report", type=click.Path(path_type=Path), default=None, help="Also write the summary as Markdown."
 )
 @click.option("--fresh", is_flag=True, help="Start over: empty OUTPUT first instead of resuming.")
 @click.option("--show-code", is_flag=True, help="Print each task's final code.")
-@click.option("--ray", "ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS|local]",
-              help="Fan the tasks out to --workers Ray actors, each with its own sandbox and model (or "
-              "--llm-url): `--ray` alone starts Ray here, ADDRESS joins a cluster (`ray start --head`).")  # fmt: skip
+@ray_option("Solve the tasks (each actor with its own sandbox and model, or --llm-url)")
 @agent_options()
-def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report: Path | None, fresh: bool,
-          show_code: bool, ray: str | None, **options: Any) -> None:  # fmt: skip
+def batch(
+    input_path: Path,
+    output: Path,
+    fmt: str | None,
+    workers: int,
+    report: Path | None,
+    fresh: bool,
+    show_code: bool,
+    ray: str | None,
+    **options: Any,
+) -> None:
     """Run every task in INPUT: JSONL (id, instruction, tests?, entry_point?), HumanEval JSONL,
     plain text (one instruction per paragraph) or a folder of .txt/.md files."""
     from contextlib import nullcontext
@@ -138,14 +206,18 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
 
         def on_result(task_id: str, result: AgentResult | None, record: dict[str, Any]) -> None:
             if result is None:
-                progress.console.print(f"[red]{escape(f'[{task_id}]')} error:[/red] {escape(record['error'])}",
-                                       highlight=False)  # fmt: skip
+                progress.console.print(
+                    f"[red]{escape(f'[{task_id}]')} error:[/red] {escape(record['error'])}", highlight=False
+                )
             else:
                 counts["ran"] += 1
                 counts["passed"] += result.passed
                 status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
-                progress.console.print(f"{escape(f'[{task_id}]')} {status}  check={result.check}  "
-                                       f"repairs={result.repairs}  {result.total_ms / 1000:.1f}s", highlight=False)  # fmt: skip
+                progress.console.print(
+                    f"{escape(f'[{task_id}]')} {status}  check={result.check}  "
+                    f"repairs={result.repairs}  {result.total_ms / 1000:.1f}s",
+                    highlight=False,
+                )
                 if show_code:
                     print_code(record["code"], console=progress.console)
             rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
@@ -156,15 +228,23 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
 
             click.echo(f"ray: {config.ray}, {workers} actor(s); {len(tasks)} tasks -> {shown}")
             with progress:
-                summary = run_batch_on_ray(config, tasks, results, address=config.ray, workers=workers,
-                                           on_start=on_start, on_result=on_result)  # fmt: skip
+                summary = run_batch_on_ray(
+                    config,
+                    tasks,
+                    results,
+                    address=config.ray,
+                    workers=workers,
+                    on_start=on_start,
+                    on_result=on_result,
+                )
         else:  # no model when nothing is left to solve (a finished run, or only bad lines to record)
             with build_agent(config, workers=workers) if plan.to_solve else nullcontext() as agent:
                 where = f"sandbox: {agent.sandbox.name}; " if agent is not None else ""
                 click.echo(f"{where}{len(tasks)} tasks -> {shown}")
                 with progress:
-                    summary = run_batch(agent, tasks, results, workers=workers, on_start=on_start,
-                                        on_result=on_result)  # fmt: skip
+                    summary = run_batch(
+                        agent, tasks, results, workers=workers, on_start=on_start, on_result=on_result
+                    )
     print_summary(summary)
     if report is not None:
         write_markdown_report(summary, report, title=f"ragcoder batch: {input_path}", results=output)
@@ -174,17 +254,22 @@ def batch(input_path: Path, output: Path, fmt: str | None, workers: int, report:
 
 
 @cli.command()
+@_FILE_OPTION
+@_OUT_DIR_OPTION
 @agent_options()
-def chat(**options: Any) -> None:
+def chat(input_files: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console
 
     from ragcoder.agent.config import build_agent, index_location
     from ragcoder.cli.chat import run_chat
+    from ragcoder.sandbox.files import read_input_files
 
     read_line = _line_reader()
     config = _resolve(options)
+    read_input_files(input_files)  # a bad --file fails before the model loads
     with build_agent(config) as agent:
+        note = _with_inputs(agent, input_files)
 
         def switch_model(spec: str) -> str:
             from ragcoder.chains.llm.chat_model import repair_model
@@ -198,14 +283,22 @@ def chat(**options: Any) -> None:
                 )
                 agent.set_model(served, served)
                 return f"model: {spec} at {config.llm_url}"
-            chat = open_chat_model(spec, engine=config.engine, server=config.server,
-                                   max_new_tokens=config.max_new_tokens)  # fmt: skip
+            chat = open_chat_model(
+                spec, engine=config.engine, server=config.server, max_new_tokens=config.max_new_tokens
+            )
             agent.set_model(chat, repair_model(chat))
             return f"model: {spec}"
 
-        run_chat(agent, read_line, Console(), switch_model=switch_model,
-                 index_paths=_index_paths(index_location(config)),
-                 max_instruction_chars=config.max_instruction_chars)  # fmt: skip
+        run_chat(
+            agent,
+            read_line,
+            Console(),
+            switch_model=switch_model,
+            index_paths=_index_paths(index_location(config)),
+            inputs_note=note,
+            outputs_dir=out_dir,
+            max_instruction_chars=config.max_instruction_chars,
+        )
 
 
 def _line_reader() -> Any:

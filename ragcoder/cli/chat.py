@@ -25,7 +25,8 @@ HELP = """Type an instruction, or a follow-up to change the last code. Commands:
   /help             this help
   /reset            forget the current code, tests and instruction
   /save FILE        write the current code to FILE
-  /run              run the current code again and show its output
+  /run [CODE]       run the current code (or CODE) in the chat's session: variables persist
+  /reset-run        start the /run session over (a fresh namespace and an empty /work)
   /tests [SOURCE]   show the tests (and those the last answer ran), or set them (/tests - clears)
   /model [NAME]     show the model, or switch to another (known name, folder or .gguf)
   /index PATH...    add files or folders to the retrieval index
@@ -38,12 +39,14 @@ class ChatState:
     code: str = ""
     tests: str | None = None
     turns: list[AgentResult] = field(default_factory=list)
+    inputs_note: str = ""  # names the --file inputs in the first instruction
 
 
 def follow_up_task(state: ChatState, message: str) -> Task:
     """A new instruction, or a change to the code we already have."""
     if not state.code:
-        return Task(id=f"turn{len(state.turns) + 1}", instruction=message, tests=state.tests)
+        note = f"\n\n{state.inputs_note}" if state.inputs_note else ""
+        return Task(id=f"turn{len(state.turns) + 1}", instruction=message + note, tests=state.tests)
     instruction = (
         f"{state.instruction}\n\nThe current code is:\n```python\n{state.code.strip()}\n```\n\n"
         f"Change it as follows, keeping everything else working: {message}"
@@ -54,10 +57,18 @@ def follow_up_task(state: ChatState, message: str) -> Task:
 class ChatCommands:
     """The slash commands; each returns False to end the session."""
 
-    def __init__(self, agent: CodeAgent, state: ChatState, console: Console,
-                 switch_model: Callable[[str], str] | None, index_paths: Callable[[list[str]], str] | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        agent: CodeAgent,
+        state: ChatState,
+        console: Console,
+        switch_model: Callable[[str], str] | None,
+        index_paths: Callable[[list[str]], str] | None,
+    ) -> None:
         self.agent, self.state, self.console = agent, state, console
         self.switch_model, self.index_paths = switch_model, index_paths
+        self.session: Any = None  # the /run session, opened on first use
+        self.outputs_dir = Path("ragcoder-output")
 
     def __call__(self, line: str) -> bool:
         name, _, rest = line.partition(" ")
@@ -76,8 +87,15 @@ class ChatCommands:
     do_quit = do_exit
 
     def do_reset(self, _: str) -> None:
+        note = self.state.inputs_note
         self.state.__init__()  # type: ignore[misc]
+        self.state.inputs_note = note
+        self.do_reset_run("")
         self.console.print("session reset", highlight=False)
+
+    def do_reset_run(self, _: str) -> None:
+        if self.session is not None:
+            self.session.reset()
 
     def do_save(self, arg: str) -> None:
         if not arg:
@@ -89,12 +107,25 @@ class ChatCommands:
             path.write_text(self.state.code, encoding="utf-8")
             self.console.print(f"saved {len(self.state.code.splitlines())} lines to {path}", highlight=False)
 
-    def do_run(self, _: str) -> None:
-        if not self.state.code:
+    def do_run(self, arg: str) -> None:
+        code = arg.replace("\\n", "\n") if arg else self.state.code
+        if not code:
             self.console.print("no code yet", highlight=False)
             return
-        result = self.agent.sandbox.run(self.state.code)
+        from ragcoder.errors import SandboxError
+        from ragcoder.sandbox.session import open_session
+
+        try:
+            self.session = self.session or open_session(self.agent.sandbox)
+            result = self.session.run(code)
+        except SandboxError:  # a sandbox that keeps no sessions: a fresh run
+            result = self.agent.sandbox.run(code)
         show_output(self.console, result.stdout, result.failure_summary(), self.agent.sandbox.name)
+        show_files(self.console, result, self.outputs_dir)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
 
     def do_tests(self, arg: str) -> None:
         if arg == "-":
@@ -114,8 +145,10 @@ class ChatCommands:
 
     def do_model(self, arg: str) -> None:
         if not arg or self.switch_model is None:
-            self.console.print(f"model: {getattr(self.agent.model, 'model_id', type(self.agent.model).__name__)}",
-                               highlight=False)  # fmt: skip
+            self.console.print(
+                f"model: {getattr(self.agent.model, 'model_id', type(self.agent.model).__name__)}",
+                highlight=False,
+            )
             return
         try:
             self.console.print(self.switch_model(arg), highlight=False)
@@ -136,6 +169,17 @@ def show_output(console: Console, stdout: str, failure: str, backend: str) -> No
     if failure:
         console.print(f"[red]{failure}[/red]", highlight=False)
     console.rule()
+
+
+def show_files(console: Console, result: Any, folder: Path) -> None:
+    """'wrote hist.png (23 KB), saved to ragcoder-output/hist.png' for each file the run wrote."""
+    from ragcoder.sandbox.files import save_outputs, skipped_lines
+
+    lines = [f.describe() for f in save_outputs(result.files, folder)] + skipped_lines(result.files_skipped)
+    for line in lines:
+        console.print(line, highlight=False, markup=False)
+    if result.missing:
+        console.print(f"[yellow]{result.missing}[/yellow]", highlight=False)
 
 
 def render_event(console: Console, event: AgentEvent) -> None:
@@ -162,8 +206,11 @@ def render_event(console: Console, event: AgentEvent) -> None:
         if data["result"].stdout.strip() and data.get("first", True):
             console.print(data["result"].stdout.rstrip()[-2000:], highlight=False, markup=False)
     elif event.kind == "tests":
-        console.print(f"[dim]{sum(t.origin == 'generated' for t in data['tests'])} own tests for "
-                      f"{data['function']}[/dim]", highlight=False)  # fmt: skip
+        console.print(
+            f"[dim]{sum(t.origin == 'generated' for t in data['tests'])} own tests for "
+            f"{data['function']}[/dim]",
+            highlight=False,
+        )
     elif event.kind == "selected" and not data["shown"]:  # the code shown so far was another candidate's
         console.print(
             f"chose candidate {data['winner'].candidate}: {data['selection'].reason}", highlight=False
@@ -181,6 +228,8 @@ def run_chat(
     switch_model: Callable[[str], str] | None = None,
     index_paths: Callable[[list[str]], str] | None = None,
     stream_tokens: bool = True,
+    inputs_note: str = "",
+    outputs_dir: Path | None = None,
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS,
 ) -> ChatState:
     """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input.
@@ -188,7 +237,7 @@ def run_chat(
     With ``stream_tokens`` the model's reply appears as it is generated (dimmed), then the code
     it contained is shown highlighted.
     """
-    state = ChatState()
+    state = ChatState(inputs_note=inputs_note)
     streamed = {"any": False}  # a token line is open and needs a newline before the next event
 
     def on_token(token: str) -> None:
@@ -196,6 +245,34 @@ def run_chat(
         console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
 
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
+    commands.outputs_dir = outputs_dir or commands.outputs_dir
+    try:
+        _chat_loop(
+            agent,
+            read_line,
+            console,
+            state,
+            commands,
+            on_token if stream_tokens else None,
+            streamed,
+            max_instruction_chars,
+        )
+    finally:
+        commands.close()
+    console.print("bye", highlight=False)
+    return state
+
+
+def _chat_loop(
+    agent: CodeAgent,
+    read_line: Callable[[str], str | None],
+    console: Console,
+    state: ChatState,
+    commands: ChatCommands,
+    on_token: Callable[[str], None] | None,
+    streamed: dict[str, bool],
+    max_instruction_chars: int,
+) -> None:
     console.print("ragcoder chat: type an instruction, /help for commands, /exit to leave.", highlight=False)
     while True:
         try:
@@ -220,7 +297,7 @@ def run_chat(
             continue
         try:
             result = None
-            for event in agent.events(task, on_token=on_token if stream_tokens else None):
+            for event in agent.events(task, on_token=on_token):
                 if streamed["any"]:
                     console.print()
                     streamed["any"] = False
@@ -233,12 +310,14 @@ def run_chat(
         assert result is not None
         state.turns.append(result)
         state.code = result.code
-        state.instruction = line if len(state.turns) == 1 or not state.instruction else (
-            f"{state.instruction}\nThen: {line}"
-        )  # fmt: skip
+        state.instruction = (
+            line if len(state.turns) == 1 or not state.instruction else (f"{state.instruction}\nThen: {line}")
+        )
         verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
-        console.print(f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
+            highlight=False,
+        )
         console.print(result.summary() + "".join(f"; {note}" for note in result.notes), highlight=False)
-    console.print("bye", highlight=False)
-    return state
+        if result.attempts:
+            show_files(console, result.attempts[-1].result, commands.outputs_dir)

@@ -105,9 +105,16 @@ class ChatService:
         self.requests = 0
 
     def health(self) -> dict[str, Any]:
-        return {"server": "ragcoder", "status": "ok", "model": self.model, "engine": self.engine,
-                "adapter": self.adapter, "pid": os.getpid(), "requests": self.requests,
-                "largest_batch": self.batcher.largest}  # fmt: skip
+        return {
+            "server": "ragcoder",
+            "status": "ok",
+            "model": self.model,
+            "engine": self.engine,
+            "adapter": self.adapter,
+            "pid": os.getpid(),
+            "requests": self.requests,
+            "largest_batch": self.batcher.largest,
+        }
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         messages, options = to_messages(body.get("messages")), call_options(body)
@@ -121,21 +128,32 @@ class ChatService:
         else:
             replies = [self.batcher.invoke(messages, **options)]
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": m.content},
-                         "finish_reason": _FINISH.get(m.response_metadata.get("finish_reason"), "stop")}
-                        for i, m in enumerate(replies)],
+            "choices": [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": m.content},
+                    "finish_reason": _FINISH.get(m.response_metadata.get("finish_reason"), "stop"),
+                }
+                for i, m in enumerate(replies)
+            ],
             "usage": usage(replies),
-        }  # fmt: skip
+        }
 
     def stream(self, body: dict[str, Any]) -> Any:
         """Chunks of a streamed completion (OpenAI's ``chat.completion.chunk`` objects)."""
         messages, options = to_messages(body.get("messages")), call_options(body)
         if int(body.get("n") or 1) != 1:
             raise BadRequest("streaming supports n = 1 only")
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": self.model}  # fmt: skip
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+        }
         yield {
             **base,
             "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}],
@@ -178,8 +196,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") == "/health":
             self._send_json(200, self.service.health())
         elif self.path.rstrip("/") == "/v1/models":
-            model = {"id": self.service.model, "object": "model", "owned_by": "ragcoder",
-                     "engine": self.service.engine}  # fmt: skip
+            model = {
+                "id": self.service.model,
+                "object": "model",
+                "owned_by": "ragcoder",
+                "engine": self.service.engine,
+            }
             self._send_json(200, {"object": "list", "data": [model]})
         else:
             self._error(404, f"no such path {self.path}")

@@ -28,7 +28,11 @@ def agent_options(*, sandbox_default: str | None = None, samples: bool = True) -
     options = [
         click.option("--model", default=None, help="Known model name, HF folder or .gguf file."),
         click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder."),
-        click.option("--engine", default=None, help="Generation engine: auto | torch | ort [default: auto]."),
+        click.option(
+            "--engine",
+            default=None,
+            help="Generation engine: torch | auto | ort [default: torch]; auto: ONNX Runtime int4 when installed.",
+        ),
         click.option(
             "--server",
             default=None,
@@ -110,3 +114,17 @@ def agent_options(*, sandbox_default: str | None = None, samples: bool = True) -
         return func
 
     return decorate
+
+
+def ray_option(what: str) -> Any:
+    """``--ray [ADDRESS|local]``: ``what`` says what the Ray actors do (batch and eval)."""
+    return click.option(
+        "--ray",
+        "ray",
+        default=None,
+        is_flag=False,
+        flag_value="local",
+        metavar="[ADDRESS|local]",
+        help=f"{what} on --workers Ray actors: `--ray` alone starts Ray here, ADDRESS joins a cluster "
+        "(`ray start --head`).",
+    )

@@ -25,6 +25,7 @@ NPROC = int(CONFIG.get("nproc", 0))  # RLIMIT_NPROC for children (per user names
 OOM_CONTROL = CONFIG.get("cgroup_oom", "/sys/fs/cgroup/memory/memory.oom_control")
 MAX_FILE_BYTES = int(CONFIG.get("max_file_bytes", 1 << 20))
 MAX_FILES = int(CONFIG.get("max_files", 50))
+MAX_ONE_FILE = int(CONFIG.get("max_one_file_bytes", MAX_FILE_BYTES))  # per file, within the total
 MAX_TIMEOUT_S = float(CONFIG.get("max_timeout_s", 3600.0))
 # Cleaning up after a run (kill, wipe, IPC) must finish in this time, else the server asks to be
 # replaced: whatever a run leaves behind costs that run's worker, never the next task's time.
@@ -126,13 +127,13 @@ def write_files(files):
     return stamps
 
 
-def collect_files(stamps):
-    """The files the run wrote or changed in the work folder, within a time, entry and depth budget
-    (iterative: a deep or huge tree made by the run costs it files, never the answer)."""
-    out, total, seen = {}, 0, 0
+def _walk_work():
+    """(path, stat) of each regular file under the work folder, within a time, entry and depth
+    budget (iterative: a deep or huge tree made by the run costs it files, never the answer)."""
+    seen = 0
     deadline = time.monotonic() + WALK_BUDGET_S
     stack = [(WORK, 0)]
-    while stack and len(out) < MAX_FILES and time.monotonic() < deadline:
+    while stack and time.monotonic() < deadline:
         folder, depth = stack.pop()
         try:
             with os.scandir(folder) as it:
@@ -157,23 +158,39 @@ def collect_files(stamps):
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if stamps.get(entry.path) == (st.st_size, st.st_mtime_ns) or len(out) >= MAX_FILES:
-                continue
-            if total + st.st_size > MAX_FILE_BYTES:
-                continue
-            try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                try:
-                    data = os.read(fd, MAX_FILE_BYTES - total + 1)
-                finally:
-                    os.close(fd)
-            except OSError:
-                continue
-            total += len(data)
-            out[os.path.relpath(entry.path, WORK)] = base64.b64encode(data).decode("ascii")
+            yield entry.path, st
         stack.extend(reversed(subdirs))
         if seen >= WALK_MAX_ENTRIES:
-            break
+            return
+
+
+def work_stamps():
+    """(size, mtime) of every file already in the work folder: a session's earlier files."""
+    return {path: (st.st_size, st.st_mtime_ns) for path, st in _walk_work()}
+
+
+def collect_files(stamps, skipped=None):
+    """The files the run wrote or changed in the work folder, base64, within the caps and the walk
+    budget; ``skipped`` (a dict) receives name -> size of each file left out for a cap."""
+    out, total = {}, 0
+    for path, st in _walk_work():
+        if stamps.get(path) == (st.st_size, st.st_mtime_ns):
+            continue
+        name = os.path.relpath(path, WORK)
+        if len(out) >= MAX_FILES or st.st_size > MAX_ONE_FILE or total + st.st_size > MAX_FILE_BYTES:
+            if skipped is not None and len(skipped) < MAX_FILES:
+                skipped[name] = st.st_size
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                data = os.read(fd, MAX_FILE_BYTES - total + 1)
+            finally:
+                os.close(fd)
+        except OSError:
+            continue
+        total += len(data)
+        out[name] = base64.b64encode(data).decode("ascii")
     return out
 
 

@@ -36,9 +36,17 @@ MAX_SUBJECT_RESTARTS = 20
 _MESSAGE_CHARS = 2000
 _NAME_CHARS = 1000  # a case is named by its source: an assert on a long literal is cut here
 _ASSERT_OPS = {
-    "Eq": "", "NotEq": "!= ", "Lt": "< ", "LtE": "<= ", "Gt": "> ", "GtE": ">= ", "Is": "is ",
-    "IsNot": "is not ", "In": "in ", "NotIn": "not in ",
-}  # fmt: skip
+    "Eq": "",
+    "NotEq": "!= ",
+    "Lt": "< ",
+    "LtE": "<= ",
+    "Gt": "> ",
+    "GtE": ">= ",
+    "Is": "is ",
+    "IsNot": "is not ",
+    "In": "in ",
+    "NotIn": "not in ",
+}
 
 
 class Subject:

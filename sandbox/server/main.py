@@ -52,6 +52,7 @@ from ragcoder.sandbox.server.base import (
     reap_all,
     seccomp_filters,
     wipe,
+    work_stamps,
     write_files,
     write_msg,
 )
@@ -179,7 +180,8 @@ def run(req, mode):
     pid, ctrl_w, out_r, err_r, info_r = child
     os.close(ctrl_w)
     answer = collect(pid, out_r, err_r, info_r, started, timeout, limit, mode)
-    answer["files"] = collect_files(stamps)
+    answer["files_skipped"] = {}
+    answer["files"] = collect_files(stamps, answer["files_skipped"])
     return answer
 
 
@@ -193,7 +195,8 @@ def session_run(req):
 
     try:
         timeout, limit = _limits(req)
-        stamps = write_files(req.get("files"))
+        stamps = work_stamps()  # files from earlier session runs come back only when changed
+        stamps.update(write_files(req.get("files")))
     except (OSError, ValueError, TypeError) as exc:
         return {"ok": False, "problem": "bad request: " + str(exc)}
     started = time.monotonic()
@@ -223,7 +226,8 @@ def session_run(req):
         end_session()
         answer["session_reset"] = True  # the next session run starts from a fresh namespace
     answer["session_fresh"] = fresh
-    answer["files"] = collect_files(stamps)
+    answer["files_skipped"] = {}
+    answer["files"] = collect_files(stamps, answer["files_skipped"])
     return answer
 
 
@@ -343,6 +347,27 @@ def _serve(op, req):
     return True
 
 
+def preload():
+    """Import the image's heavy packages once, before any fork, so each run finds them loaded
+    (RAGCODER_PRELOAD: set only in images that have them, e.g. "numpy,pandas,matplotlib.pyplot").
+    Children must not share random state: ``random`` reseeds itself after a fork, numpy's global
+    generator is reseeded here. A package that fails to import is left to the run to report."""
+    names = [n for n in os.environ.get("RAGCODER_PRELOAD", "").split(",") if n.strip()]
+    for name in names:
+        try:
+            __import__(name.strip())
+        except Exception as exc:
+            sys.stderr.write("sandbox server: could not preload " + name + ": " + repr(exc) + "\n")
+
+    def reseed():
+        np_random = sys.modules.get("numpy.random")
+        if np_random is not None:
+            np_random.seed()
+
+    if names:
+        os.register_at_fork(after_in_child=reseed)
+
+
 def main():
     if CONFIG.get("seccomp_bpf"):
         install_seccomp(CONFIG["seccomp_bpf"])  # first, before anything a run could influence
@@ -350,6 +375,8 @@ def main():
     os.umask(0o077)
     _no_dump()
     wipe(time.monotonic() + 5.0)
+    preload()
+    wipe(time.monotonic() + 5.0)  # what importing left in /tmp (matplotlib's font cache: loaded by now)
     after_run(0)
     write_msg(
         {

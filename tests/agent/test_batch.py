@@ -72,9 +72,12 @@ def test_ctrl_c_keeps_finished_lines_and_a_rerun_resumes(tmp_path: Path, trusted
             return super()._generate(messages, stop, run_manager, **kwargs)
 
     prompts, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
-    prompts.write_text("".join(
-        json.dumps({"id": f"t{i}", "instruction": "Write one().", "tests": "assert one() == 1"}) + "\n" for i in range(4)
-    ))  # fmt: skip
+    prompts.write_text(
+        "".join(
+            json.dumps({"id": f"t{i}", "instruction": "Write one().", "tests": "assert one() == 1"}) + "\n"
+            for i in range(4)
+        )
+    )
     model = InterruptedOnce(rules=[("", GOOD)])
     first = run_batch(CodeAgent(model, trusted_sandbox, samples=1), read_jsonl_tasks(prompts), out)
     assert first.interrupted and [r["id"] for r in records(out)] == ["t0"]

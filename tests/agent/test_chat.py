@@ -34,15 +34,18 @@ def test_instruction_follow_up_save_and_exit(tmp_path: Path, trusted_sandbox) ->
     model = scripted([("negative numbers", fenced(V2)), ("", fenced(V1))])
     agent = CodeAgent(model, trusted_sandbox, samples=1, generate_tests=False)
     saved = tmp_path / "absval.py"
-    text, state = transcript(agent, [
-        "Write absval(x) for non-negative x.",
-        "now make it handle negative numbers",
-        "/tests assert absval(-3) == 3",
-        "/run",
-        f"/save {saved}",
-        "/exit",
-        "never read",
-    ])  # fmt: skip
+    text, state = transcript(
+        agent,
+        [
+            "Write absval(x) for non-negative x.",
+            "now make it handle negative numbers",
+            "/tests assert absval(-3) == 3",
+            "/run",
+            f"/save {saved}",
+            "/exit",
+            "never read",
+        ],
+    )
     assert state.code == V2
     assert saved.read_text() == V2
     # the follow-up prompt carried the previous code and the change request
@@ -86,8 +89,12 @@ def test_model_switch_takes_effect_and_a_bad_name_keeps_the_session(trusted_sand
         return f"model: {spec}"
 
     out = io.StringIO()
-    state = run_chat(agent, feed(["/model nope", "/model second", "Write absval(x)."]),
-                     Console(file=out, width=100, color_system=None), switch_model=switch_model)  # fmt: skip
+    state = run_chat(
+        agent,
+        feed(["/model nope", "/model second", "Write absval(x)."]),
+        Console(file=out, width=100, color_system=None),
+        switch_model=switch_model,
+    )
     text = out.getvalue()
     assert "error: unknown model 'nope'" in text and "model: second" in text
     assert state.code == V2 and not first.prompts

@@ -230,9 +230,14 @@ def test_an_unusable_config_file_is_one_line(kind: str, tmp_path: Path) -> None:
         path.write_text("# padding\n" * 200_000)
     elif kind == "not-toml":
         path.write_text("<settings><k>4</k></settings>\n")
-    expected = {"proc-mem": "cannot read RAGCODER_CONFIG /proc/self/mem", "folder": "is not a regular file",
-                "device": "/dev/zero is not a regular file", "binary": "is not valid TOML",
-                "huge": "is over 1 MiB: not a settings file", "not-toml": "is not valid TOML"}  # fmt: skip
+    expected = {
+        "proc-mem": "cannot read RAGCODER_CONFIG /proc/self/mem",
+        "folder": "is not a regular file",
+        "device": "/dev/zero is not a regular file",
+        "binary": "is not valid TOML",
+        "huge": "is over 1 MiB: not a settings file",
+        "not-toml": "is not valid TOML",
+    }
     line = one_line_error(["solve", "Write f()"], env={"RAGCODER_CONFIG": str(path)})
     assert expected[kind] in line and "RAGCODER_CONFIG" in line
 
@@ -261,8 +266,11 @@ def test_build_agent_refuses_a_bad_config_built_in_code(monkeypatch: pytest.Monk
         raise ModelLoaded("the sandbox was about to open")
 
     monkeypatch.setattr("ragcoder.sandbox.open_sandbox", no_sandbox)
-    for bad, expected in [({"k": -5}, "k = -5 from AgentConfig"), ({"timeout": float("nan")}, "timeout = nan"),
-                          ({"sandbox": "cloud"}, "sandbox = 'cloud'")]:  # fmt: skip
+    for bad, expected in [
+        ({"k": -5}, "k = -5 from AgentConfig"),
+        ({"timeout": float("nan")}, "timeout = nan"),
+        ({"sandbox": "cloud"}, "sandbox = 'cloud'"),
+    ]:
         with pytest.raises(ConfigError, match=expected):
             build_agent(AgentConfig(**bad))
 
@@ -330,8 +338,9 @@ def test_chat_replaces_bytes_that_are_not_utf8_and_goes_on(encoding: str, tmp_pa
     stdin = b"Write caf\xe9 \xff\xfe printer\n" + b"x" * 20_000 + b"\nWrite a second one\n/exit\n"
     env = {**os.environ, "RAGCODER_CONFIG": str(tmp_path / "none.toml"), "PYTHONIOENCODING": encoding}
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", CHAT_SCRIPT], input=stdin, cwd=root, env=env,
-                          capture_output=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", CHAT_SCRIPT], input=stdin, cwd=root, env=env, capture_output=True, timeout=120
+    )
     out, err = proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 0, err[-2000:]
     assert "Traceback" not in err and "TypeError" not in err

@@ -38,8 +38,13 @@ class SamplingModel(ScriptedChatModel):
     def _generate(self, messages, stop=None, run_manager=None, **kwargs: Any):
         if kwargs.get("temperature"):
             prompt = "\n".join(str(m.content) for m in messages)
-            queue = (self.test_samples if ASKS_TESTS in prompt
-                     else self.repair_samples if ASKS_REPAIR in prompt else self.code_samples)  # fmt: skip
+            queue = (
+                self.test_samples
+                if ASKS_TESTS in prompt
+                else self.repair_samples
+                if ASKS_REPAIR in prompt
+                else self.code_samples
+            )
             if queue:
                 self.sequence.insert(0, queue.pop(0))
         return super()._generate(messages, stop, run_manager, **kwargs)
@@ -49,8 +54,12 @@ class SamplingModel(ScriptedChatModel):
 
 
 def sampling(greedy: str, *, code=(), tests=(), repairs=()) -> SamplingModel:
-    return SamplingModel(rules=[("", fenced(greedy))], code_samples=[fenced(c) for c in code],
-                         test_samples=list(tests), repair_samples=[fenced(r) for r in repairs])  # fmt: skip
+    return SamplingModel(
+        rules=[("", fenced(greedy))],
+        code_samples=[fenced(c) for c in code],
+        test_samples=list(tests),
+        repair_samples=[fenced(r) for r in repairs],
+    )
 
 
 SQUARE = "Write a Python function `square(n)` that returns n times n."
@@ -144,8 +153,11 @@ def test_repairs_see_the_failing_tests_are_sampled_and_never_rerun_old_code(trus
     )
     assert result.passed and result.stop_reason == "passed" and result.verdict == "verified"
     assert [(c.number, c.origin, c.duplicate_of) for c in result.candidates] == [
-        (1, "greedy", None), (1, "sampled", 1), (2, "repair", 1), (2, "repair", None),
-    ]  # fmt: skip
+        (1, "greedy", None),
+        (1, "sampled", 1),
+        (2, "repair", 1),
+        (2, "repair", None),
+    ]
     assert [a.kind for a in result.attempts] == ["generate", "repair"] and result.code == FIXED
     repair_prompts = [p for p in model.prompts if ASKS_REPAIR in p]
     assert len(repair_prompts) == 2 and "FAILED: assert mean([]) == 0.0" in repair_prompts[0]
@@ -209,8 +221,18 @@ def test_events_stream_in_order(trusted_sandbox) -> None:
         e.kind
         for e in CodeAgent(model, trusted_sandbox, samples=1).events({"instruction": "m", "tests": TESTS})
     ]
-    assert kinds == ["retrieved", "generated", "ran", "selected", "failed", "repairing", "generated", "ran",
-                     "selected", "done"]  # fmt: skip
+    assert kinds == [
+        "retrieved",
+        "generated",
+        "ran",
+        "selected",
+        "failed",
+        "repairing",
+        "generated",
+        "ran",
+        "selected",
+        "done",
+    ]
 
 
 def test_options_are_checked() -> None:
@@ -348,8 +370,14 @@ def test_the_retrieval_gate_skips_self_contained_stubs_and_says_so(trusted_sandb
 
     model = scripted([("", fenced(TOTAL))])
     retriever = _CountingRetriever()
-    agent = CodeAgent(model, trusted_sandbox, retriever=retriever, retrieval_gate=decide_retrieval, samples=1,
-                      generate_tests=False)  # fmt: skip
+    agent = CodeAgent(
+        model,
+        trusted_sandbox,
+        retriever=retriever,
+        retrieval_gate=decide_retrieval,
+        samples=1,
+        generate_tests=False,
+    )
     stub = agent.invoke("Complete this function.\n\n" + STUB)
     assert stub.passed and retriever.queries == [] and stub.sources == []
     assert stub.retrieval.startswith("skipped: a self-contained function stub")
@@ -418,8 +446,13 @@ def test_guess_apis_setting_gives_the_retriever_the_models_guesser(
     monkeypatch.setenv("RAGCODER_CONFIG", str(tmp_path / "none.toml"))
     assert resolve_config().retrieval_guess is False
     monkeypatch.setenv("RAGCODER_RETRIEVAL_GUESS", "on")
-    flags = {"model": str(model_tiny_dir), "sandbox": "docker", "index_path": str(tmp_path / "index"),
-             "max_attempts": 1, "max_new_tokens": 16}  # fmt: skip
+    flags = {
+        "model": str(model_tiny_dir),
+        "sandbox": "docker",
+        "index_path": str(tmp_path / "index"),
+        "max_attempts": 1,
+        "max_new_tokens": 16,
+    }
     with build_agent(resolve_config(flags), quantize="none") as agent:
         guesser = agent.retriever.api_guesser
         assert guesser is not None

@@ -83,8 +83,16 @@ def test_the_function_name_is_found_or_not(
 def run(
     candidate: int, statuses: dict[str, str], passed: bool = True, outputs: dict | None = None
 ) -> Attempt:
-    return Attempt(number=1, kind="generate", code=f"# {candidate}", result=ExecResult(), passed=passed,
-                   candidate=candidate, statuses=statuses, outputs=outputs or {})  # fmt: skip
+    return Attempt(
+        number=1,
+        kind="generate",
+        code=f"# {candidate}",
+        result=ExecResult(),
+        passed=passed,
+        candidate=candidate,
+        statuses=statuses,
+        outputs=outputs or {},
+    )
 
 
 def generated(*names: str) -> list[TestCase]:
@@ -213,9 +221,17 @@ def test_the_summary_line_and_counts() -> None:
     )
     winner = run(1, {example[0].name: "pass", "g1": "pass", "g2": "fail"})
     others = [run(i, dict(winner.statuses)) for i in (2, 3)]
-    result = AgentResult(instruction="i", code="", passed=True, check="examples", stop_reason="passed",
-                         verdict="verified", candidates=[winner, *others], test_cases=tests,
-                         selection=choose([winner, *others], {1: 1, 2: 1, 3: 1}, tests))  # fmt: skip
+    result = AgentResult(
+        instruction="i",
+        code="",
+        passed=True,
+        check="examples",
+        stop_reason="passed",
+        verdict="verified",
+        candidates=[winner, *others],
+        test_cases=tests,
+        selection=choose([winner, *others], {1: 1, 2: 1, 3: 1}, tests),
+    )
     assert result.summary() == "3 candidates, 3 agree, 1/1 examples, 1/2 own tests: verified"
     counts = result.to_dict()
     assert counts["verdict"] == "verified" and counts["candidates"] == 3 and counts["own_tests"] == 2

@@ -77,8 +77,13 @@ def test_n_candidates_by_m_tests_one_request_each(docker_sandbox, native: bool, 
     assert matrix == ["PPPEP", "FPFEP", "PPTEP", "-"]
     assert [r.passed for r in runs] == [True, True, True, False]  # no hard tests: loading is the check
     assert runs[3].result.error.name == "SyntaxError" and runs[3].report.error is not None
-    assert runs[0].outputs == {"clip(5, 0, 10)": "5", "clip(-3, 0, 10)": "0", "clip(42, 0, 10)": "10",
-                               "clip(1, 2, 3, 4)": "raised TypeError", "clip(0, 0, 0)": "0"}  # fmt: skip
+    assert runs[0].outputs == {
+        "clip(5, 0, 10)": "5",
+        "clip(-3, 0, 10)": "0",
+        "clip(42, 0, 10)": "10",
+        "clip(1, 2, 3, 4)": "raised TypeError",
+        "clip(0, 0, 0)": "0",
+    }
     assert runs[2].outputs["clip(42, 0, 10)"] == "timeout"
     assert "did not finish in time" in next(o.message for o in runs[2].report.outcomes if not o.passed)
     assert elapsed < 20, elapsed  # the hang cost its test's limit, not the whole run's

@@ -183,8 +183,16 @@ def test_async_invoke_matches_sync(ort_chat) -> None:
 def tiny_known(model_cache_dir: Path, monkeypatch: pytest.MonkeyPatch, tiny_source: Path) -> str:
     """An 'installed' known model whose HF folder is the tiny one (fp32 ONNX form, HF dropped)."""
     name = "tiny-engine-test"
-    known = KnownModel(name=name, description="tiny", requirements=(), gguf_members=(), gguf_size=0,
-                       gguf_sha256="", onnx_precision="fp32", keep_hf=False)  # fmt: skip
+    known = KnownModel(
+        name=name,
+        description="tiny",
+        requirements=(),
+        gguf_members=(),
+        gguf_size=0,
+        gguf_sha256="",
+        onnx_precision="fp32",
+        keep_hf=False,
+    )
     monkeypatch.setitem(KNOWN_MODELS, name, known)
     folder = model_dir(name)
     shutil.copytree(tiny_source, folder / "hf")

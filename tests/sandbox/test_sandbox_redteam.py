@@ -230,8 +230,18 @@ HOSTILE = [
 
 # -- issue 20 and new cases: the kernel surface (x86_64 syscall numbers) --------------------------
 # (family, type, protocol): packet, alg, bluetooth, tipc, rds, key, xdp, can, netlink audit and uevent
-ODD_FAMILIES = [(17, 3, 0), (38, 5, 0), (31, 1, 0), (30, 5, 0), (21, 5, 0), (15, 3, 2), (44, 3, 0), (29, 3, 1),
-                (16, 3, 9), (16, 2, 15)]  # fmt: skip
+ODD_FAMILIES = [
+    (17, 3, 0),
+    (38, 5, 0),
+    (31, 1, 0),
+    (30, 5, 0),
+    (21, 5, 0),
+    (15, 3, 2),
+    (44, 3, 0),
+    (29, 3, 1),
+    (16, 3, 9),
+    (16, 2, 15),
+]
 KERNEL = [
     Hostile(  # issue 20: the host has /dev/vsock; socket(AF_VSOCK) used to succeed
         "vsock",
@@ -251,21 +261,7 @@ KERNEL = [
     Hostile(
         "odd-socket-families",  # packet, alg, bluetooth, tipc, rds, key, xdp, can, netlink audit/uevent
         attempts(
-            *[
-                f"socket.socket({fam}, {kind}, {proto})"
-                for fam, kind, proto in [
-                    (17, 3, 0),
-                    (38, 5, 0),
-                    (31, 1, 0),
-                    (30, 5, 0),
-                    (21, 5, 0),
-                    (15, 3, 2),
-                    (44, 3, 0),
-                    (29, 3, 1),
-                    (16, 3, 9),
-                    (16, 2, 15),
-                ]
-            ],
+            *[f"socket.socket({fam}, {kind}, {proto})" for fam, kind, proto in ODD_FAMILIES],
             "socket.socketpair(socket.AF_INET)",
         ),
         all_blocked(11),

@@ -52,10 +52,25 @@ def test_it_is_a_valid_program() -> None:
 
 @pytest.mark.parametrize(
     ("family", "protocol", "allowed"),
-    [(1, 0, True), (2, 6, True), (10, 17, True), (16, 0, True), (16, 9, False), (16, 15, False), (40, 0, False),
-     (17, 0, False), (38, 0, False), (31, 0, False), (30, 0, False), (21, 0, False), (44, 0, False), (0, 0, False),
-     (1 | 1 << 32, 0, False), (2 | 1 << 63, 0, False)],
-)  # fmt: skip
+    [
+        (1, 0, True),
+        (2, 6, True),
+        (10, 17, True),
+        (16, 0, True),
+        (16, 9, False),
+        (16, 15, False),
+        (40, 0, False),
+        (17, 0, False),
+        (38, 0, False),
+        (31, 0, False),
+        (30, 0, False),
+        (21, 0, False),
+        (44, 0, False),
+        (0, 0, False),
+        (1 | 1 << 32, 0, False),
+        (2 | 1 << 63, 0, False),
+    ],
+)
 def test_socket_families(family: int, protocol: int, allowed: bool) -> None:
     action = evaluate(PROGRAM, 41, args=(family, 1, protocol))
     if allowed:

@@ -118,12 +118,15 @@ class ScriptedWorker(Worker):
             "files": {},
         }
 
+    def readable_now(self) -> bool:
+        return self.after != "late-recycle"  # its word comes after the next request was sent
+
     def read_message(self, deadline: float) -> dict[str, Any]:
         if self.after == "slow":
             time.sleep(0.3)
-        return (
-            {"ok": True, "recycle": "over budget"} if self.after == "recycle" else {"ok": True, "ready": True}
-        )
+        if self.after in ("recycle", "late-recycle"):
+            return {"ok": True, "recycle": "over budget"}
+        return {"ok": True, "ready": True}
 
     def kill(self) -> None:
         with ScriptedWorker.lock:
@@ -173,6 +176,13 @@ def test_pool_replaces_a_worker_whose_cleanup_ran_over_budget(fake: FakeSandbox)
     assert fake.run("b").stdout == "worker 2\n"  # the next run never waits on, or blames, worker 1
 
 
+def test_a_run_sent_to_a_worker_that_then_asks_to_be_replaced_goes_to_another(fake: FakeSandbox) -> None:
+    ScriptedWorker.script = ["ok/late-recycle", "ok"]
+    assert fake.run("a").stdout == "worker 1\n"
+    second = fake.run("b")  # sent to worker 1 while it cleaned up; it never read it
+    assert second.ok and second.stdout == "worker 2\n"
+
+
 def test_a_worker_still_cleaning_up_is_waited_for_not_blamed(fake: FakeSandbox) -> None:
     ScriptedWorker.script = ["ok/slow", "ok"]
     assert fake.run("a").stdout == "worker 1\n"
@@ -190,9 +200,17 @@ def test_a_malformed_answer_breaks_the_worker_not_the_caller(fake: FakeSandbox) 
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("timeout_s", float("inf")), ("timeout_s", float("nan")), ("timeout_s", -1), ("timeout_s", 301),
-     ("max_timeout_s", 0), ("cleanup_budget_s", float("inf")), ("pool_size", 0), ("pids_limit", True)],
-)  # fmt: skip
+    [
+        ("timeout_s", float("inf")),
+        ("timeout_s", float("nan")),
+        ("timeout_s", -1),
+        ("timeout_s", 301),
+        ("max_timeout_s", 0),
+        ("cleanup_budget_s", float("inf")),
+        ("pool_size", 0),
+        ("pids_limit", True),
+    ],
+)
 def test_settings_that_cannot_work_are_refused(setting: str, value: object) -> None:
     from ragcoder.errors import ConfigError
 

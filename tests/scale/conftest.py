@@ -75,8 +75,18 @@ def start_openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ca
 
     def start(model: str, *, max_batch: int = 1, max_new_tokens: int = 512, name: str | None = None) -> str:
         port = free_port()
-        command = [sys.executable, str(HERE / "openai_server.py"), "--model", model, "--port", str(port),
-                   "--max-batch", str(max_batch), "--max-new-tokens", str(max_new_tokens)]  # fmt: skip
+        command = [
+            sys.executable,
+            str(HERE / "openai_server.py"),
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--max-new-tokens",
+            str(max_new_tokens),
+        ]
         if name:
             command += ["--name", name]
         log = (tmp_path / f"openai-{port}.log").open("w")
@@ -109,8 +119,16 @@ class ChromaServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [*tool("chroma", "chromadb.cli.cli", "app"), "run", "--path", str(self.path),
-                   "--host", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
+        command = [
+            *tool("chroma", "chromadb.cli.cli", "app"),
+            "run",
+            "--path",
+            str(self.path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         handle = self.log.open("a")
         self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
         wait_for_http(f"{self.url}/api/v2/heartbeat", 60, self.process)
@@ -165,16 +183,43 @@ def ray_cluster() -> Iterator[RayCluster]:
     temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # Ray's socket paths must stay short
     port = free_port()
     ray = tool("ray", "ray.scripts.scripts")
-    common = ["--block", "--node-ip-address", RAY_NODE_IP, "--num-cpus", "1", "--disable-usage-stats",
-              "--object-store-memory", str(150 << 20)]  # fmt: skip
-    head = [*ray, "start", "--head", "--port", str(port), "--ray-client-server-port", str(free_port()),
-            "--dashboard-agent-listen-port", str(free_port()), "--include-dashboard=false",
-            "--temp-dir", str(temp_dir), *common]  # fmt: skip
+    common = [
+        "--block",
+        "--node-ip-address",
+        RAY_NODE_IP,
+        "--num-cpus",
+        "1",
+        "--disable-usage-stats",
+        "--object-store-memory",
+        str(150 << 20),
+    ]
+    head = [
+        *ray,
+        "start",
+        "--head",
+        "--port",
+        str(port),
+        "--ray-client-server-port",
+        str(free_port()),
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--include-dashboard=false",
+        "--temp-dir",
+        str(temp_dir),
+        *common,
+    ]
     processes = [subprocess.Popen(head, stdout=(temp_dir / "head.log").open("w"), stderr=subprocess.STDOUT)]
     try:
         _wait_for_log(temp_dir / "head.log", "Ray runtime started", processes[0], 120)
-        worker = [*ray, "start", "--address", f"{RAY_NODE_IP}:{port}",
-                  "--dashboard-agent-listen-port", str(free_port()), *common]  # fmt: skip
+        worker = [
+            *ray,
+            "start",
+            "--address",
+            f"{RAY_NODE_IP}:{port}",
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            *common,
+        ]
         processes.append(
             subprocess.Popen(worker, stdout=(temp_dir / "worker.log").open("w"), stderr=subprocess.STDOUT)
         )

@@ -78,8 +78,13 @@ def make_handler(chat: Any, batched: Any, name: str) -> type[BaseHTTPRequestHand
 
         def do_GET(self) -> None:
             if self.path.rstrip("/") in ("/v1/models", "/models"):
-                self._json(200, {"object": "list",
-                                 "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragcoder"}]})  # fmt: skip
+                self._json(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragcoder"}],
+                    },
+                )
             elif self.path.rstrip("/") in ("/health", "/v1/health"):
                 self._json(200, {"status": "ok"})
             else:
@@ -98,23 +103,42 @@ def make_handler(chat: Any, batched: Any, name: str) -> type[BaseHTTPRequestHand
                 )
                 return
             if body.get("model") not in (None, name):
-                self._json(404, {"error": {"message": f"model {body.get('model')!r} is not served here",
-                                           "type": "not_found"}})  # fmt: skip
+                self._json(
+                    404,
+                    {
+                        "error": {
+                            "message": f"model {body.get('model')!r} is not served here",
+                            "type": "not_found",
+                        }
+                    },
+                )
                 return
             if body.get("stream"):
                 self._stream(messages, options, bool((body.get("stream_options") or {}).get("include_usage")))
                 return
             reply = batched.invoke(messages, **options)
             usage = reply.usage_metadata or {}
-            self._json(200, {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
-                "created": int(time.time()), "model": name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content},
-                             "finish_reason": reply.response_metadata.get("finish_reason") or "stop"}],
-                "usage": {"prompt_tokens": usage.get("input_tokens", 0),
-                          "completion_tokens": usage.get("output_tokens", 0),
-                          "total_tokens": usage.get("total_tokens", 0)},
-            })  # fmt: skip
+            self._json(
+                200,
+                {
+                    "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": name,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply.content},
+                            "finish_reason": reply.response_metadata.get("finish_reason") or "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": usage.get("input_tokens", 0),
+                        "completion_tokens": usage.get("output_tokens", 0),
+                        "total_tokens": usage.get("total_tokens", 0),
+                    },
+                },
+            )
 
         def _event(self, payload: dict[str, Any] | str) -> None:
             data = payload if isinstance(payload, str) else json.dumps(payload)
@@ -131,21 +155,40 @@ def make_handler(chat: Any, batched: Any, name: str) -> type[BaseHTTPRequestHand
             base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": name}
             usage: dict[str, Any] = {}
             finish = "stop"
-            self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                              "finish_reason": None}]})  # fmt: skip
+            self._event(
+                {
+                    **base,
+                    "choices": [
+                        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    ],
+                }
+            )
             for piece in chat.stream(messages, **options):
                 if piece.usage_metadata:
                     usage = dict(piece.usage_metadata)
                     finish = piece.response_metadata.get("finish_reason") or finish
                 if piece.content:
-                    self._event({**base, "choices": [{"index": 0, "delta": {"content": piece.content},
-                                                      "finish_reason": None}]})  # fmt: skip
+                    self._event(
+                        {
+                            **base,
+                            "choices": [
+                                {"index": 0, "delta": {"content": piece.content}, "finish_reason": None}
+                            ],
+                        }
+                    )
             self._event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
             if include_usage:
-                self._event({**base, "choices": [], "usage": {
-                    "prompt_tokens": usage.get("input_tokens", 0),
-                    "completion_tokens": usage.get("output_tokens", 0),
-                    "total_tokens": usage.get("total_tokens", 0)}})  # fmt: skip
+                self._event(
+                    {
+                        **base,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": usage.get("input_tokens", 0),
+                            "completion_tokens": usage.get("output_tokens", 0),
+                            "total_tokens": usage.get("total_tokens", 0),
+                        },
+                    }
+                )
             self._event("[DONE]")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
@@ -168,8 +211,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from ragcoder.chains.llm.chat_model import load_chat_model
 
-    chat = load_chat_model(args.model, quantize=args.quantize, max_new_tokens=args.max_new_tokens,
-                           batch_size=max(1, args.max_batch))  # fmt: skip
+    chat = load_chat_model(
+        args.model,
+        quantize=args.quantize,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=max(1, args.max_batch),
+    )
     batched: Any = chat
     if args.max_batch > 1:
         from ragcoder.agent.microbatch import MicroBatchingChatModel

@@ -39,17 +39,41 @@ class SecondEngine:
     def start(self) -> None:
         if self.containerd is None or self.containerd.poll() is not None:
             self.containerd = subprocess.Popen(
-                ["containerd", "--root", str(self.root / "containerd"), "--state", str(self.root / "cstate"),
-                 "--address", str(self.root / "containerd.sock")],
-                stdout=(self.root / "containerd.log").open("a"), stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                [
+                    "containerd",
+                    "--root",
+                    str(self.root / "containerd"),
+                    "--state",
+                    str(self.root / "cstate"),
+                    "--address",
+                    str(self.root / "containerd.sock"),
+                ],
+                stdout=(self.root / "containerd.log").open("a"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             _wait(lambda: (self.root / "containerd.sock").exists(), 30, "containerd socket")
         self.dockerd = subprocess.Popen(
-            ["dockerd", "-H", self.url, "--data-root", str(self.root / "data"), "--exec-root",
-             str(self.root / "exec"), "--pidfile", str(self.root / "dockerd.pid"), "--containerd",
-             str(self.root / "containerd.sock"), "--iptables=false", "--bridge=none", "--ip-masq=false"],
-            stdout=(self.root / "dockerd.log").open("a"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                "dockerd",
+                "-H",
+                self.url,
+                "--data-root",
+                str(self.root / "data"),
+                "--exec-root",
+                str(self.root / "exec"),
+                "--pidfile",
+                str(self.root / "dockerd.pid"),
+                "--containerd",
+                str(self.root / "containerd.sock"),
+                "--iptables=false",
+                "--bridge=none",
+                "--ip-masq=false",
+            ],
+            stdout=(self.root / "dockerd.log").open("a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         _wait(self.answers, 60, f"dockerd on {self.url}")
 
     def answers(self) -> bool:

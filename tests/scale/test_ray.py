@@ -102,8 +102,12 @@ def test_a_task_that_raises_is_an_error_outcome(ray_cluster: RayCluster, tmp_pat
     from ragcoder.agent.ray_runner import ray_map
 
     items = [("a", "a"), ("b", "b"), ("c", "c")]
-    outcomes = {o.id: o for o in ray_map(items, Sleeper(str(tmp_path), 0.05, fail_on="b"),
-                                         address=ray_cluster.address, workers=2)}  # fmt: skip
+    outcomes = {
+        o.id: o
+        for o in ray_map(
+            items, Sleeper(str(tmp_path), 0.05, fail_on="b"), address=ray_cluster.address, workers=2
+        )
+    }
     assert outcomes["b"].error == "ValueError: cannot do b"
     assert outcomes["a"].value["item"] == "a" and outcomes["c"].value["item"] == "c"
 
@@ -131,17 +135,28 @@ def test_no_cluster_at_the_address_is_one_line_error() -> None:
 
 def write_tasks(path: Path, count: int) -> Path:
     lines = [
-        json.dumps({"id": f"add{i}", "instruction": f"Write a function add{i}(a) that returns a + {i}.",
-                    "tests": f"assert add{i}(1) == {1 + i}"})
+        json.dumps(
+            {
+                "id": f"add{i}",
+                "instruction": f"Write a function add{i}(a) that returns a + {i}.",
+                "tests": f"assert add{i}(1) == {1 + i}",
+            }
+        )
         for i in range(count)
-    ]  # fmt: skip
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def run_cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ragcoder.cli.app", *args], capture_output=True, text=True,
-                          timeout=900, cwd=cwd, env={**os.environ, **env})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "ragcoder.cli.app", *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
 
 
 def verdicts(path: Path) -> dict[str, tuple[bool, str]]:
@@ -157,13 +172,24 @@ def test_batch_on_ray_gives_what_the_in_process_batch_gives(
     """`ragcoder batch --ray ADDRESS --workers 2` and the plain in-process batch: the same ids,
     verdicts and code (the tiny model decodes greedily; runs go to the bubblewrap sandbox)."""
     tasks = write_tasks(tmp_path / "tasks.jsonl", 6)
-    common = [str(tasks), "--model", str(model_tiny_dir), "--sandbox", "local", "--no-retrieval",
-              "--attempts", "2"]  # fmt: skip
+    common = [
+        str(tasks),
+        "--model",
+        str(model_tiny_dir),
+        "--sandbox",
+        "local",
+        "--no-retrieval",
+        "--attempts",
+        "2",
+    ]
     env = {"RAGCODER_MAX_NEW_TOKENS": "16", "RAGCODER_DATA_DIR": str(tmp_path / "data")}
     here = run_cli(["batch", *common, "-o", str(tmp_path / "here.jsonl")], tmp_path, **env)
     assert here.returncode == 0, here.stderr[-2000:]
-    there = run_cli(["batch", *common, "-o", str(tmp_path / "ray.jsonl"), "--ray", ray_cluster.address,
-                     "--workers", "2"], tmp_path, **env)  # fmt: skip
+    there = run_cli(
+        ["batch", *common, "-o", str(tmp_path / "ray.jsonl"), "--ray", ray_cluster.address, "--workers", "2"],
+        tmp_path,
+        **env,
+    )
     assert there.returncode == 0, there.stderr[-2000:]
     assert f"ray: {ray_cluster.address}, 2 actor(s)" in there.stdout
     assert verdicts(tmp_path / "ray.jsonl") == verdicts(tmp_path / "here.jsonl")
@@ -176,11 +202,31 @@ def test_batch_with_ray_local_resumes_after_the_driver_is_killed(
     """`--ray` alone starts Ray in the driver; SIGKILL the driver mid-run, rerun: every id once."""
     tasks = write_tasks(tmp_path / "tasks.jsonl", 8)
     out = tmp_path / "out.jsonl"
-    args = ["batch", str(tasks), "-o", str(out), "--model", str(model_tiny_dir), "--sandbox", "local",
-            "--no-retrieval", "--attempts", "3", "--ray", "--workers", "2"]  # fmt: skip
+    args = [
+        "batch",
+        str(tasks),
+        "-o",
+        str(out),
+        "--model",
+        str(model_tiny_dir),
+        "--sandbox",
+        "local",
+        "--no-retrieval",
+        "--attempts",
+        "3",
+        "--ray",
+        "--workers",
+        "2",
+    ]
     env = {**os.environ, "RAGCODER_MAX_NEW_TOKENS": "48", "RAGCODER_DATA_DIR": str(tmp_path / "data")}
-    driver = subprocess.Popen([sys.executable, "-m", "ragcoder.cli.app", *args], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ragcoder.cli.app", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
         assert driver.poll() is None, "the driver ended before it was killed"
@@ -201,13 +247,30 @@ def test_eval_on_ray_scores_like_the_in_process_eval(
     ray_cluster: RayCluster, tmp_path: Path, model_tiny_dir: Path
 ) -> None:
     """`ragcoder eval humaneval --ray ADDRESS`: the same records (ids, verdicts, code) as in-process."""
-    common = ["eval", "humaneval", "--limit", "3", "--model", str(model_tiny_dir), "--quantize", "none",
-              "--sandbox", "local", "--no-retrieval", "--no-repair", "--max-new-tokens", "16"]  # fmt: skip
+    common = [
+        "eval",
+        "humaneval",
+        "--limit",
+        "3",
+        "--model",
+        str(model_tiny_dir),
+        "--quantize",
+        "none",
+        "--sandbox",
+        "local",
+        "--no-retrieval",
+        "--no-repair",
+        "--max-new-tokens",
+        "16",
+    ]
     env = {"RAGCODER_DATA_DIR": str(tmp_path / "data")}
     here = run_cli([*common, "-o", str(tmp_path / "here.jsonl")], tmp_path, **env)
     assert here.returncode == 0, here.stderr[-2000:]
-    there = run_cli([*common, "-o", str(tmp_path / "ray.jsonl"), "--ray", ray_cluster.address, "--workers", "2"],
-                    tmp_path, **env)  # fmt: skip
+    there = run_cli(
+        [*common, "-o", str(tmp_path / "ray.jsonl"), "--ray", ray_cluster.address, "--workers", "2"],
+        tmp_path,
+        **env,
+    )
     assert there.returncode == 0, there.stderr[-2000:]
     assert verdicts(tmp_path / "ray.jsonl") == verdicts(tmp_path / "here.jsonl")
     assert len(verdicts(tmp_path / "ray.jsonl")) == 3

@@ -106,11 +106,21 @@ def test_two_clients_at_once_share_the_index(chroma_server: ChromaServer, tmp_pa
     two = write_corpus(tmp_path / "two", {"b/slug.py": "def slugify(title):\n    return title.lower()\n"})
     env = {**os.environ, "RAGCODER_DATA_DIR": str(tmp_path / "data")}
     runs = [
-        subprocess.Popen([sys.executable, "-c", CLIENT, chroma_server.url, str(one), "slugify title", "slugify"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env),
-        subprocess.Popen([sys.executable, "-c", CLIENT, chroma_server.url, str(two), "circle area radius",
-                          "circle_area"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env),
-    ]  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT, chroma_server.url, str(one), "slugify title", "slugify"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT, chroma_server.url, str(two), "circle area radius", "circle_area"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        ),
+    ]
     outputs = [run.communicate(timeout=180) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], [err[-1500:] for _, err in outputs]
     first, second = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
@@ -176,8 +186,13 @@ def test_the_cli_reports_a_missing_server_in_one_line(tmp_path: Path) -> None:
 
     env = {**os.environ, "RAGCODER_DATA_DIR": str(tmp_path / "data")}
     url = f"http://127.0.0.1:{free_port()}"
-    done = subprocess.run([sys.executable, "-m", "ragcoder.cli.app", "search", "--index-url", url, "anything"],
-                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "ragcoder.cli.app", "search", "--index-url", url, "anything"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("error: the Chroma server at") and "does not answer" in lines[0]
@@ -193,13 +208,22 @@ def test_cli_index_search_and_the_agent_work_against_the_server(
     corpus = write_corpus(tmp_path / "corpus")
     env = {**os.environ, "RAGCODER_DATA_DIR": str(tmp_path / "data")}
     cli = [sys.executable, "-m", "ragcoder.cli.app"]
-    done = subprocess.run([*cli, "index", "--quiet", "--index-url", chroma_server.url, str(corpus)],
-                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    done = subprocess.run(
+        [*cli, "index", "--quiet", "--index-url", chroma_server.url, str(corpus)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "3 indexed" in done.stdout
-    found = subprocess.run([*cli, "search", "--json", "-k", "1", "turn a title into a url slug"],
-                           capture_output=True, text=True, timeout=300,
-                           env={**env, "RAGCODER_INDEX_URL": chroma_server.url})  # fmt: skip
+    found = subprocess.run(
+        [*cli, "search", "--json", "-k", "1", "turn a title into a url slug"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "RAGCODER_INDEX_URL": chroma_server.url},
+    )
     assert found.returncode == 0, found.stderr[-2000:]
     assert json.loads(found.stdout.splitlines()[0])["symbol"] == "slugify"
 
@@ -207,8 +231,14 @@ def test_cli_index_search_and_the_agent_work_against_the_server(
     from ragcoder.chains.llm.chat_model import clear_model_cache
 
     os.environ["RAGCODER_DATA_DIR"] = env["RAGCODER_DATA_DIR"]  # chroma_server's monkeypatch set it too
-    config = AgentConfig(model=str(model_tiny_dir), index_url=chroma_server.url, retrieval="always",
-                         sandbox="local", max_attempts=1, max_new_tokens=16)  # fmt: skip
+    config = AgentConfig(
+        model=str(model_tiny_dir),
+        index_url=chroma_server.url,
+        retrieval="always",
+        sandbox="local",
+        max_attempts=1,
+        max_new_tokens=16,
+    )
     try:
         with build_agent(config, quantize="none") as agent:
             result = agent.invoke("Write slugify(title): turn a title into a url slug with dashes.")

@@ -165,8 +165,9 @@ def test_the_agent_runs_on_the_served_model(tiny_url: str) -> None:
     model writes no code worth running, but every attempt goes through the loop)."""
     from ragcoder.agent.config import AgentConfig, build_agent
 
-    config = AgentConfig(llm_url=tiny_url, sandbox="local", retrieval="never", max_attempts=2,
-                         max_new_tokens=24)  # fmt: skip
+    config = AgentConfig(
+        llm_url=tiny_url, sandbox="local", retrieval="never", max_attempts=2, max_new_tokens=24
+    )
     with build_agent(config) as agent:
         assert isinstance(agent.model, RemoteChatModel) and agent.model.max_tokens == 24
         result = agent.invoke("Write a function add(a, b) that returns a + b.")
@@ -196,11 +197,26 @@ def test_agent_solves_a_trivial_task_through_the_url(
     sandbox (the local bubblewrap one, or Docker when the CLI's auto picks it)."""
     url = start_openai_server(smol_installed, max_new_tokens=200)
     done = subprocess.run(
-        [sys.executable, "-m", "ragcoder.cli.app", "solve", "--llm-url", url, "--no-retrieval", "--json",
-         "--attempts", "3", "--tests", "assert add(2, 3) == 5\nassert add(-1, 1) == 0",
-         "Write a Python function add(a, b) that returns the sum of a and b."],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ragcoder.cli.app",
+            "solve",
+            "--llm-url",
+            url,
+            "--no-retrieval",
+            "--json",
+            "--attempts",
+            "3",
+            "--tests",
+            "assert add(2, 3) == 5\nassert add(-1, 1) == 0",
+            "Write a Python function add(a, b) that returns the sum of a and b.",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     result = json.loads(done.stdout)
     assert result["passed"] and "def add" in result["code"]

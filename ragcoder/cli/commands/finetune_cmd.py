@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from ragcoder.cli.options import agent_options, fail
+from ragcoder.agent.defaults import DEFAULT_SAMPLES, MAX_SAMPLES
+from ragcoder.cli.options import agent_options, fail, ray_option
 
 
 def _command_line() -> str:
@@ -26,41 +27,110 @@ def eval_group() -> None:
 
 
 @eval_group.command("humaneval")
-@click.option("--split", type=click.Choice(["dev", "test", "all"]), default="dev", show_default=True,
-              help="dev = tasks 0-81 (tune on these), test = 82-163 (report only).")  # fmt: skip
+@click.option(
+    "--split",
+    type=click.Choice(["dev", "test", "all"]),
+    default="dev",
+    show_default=True,
+    help="dev = tasks 0-81 (tune on these), test = 82-163 (report only).",
+)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N tasks of the split.")
 @click.option(
     "--tasks", default=None, help="Only these tasks of the split, e.g. 1,5,HumanEval/6 (rerun failures)."
 )
-@click.option("--prompt-style", type=click.Choice(["stub", "words"]), default="stub", show_default=True,
-              help="stub: complete the prompt's function; words: the same task asked in words (its "
-                   "signature and docstring as prose), which the retrieval gate treats as a request.")  # fmt: skip
+@click.option(
+    "--prompt-style",
+    type=click.Choice(["stub", "words"]),
+    default="stub",
+    show_default=True,
+    help="stub: complete the prompt's function; words: the same task asked in words (its "
+    "signature and docstring as prose), which the retrieval gate treats as a request.",
+)
 @click.option("--no-repair", is_flag=True, help="Single shot: one attempt, no repairs.")
-@click.option("--samples", type=click.IntRange(1, 200), default=1, show_default=True,
-              help="Samples per task (n > 1 samples with temperature and reports pass@k).")  # fmt: skip
-@click.option("--temperature", type=click.FloatRange(0.01, 2.0), default=0.8, show_default=True,
-              help="Sampling temperature when --samples > 1.")  # fmt: skip
-@click.option("--stuck-temperature", default=None,
-              help="Repairs are sampled at this temperature (e.g. 0.8) [default: none, the candidates' "
-                   "temperature].")  # fmt: skip
+@click.option(
+    "--samples",
+    type=click.IntRange(1, 200),
+    default=1,
+    show_default=True,
+    help="Samples per task (n > 1 samples with temperature and reports pass@k).",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0.01, 2.0),
+    default=0.8,
+    show_default=True,
+    help="Sampling temperature when --samples > 1.",
+)
+@click.option(
+    "--stuck-temperature",
+    default=None,
+    help="Repairs are sampled at this temperature (e.g. 0.8) [default: none, the candidates' temperature].",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(1, MAX_SAMPLES),
+    default=None,
+    help="Candidates per round, chosen by running them against tests (the agent's samples setting) "
+    f"[default: {DEFAULT_SAMPLES}].",
+)
+@click.option(
+    "--own-tests/--no-own-tests",
+    "generate_tests",
+    default=None,
+    help="With no tests in the task, the model writes tests to rank the candidates [default: on].",
+)
 @click.option("--max-new-tokens", type=click.IntRange(16), default=None, help="Generation budget per reply.")
-@click.option("--quantize", type=click.Choice(["auto", "int8", "none"]), default="auto", show_default=True,
-              help="auto: int8 on CPU (fast for Qwen 1.5B); none: full precision (small models).")  # fmt: skip
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="Tasks run concurrently (generations are batched).")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("humaneval_results.jsonl"),
-              show_default=True, help="Per-task JSONL; a rerun resumes.")  # fmt: skip
-@click.option("--report", type=click.Path(path_type=Path), default=None,
-              help="Markdown report (a PNG plot is written beside it).")  # fmt: skip
+@click.option(
+    "--quantize",
+    type=click.Choice(["auto", "int8", "none"]),
+    default="auto",
+    show_default=True,
+    help="auto: int8 on CPU (fast for Qwen 1.5B); none: full precision (small models).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Tasks run concurrently (generations are batched).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("humaneval_results.jsonl"),
+    show_default=True,
+    help="Per-task JSONL; a rerun resumes.",
+)
+@click.option(
+    "--report",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Markdown report (a PNG plot is written beside it).",
+)
 @click.option("--fresh", is_flag=True, help="Empty OUTPUT first instead of resuming.")
-@click.option("--ray", "ray", default=None, is_flag=False, flag_value="local", metavar="[ADDRESS|local]",
-              help="Solve and score on --workers Ray actors: `--ray` alone starts Ray here, ADDRESS joins a "
-              "cluster (`ray start --head`).")  # fmt: skip
-@agent_options(sandbox_default="docker", samples=False)  # the hidden tests run there too; --samples: pass@k
-def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style: str, no_repair: bool,
-                  samples: int, temperature: float, stuck_temperature: str | None, max_new_tokens: int | None,
-                  quantize: str, workers: int, output: Path, report: Path | None, fresh: bool,
-                  ray: str | None, **options: Any) -> None:  # fmt: skip
+@ray_option("Solve and score")
+@agent_options(sandbox_default="docker", samples=False)  # the hidden tests run there; --samples: pass@k
+def humaneval_cmd(
+    split: str,
+    limit: int | None,
+    tasks: str | None,
+    prompt_style: str,
+    no_repair: bool,
+    samples: int,
+    temperature: float,
+    stuck_temperature: str | None,
+    candidates: int | None,
+    generate_tests: bool | None,
+    max_new_tokens: int | None,
+    quantize: str,
+    workers: int,
+    output: Path,
+    report: Path | None,
+    fresh: bool,
+    ray: str | None,
+    **options: Any,
+) -> None:
     """Solve HumanEval tasks from their prompts only; score with the hidden tests in the sandbox."""
     from contextlib import nullcontext
 
@@ -73,6 +143,7 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style
     from ragcoder.finetune.report import write_report
 
     flags = {**options, "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature, "ray": ray}
+    flags.update(samples=candidates, generate_tests=generate_tests)  # unset (None): config and env decide
     if no_repair:
         flags["max_attempts"] = 1
     try:  # every setting and path is checked before the sandbox and the model start
@@ -96,8 +167,10 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style
             line = f"{task_id} [red]error[/red]: {escape(record['error'])}"
         else:
             mark = "[green]PASSED[/green]" if record["passed"] else "[red]FAILED[/red]"
-            line = (f"{task_id} {mark} attempts={len(record['attempts'])} "
-                    f"{record['total_ms'] / 1000:.1f}s {escape(record['hidden_detail'])}")  # fmt: skip
+            line = (
+                f"{task_id} {mark} attempts={len(record['attempts'])} "
+                f"{record['total_ms'] / 1000:.1f}s {escape(record['hidden_detail'])}"
+            )
         progress.console.print(line, highlight=False)
         progress.update(bar, advance=1, rate=f"{counts['passed'] / counts['ran']:.0%}")
 
@@ -106,35 +179,64 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style
         if config.ray and plan.to_solve:  # the agents live in Ray actors; this process writes the records
             from ragcoder.finetune.ray_eval import run_eval_on_ray
 
-            click.echo(f"ray: {config.ray}, {workers} actor(s); model: {config.llm_url or config.model}; "
-                       f"{len(problems)} task(s) x {samples} sample(s); attempts: {config.max_attempts}")  # fmt: skip
+            click.echo(
+                f"ray: {config.ray}, {workers} actor(s); model: {config.llm_url or config.model}; "
+                f"{len(problems)} task(s) x {samples} sample(s); attempts: {config.max_attempts}"
+            )
             with progress:
-                summary = run_eval_on_ray(config, problems, results, address=config.ray, workers=workers,
-                                          samples=samples, temperature=temperature, quantize=quantize,
-                                          prompt_style=prompt_style, on_start=on_start, on_result=on_result)  # fmt: skip
+                summary = run_eval_on_ray(
+                    config,
+                    problems,
+                    results,
+                    address=config.ray,
+                    workers=workers,
+                    samples=samples,
+                    temperature=temperature,
+                    quantize=quantize,
+                    prompt_style=prompt_style,
+                    on_start=on_start,
+                    on_result=on_result,
+                )
         else:
             try:  # no model when every record is there already (a rerun for the report)
-                agent = (build_eval_agent(config, workers=workers, samples=samples, temperature=temperature,
-                                          quantize=quantize) if plan.to_solve else nullcontext())  # fmt: skip
+                agent = (
+                    build_eval_agent(
+                        config, workers=workers, samples=samples, temperature=temperature, quantize=quantize
+                    )
+                    if plan.to_solve
+                    else nullcontext()
+                )
             except Exception as exc:
                 fail(exc)
             with agent:
                 if plan.to_solve:
-                    click.echo(f"sandbox: {agent.sandbox.name}; model: {config.model}"
-                               f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
-                               f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
-                               f"{' + API guesses' if config.retrieval_guess else ''}; "
-                               f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}")  # fmt: skip
+                    click.echo(
+                        f"sandbox: {agent.sandbox.name}; model: {config.model}"
+                        f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
+                        f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
+                        f"{' + API guesses' if config.retrieval_guess else ''}; "
+                        f"candidates per round: {config.samples}; own tests: "
+                        f"{'on' if config.generate_tests else 'off'}; repairs sampled at: "
+                        f"{config.stuck_temperature or 'as the candidates'}"
+                    )
                 else:
                     click.echo(f"nothing to do: every record is in {shown} (--fresh starts over)")
                 with progress:
-                    summary = run_eval(agent if plan.to_solve else None, problems, results, samples=samples,
-                                       workers=workers, on_start=on_start, on_result=on_result,
-                                       prompt_style=prompt_style)  # fmt: skip
+                    summary = run_eval(
+                        agent if plan.to_solve else None,
+                        problems,
+                        results,
+                        samples=samples,
+                        workers=workers,
+                        on_start=on_start,
+                        on_result=on_result,
+                        prompt_style=prompt_style,
+                    )
     chosen = f" (tasks {tasks})" if tasks else ""
     chosen += " asked in words" if prompt_style == "words" else ""
     title = f"HumanEval {split}{chosen}{f' (first {limit})' if limit else ''}: {config.model}" + (
-        f" + {Path(config.adapter).name}" if config.adapter else "")  # fmt: skip
+        f" + {Path(config.adapter).name}" if config.adapter else ""
+    )
     from ragcoder.finetune.report import markdown, read_records, summarise
 
     stats = summarise([r for r in read_records(output) if r["task_id"] in {p.task_id for p in problems}])
@@ -147,8 +249,9 @@ def humaneval_cmd(split: str, limit: int | None, tasks: str | None, prompt_style
         sys.exit(130)
 
 
-def build_eval_agent(config: Any, *, workers: int, samples: int, temperature: float,
-                     quantize: str = "auto") -> Any:  # fmt: skip
+def build_eval_agent(
+    config: Any, *, workers: int, samples: int, temperature: float, quantize: str = "auto"
+) -> Any:
     """The agent under evaluation, as ``ragcoder.agent.config.build_agent`` builds it, plus two knobs:
     ``quantize`` (int8 ruins a 135M model's output; fp32 is as fast there) and sampling for pass@k."""
     from ragcoder.agent.config import build_agent
@@ -181,8 +284,10 @@ def finetune_group() -> None:
     """Build execution-verified training data and train a LoRA adapter."""
 
 
-@finetune_group.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                                   "help_option_names": []})  # fmt: skip
+@finetune_group.command(
+    "train",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+)
 @click.pass_context
 def train_cmd(ctx: click.Context) -> None:
     """LoRA SFT (finetune/train.py): every option of `python -m ragcoder.finetune.train --help` is accepted,
@@ -241,11 +346,18 @@ def mine_cmd(roots: tuple[Path, ...], output: Path, limit: int | None) -> None:
 )
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @click.option("--repairs", is_flag=True, help="Also add 'fix this failing code' examples from repairs.")
-@click.option("--per-task", type=click.IntRange(1), default=None,
-              help="Keep at most N distinct solutions per task, repaired ones first [default: all].")  # fmt: skip
-@click.option("--repaired-only", is_flag=True,
-              help="Only solutions a repair produced: the model's first greedy answers teach it little "
-                   "(its own loss on them is about 0.05).")  # fmt: skip
+@click.option(
+    "--per-task",
+    type=click.IntRange(1),
+    default=None,
+    help="Keep at most N distinct solutions per task, repaired ones first [default: all].",
+)
+@click.option(
+    "--repaired-only",
+    is_flag=True,
+    help="Only solutions a repair produced: the model's first greedy answers teach it little "
+    "(its own loss on them is about 0.05).",
+)
 def traces_cmd(
     results: tuple[Path, ...], output: Path, repairs: bool, per_task: int | None, repaired_only: bool
 ) -> None:
@@ -263,16 +375,26 @@ def traces_cmd(
 @data_group.command("distill")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
 @click.option("--teacher", default=None, help="The stronger model [default: the configured model].")
-@click.option("--attempts", type=click.IntRange(1, 20), default=4, show_default=True,
-              help="The teacher may repair its solutions; only passing code is kept.")  # fmt: skip
+@click.option(
+    "--attempts",
+    type=click.IntRange(1, 20),
+    default=4,
+    show_default=True,
+    help="The teacher may repair its solutions; only passing code is kept.",
+)
 @click.option("--limit", type=click.IntRange(1), default=None)
 @click.option(
     "--sandbox", type=click.Choice(["auto", "docker", "local"]), default="docker", show_default=True
 )
-@click.option("--results", type=click.Path(path_type=Path), default=None,
-              help="Where the teacher's eval JSONL goes (resumable) [default: OUTPUT.teacher.jsonl].")  # fmt: skip
-def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | None, sandbox: str,
-                results: Path | None) -> None:  # fmt: skip
+@click.option(
+    "--results",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the teacher's eval JSONL goes (resumable) [default: OUTPUT.teacher.jsonl].",
+)
+def distill_cmd(
+    output: Path, teacher: str | None, attempts: int, limit: int | None, sandbox: str, results: Path | None
+) -> None:
     """(d) The teacher solves the HumanEval DEV split; solutions that pass the hidden tests are kept."""
     from ragcoder.agent.config import build_agent, resolve_config
     from ragcoder.agent.records import ResultsFile, check_writable
@@ -286,8 +408,12 @@ def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | N
     problems = select_problems("dev", limit)  # never the test split
     check_writable(output, "-o")  # both paths before the teacher loads
     with ResultsFile.open(results, flag="--results") as teacher_results, build_agent(config) as agent:
-        summary = run_eval(agent, problems, teacher_results,
-                           on_result=lambda r: click.echo(f"[{r['id']}] {'PASSED' if r.get('passed') else 'failed'}"))  # fmt: skip
+        summary = run_eval(
+            agent,
+            problems,
+            teacher_results,
+            on_result=lambda r: click.echo(f"[{r['id']}] {'PASSED' if r.get('passed') else 'failed'}"),
+        )
     click.echo(f"teacher: {summary.passed} passed, {summary.failed} failed ({summary.skipped} resumed)")
     _report(write_examples(harvest_traces([results]), output), output)
 
@@ -297,8 +423,13 @@ def distill_cmd(output: Path, teacher: str | None, attempts: int, limit: int | N
 @click.option(
     "--sandbox", type=click.Choice(["auto", "docker", "local"]), default="docker", show_default=True
 )
-@click.option("--except-tasks-in", "except_in", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="Leave out the tasks this JSONL already covers (e.g. the model's own traces).")  # fmt: skip
+@click.option(
+    "--except-tasks-in",
+    "except_in",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Leave out the tasks this JSONL already covers (e.g. the model's own traces).",
+)
 def humaneval_dev_cmd(output: Path, sandbox: str, except_in: Path | None) -> None:
     """HumanEval DEV-split reference solutions that pass their tests in the sandbox (never the test split)."""
     from ragcoder.finetune.data import task_ids_in, verified_dev_references, write_examples

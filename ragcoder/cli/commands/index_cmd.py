@@ -37,10 +37,18 @@ def load_embeddings(model_path: str | None = None):
     default=None,
     help="Index folder (default: user data dir).",
 )
-@click.option("--index-url", default=None, metavar="URL",
-              help="A Chroma server (`chroma run --path DIR --port P`) instead of the folder [default: index_url].")  # fmt: skip
-@click.option("--embedder", type=click.Path(exists=True, file_okay=False), default=None,
-              help="A sentence-transformers folder (default: all-MiniLM-L6-v2).")  # fmt: skip
+@click.option(
+    "--index-url",
+    default=None,
+    metavar="URL",
+    help="A Chroma server (`chroma run --path DIR --port P`) instead of the folder [default: index_url].",
+)
+@click.option(
+    "--embedder",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A sentence-transformers folder (default: all-MiniLM-L6-v2).",
+)
 @click.option("--rebuild", is_flag=True, help="Delete the index first and embed everything again.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def index(
@@ -80,14 +88,28 @@ def index(
 @click.argument("query")
 @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True, help="How many results.")
 @click.option("--mode", type=click.Choice(["hybrid", "vector", "bm25"]), default="hybrid", show_default=True)
-@click.option("--guess-apis", is_flag=True,
-              help="Let the default model name the APIs first (hybrid only; loads the model, then ~1 s).")  # fmt: skip
-@click.option("--index-path", type=click.Path(path_type=Path), default=None,
-              help="Index folder (default: user data dir).")  # fmt: skip
+@click.option(
+    "--guess-apis",
+    is_flag=True,
+    help="Let the default model name the APIs first (hybrid only; loads the model, then ~1 s).",
+)
+@click.option(
+    "--index-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Index folder (default: user data dir).",
+)
 @click.option("--index-url", default=None, metavar="URL", help="A Chroma server [default: index_url].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result.")
-def search(query: str, k: int, mode: str, guess_apis: bool, index_path: Path | None, index_url: str | None,
-           as_json: bool) -> None:  # fmt: skip
+def search(
+    query: str,
+    k: int,
+    mode: str,
+    guess_apis: bool,
+    index_path: Path | None,
+    index_url: str | None,
+    as_json: bool,
+) -> None:
     """Show what the agent's retriever finds for QUERY: symbol, file and lines, score, first line."""
     import json
 
@@ -131,5 +153,7 @@ def search(query: str, k: int, mode: str, guess_apis: bool, index_path: Path | N
         if as_json:
             click.echo(json.dumps({"rank": rank, **meta, "text": doc.page_content}))
         else:
-            click.echo(f"{rank:>2}. {meta.get('symbol') or '-'}  ({meta.get('source', '?')}{lines}, "
-                       f"score {meta.get('score', 0):.3f})\n    {first[:100]}")  # fmt: skip
+            click.echo(
+                f"{rank:>2}. {meta.get('symbol') or '-'}  ({meta.get('source', '?')}{lines}, "
+                f"score {meta.get('score', 0):.3f})\n    {first[:100]}"
+            )

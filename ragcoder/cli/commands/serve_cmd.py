@@ -49,17 +49,39 @@ def claim_socket(sock: Path) -> Iterator[None]:
 @click.command("serve")
 @click.option("--model", default=None, help="Known model name, HF or ONNX folder, or .gguf file.")
 @click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder.")
-@click.option("--engine", default=None, help="auto | torch | ort [default: auto].")
-@click.option("--socket", "socket_opt", type=click.Path(path_type=Path), default=None,
-              help="Unix socket to listen on [default: serve.sock in the user's runtime dir].")  # fmt: skip
+@click.option("--engine", default=None, help="torch | auto | ort [default: torch].")
+@click.option(
+    "--socket",
+    "socket_opt",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Unix socket to listen on [default: serve.sock in the user's runtime dir].",
+)
 @click.option("--no-socket", is_flag=True, help="Listen on TCP only (needs --port).")
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="Also listen on 127.0.0.1:PORT (0: a free port, printed) for OpenAI clients.")  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Also listen on 127.0.0.1:PORT (0: a free port, printed) for OpenAI clients.",
+)
 @click.option("--max-new-tokens", type=click.IntRange(1), default=None, help="Default tokens per answer.")
-@click.option("--max-batch", type=click.IntRange(1, 64), default=8, show_default=True,
-              help="Most concurrent requests decoded as one batch.")  # fmt: skip
-def serve(model: str | None, adapter: str | None, engine: str | None, socket_opt: Path | None,
-          no_socket: bool, port: int | None, max_new_tokens: int | None, max_batch: int) -> None:  # fmt: skip
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="Most concurrent requests decoded as one batch.",
+)
+def serve(
+    model: str | None,
+    adapter: str | None,
+    engine: str | None,
+    socket_opt: Path | None,
+    no_socket: bool,
+    port: int | None,
+    max_new_tokens: int | None,
+    max_batch: int,
+) -> None:
     """Hold one model warm and answer OpenAI-style chat completions (streaming too) until Ctrl-C."""
     from ragcoder.agent.config import resolve_config
     from ragcoder.chains.llm.engines import adapter_id, load_chat
@@ -76,18 +98,30 @@ def serve(model: str | None, adapter: str | None, engine: str | None, socket_opt
     claim = claim_socket(sock) if sock else contextlib.nullcontext()
     with claim:
         started = time.perf_counter()
-        chat: Any = load_chat(config.model, engine=config.engine, adapter=config.adapter,
-                              max_new_tokens=config.max_new_tokens, batch_size=max_batch)  # fmt: skip
+        chat: Any = load_chat(
+            config.model,
+            engine=config.engine,
+            adapter=config.adapter,
+            max_new_tokens=config.max_new_tokens,
+            batch_size=max_batch,
+        )
         chat.invoke("Say OK.", max_new_tokens=1)  # the first run sets up buffers: not on a client's time
         chosen = getattr(chat, "engine", "torch")
-        service = ChatService(chat, model=served_name(config.model), engine=chosen,
-                              adapter=adapter_id(config.adapter) if config.adapter else None, max_batch=max_batch)  # fmt: skip
+        service = ChatService(
+            chat,
+            model=served_name(config.model),
+            engine=chosen,
+            adapter=adapter_id(config.adapter) if config.adapter else None,
+            max_batch=max_batch,
+        )
         servers = make_servers(service, socket=str(sock) if sock else None, port=port)
         where = [f"unix:{sock}"] if sock else []
         if port is not None:
             where.append(f"http://127.0.0.1:{servers[-1].server_address[1]}/v1")
-        click.echo(f"ragcoder serve: {config.model} on {chosen}, ready in {time.perf_counter() - started:.1f}s; "
-                   f"listening on {' and '.join(where)} (Ctrl-C stops)")  # fmt: skip
+        click.echo(
+            f"ragcoder serve: {config.model} on {chosen}, ready in {time.perf_counter() - started:.1f}s; "
+            f"listening on {' and '.join(where)} (Ctrl-C stops)"
+        )
         sys.stdout.flush()
         signal.signal(signal.SIGTERM, _interrupt)
         try:

@@ -25,8 +25,29 @@ def test_every_run_is_followed_by_ready(shared_server: ServerProcess) -> None:
     assert shared_server.after == {"ok": True, "ready": True}
 
 
-EXIT_CODES = ["None", "0", "1", "3", "255", "256", "-1", "2**31", "2**32 + 3", "2**63 - 1", "2**63", "2**64",
-              "-(2**63)", "-(2**63) - 1", "10**100", "True", "False", "'text'", "1.5", "[1]", "b'x'"]  # fmt: skip
+EXIT_CODES = [
+    "None",
+    "0",
+    "1",
+    "3",
+    "255",
+    "256",
+    "-1",
+    "2**31",
+    "2**32 + 3",
+    "2**63 - 1",
+    "2**63",
+    "2**64",
+    "-(2**63)",
+    "-(2**63) - 1",
+    "10**100",
+    "True",
+    "False",
+    "'text'",
+    "1.5",
+    "[1]",
+    "b'x'",
+]
 
 
 @pytest.mark.parametrize("code", EXIT_CODES)
