@@ -78,6 +78,8 @@ class AgentConfig:
     stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE
     samples: int = DEFAULT_SAMPLES  # candidates per round, run against tests to choose one (docs/results.md)
     generate_tests: bool = True  # with no tests from the user, the model writes some to rank candidates
+    # sample candidates even when the greedy one passes the user's tests or the examples (docs/results.md)
+    always_sample: bool = False
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
     # the image runs go to: auto (the standard one, or the scientific one when the code imports its
     # packages and it is built), standard, scientific, or an image tag
@@ -142,6 +144,7 @@ RULES: dict[str, _Rule] = {
     ),
     "samples": _Rule(int, 1, MAX_SAMPLES),  # the --samples bound: each candidate is a generation and a run
     "generate_tests": _Rule(bool),
+    "always_sample": _Rule(bool),
     "max_instruction_chars": _Rule(int, 1, 100_000),  # 100k characters ~ the whole 32k-token context
     "sandbox_image": _Rule(str),  # auto, standard, scientific or an image tag (checked when opened)
     "sandbox_packages": _Rule(list),  # pip specs such as requests==2.32.3
@@ -413,6 +416,7 @@ def build_agent(
         stuck_temperature=config.stuck_temperature,
         samples=config.samples,
         generate_tests=config.generate_tests,
+        always_sample=config.always_sample,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )
 

@@ -115,13 +115,16 @@ class CodeAgent(Runnable[Any, AgentResult]):
         test_prompts: int = DEFAULT_TEST_PROMPTS,
         test_timeout: float = select.DEFAULT_TEST_TIMEOUT_S,
         selection: str = "codet",
+        always_sample: bool = False,
         retrieval_gate: Callable[[str], RetrievalDecision] | None = None,
     ) -> None:
         """``max_attempts``: rounds (the first generation, then repair rounds). ``samples``:
         candidates per round. ``temperature``: for the sampled candidates and tests;
         ``stuck_temperature`` for repairs (default: the same). ``generate_tests``: let the model
         write tests when the user gives none. ``test_timeout``: seconds per test. ``selection``:
-        "codet" or "mbr". ``retrieval_gate`` decides per instruction whether to query
+        "codet" or "mbr". ``always_sample``: sample ``samples`` candidates even when the greedy one
+        passes the user's tests or the instruction's examples (by default it is then the answer).
+        ``retrieval_gate`` decides per instruction whether to query
         ``retriever`` (e.g. :func:`ragcoder.chains.retrieval.gate.decide_retrieval`); without
         one, every instruction is."""
         if max_attempts < 1:
@@ -145,6 +148,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         self.test_prompts = test_prompts
         self.test_timeout = test_timeout
         self.selection = selection
+        self.always_sample = always_sample
         self.set_model(model, repair_model)
 
     def set_model(self, model: Runnable, repair_model: Runnable | None = None) -> None:
@@ -204,6 +208,7 @@ class CodeAgent(Runnable[Any, AgentResult]):
         if ask_tests and function is None:
             notes.append("the request names no function, so no tests were generated")
 
+        entry = task.entry_point if check == "tests" else None
         # round 1: the greedy candidate (streamed), then sampled candidates and tests in one batch
         t0 = time.perf_counter()
         greedy = self._draft(self._codegen, inputs, on_token)
@@ -212,6 +217,23 @@ class CodeAgent(Runnable[Any, AgentResult]):
         rows = [codegen_messages(inputs)] * (self.samples - 1)
         if ask_tests and function is not None:
             rows += [messages_for_tests(task.instruction, function)] * self.test_prompts
+        looked: Attempt | None = None  # the greedy candidate, run against the hard checks alone
+        if rows and tests and not self.always_sample:
+            looked = self._candidate(greedy, "greedy", None, drafts[0][3], 1, 1, task)
+            t1 = time.perf_counter()
+            select.run_candidate(
+                self.sandbox,
+                looked,
+                tests,
+                [],
+                entry_point=entry,
+                test_timeout=self.test_timeout,
+                timeout=self.timeout,
+            )
+            looked.run_ms = self._ms(t1)
+            if looked.passed:  # verified already: more candidates could only choose against it
+                rows = []
+                notes.append(f"the first candidate passed {select.hard_words(tests)}: no others sampled")
         if rows:
             t1 = time.perf_counter()
             sampled, seeds = self._sample(rows, task.instruction)
@@ -226,7 +248,6 @@ class CodeAgent(Runnable[Any, AgentResult]):
             tests += self._generated_cases(test_replies, function, task.instruction, tests, notes)
             yield emit("tests", 1, tests=tests, function=function, notes=notes)
         probes = select.probes_for(tests, function) if function else []
-        entry = task.entry_point if check == "tests" else None
 
         candidates: list[Attempt] = []
         seen: dict[str, int] = {}  # normalised code -> the candidate that ran it
@@ -257,6 +278,19 @@ class CodeAgent(Runnable[Any, AgentResult]):
                 seen[key] = candidate.candidate
                 fresh += 1
                 t2 = time.perf_counter()
+                if looked is not None and looked.passed and candidate.candidate == 1:  # ran just now
+                    self._copy_run(candidate, looked)
+                    candidate.duplicate_of, candidate.run_ms = None, looked.run_ms
+                    yield emit(
+                        "ran",
+                        number,
+                        result=candidate.result,
+                        report=candidate.report,
+                        passed=candidate.passed,
+                        candidate=1,
+                        first=True,
+                    )
+                    continue
                 select.run_candidate(
                     self.sandbox,
                     candidate,

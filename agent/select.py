@@ -366,12 +366,12 @@ def choose(
     mbr = _mbr_winner(eligible, weights)
     winner, other = (codet, mbr) if method == "codet" else (mbr, codet)
     group = next(g for g in groups if winner in g["candidates"])  # type: ignore[operator]
-    gate = f"{len(eligible)} of {len(runs)} distinct candidates passed {_hard_words(hard)}"
+    gate = f"{len(eligible)} of {len(runs)} distinct candidates passed {hard_words(hard)}"
     if len(eligible) == 1:
         return Selection(
             "only",
             winner,
-            f"the only one of {len(runs)} that passed {_hard_words(hard)}",
+            f"the only one of {len(runs)} that passed {hard_words(hard)}",
             agree=int(group["size"]),
             groups=groups,
             other=other,
@@ -395,7 +395,7 @@ def _hard_passed(run: Attempt, hard: Sequence[TestCase]) -> int:
     return sum(run.statuses.get(t.name) == "pass" for t in hard)
 
 
-def _hard_words(hard: Sequence[TestCase]) -> str:
+def hard_words(hard: Sequence[TestCase]) -> str:
     if not hard:
         return "running cleanly"
     kinds = {t.origin for t in hard}
@@ -405,7 +405,7 @@ def _hard_words(hard: Sequence[TestCase]) -> str:
 def _closest_reason(best: Attempt, hard: Sequence[TestCase]) -> str:
     if not hard:
         return f"none ran cleanly; candidate {best.candidate} got furthest"
-    return f"none passed {_hard_words(hard)}; candidate {best.candidate} passed {_hard_passed(best, hard)}/{len(hard)}"
+    return f"none passed {hard_words(hard)}; candidate {best.candidate} passed {_hard_passed(best, hard)}/{len(hard)}"
 
 
 def verdict_for(winner: Attempt, tests: Sequence[TestCase]) -> Verdict:

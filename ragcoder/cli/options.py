@@ -97,6 +97,13 @@ def agent_options(*, sandbox_default: str | None = None, samples: bool = True) -
             help="A Docker engine for the sandboxes (unix://, tcp://, ssh://); repeat for several: "
             "runs go to the least busy one.",
         ),
+        click.option(
+            "--always-sample/--no-always-sample",
+            "always_sample",
+            default=None,
+            help="Sample every round's candidates even when the first one passes your tests or the "
+            "request's examples [default: off: that one is the answer].",
+        ),
     ]
     if samples:
         options.append(

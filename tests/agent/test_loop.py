@@ -112,6 +112,27 @@ def test_the_instructions_examples_filter_before_the_models_tests_rank(trusted_s
     assert result.summary() == "3 candidates, 1 agree, 1/1 examples, 0/2 own tests: verified"
 
 
+def test_a_first_candidate_that_passes_the_examples_is_the_answer(trusted_sandbox) -> None:
+    instruction = SQUARE + "\n\n>>> square(3)\n9\n"
+    model = sampling(RIGHT, code=[WRONG, RIGHT_TOO, WRONG], tests=[OWN_TESTS, OWN_TESTS])
+    result = CodeAgent(model, trusted_sandbox, samples=4).invoke(instruction)
+    assert result.code == RIGHT and result.verdict == "verified" and len(result.candidates) == 1
+    assert len(model.prompts) == 1  # no samples, no own tests: a verified answer costs a single shot
+    assert result.notes == ["the first candidate passed the instruction's examples: no others sampled"]
+    assert result.summary() == "1 candidate, 1/1 examples: verified"
+    assert result.candidates[0].run_ms > 0 and result.candidates[0].statuses == {
+        "assert square(3) == 9": "pass"
+    }
+
+    model = sampling(RIGHT, code=[WRONG, RIGHT_TOO, WRONG], tests=[OWN_TESTS, OWN_TESTS])
+    every = CodeAgent(model, trusted_sandbox, samples=4, always_sample=True).invoke(instruction)
+    assert len(every.candidates) == 4 and len(model.prompts) == 1 + 3 + 2 and every.code == RIGHT
+
+    model = sampling(WRONG, code=[WRONG, RIGHT_TOO, WRONG], tests=[OWN_TESTS, OWN_TESTS])
+    failed_first = CodeAgent(model, trusted_sandbox, samples=4).invoke(instruction)
+    assert failed_first.code == RIGHT_TOO and len(failed_first.candidates) == 4 and not failed_first.notes
+
+
 def test_passing_only_wrong_own_tests_is_never_a_pass(trusted_sandbox) -> None:
     instruction = SQUARE + "\n\n>>> square(3)\n9\n"
     model = sampling(WRONG, tests=[fenced("assert square(3) == 6")])
@@ -327,6 +348,9 @@ def test_samples_and_generate_tests_settings(monkeypatch: pytest.MonkeyPatch, tm
     assert resolve_config({"samples": 1}).samples == 1
     with pytest.raises(ConfigError, match=r"samples = 0 from flag: use an integer from 1 to 32"):
         resolve_config({"samples": "0"})
+    assert resolve_config().always_sample is False
+    monkeypatch.setenv("RAGCODER_ALWAYS_SAMPLE", "true")
+    assert resolve_config().always_sample is True
 
 
 def test_stuck_temperature_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
