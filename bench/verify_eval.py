@@ -13,7 +13,8 @@ and the exact two-sided sign test on them.
 For runs with N > 1 candidates a round, a replay of the first round with only its first k
 candidates (k = 1..N, the greedy one first), chosen again as the agent chooses (CodeT) from the
 recorded test outcomes: what a smaller ``samples`` would have passed without repairs, and the
-precision of its verdicts. A replay, not a run: the tests are the N-candidate run's, and time is
+precision of its verdicts; and what taking the first candidate whenever it passes the user's tests
+or the examples (the default, ``always_sample`` off) would have passed. A replay, not a run: the tests are the N-candidate run's, and time is
 not replayed (measure it with --workers 1 runs).
 """
 
@@ -135,6 +136,12 @@ def replay(name: str, rows: list[dict]) -> list[str]:
         lines.append(
             f"    k={k}: pass@1 {passed}/{len(rows)}; verified+self-tested {right}/{trusted} pass hidden"
         )
+    first = [r for r in rows if r["check"] in ("tests", "examples") and r["candidate_runs"][0]["passed"]]
+    kept = sum(bool(hidden(r, 1)) for r in first) + sum(bool(r.get("passed")) for r in rows if r not in first)
+    lines.append(
+        f"    the first candidate when it passes the hard checks (always_sample off): pass@1 {kept}/{len(rows)}; "
+        f"sampled on {len(rows) - len(first)} of {len(rows)} tasks"
+    )
     return lines
 
 
