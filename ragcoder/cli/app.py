@@ -215,7 +215,7 @@ def batch(
                 status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
                 progress.console.print(
                     f"{escape(f'[{task_id}]')} {status}  check={result.check}  "
-                    f"repairs={result.repairs}  {result.total_ms / 1000:.1f}s",
+                    f"repairs={result.repairs}  {result.total_ms / 1000:.1f}s  {escape(result.summary())}",
                     highlight=False,
                 )
                 if show_code:

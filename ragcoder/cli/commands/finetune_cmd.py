@@ -169,7 +169,7 @@ def humaneval_cmd(
             mark = "[green]PASSED[/green]" if record["passed"] else "[red]FAILED[/red]"
             line = (
                 f"{task_id} {mark} attempts={len(record['attempts'])} "
-                f"{record['total_ms'] / 1000:.1f}s {escape(record['hidden_detail'])}"
+                f"{record['total_ms'] / 1000:.1f}s {escape(record.get('summary', ''))} {escape(record['hidden_detail'])}"
             )
         progress.console.print(line, highlight=False)
         progress.update(bar, advance=1, rate=f"{counts['passed'] / counts['ran']:.0%}")
