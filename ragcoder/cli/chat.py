@@ -182,8 +182,18 @@ def show_files(console: Console, result: Any, folder: Path) -> None:
         console.print(f"[yellow]{result.missing}[/yellow]", highlight=False)
 
 
-def render_event(console: Console, event: AgentEvent) -> None:
-    """Show each step as it happens: sources, code, each run, each repair."""
+def _diff(before: str, after: str) -> str:
+    import difflib
+
+    lines = difflib.unified_diff(
+        before.splitlines(), after.splitlines(), "previous attempt", "this attempt", lineterm="", n=1
+    )
+    return "\n".join(lines)
+
+
+def render_event(console: Console, event: AgentEvent, previous_code: str = "") -> None:
+    """Show each step as it happens: sources, code (with its diff against the attempt before),
+    each run with the check it failed, and what the agent does next."""
     from rich.syntax import Syntax
 
     data: dict[str, Any] = event.data
@@ -196,6 +206,9 @@ def render_event(console: Console, event: AgentEvent) -> None:
     elif event.kind == "generated":
         console.print(f"[bold]attempt {event.attempt}[/bold] ({data['step']})", highlight=False)
         console.print(Syntax(data["code"].rstrip() or "# (no code)", "python"))
+        if previous_code and data["code"].strip():
+            changes = _diff(previous_code, data["code"])
+            console.print(Syntax(changes, "diff") if changes else "[dim](same code as before)[/dim]")
     elif event.kind == "ran":
         report = data["report"]
         verdict = "[green]passed[/green]" if data["passed"] else "[red]failed[/red]"
@@ -203,7 +216,10 @@ def render_event(console: Console, event: AgentEvent) -> None:
             report.summary() if report is not None else (data["result"].failure_summary() or "ran cleanly")
         )
         console.print(f"{verdict}: {detail}", highlight=False)
-        if data["result"].stdout.strip() and data.get("first", True):
+        shown = data.get("first", True)  # other candidates get one line each
+        for outcome in report.failed[:3] if report is not None and shown else []:  # the assert, got, expected
+            console.print(f"  x {outcome.name}: {outcome.message}"[:600], highlight=False, markup=False)
+        if data["result"].stdout.strip() and shown:
             console.print(data["result"].stdout.rstrip()[-2000:], highlight=False, markup=False)
     elif event.kind == "tests":
         console.print(
@@ -217,7 +233,70 @@ def render_event(console: Console, event: AgentEvent) -> None:
         )
         console.print(Syntax(data["winner"].code.rstrip() or "# (no code)", "python"))
     elif event.kind == "repairing":
-        console.print("[yellow]repairing...[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]repairing: attempt {event.attempt} gets the code and the failures above[/yellow]",
+            highlight=False,
+        )
+
+
+def run_live(
+    agent: CodeAgent,
+    task: Task,
+    console: Console,
+    on_token: Callable[[str], None] | None,
+    streamed: dict[str, bool],
+) -> AgentResult:
+    """Run one task showing each step as it happens (tokens, code, runs, repairs); its result."""
+    result, previous_code = None, ""
+    for event in agent.events(task, on_token=on_token):
+        if streamed["any"]:
+            stop = streamed.get("stop")
+            if callable(stop):
+                stop()  # the streamed reply gives way to the highlighted code
+            else:
+                console.print()
+            streamed["any"] = False
+        render_event(console, event, previous_code)
+        if event.kind == "generated" and event.data.get("first", True):  # the code shown in full
+            previous_code = event.data["code"]
+        if event.kind == "done":
+            result = event.data["result"]
+    assert result is not None
+    return result
+
+
+def token_printer(console: Console) -> tuple[Callable[[str], None], dict[str, Any]]:
+    """``on_token`` for ``run_live``: the reply appears dimmed as it is generated; on a terminal
+    it is then replaced by the highlighted code, so the code is shown once."""
+    streamed: dict[str, Any] = {"any": False}  # a reply is on screen and must end before the next event
+    if not console.is_terminal:
+
+        def on_token(token: str) -> None:
+            streamed["any"] = True
+            console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
+
+        return on_token, streamed
+
+    from rich.live import Live
+    from rich.text import Text
+
+    text: list[str] = []
+    live = Live(console=console, transient=True, auto_refresh=False, vertical_overflow="crop")
+
+    def stop() -> None:
+        live.stop()
+        text.clear()
+
+    def on_token(token: str) -> None:
+        if not streamed["any"]:
+            streamed["any"] = True
+            live.start()
+        text.append(token)
+        tail = "".join(text).splitlines()[-max(console.height - 2, 3) :]  # the newest lines fit
+        live.update(Text("\n".join(tail), style="dim"), refresh=True)
+
+    streamed["stop"] = stop
+    return on_token, streamed
 
 
 def run_chat(
@@ -238,12 +317,7 @@ def run_chat(
     it contained is shown highlighted.
     """
     state = ChatState(inputs_note=inputs_note)
-    streamed = {"any": False}  # a token line is open and needs a newline before the next event
-
-    def on_token(token: str) -> None:
-        streamed["any"] = True
-        console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
-
+    on_token, streamed = token_printer(console)
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
     commands.outputs_dir = outputs_dir or commands.outputs_dir
     try:
@@ -296,18 +370,10 @@ def _chat_loop(
             console.print(f"error: {exc}", highlight=False, markup=False)
             continue
         try:
-            result = None
-            for event in agent.events(task, on_token=on_token):
-                if streamed["any"]:
-                    console.print()
-                    streamed["any"] = False
-                render_event(console, event)
-                if event.kind == "done":
-                    result = event.data["result"]
+            result = run_live(agent, task, console, on_token, streamed)
         except KeyboardInterrupt:
             console.print("[yellow]cancelled[/yellow]", highlight=False)
             continue
-        assert result is not None
         state.turns.append(result)
         state.code = result.code
         state.instruction = (
