@@ -1,7 +1,8 @@
 """The agent: retrieve -> generate -> run in the sandbox -> check -> repair, until it passes.
 
-``CodeAgent`` is a LangChain Runnable (``invoke``/``batch``/``ainvoke``/``stream``), so it composes
-in LCEL chains; ``events()`` yields what happens as it happens (for the chat UI and progress).
+``CodeAgent`` is a LangChain Runnable (``invoke``/``batch``/``ainvoke``/``stream``/``as_tool``, an
+input schema, steps as custom events: :mod:`ragcoder.agent.runnable`), so it composes in LCEL chains;
+``events()`` yields what happens as it happens (for the chat UI and progress).
 Any chat model, any retriever and any :class:`sandbox.Sandbox` can be injected.
 """
 
@@ -17,12 +18,13 @@ from typing import Any, Literal
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable
 from ragcoder.agent.checks import extract_example_tests
 from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_STUCK_TEMPERATURE, check_stuck_temperature
 from ragcoder.agent.feedback import feedback_for_run, feedback_for_tests
 from ragcoder.agent.prelude import add_missing_prelude
 from ragcoder.agent.result import AgentResult, Attempt, CheckKind, StopReason
+from ragcoder.agent.runnable import AgentRunnable, traced_call
 from ragcoder.agent.tasks import Task
 from ragcoder.chains.prompting.codegen import Draft, codegen_chain, repair_chain
 from ragcoder.chains.prompting.prompts import format_source
@@ -63,7 +65,7 @@ def _normalise(code: str) -> str:
     return "\n".join(line.rstrip() for line in code.strip().splitlines())
 
 
-class CodeAgent(Runnable[Any, AgentResult]):
+class CodeAgent(AgentRunnable):
     """Turns an instruction (str, dict or :class:`Task`) into checked code (:class:`AgentResult`)."""
 
     def __init__(
@@ -96,18 +98,6 @@ class CodeAgent(Runnable[Any, AgentResult]):
         self._codegen = codegen_chain(model)
         self._repair_model = repair_model or model
         self._repair = repair_chain(self._repair_model)
-
-    # -- Runnable -----------------------------------------------------------------------------
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AgentResult:
-        return self._call_with_config(self._run_to_end, input, config, run_type="chain", **kwargs)
-
-    def _run_to_end(self, input: Any) -> AgentResult:
-        result: AgentResult | None = None
-        for event in self.events(input):
-            if event.kind == "done":
-                result = event.data["result"]
-        assert result is not None
-        return result
 
     # -- the loop -----------------------------------------------------------------------------
     def events(
@@ -280,13 +270,19 @@ class CodeAgent(Runnable[Any, AgentResult]):
         for try_number in (1, 2):
             try:
                 if tests:
-                    report = self.sandbox.run_tests(
-                        code, tests, entry_point=entry_point, timeout=self.timeout
+                    report = traced_call(
+                        "sandbox.run_tests",
+                        {"code": code, "tests": tests, "entry_point": entry_point},
+                        lambda: self.sandbox.run_tests(
+                            code, tests, entry_point=entry_point, timeout=self.timeout
+                        ),
                     )
                     result: ExecResult = report.result
                     checked: tuple[ExecResult, TestReport | None] = (result, report)
                 else:
-                    result = self.sandbox.run(code, timeout=self.timeout)
+                    result = traced_call(
+                        "sandbox.run", {"code": code}, lambda: self.sandbox.run(code, timeout=self.timeout)
+                    )
                     checked = (result, None)
                 crashed = result.error is not None and result.error.name == "SandboxCrashed"
                 if not crashed:
