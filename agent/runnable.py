@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from langchain_core.callbacks.manager import dispatch_custom_event
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
@@ -34,8 +34,14 @@ from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 from ragcoder.agent.result import AgentResult
 
-if TYPE_CHECKING:
-    from ragcoder.agent.loop import AgentEvent
+
+class AgentEvent(Protocol):
+    """A step of the loop (:class:`ragcoder.agent.loop.AgentEvent`)."""
+
+    kind: str
+    attempt: int
+    data: dict[str, Any]
+
 
 __all__ = ["EVENT_PREFIX", "AgentRunnable", "CodeTaskInput", "tool_answer", "traced_call"]
 
