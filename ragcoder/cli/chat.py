@@ -2,7 +2,9 @@
 
 Each message is an instruction, or a follow-up that refines the previous code ("now make it
 handle negative numbers"). Slash commands manage the session. Ctrl-C cancels the current step,
-not the session; Ctrl-D or /exit ends it.
+not the session; Ctrl-D or /exit ends it. With a named session (``--session NAME``) the
+conversation is saved after every change and picked up where it was left next time;
+``/open FILE`` starts from an existing file and ``/write`` writes the result back to it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ragcoder.agent.loop import AgentEvent, CodeAgent
 from ragcoder.agent.result import AgentResult
-from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS, Task, check_instruction
+from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS, MAX_TESTS_BYTES, Task, check_instruction
+from ragcoder.cli.chat_sessions import ChatSessionStore
 from ragcoder.errors import TaskError
 
 if TYPE_CHECKING:
@@ -25,6 +28,8 @@ HELP = """Type an instruction, or a follow-up to change the last code. Commands:
   /help             this help
   /reset            forget the current code, tests and instruction
   /save FILE        write the current code to FILE
+  /open FILE        start from the code in FILE (follow-ups change it)
+  /write [FILE]     write the current code back to the /open'ed file (or to FILE)
   /run [CODE]       run the current code (or CODE) in the chat's session: variables persist
   /reset-run        start the /run session over (a fresh namespace and an empty /work)
   /tests [SOURCE]   show the tests, or set them (Python asserts; /tests - clears them)
@@ -38,20 +43,35 @@ class ChatState:
     instruction: str = ""  # the conversation's task so far, follow-ups included
     code: str = ""
     tests: str | None = None
-    turns: list[AgentResult] = field(default_factory=list)
+    turns: list[AgentResult] = field(default_factory=list)  # this process's turns, in full
     inputs_note: str = ""  # names the --file inputs in the first instruction
+    messages: list[str] = field(default_factory=list)  # what the user asked, resumed sessions included
+    source_file: str = ""  # the /open'ed file, where /write writes back
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a named session keeps between runs."""
+        keep = ("instruction", "code", "tests", "messages", "source_file")
+        return {name: getattr(self, name) for name in keep}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take up a saved session (:meth:`to_dict`)."""
+        self.instruction = str(saved.get("instruction") or "")
+        self.code = str(saved.get("code") or "")
+        self.tests = str(saved["tests"]) if saved.get("tests") else None
+        self.messages = [str(m) for m in saved.get("messages") or []]
+        self.source_file = str(saved.get("source_file") or "")
 
 
 def follow_up_task(state: ChatState, message: str) -> Task:
     """A new instruction, or a change to the code we already have."""
     if not state.code:
         note = f"\n\n{state.inputs_note}" if state.inputs_note else ""
-        return Task(id=f"turn{len(state.turns) + 1}", instruction=message + note, tests=state.tests)
+        return Task(id=f"turn{len(state.messages) + 1}", instruction=message + note, tests=state.tests)
     instruction = (
         f"{state.instruction}\n\nThe current code is:\n```python\n{state.code.strip()}\n```\n\n"
         f"Change it as follows, keeping everything else working: {message}"
     )
-    return Task(id=f"turn{len(state.turns) + 1}", instruction=instruction, tests=state.tests)
+    return Task(id=f"turn{len(state.messages) + 1}", instruction=instruction, tests=state.tests)
 
 
 class ChatCommands:
@@ -69,6 +89,11 @@ class ChatCommands:
         self.switch_model, self.index_paths = switch_model, index_paths
         self.session: Any = None  # the /run session, opened on first use
         self.outputs_dir = Path("ragcoder-output")
+        self.store: ChatSessionStore | None = None  # the named chat session, saved after each change
+
+    def saved(self) -> None:
+        if self.store is not None:
+            self.store.save(self.state.to_dict())
 
     def __call__(self, line: str) -> bool:
         name, _, rest = line.partition(" ")
@@ -91,6 +116,7 @@ class ChatCommands:
         self.state.__init__()  # type: ignore[misc]
         self.state.inputs_note = note
         self.do_reset_run("")
+        self.saved()
         self.console.print("session reset", highlight=False)
 
     def do_reset_run(self, _: str) -> None:
@@ -106,6 +132,43 @@ class ChatCommands:
             path = Path(shlex.split(arg)[0]).expanduser()
             path.write_text(self.state.code, encoding="utf-8")
             self.console.print(f"saved {len(self.state.code.splitlines())} lines to {path}", highlight=False)
+
+    def do_open(self, arg: str) -> None:
+        if not arg:
+            self.console.print("usage: /open FILE", highlight=False)
+            return
+        path = Path(shlex.split(arg)[0]).expanduser()
+        try:
+            if path.stat().st_size > MAX_TESTS_BYTES:
+                raise ValueError("it is over 1 MB, not a source file")
+            code = path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            self.console.print(f"error: cannot open {path}: {exc}", highlight=False, markup=False)
+            return
+        self.state.code, self.state.source_file = code, str(path)
+        self.state.instruction = f"The Python code of {path.name}."
+        self.console.print(
+            f"opened {path} ({len(code.splitlines())} lines); follow-ups change it, /write saves it back",
+            highlight=False,
+            markup=False,
+        )
+        self.saved()
+
+    def do_write(self, arg: str) -> None:
+        target = shlex.split(arg)[0] if arg else self.state.source_file
+        if not target:
+            self.console.print("usage: /write FILE (or /open a file first)", highlight=False)
+        elif not self.state.code:
+            self.console.print("nothing to write yet", highlight=False)
+        else:
+            path = Path(target).expanduser()
+            try:
+                path.write_text(self.state.code, encoding="utf-8")
+            except OSError as exc:
+                self.console.print(f"error: cannot write {path}: {exc}", highlight=False, markup=False)
+                return
+            lines = len(self.state.code.splitlines())
+            self.console.print(f"wrote {lines} lines to {path}", highlight=False, markup=False)
 
     def do_run(self, arg: str) -> None:
         code = arg.replace("\\n", "\n") if arg else self.state.code
@@ -131,9 +194,11 @@ class ChatCommands:
         if arg == "-":
             self.state.tests = None
             self.console.print("tests cleared", highlight=False)
+            self.saved()
         elif arg:
             self.state.tests = arg.replace("\\n", "\n")
             self.console.print("tests set; they decide whether code passes", highlight=False)
+            self.saved()
         else:
             self.console.print(
                 self.state.tests or "no tests (examples in the instruction are used)", highlight=False
@@ -178,6 +243,19 @@ def show_files(console: Console, result: Any, folder: Path) -> None:
         console.print(f"[yellow]{result.missing}[/yellow]", highlight=False)
 
 
+def show_resumed(console: Console, name: str, state: ChatState) -> None:
+    """What a resumed session holds: its messages and the current code."""
+    from rich.syntax import Syntax
+
+    console.print(f"resumed session {name}: {len(state.messages)} message(s)", highlight=False, markup=False)
+    for message in state.messages:
+        console.print(f"  > {message}", highlight=False, markup=False)
+    if state.source_file:
+        console.print(f"  (from {state.source_file})", highlight=False, markup=False)
+    if state.code:
+        console.print(Syntax(state.code.rstrip(), "python"))
+
+
 def render_event(console: Console, event: AgentEvent) -> None:
     """Show each step as it happens: sources, code, each run, each repair."""
     from rich.syntax import Syntax
@@ -214,13 +292,19 @@ def run_chat(
     inputs_note: str = "",
     outputs_dir: Path | None = None,
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS,
+    session: ChatSessionStore | None = None,
 ) -> ChatState:
     """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input.
 
     With ``stream_tokens`` the model's reply appears as it is generated (dimmed), then the code
-    it contained is shown highlighted.
+    it contained is shown highlighted. With a ``session`` the state is resumed from it and saved
+    to it after every change.
     """
     state = ChatState(inputs_note=inputs_note)
+    saved = session.load() if session is not None else None
+    if saved is not None:
+        state.restore(saved)
+        show_resumed(console, session.name, state)
     streamed = {"any": False}  # a token line is open and needs a newline before the next event
 
     def on_token(token: str) -> None:
@@ -229,6 +313,7 @@ def run_chat(
 
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
     commands.outputs_dir = outputs_dir or commands.outputs_dir
+    commands.store = session
     try:
         _chat_loop(
             agent,
@@ -292,10 +377,10 @@ def _chat_loop(
             continue
         assert result is not None
         state.turns.append(result)
+        state.messages.append(line)
         state.code = result.code
-        state.instruction = (
-            line if len(state.turns) == 1 or not state.instruction else (f"{state.instruction}\nThen: {line}")
-        )
+        state.instruction = line if not state.instruction else f"{state.instruction}\nThen: {line}"
+        commands.saved()
         verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
         console.print(
             f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
