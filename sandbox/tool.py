@@ -15,6 +15,7 @@ text block a model can read: exit status, stdout, stderr, and the error with its
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any, Literal
 
 from langchain_core.tools import BaseTool
@@ -109,6 +110,9 @@ class RunPythonTool(BaseTool):
         reset_session: bool = False,
         **_: Any,
     ) -> tuple[str, list[OutputFile]]:
+        # models often indent a whole program inside a JSON or triple-quoted argument; as written it
+        # could only fail ("unexpected indent"), so the indentation all its lines share goes
+        code = textwrap.dedent(code)
         limit = self.limit_s()
         seconds = None if timeout is None else _seconds(timeout)
         if timeout is not None and (seconds is None or not 0 < seconds <= limit):

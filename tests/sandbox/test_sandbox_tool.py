@@ -94,3 +94,11 @@ def test_the_tool_bounds_timeouts_on_a_real_sandbox(backend: Sandbox) -> None:
     assert tool.invoke({"code": "print(3)", "timeout": 5}) == "exit code: 0\nstdout:\n3\n"
     too_long = RunPythonTool(sandbox=backend, max_timeout_s=10_000)  # above the sandbox's own maximum
     assert too_long.invoke({"code": "print(1)", "timeout": 5000}).startswith("error: timeout 5000 s is over")
+
+
+def test_a_program_indented_as_a_whole_runs_as_the_model_meant_it(backend: Sandbox) -> None:
+    """Qwen2.5 writes its code argument as an indented triple-quoted string (examples/tool_agent.py):
+    as sent it could only fail with "unexpected indent"."""
+    tool = RunPythonTool(sandbox=backend)
+    code = "\n    total = 0\n    for i in range(1, 4):\n        total += i\n    print(total)\n    "
+    assert tool.invoke({"code": code}) == "exit code: 0\nstdout:\n6\n"
