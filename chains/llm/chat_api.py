@@ -20,7 +20,6 @@ The model needs the fields ``model_id``, ``temperature``, ``max_tokens`` and ``s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, ClassVar, Literal
@@ -33,6 +32,7 @@ from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
+from ragcoder.chains.llm.json_reading import read_json
 from ragcoder.chains.llm.tool_calls import normalize_tool_choice
 
 from ragcoder.errors import ChatInputError
@@ -67,7 +67,7 @@ def _first_json_value(text: str) -> Any:
     start = text.find("{")
     if start < 0:
         raise ValueError("the answer holds no JSON object")
-    return json.JSONDecoder().raw_decode(text[start:])[0]
+    return read_json(text[start:])
 
 
 class StructuredAnswerParser(BaseCumulativeTransformOutputParser[Any]):

@@ -29,6 +29,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import invalid_tool_call, tool_call, tool_call_chunk
 from langchain_core.messages.utils import convert_to_openai_messages
+from ragcoder.chains.llm.json_reading import read_json, read_json_prefix
 
 from ragcoder.errors import ChatInputError
 
@@ -252,34 +253,6 @@ def _new_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def _python_literal(text: str) -> Any:
-    """``text`` read as a Python literal with JSON's null/true/false: models write code arguments as
-    triple-quoted strings, which JSON lacks. ``ast.literal_eval`` evaluates nothing else."""
-    import ast
-    import io
-    import tokenize
-
-    words = {"null": "None", "true": "True", "false": "False"}
-    try:
-        tokens = [
-            (t.type, words.get(t.string, t.string) if t.type == tokenize.NAME else t.string)
-            for t in tokenize.generate_tokens(io.StringIO(text).readline)
-        ]
-        return ast.literal_eval(tokenize.untokenize(tokens).strip())
-    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError, tokenize.TokenError) as error:
-        raise ValueError("not JSON") from error
-
-
-def _loads(text: str) -> tuple[Any, str]:
-    """The JSON value ``text`` starts with (or, failing that, all of it as a Python literal) and the rest."""
-    text = text.strip()
-    try:
-        value, end = json.JSONDecoder().raw_decode(text)
-        return value, text[end:]
-    except ValueError:
-        return _python_literal(text), ""
-
-
 def _as_call(value: Any) -> tuple[str | None, dict[str, Any] | None, str | None]:
     """A decoded call's name and arguments, or the reason it is not a call."""
     if not isinstance(value, dict) or not isinstance(value.get("name"), str):
@@ -299,12 +272,10 @@ def _as_call(value: Any) -> tuple[str | None, dict[str, Any] | None, str | None]
 
 def _read_block(body: str) -> tuple[str | None, dict[str, Any] | None, str | None]:
     """A ``<tool_call>`` body's name and arguments, or the reason it cannot be read."""
-    for candidate in (body, body.strip() + "}"):  # a small model often drops the outer object's last brace
-        try:
-            return _as_call(_loads(candidate)[0])
-        except ValueError:
-            continue
-    return None, None, "the tool call is not valid JSON"
+    try:
+        return _as_call(read_json(body))
+    except ValueError:
+        return None, None, "the tool call is not valid JSON"
 
 
 def _bare_calls(text: str, names: Sequence[str]) -> tuple[list[tuple[str, dict[str, Any]]], str] | None:
@@ -315,7 +286,7 @@ def _bare_calls(text: str, names: Sequence[str]) -> tuple[list[tuple[str, dict[s
         body = body.split("\n", 1)[1] if "\n" in body else ""
         body, _, after = body.partition("```")
     try:
-        value, rest = _loads(body)
+        value, rest = read_json_prefix(body)
     except ValueError:
         return None
     calls = []

@@ -418,3 +418,38 @@ def test_a_model_without_tools_in_its_template_still_calls_tools(model_tiny_dir:
     # the random model writes garbage after the prefilled call: read as an invalid call, never run
     assert answer.tool_calls == [] or answer.tool_calls[0]["name"] == "add"
     assert len(answer.tool_calls) + len(answer.invalid_tool_calls) == 1
+
+
+# What Qwen2.5-Coder-1.5B int8 wrote after the forced call's prefill in the standard suite's streamed
+# test_structured_output[typeddict] and [json_schema] (the CI failures "Stream returned no chunks"):
+# the closing braces before the string's closing quote. The invoke before it had them in order.
+BRACES_BEFORE_QUOTE = (
+    ' {"setup": "Why did the cat cross the road?", "punchline": "To get to the other side!}}"\n</tool_call>'
+)
+
+
+@pytest.mark.parametrize(
+    "schema", [Joke, JokeDict, Joke.model_json_schema()], ids=["pydantic", "typeddict", "dict"]
+)
+def test_braces_written_before_the_closing_quote_are_read_as_meant(
+    scripted: LocalChatModel, schema: Any
+) -> None:
+    scripted.llm.replies = [BRACES_BEFORE_QUOTE, BRACES_BEFORE_QUOTE]
+    structured = scripted.with_structured_output(schema)
+    meant = {"setup": "Why did the cat cross the road?", "punchline": "To get to the other side!"}
+    expected = Joke(**meant) if schema is Joke else meant
+    assert structured.invoke("a cat joke") == expected
+    assert list(structured.stream("a cat joke")) == [expected]
+
+
+def test_json_is_read_as_meant_but_never_completed_past_a_cut() -> None:
+    from ragcoder.chains.llm.json_reading import read_json
+
+    assert read_json('{"a": {"b": "end!}}"') == {"a": {"b": "end!"}}  # braces before the quote
+    assert read_json('{"a": {"b": 2}') == {"a": {"b": 2}}  # the last brace dropped
+    assert read_json('{"code": "x = {1: 2}"') == {"code": "x = {1: 2}"}  # braces of the string stay
+    assert read_json('{"code": """\n    print(1)\n"""}') == {"code": "\n    print(1)\n"}
+    assert read_json('{"xs": [1, 2]') == {"xs": [1, 2]}
+    for cut in ['{"xs": [1, 2', '{"code": "print(1', '{"a": 1,', '{"a": tru']:  # cut off: not guessed
+        with pytest.raises(ValueError):
+            read_json(cut)
