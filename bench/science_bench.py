@@ -1,24 +1,31 @@
 """Scientific-image latency, side by side in one run: a run that imports pandas and plots.
 
-    python bench/science_bench.py [--runs 50] [--json out.json]
+    python bench/science_bench.py [--runs 50] [--json out.json] [--against TAG] [--breakdown]
 
 Ways compared (same code, same image, same minute):
   docker exec    `exec_run` of `python3 -I -c CODE` into one warm hardened container of the
                  scientific image (how peers run code): each run starts Python and imports
                  pandas and matplotlib
-  warm pool      our sandbox (ImageRouter -> DockerSandbox on the scientific image): the server
-                 imported and exercised numpy, pandas and pyplot once before forking, so the
-                 run is a fork of a warm process
+  warm pool      our sandbox (ImageRouter pinned to the scientific image -> DockerSandbox): the
+                 server imported and exercised numpy, pandas and pyplot once before forking, so
+                 the run is a fork of a warm process
 Workloads: "pandas + plot" (a DataFrame, a histogram, savefig to PNG: the file must come back)
 and "pandas only" (a DataFrame, a group-by, describe()). Each run also prints its own CPU time,
 which swings far less with the host's load than wall time does. Targets: warm pool p50 <= 30 ms for the plot
 run, and >= 10x faster than docker exec. Also printed: how long a scientific server takes to
 start (container + preload), which a run pays only when no warm server is ready.
+
+    --against TAG   also a warm pool on image TAG (say, the scientific image built from an older
+                    tree and tagged), its runs interleaved with ours: before and after in one run
+    --breakdown     also where a forked plot run's CPU goes, phase by phase, in each image
+                    (bench/science_breakdown.py, run inside a hardened container of the image)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import statistics
@@ -80,6 +87,54 @@ def timed(fn: Callable[[], object], n: int, check: Callable[[object], bool]) -> 
     return out
 
 
+def timed_side_by_side(
+    ways: dict[str, Callable[[], object]], n: int, check: Callable[[object], bool]
+) -> dict[str, list[float]]:
+    """``timed`` for several ways at once, their runs interleaved so load swings hit each alike."""
+    for fn in ways.values():  # warm-up, not counted
+        if not check(value := fn()):
+            raise SystemExit(f"bench: wrong result: {value!r:.300}")
+    out: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(n):
+        for way, fn in ways.items():
+            start = time.perf_counter()
+            value = fn()
+            out[way].append((time.perf_counter() - start) * 1000)
+            if not check(value):
+                raise SystemExit(f"bench: wrong result: {value!r:.300}")
+    return out
+
+
+# the breakdown's phases (science_breakdown.py's keys) and their column headings
+BREAKDOWN_ROWS = {
+    "DataFrame": "DataFrame",
+    "plot.hist": "plot.hist",
+    "save: draw": "save draw",
+    "save: PNG encode": "PNG encode",
+    "save: rest": "save rest",
+    "redraw after the save": "redraw",
+    "run": "run",
+}
+
+
+def breakdown(client: object, tag: str, runs: int) -> dict:
+    """Run bench/science_breakdown.py in a hardened container of ``tag``; print and return its medians."""
+    source = (Path(__file__).parent / "science_breakdown.py").read_text()
+    out = client.containers.run(  # type: ignore[attr-defined]
+        tag, ["python3", "-I", "-c", source, str(runs)], remove=True, **hardened_kwargs()
+    )
+    found = json.loads(out.decode().strip().splitlines()[-1])
+    ways = found["ways"]
+    print(f"  where a forked plot run's CPU goes in {tag} (CPU ms, median of {runs}):")
+    headings = (*BREAKDOWN_ROWS.values(), "faults", "sys CPU", "PNG KB")
+    print("    " + " " * 44 + "".join(f"{heading:>11}" for heading in headings))
+    for way, got in ways.items():
+        cells = [got[row] for row in BREAKDOWN_ROWS]
+        cells += [got.get("page faults", float("nan")), got.get("system CPU", float("nan")), got["PNG KB"]]
+        print(f"    {way:<44}" + "".join(f"{cell:11.1f}" for cell in cells))
+    return found
+
+
 def hardened_kwargs() -> dict:
     uid = SANDBOX_UID
     return {
@@ -103,6 +158,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=50, help="runs per way and workload (default 50)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument(
+        "--against", metavar="TAG", default=None, help="also a warm pool on this image, interleaved"
+    )
+    ap.add_argument("--breakdown", action="store_true", help="also the plot run's CPU, phase by phase")
     args = ap.parse_args()
 
     import docker
@@ -131,6 +190,14 @@ def main() -> None:
         cpu.setdefault(way, {}).setdefault(workload, []).append(cpu_ms(output))
 
     print(f"science bench: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, image {SCIENTIFIC.tag}")
+    pools = {"warm pool": SCIENTIFIC.tag}
+    if args.against:
+        try:
+            client.images.get(args.against)
+        except docker.errors.ImageNotFound:
+            raise SystemExit(f"bench: no image {args.against} (--against)") from None
+        pools[f"warm pool ({args.against})"] = args.against
+    breakdowns = {tag: breakdown(client, tag, args.runs) for tag in pools.values()} if args.breakdown else {}
     container = client.containers.run(SCIENTIFIC.tag, ["sleep", "infinity"], detach=True, **hardened_kwargs())
     try:
         for workload, program in WORKLOADS.items():
@@ -144,30 +211,39 @@ def main() -> None:
     finally:
         container.remove(force=True)
 
-    started = time.perf_counter()
-    with ImageRouter("docker", pool_size=2) as router:
-        sandbox = router.sandbox_for(router.image_for(PLOT))
-        sandbox.run("pass")  # the first server is up and has preloaded
-        start_s = time.perf_counter() - started
+    with contextlib.ExitStack() as stack:
+        routers = {}
+        for way, tag in pools.items():  # each pinned to its image; the first one's start is timed
+            started = time.perf_counter()
+            routers[way] = stack.enter_context(ImageRouter("docker", image=tag, pool_size=2))
+            routers[way].run("pass")  # the first server is up and has preloaded
+            if way == "warm pool":
+                start_s = time.perf_counter() - started
         for workload, program in WORKLOADS.items():
 
-            def pooled(program: str = program, workload: str = workload) -> object:
+            def pooled(
+                router: ImageRouter, way: str, program: str = program, workload: str = workload
+            ) -> object:
                 result = router.run(program)
-                keep_cpu("warm pool", workload, result.stdout)
+                keep_cpu(way, workload, result.stdout)
                 return result
 
             def good(result: object, workload: str = workload) -> bool:
                 ok = getattr(result, "ok", False) and "mean" in result.stdout  # type: ignore[attr-defined]
                 return ok and (workload != "pandas + plot" or "hist.png" in result.files)  # type: ignore[attr-defined]
 
-            record("warm pool", workload, timed(pooled, args.runs, good))
+            ways = {way: functools.partial(pooled, router, way) for way, router in routers.items()}
+            for way, samples in timed_side_by_side(ways, args.runs, good).items():
+                record(way, workload, samples)
     print(f"  a scientific server starts (container + preload) in {start_s:.1f} s")
 
     for workload in WORKLOADS:
-        exec_p50, pool_p50 = rows["docker exec"][workload][0], rows["warm pool"][workload][0]
-        print(
-            f"{workload}: warm pool {pool_p50:.1f} ms vs docker exec {exec_p50:.1f} ms: {exec_p50 / pool_p50:.1f}x"
-        )
+        exec_p50 = rows["docker exec"][workload][0]
+        for way in pools:
+            pool_p50 = rows[way][workload][0]
+            print(
+                f"{workload}: {way} {pool_p50:.1f} ms vs docker exec {exec_p50:.1f} ms: {exec_p50 / pool_p50:.1f}x"
+            )
     plot_p50 = rows["warm pool"]["pandas + plot"][0]
     ratio = rows["docker exec"]["pandas + plot"][0] / plot_p50
     print(
@@ -176,7 +252,7 @@ def main() -> None:
     )
     if args.json is not None:
         cpu_p50 = {way: {w: statistics.median(v) for w, v in by.items()} for way, by in cpu.items()}
-        numbers = {"rows": rows, "cpu_p50": cpu_p50, "server_start_s": start_s}
+        numbers = {"rows": rows, "cpu_p50": cpu_p50, "server_start_s": start_s, "breakdown": breakdowns}
         args.json.write_text(json.dumps(numbers, indent=2))
 
 

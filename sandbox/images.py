@@ -13,6 +13,7 @@ the run server preloads; :mod:`ragcoder.sandbox.routing` reads them to route run
 from __future__ import annotations
 
 import compileall
+import hashlib
 import os
 import shutil
 import subprocess
@@ -45,6 +46,7 @@ LABEL_MODULES = "ragcoder.modules"
 LABEL_PRELOAD = "ragcoder.preload"
 LABEL_PROFILE = "ragcoder.profile"
 LABEL_REQUIREMENTS = "ragcoder.requirements"
+LABEL_WARMUP = "ragcoder.warmup"  # a hash of the warm-up module the image holds: a newer one rebuilds it
 _SKIP_TOP = {"bin", "share", "include", "__pycache__"}
 
 
@@ -58,6 +60,7 @@ class ImageInfo:
     profile: str = ""
     size_bytes: int = 0
     build_seconds: float = 0.0
+    warmup: str = ""  # LABEL_WARMUP
 
 
 def wheel_cache() -> Path:
@@ -99,6 +102,7 @@ def image_info(tag: str, client: Any = None) -> ImageInfo | None:
         preload=tuple(p for p in labels.get(LABEL_PRELOAD, "").split(",") if p),
         profile=labels.get(LABEL_PROFILE, ""),
         size_bytes=int(image.attrs.get("Size", 0)),
+        warmup=labels.get(LABEL_WARMUP, ""),
     )
 
 
@@ -182,8 +186,22 @@ def top_level_modules(site: Path) -> set[str]:
     return names
 
 
+def _warmup_source() -> Path:
+    return Path(str(resources.files("ragcoder.sandbox") / "image" / "ragcoder_warmup.py"))
+
+
+def warmup_hash() -> str:
+    """The warm-up module's content hash, as the images built with it carry it."""
+    return hashlib.sha256(_warmup_source().read_bytes()).hexdigest()[:16]
+
+
+def is_stale(image: ImageInfo) -> bool:
+    """An image that preloads a warm-up module other than this version's (built before a change)."""
+    return WARMUP_MODULE in image.preload and image.warmup != warmup_hash()
+
+
 def _add_warmup(site: Path) -> None:
-    source = Path(str(resources.files("ragcoder.sandbox") / "image" / "ragcoder_warmup.py"))
+    source = _warmup_source()
     target = site / f"{WARMUP_MODULE}.py"
     shutil.copy(source, target)
     target.chmod(0o644)
@@ -225,9 +243,12 @@ def build_derived_image(
     client = docker_client()
     try:
         existing = image_info(tag, client)
-        if existing is not None and not force:
+        stale = existing is not None and is_stale(existing)
+        if existing is not None and not force and not stale:
             say(f"{tag} already exists; nothing to do (use --force to rebuild)")
             return existing
+        if stale:
+            say(f"{tag} holds an older warm-up module: rebuilding it")
         if image_info(base, client) is None:
             say(f"the base image {base} is not built: building it first")
             build_image(base)
@@ -247,6 +268,7 @@ def build_derived_image(
                 LABEL_PRELOAD: ",".join(preload),
                 LABEL_PROFILE: profile,
                 LABEL_REQUIREMENTS: " ".join(requirements),
+                LABEL_WARMUP: warmup_hash() if preload else "",
             }
             say(f"docker build -t {tag} (FROM {base}, {len(modules)} modules)")
             try:

@@ -107,25 +107,31 @@ def solve(
     """Solve one INSTRUCTION and print the code, its output and the attempts."""
     import json
 
-    from ragcoder.agent.config import build_agent
+    from rich.console import Console
+
     from ragcoder.agent.tasks import Task, check_instruction, read_tests
+    from ragcoder.cli.report import open_agent
     from ragcoder.sandbox.files import read_input_files, save_outputs
 
     config = _resolve(options)  # settings, instruction and tests are all checked before a model loads
     instruction = check_instruction(instruction, config.max_instruction_chars)
     tests = read_tests(tests)
     read_input_files(input_files)  # a bad --file fails before the model loads
-    with build_agent(config) as agent:
+    from ragcoder.cli.chat import run_live, token_printer  # after the checks: it imports LangChain
+
+    console = Console()
+    live = not as_json and console.is_terminal  # a person watching: show each step as it happens
+    with open_agent(config) as agent:
         note = _with_inputs(agent, input_files)
         full = instruction + (f"\n\n{note}" if note else "")
         task = Task(id="cli", instruction=check_instruction(full, config.max_instruction_chars), tests=tests)
-        result = agent.invoke(task)
+        result = run_live(agent, task, console, *token_printer(console)) if live else agent.invoke(task)
     final = result.attempts[-1].result if result.attempts else None
     saved = save_outputs(final.files, out_dir) if final is not None else []
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "outputs": [str(f.path) for f in saved]}, indent=2))
     else:
-        print_result(result, backend=agent.sandbox.name)
+        print_result(result, backend=agent.sandbox.name, steps_shown=live)
         for line in [f.describe() for f in saved] + ([final.missing] if final and final.missing else []):
             click.echo(line)
     sys.exit(0 if result.passed else 2)
@@ -180,10 +186,9 @@ def batch(
     from rich.markup import escape
 
     from ragcoder.agent.batch import plan_batch, run_batch
-    from ragcoder.agent.config import build_agent
     from ragcoder.agent.records import ResultsFile, check_writable
     from ragcoder.agent.tasks import read_tasks
-    from ragcoder.cli.report import print_summary, run_progress, write_markdown_report
+    from ragcoder.cli.report import open_agent, print_summary, run_progress, write_markdown_report
     from ragcoder.errors import TaskError
 
     # everything that can be wrong with the input, the settings or the paths fails here, in one
@@ -238,7 +243,7 @@ def batch(
                     on_result=on_result,
                 )
         else:  # no model when nothing is left to solve (a finished run, or only bad lines to record)
-            with build_agent(config, workers=workers) if plan.to_solve else nullcontext() as agent:
+            with open_agent(config, workers=workers) if plan.to_solve else nullcontext() as agent:
                 where = f"sandbox: {agent.sandbox.name}; " if agent is not None else ""
                 click.echo(f"{where}{len(tasks)} tasks -> {shown}")
                 with progress:
@@ -267,9 +272,10 @@ def chat(input_files: tuple[Path, ...], out_dir: Path, session_name: str | None,
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console
 
-    from ragcoder.agent.config import build_agent, index_location
+    from ragcoder.agent.config import index_location
     from ragcoder.cli.chat import run_chat
     from ragcoder.cli.chat_sessions import ChatSessionStore
+    from ragcoder.cli.report import open_agent
     from ragcoder.sandbox.files import read_input_files
 
     read_line = _line_reader()
@@ -278,7 +284,7 @@ def chat(input_files: tuple[Path, ...], out_dir: Path, session_name: str | None,
     session = ChatSessionStore.named(session_name) if session_name else None
     if session is not None:
         session.load()  # an unreadable session file fails before the model loads too
-    with build_agent(config) as agent:
+    with open_agent(config) as agent:
         note = _with_inputs(agent, input_files)
 
         def switch_model(spec: str) -> str:
@@ -381,19 +387,25 @@ def print_code(code: str, console: Any = None) -> None:
     (console or Console()).print(Syntax(code.rstrip(), "python", line_numbers=False, word_wrap=True))
 
 
-def print_result(result: AgentResult, *, backend: str) -> None:
+def print_result(result: AgentResult, *, backend: str, steps_shown: bool = False) -> None:
+    """The answer: its sources and attempts (unless shown live already), code, output, verdict."""
     from rich.console import Console
 
     console = Console()
-    if result.sources:
+    shown = steps_shown and bool(result.attempts) and result.attempts[-1].code == result.code
+    if steps_shown:
+        if not shown:
+            console.rule("final code")
+    elif result.sources:
         console.print("[dim]sources: " + "; ".join(result.sources) + "[/dim]")
     elif result.retrieval.startswith("skipped"):
         console.print(f"[dim]no docs: {result.retrieval.removeprefix('skipped: ')}[/dim]")
-    for attempt in result.attempts:
+    for attempt in [] if steps_shown else result.attempts:
         mark = "[green]passed[/green]" if attempt.passed else "[red]failed[/red]"
         why = "" if attempt.passed else f": {attempt.feedback.splitlines()[0] if attempt.feedback else ''}"
         console.print(f"attempt {attempt.number} ({attempt.kind}) {mark}{why}", markup=True, highlight=False)
-    print_code(result.code)
+    if not shown:  # shown live already, as the last attempt
+        print_code(result.code)
     console.rule(f"output (ran in the {backend} sandbox)")
     console.print(result.output.rstrip() or "[dim](no output)[/dim]", highlight=False)
     console.rule()

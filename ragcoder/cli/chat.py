@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from ragcoder.agent.loop import AgentEvent, CodeAgent
 from ragcoder.agent.result import AgentResult
-from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS, MAX_TESTS_BYTES, Task, check_instruction
-from ragcoder.cli.chat_sessions import ChatSessionStore
+from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS, Task, check_instruction
+from ragcoder.cli.chat_sessions import ChatSessionStore, FileCommands, show_resumed
 from ragcoder.errors import TaskError
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def follow_up_task(state: ChatState, message: str) -> Task:
     return Task(id=f"turn{len(state.messages) + 1}", instruction=instruction, tests=state.tests)
 
 
-class ChatCommands:
+class ChatCommands(FileCommands):
     """The slash commands; each returns False to end the session."""
 
     def __init__(
@@ -90,10 +90,6 @@ class ChatCommands:
         self.session: Any = None  # the /run session, opened on first use
         self.outputs_dir = Path("ragcoder-output")
         self.store: ChatSessionStore | None = None  # the named chat session, saved after each change
-
-    def saved(self) -> None:
-        if self.store is not None:
-            self.store.save(self.state.to_dict())
 
     def __call__(self, line: str) -> bool:
         name, _, rest = line.partition(" ")
@@ -132,43 +128,6 @@ class ChatCommands:
             path = Path(shlex.split(arg)[0]).expanduser()
             path.write_text(self.state.code, encoding="utf-8")
             self.console.print(f"saved {len(self.state.code.splitlines())} lines to {path}", highlight=False)
-
-    def do_open(self, arg: str) -> None:
-        if not arg:
-            self.console.print("usage: /open FILE", highlight=False)
-            return
-        path = Path(shlex.split(arg)[0]).expanduser()
-        try:
-            if path.stat().st_size > MAX_TESTS_BYTES:
-                raise ValueError("it is over 1 MB, not a source file")
-            code = path.read_text(encoding="utf-8")
-        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
-            self.console.print(f"error: cannot open {path}: {exc}", highlight=False, markup=False)
-            return
-        self.state.code, self.state.source_file = code, str(path)
-        self.state.instruction = f"The Python code of {path.name}."
-        self.console.print(
-            f"opened {path} ({len(code.splitlines())} lines); follow-ups change it, /write saves it back",
-            highlight=False,
-            markup=False,
-        )
-        self.saved()
-
-    def do_write(self, arg: str) -> None:
-        target = shlex.split(arg)[0] if arg else self.state.source_file
-        if not target:
-            self.console.print("usage: /write FILE (or /open a file first)", highlight=False)
-        elif not self.state.code:
-            self.console.print("nothing to write yet", highlight=False)
-        else:
-            path = Path(target).expanduser()
-            try:
-                path.write_text(self.state.code, encoding="utf-8")
-            except OSError as exc:
-                self.console.print(f"error: cannot write {path}: {exc}", highlight=False, markup=False)
-                return
-            lines = len(self.state.code.splitlines())
-            self.console.print(f"wrote {lines} lines to {path}", highlight=False, markup=False)
 
     def do_run(self, arg: str) -> None:
         code = arg.replace("\\n", "\n") if arg else self.state.code
@@ -243,21 +202,18 @@ def show_files(console: Console, result: Any, folder: Path) -> None:
         console.print(f"[yellow]{result.missing}[/yellow]", highlight=False)
 
 
-def show_resumed(console: Console, name: str, state: ChatState) -> None:
-    """What a resumed session holds: its messages and the current code."""
-    from rich.syntax import Syntax
+def _diff(before: str, after: str) -> str:
+    import difflib
 
-    console.print(f"resumed session {name}: {len(state.messages)} message(s)", highlight=False, markup=False)
-    for message in state.messages:
-        console.print(f"  > {message}", highlight=False, markup=False)
-    if state.source_file:
-        console.print(f"  (from {state.source_file})", highlight=False, markup=False)
-    if state.code:
-        console.print(Syntax(state.code.rstrip(), "python"))
+    lines = difflib.unified_diff(
+        before.splitlines(), after.splitlines(), "previous attempt", "this attempt", lineterm="", n=1
+    )
+    return "\n".join(lines)
 
 
-def render_event(console: Console, event: AgentEvent) -> None:
-    """Show each step as it happens: sources, code, each run, each repair."""
+def render_event(console: Console, event: AgentEvent, previous_code: str = "") -> None:
+    """Show each step as it happens: sources, code (with its diff against the attempt before),
+    each run with the check it failed, and what the agent does next."""
     from rich.syntax import Syntax
 
     data: dict[str, Any] = event.data
@@ -268,6 +224,9 @@ def render_event(console: Console, event: AgentEvent) -> None:
     elif event.kind == "generated":
         console.print(f"[bold]attempt {event.attempt}[/bold] ({data['step']})", highlight=False)
         console.print(Syntax(data["code"].rstrip() or "# (no code)", "python"))
+        if previous_code and data["code"].strip():
+            changes = _diff(previous_code, data["code"])
+            console.print(Syntax(changes, "diff") if changes else "[dim](same code as before)[/dim]")
     elif event.kind == "ran":
         report = data["report"]
         verdict = "[green]passed[/green]" if data["passed"] else "[red]failed[/red]"
@@ -275,10 +234,75 @@ def render_event(console: Console, event: AgentEvent) -> None:
             report.summary() if report is not None else (data["result"].failure_summary() or "ran cleanly")
         )
         console.print(f"{verdict}: {detail}", highlight=False)
+        for outcome in report.failed[:3] if report is not None else []:  # the assert, got and expected
+            console.print(f"  x {outcome.name}: {outcome.message}"[:600], highlight=False, markup=False)
         if data["result"].stdout.strip():
             console.print(data["result"].stdout.rstrip()[-2000:], highlight=False, markup=False)
     elif event.kind == "repairing":
-        console.print("[yellow]repairing...[/yellow]", highlight=False)
+        console.print(
+            f"[yellow]repairing: attempt {event.attempt} gets the code and the failures above[/yellow]",
+            highlight=False,
+        )
+
+
+def run_live(
+    agent: CodeAgent,
+    task: Task,
+    console: Console,
+    on_token: Callable[[str], None] | None,
+    streamed: dict[str, bool],
+) -> AgentResult:
+    """Run one task showing each step as it happens (tokens, code, runs, repairs); its result."""
+    result, previous_code = None, ""
+    for event in agent.events(task, on_token=on_token):
+        if streamed["any"]:
+            stop = streamed.get("stop")
+            if callable(stop):
+                stop()  # the streamed reply gives way to the highlighted code
+            else:
+                console.print()
+            streamed["any"] = False
+        render_event(console, event, previous_code)
+        if event.kind == "generated":
+            previous_code = event.data["code"]
+        if event.kind == "done":
+            result = event.data["result"]
+    assert result is not None
+    return result
+
+
+def token_printer(console: Console) -> tuple[Callable[[str], None], dict[str, Any]]:
+    """``on_token`` for ``run_live``: the reply appears dimmed as it is generated; on a terminal
+    it is then replaced by the highlighted code, so the code is shown once."""
+    streamed: dict[str, Any] = {"any": False}  # a reply is on screen and must end before the next event
+    if not console.is_terminal:
+
+        def on_token(token: str) -> None:
+            streamed["any"] = True
+            console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
+
+        return on_token, streamed
+
+    from rich.live import Live
+    from rich.text import Text
+
+    text: list[str] = []
+    live = Live(console=console, transient=True, auto_refresh=False, vertical_overflow="crop")
+
+    def stop() -> None:
+        live.stop()
+        text.clear()
+
+    def on_token(token: str) -> None:
+        if not streamed["any"]:
+            streamed["any"] = True
+            live.start()
+        text.append(token)
+        tail = "".join(text).splitlines()[-max(console.height - 2, 3) :]  # the newest lines fit
+        live.update(Text("\n".join(tail), style="dim"), refresh=True)
+
+    streamed["stop"] = stop
+    return on_token, streamed
 
 
 def run_chat(
@@ -304,13 +328,8 @@ def run_chat(
     saved = session.load() if session is not None else None
     if saved is not None:
         state.restore(saved)
-        show_resumed(console, session.name, state)
-    streamed = {"any": False}  # a token line is open and needs a newline before the next event
-
-    def on_token(token: str) -> None:
-        streamed["any"] = True
-        console.print(token, end="", style="dim", highlight=False, markup=False, soft_wrap=True)
-
+        show_resumed(console, session.name, state.messages, state.source_file, state.code)
+    on_token, streamed = token_printer(console)
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
     commands.outputs_dir = outputs_dir or commands.outputs_dir
     commands.store = session
@@ -364,18 +383,10 @@ def _chat_loop(
             console.print(f"error: {exc}", highlight=False, markup=False)
             continue
         try:
-            result = None
-            for event in agent.events(task, on_token=on_token):
-                if streamed["any"]:
-                    console.print()
-                    streamed["any"] = False
-                render_event(console, event)
-                if event.kind == "done":
-                    result = event.data["result"]
+            result = run_live(agent, task, console, on_token, streamed)
         except KeyboardInterrupt:
             console.print("[yellow]cancelled[/yellow]", highlight=False)
             continue
-        assert result is not None
         state.turns.append(result)
         state.messages.append(line)
         state.code = result.code

@@ -9,6 +9,8 @@ import base64
 import builtins
 import importlib
 import pickle
+import re
+import sys
 import weakref
 
 # --- names from the parts before this one: dropped when the parts are joined (workers.server_source)
@@ -28,6 +30,10 @@ from ragcoder.sandbox.server.proxy import (
 
 # ---
 
+_VALUE_TAGS = ("NP", "DEC", "FR", "DT", "TD")
+_ARRAY_ITEMS = 1 << 20  # larger arrays stay objects of the code (data is copied whole)
+_ARRAY_DTYPE = re.compile(r"[<>|=]?(?:[biufc]\d{1,2}|U\d{1,6})")
+
 
 class Codec:
     """Encoding and decoding for one end of the bridge; ``trusted`` is the judge's end."""
@@ -44,6 +50,7 @@ class Codec:
         self.mirrors = {}  # subject class id -> local exception class (judge side)
         self.mirror_ids = {}  # local exception class -> subject class id
         self.closed = False
+        self.compared = False  # judge side: a case met an object of the code with a test value
         self._made_ref = False
 
     # -- values ---------------------------------------------------------------------------------
@@ -88,7 +95,59 @@ class Codec:
             return ["N", self.encode(v.start), self.encode(v.stop), self.encode(v.step)]
         if v is Ellipsis:
             return ["E"]
+        if not self.trusted:
+            value = self._value(v, t, d)
+            if value is not None:
+                return value
         return self._by_reference(v)
+
+    def _value(self, v, t, depth):
+        """Common library values as data the judge rebuilds with its own classes, so that the
+        judge, not the object, decides how they compare (proxy._judged). Exact types only: a
+        subclass may redefine comparing, so it stays an object of the code."""
+        module = t.__module__
+        if module == "numpy":
+            np = sys.modules.get("numpy")
+            if np is None:
+                return None
+            if isinstance(v, np.generic) and v.dtype.kind in "biufc":
+                return self.encode(v.item(), depth)
+            if t is np.ndarray and v.dtype.kind in "biufcU" and v.size <= _ARRAY_ITEMS:
+                return ["NP", v.dtype.str, list(v.shape), self.encode(v.ravel().tolist(), depth)]
+        elif module == "decimal" and t.__name__ == "Decimal":
+            return ["DEC", str(v)]
+        elif module == "fractions" and t.__name__ == "Fraction":
+            return ["FR", self.encode(v.numerator), self.encode(v.denominator)]
+        elif module == "datetime" and t.__name__ in ("datetime", "date", "time"):
+            return ["DT", t.__name__, v.isoformat()]
+        elif module == "datetime" and t.__name__ == "timedelta":
+            return ["TD", v.days, v.seconds, v.microseconds]
+        return None
+
+    def _rebuild(self, tag, rest, depth):
+        """The judge's side of ``_value``: its own objects, made from data only."""
+        try:
+            if tag == "NP" and len(rest) == 3 and _ARRAY_DTYPE.fullmatch(str(rest[0])):
+                shape = rest[1]
+                if type(shape) is list and len(shape) <= 32 and all(type(n) is int for n in shape):
+                    np = importlib.import_module("numpy")
+                    flat = self.decode(rest[2], depth)
+                    if type(flat) is list:
+                        return np.array(flat, dtype=np.dtype(rest[0])).reshape(shape)
+            elif tag == "DEC" and len(rest) == 1 and type(rest[0]) is str and len(rest[0]) < 5000:
+                return importlib.import_module("decimal").Decimal(rest[0])
+            elif tag == "FR" and len(rest) == 2:
+                num, den = self.decode(rest[0], depth), self.decode(rest[1], depth)
+                if type(num) is int and type(den) is int and den > 0:
+                    return importlib.import_module("fractions").Fraction(num, den)
+            elif tag == "DT" and len(rest) == 2 and rest[0] in ("datetime", "date", "time"):
+                if type(rest[1]) is str and len(rest[1]) < 100:
+                    return getattr(importlib.import_module("datetime"), rest[0]).fromisoformat(rest[1])
+            elif tag == "TD" and len(rest) == 3 and all(type(n) is int for n in rest):
+                return importlib.import_module("datetime").timedelta(*rest)
+        except (ValueError, TypeError, ArithmeticError, OverflowError):
+            pass
+        raise BridgeError("malformed value")
 
     def _by_reference(self, v):
         self._made_ref = True
@@ -153,6 +212,8 @@ class Codec:
                 if cid == rest[0]:
                     return cls
             raise BridgeError("unknown object id")
+        if tag in _VALUE_TAGS and self.trusted:
+            return self._rebuild(tag, rest, d)
         if tag == "X" and len(rest) == 4 and self.trusted:
             return self._mirror(rest)
         if not self.trusted and tag == "G" and len(rest) == 2:

@@ -27,7 +27,7 @@ import time
 # --- names from the parts before this one: dropped when the parts are joined (workers.server_source)
 from ragcoder.sandbox.server.base import WORK, _no_dump
 from ragcoder.sandbox.server.child import _info_messages, spawn_subject
-from ragcoder.sandbox.server.proxy import TEST_FILE, BridgeError, SubjectGone
+from ragcoder.sandbox.server.proxy import COMPARED_NOTE, TEST_FILE, BridgeError, SubjectGone
 from ragcoder.sandbox.server.remote import Bridge
 
 # ---
@@ -204,6 +204,13 @@ def _failure(exc, subject):
     return "raised " + type(exc).__name__ + ": " + _text(exc)
 
 
+def _noted(message, subject):
+    """A failure where an object of the code met a test value says why it was not asked."""
+    if subject.bridge.compared and COMPARED_NOTE not in message:
+        return message + " (" + COMPARED_NOTE + ")"
+    return message
+
+
 def _verdict(buf):
     """The judge's verdict lines, as the answer's ``verdict``."""
     outcomes, load_error, done = [], None, False
@@ -282,6 +289,7 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None, reaped=Tr
                     if kind != "setup":
                         outcome(name, False, why)
                     continue
+            subject.bridge.compared = False
             try:
                 exec(compile(ast.Module(body=[node], type_ignores=[]), TEST_FILE, "exec"), ns)
                 if kind == "func":
@@ -293,10 +301,11 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None, reaped=Tr
                     message = _assert_message(node, ns, exc)
                 else:
                     message = _text(exc) or "assertion failed"
-                outcome(name, False, message)
+                outcome(name, False, _noted(message, subject))
             except BaseException as exc:
                 prefix = "setup " if kind == "setup" else ""
-                outcome(name[:200] if kind == "setup" else name, False, prefix + _failure(exc, subject))
+                message = _noted(prefix + _failure(exc, subject), subject)
+                outcome(name[:200] if kind == "setup" else name, False, message)
     if entry and callable(dict.get(ns, "check")):
         name = "check(" + str(entry) + ")"
         if subject.bridge.closed:
@@ -317,12 +326,13 @@ def judge(job, report, restarts=MAX_SUBJECT_RESTARTS, after_fork=None, reaped=Tr
             report({"kind": "done"})
             subject.close()
             return
+        subject.bridge.compared = False
         try:
             ns["check"](candidate)
             outcome(name, True)
         except BaseException as exc:
             failure = _failure(exc, subject) if isinstance(exc, BridgeError) else None
-            outcome(name, False, failure or type(exc).__name__ + ": " + _text(exc))
+            outcome(name, False, _noted(failure or type(exc).__name__ + ": " + _text(exc), subject))
     report({"kind": "done"})
     subject.close(wait=not reaped)
 

@@ -44,6 +44,18 @@ class SubjectGone(BridgeError):
     __module__ = "ragcoder.server"
 
 
+_DATA_BASES = (bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset)
+
+
+def _data_form(obj):
+    """``[True, value]``: an object as the builtin data it subclasses (a Counter as its dict, a
+    namedtuple as its tuple, an IntEnum as its int); ``[False, None]`` when it is no such thing."""
+    for base in _DATA_BASES:
+        if isinstance(obj, base):
+            return [True, base(obj)]
+    return [False, None]
+
+
 def _op_enter(obj):
     return type(obj).__enter__(obj)
 
@@ -116,8 +128,14 @@ OPS = {
     "isinstance": isinstance,
     "issubclass": issubclass,
     "dir": dir,
+    "data": _data_form,
 }
-_JUDGE_SERVES = set(OPS) - {"isinstance", "issubclass", "dir"}  # what the subject may apply to test objects
+_JUDGE_SERVES = set(OPS) - {
+    "isinstance",
+    "issubclass",
+    "dir",
+    "data",
+}  # what the subject may apply to test objects
 
 
 def _test_defined(v):
@@ -206,9 +224,50 @@ def user_traceback(exc):
         return ""
 
 
+_COMPARISONS = frozenset(("eq", "ne", "lt", "le", "gt", "ge"))
+_BINARY = frozenset("add sub mul truediv floordiv mod pow matmul lshift rshift and or xor divmod".split())  # noqa: SIM905
+_GUARDED = _COMPARISONS | _BINARY | {"i" + name for name in _BINARY}
+COMPARED_NOTE = (
+    "an object of the code, not data, met a value of the tests: the judge decides that, never the"
+    " object's own __eq__ or operators; return plain data (docs/security.md)"
+)
+
+
+def _of_the_code(bridge, value):
+    return isinstance(value, Remote) and object.__getattribute__(value, "_bridge") is bridge
+
+
+def _judged(bridge, name, operands, mine):
+    """The judge's side of an operator between an object of the code (``operands[mine]``) and a
+    value of the tests.
+
+    Asked to compare itself with a value, an object would see that value and could answer "equal"
+    to anything. So the judge asks for the object's data form, which it must give without seeing
+    the value, and applies the operator itself. An object with no data form compares as unrelated
+    objects do (``==`` is False, ``<`` a TypeError). Its arithmetic stays its own (``vector * 2``)
+    as long as it answers with another object of the code: data made from the value is refused.
+    """
+    has_form, form = bridge.request("op", "data", operands[mine])
+    if has_form is True:
+        return OPS[name](*(form if i == mine else x for i, x in enumerate(operands)))
+    if name in _COMPARISONS:
+        bridge.compared = True
+        return NotImplemented
+    answer = bridge.request("op", name, *operands)
+    if _of_the_code(bridge, answer):
+        return answer
+    bridge.compared = True
+    raise TypeError("unsupported operand types: " + COMPARED_NOTE)
+
+
 def _remote_op(name):
+    guarded = name in _GUARDED
+
     def method(self, *args):
-        return object.__getattribute__(self, "_bridge").request("op", name, self, *args)
+        bridge = object.__getattribute__(self, "_bridge")
+        if guarded and bridge.trusted and not _of_the_code(bridge, args[0]):
+            return _judged(bridge, name, (self, *args), 0)
+        return bridge.request("op", name, self, *args)
 
     method.__name__ = "__" + name + "__"
     return method
@@ -216,10 +275,22 @@ def _remote_op(name):
 
 def _reflected_op(name):
     def method(self, other):
-        return object.__getattribute__(self, "_bridge").request("op", name, other, self)
+        bridge = object.__getattribute__(self, "_bridge")
+        if bridge.trusted and not _of_the_code(bridge, other):
+            return _judged(bridge, name, (other, self), 1)
+        return bridge.request("op", name, other, self)
 
     method.__name__ = "__r" + name + "__"
     return method
+
+
+def _contains(self, item):
+    """``item in obj``: for a value of the tests, the judge steps the object and compares itself
+    (Python's rule for objects without ``__contains__``), so the object never sees the value."""
+    bridge = object.__getattribute__(self, "_bridge")
+    if not bridge.trusted or _of_the_code(bridge, item):
+        return bridge.request("op", "contains", self, item)
+    return any(x is item or x == item for x in iter(self))
 
 
 class Remote:
@@ -301,7 +372,6 @@ for _name in (
     "iter",
     "next",
     "reversed",
-    "contains",
     "getitem",
     "setitem",
     "delitem",
@@ -342,4 +412,5 @@ for _name in (
     setattr(Remote, "__r" + _name + "__", _reflected_op(_name))
     if _name != "divmod":
         setattr(Remote, "__i" + _name + "__", _remote_op("i" + _name))
+Remote.__contains__ = _contains
 del _name

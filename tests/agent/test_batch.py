@@ -84,3 +84,33 @@ def test_ctrl_c_keeps_finished_lines_and_a_rerun_resumes(tmp_path: Path, trusted
     second = run_batch(CodeAgent(model, trusted_sandbox), read_jsonl_tasks(prompts), out)
     assert not second.interrupted and second.skipped == 1 and second.passed == 3
     assert sorted(r["id"] for r in records(out)) == ["t0", "t1", "t2", "t3"]
+
+
+def test_the_report_has_a_row_per_task_with_the_failing_check(tmp_path: Path, trusted_sandbox) -> None:
+    from ragcoder.cli.report import write_markdown_report
+
+    prompts, out, report = tmp_path / "p.jsonl", tmp_path / "out.jsonl", tmp_path / "report.md"
+    write_prompts(prompts)
+    with prompts.open("a") as handle:
+        handle.write(
+            json.dumps({"id": "x|y", "instruction": "Write one().", "tests": "assert one() == 2"}) + "\n"
+        )
+    agent = CodeAgent(scripted([("", GOOD)]), trusted_sandbox, max_attempts=1)
+    summary = run_batch(agent, read_jsonl_tasks(prompts), out)
+    write_markdown_report(summary, report, title="t", results=out)
+    rows = {line.split(" | ")[0]: line for line in report.read_text().splitlines() if line.startswith("| ")}
+    assert rows["| a"].startswith("| a | passed | 1 | ")
+    assert rows["| x\\|y"].startswith("| x\\|y | failed | 1 | ")  # ids literally, pipes escaped
+    assert "assert one() == 2: got 1, expected 2 |" in rows["| x\\|y"]
+    assert any(" | error | 0 | " in line and "bad JSON" in line for line in rows.values())
+
+
+def test_the_loading_spinner_counts_seconds_and_stays_quiet_off_a_terminal(capsys) -> None:
+    import re
+
+    from ragcoder.cli.report import _Elapsed, loading
+
+    assert re.fullmatch(r"loading the model \(\d+ s\)", _Elapsed("loading the model").__rich__())
+    with loading("loading the model"):
+        pass
+    assert capsys.readouterr().err == ""  # pytest's stderr is no terminal: no spinner frames

@@ -72,7 +72,7 @@ def test_failing_repair_is_shown_as_it_happens(trusted_sandbox) -> None:
     text, _ = transcript(CodeAgent(model, trusted_sandbox), ["Print one."])
     assert (
         text.index("failed: ZeroDivisionError")
-        < text.index("repairing...")
+        < text.index("repairing: attempt 2 gets the code and the failures above")
         < text.index("attempt 2 (repair)")
     )
     assert "PASSED" in text
@@ -114,3 +114,16 @@ def test_ctrl_c_cancels_the_step_not_the_session(trusted_sandbox) -> None:
     text, state = transcript(agent, ["Write absval(x).", "Write absval(x) again."])
     assert "cancelled" in text and "PASSED" in text  # the session went on to the next instruction
     assert state.code == V1 and len(state.turns) == 1
+
+
+def test_a_failed_check_shows_got_and_expected_and_the_repair_its_diff(trusted_sandbox) -> None:
+    model = scripted(
+        [("got 6", fenced("def sq(x):\n    return x * x\n")), ("", fenced("def sq(x):\n    return x + x\n"))]
+    )
+    agent = CodeAgent(model, trusted_sandbox)
+    text, _ = transcript(agent, ["/tests assert sq(3) == 9", "Write sq."])
+    assert "x assert sq(3) == 9: got 6, expected 9" in text
+    assert (
+        text.index("x assert sq(3) == 9") < text.index("-    return x + x") < text.index("+    return x * x")
+    )
+    assert "PASSED" in text

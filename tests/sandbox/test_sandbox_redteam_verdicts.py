@@ -129,6 +129,37 @@ FORGERIES = [
         "claims-a-sandbox-crash-while-loading",
         "class SandboxCrashed(Exception):\n    pass\nraise SandboxCrashed('stop the agent')\n",
     ),
+    Forgery(  # an object equal to everything (its __eq__ would see the expected value)
+        "equal-to-everything",
+        "class Any:\n    def __eq__(self, other):\n        return True\n    __ne__ = lambda s, o: False\n"
+        "def add(a, b):\n    return Any()\n",
+        tests="assert add(2, 2) == 5\nassert 3 == add(1, 1)\nassert [add(1, 1)] == [3]\nassert not (add(2, 2) != 5)",
+    ),
+    Forgery(
+        "eq-answers-a-truthy-object",
+        "class Any:\n    def __eq__(self, other):\n        return self\n    def __bool__(self):\n        return True\n"
+        "def add(a, b):\n    return Any()\n",
+    ),
+    Forgery(  # data subclasses are compared as their data, whatever they redefine
+        "int-and-str-subclasses-equal-to-everything",
+        "class I(int):\n    __eq__ = lambda s, o: True\n    __hash__ = int.__hash__\n"
+        "class S(str):\n    __eq__ = lambda s, o: True\n    __hash__ = str.__hash__\n"
+        "class L(list):\n    __eq__ = lambda s, o: True\n"
+        "def add(a, b):\n    return I(a + b)\ndef name():\n    return S('no')\ndef items():\n    return L()\n",
+        tests="assert add(2, 2) == 5\nassert name() == 'yes'\nassert items() == [1]",
+    ),
+    Forgery(  # the float idiom: the object echoes the expected value back as a zero difference
+        "echoes-the-expected-value",
+        "class Num:\n    def __sub__(self, other):\n        return 0.0\n    __rsub__ = __add__ = __radd__ = __sub__\n"
+        "    def __lt__(self, other):\n        return True\n    __le__ = __gt__ = __ge__ = __lt__\n"
+        "    def __abs__(self):\n        return self\ndef add(a, b):\n    return Num()\n",
+        tests="assert abs(add(2, 2) - 5) < 1e-9\nassert add(1, 1) <= 3 and add(1, 1) >= 3\nassert 5 - add(2, 2) == 0",
+    ),
+    Forgery(
+        "contains-everything",
+        "class Bag:\n    def __contains__(self, item):\n        return True\ndef add(a, b):\n    return Bag()\n",
+        tests="assert 5 in add(2, 2)",
+    ),
     Forgery(
         "claims-a-sandbox-crash",
         "class SandboxCrashed(Exception):\n    pass\ndef add(a, b):\n    raise SandboxCrashed('stop the agent')\n",
@@ -164,15 +195,44 @@ def test_a_crash_in_one_case_costs_that_case_only(backend: Sandbox) -> None:
     assert "killed by signal 11" in report.outcomes[1].message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="documented limit (docs/security.md): an assert on an object of the code is decided by that object's methods",
-)
-def test_an_object_equal_to_everything(backend: Sandbox) -> None:
+def test_an_object_equal_to_everything_is_told_why_it_failed(backend: Sandbox) -> None:
     code = "class Any:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Any()\n"
-    assert not backend.run_tests(code, "assert add(2, 2) == 5").passed
+    report = backend.run_tests(code, "assert add(2, 2) == 5")
+    assert not report.passed
+    assert "never the object's own __eq__" in report.failed[0].message, report.failed[0].message
+
+
+def test_objects_of_the_code_still_work_among_themselves(backend: Sandbox) -> None:
+    code = (
+        "from collections import Counter, namedtuple\nfrom enum import IntEnum\n"
+        "P = namedtuple('P', 'x y')\nclass Level(IntEnum):\n    LOW = 1\n"
+        "class Vec:\n    def __init__(self, *v):\n        self.v = v\n"
+        "    def __mul__(self, k):\n        return Vec(*(x * k for x in self.v))\n"
+        "    def __eq__(self, other):\n        return isinstance(other, Vec) and self.v == other.v\n"
+        "def count(s):\n    return Counter(s)\ndef gen(n):\n    yield from range(n)\n"
+    )
+    tests = (
+        "assert Vec(1, 2) * 2 == Vec(2, 4) and Vec(1) != Vec(2)\n"
+        "assert count('aab') == {'a': 2, 'b': 1} and count('a')['a'] == 1\n"
+        "assert P(1, 2) == (1, 2) and P(1, 2).y == 2 and P(1, 2) < (1, 3)\n"
+        "assert Level.LOW == 1 and Level.LOW + 1 == 2 and 0 < Level.LOW\n"
+        "assert 2 in gen(3) and 5 not in gen(3)"
+    )
+    report = backend.run_tests(code, tests)
+    assert report.passed, report.outcomes
 
 
 def test_an_exact_type_check_sees_through_such_objects(backend: Sandbox) -> None:
     code = "class Any:\n    def __eq__(self, other):\n        return True\ndef add(a, b):\n    return Any()\n"
     assert not backend.run_tests(code, "assert type(add(2, 2)) is int and add(2, 2) == 4").passed
+
+
+def test_every_humaneval_reference_passes_and_an_empty_body_fails(backend: Sandbox) -> None:
+    """The judge's rules (comparisons, data forms) change nothing for honest HumanEval code."""
+    from ragcoder.finetune.evaluate import score_hidden
+    from ragcoder.finetune.humaneval import load_problems
+
+    problems = load_problems("dev") + load_problems("test")
+    wrong = [p.task_id for p in problems if not score_hidden(backend, p, p.canonical_code).passed]
+    forged = [p.task_id for p in problems if score_hidden(backend, p, p.prompt + "    return None\n").passed]
+    assert len(problems) == 164 and wrong == [] and forged == []

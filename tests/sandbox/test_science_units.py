@@ -230,3 +230,12 @@ def test_sandbox_settings_resolve_from_toml_and_env(tmp_path: Path, monkeypatch:
     assert config.sandbox_image == "scientific" and config.sandbox_packages == ["requests"]
     monkeypatch.setenv("RAGCODER_SANDBOX_PACKAGES", "requests, pyyaml")
     assert resolve_config().sandbox_packages == ["requests", "pyyaml"]
+
+
+def test_an_image_with_an_older_warm_up_module_is_rebuilt() -> None:
+    from ragcoder.sandbox.images import WARMUP_MODULE, ImageInfo, is_stale, warmup_hash
+
+    current = ImageInfo("t", frozenset({"pandas"}), preload=("pandas", WARMUP_MODULE), warmup=warmup_hash())
+    assert not is_stale(current)
+    assert is_stale(ImageInfo("t", frozenset({"pandas"}), preload=("pandas", WARMUP_MODULE), warmup=""))
+    assert not is_stale(ImageInfo("t", frozenset({"requests"}), preload=()))  # no warm-up: nothing to redo

@@ -236,14 +236,14 @@ def build_eval_agent(
 ) -> Any:
     """The agent under evaluation, as ``ragcoder.agent.config.build_agent`` builds it, plus two knobs:
     ``quantize`` (int8 ruins a 135M model's output; fp32 is as fast there) and sampling for pass@k."""
-    from ragcoder.agent.config import build_agent
+    from ragcoder.cli.report import open_agent
 
     def sampled(chat: Any) -> tuple[Any, Any]:
         # the local chat model samples when given a temperature (top-p 0.95, the Codex paper's nucleus)
         model = chat.bind(temperature=temperature)
         return model, model
 
-    return build_agent(config, workers=workers, quantize=quantize, models=sampled if samples > 1 else None)
+    return open_agent(config, workers=workers, quantize=quantize, models=sampled if samples > 1 else None)
 
 
 @eval_group.command("report")
@@ -378,8 +378,9 @@ def distill_cmd(
     output: Path, teacher: str | None, attempts: int, limit: int | None, sandbox: str, results: Path | None
 ) -> None:
     """(d) The teacher solves the HumanEval DEV split; solutions that pass the hidden tests are kept."""
-    from ragcoder.agent.config import build_agent, resolve_config
+    from ragcoder.agent.config import resolve_config
     from ragcoder.agent.records import ResultsFile, check_writable
+    from ragcoder.cli.report import open_agent
     from ragcoder.finetune.data import harvest_traces, write_examples
     from ragcoder.finetune.evaluate import run_eval, select_problems
 
@@ -389,7 +390,7 @@ def distill_cmd(
     )
     problems = select_problems("dev", limit)  # never the test split
     check_writable(output, "-o")  # both paths before the teacher loads
-    with ResultsFile.open(results, flag="--results") as teacher_results, build_agent(config) as agent:
+    with ResultsFile.open(results, flag="--results") as teacher_results, open_agent(config) as agent:
         summary = run_eval(
             agent,
             problems,

@@ -291,3 +291,39 @@ def test_the_codes_data_is_read_live_and_its_definitions_as_loaded(shared_server
     tests = "bump()\nassert COUNT == 1\nbump()\nassert COUNT == 2\nassert helper() == 'old'"
     report = report_for(shared_server, code, tests)
     assert report.passed, report.outcomes  # a function rebound after loading is not seen (docs/security.md)
+
+
+def test_library_values_cross_as_data_the_judge_compares(shared_server: ServerProcess) -> None:
+    code = """
+import datetime, decimal, fractions
+import numpy as np
+def stats(xs):
+    a = np.array(xs)
+    return a.sum(), a.mean(), a * 2, a > 1
+def money():
+    return decimal.Decimal('0.1') + decimal.Decimal('0.2'), fractions.Fraction(2, 6)
+def when():
+    return datetime.date(2020, 1, 2), datetime.timedelta(days=1, seconds=5), datetime.datetime(2020, 1, 2, 3, 4)
+class Odd(np.ndarray):
+    pass
+def odd():
+    return np.zeros(2).view(Odd)
+"""
+    tests = """
+import datetime, decimal, fractions
+import numpy as np
+total, mean, doubled, big = stats([1, 2, 3])
+assert total == 6 and abs(mean - 2.0) < 1e-12 and type(total) is int
+assert type(doubled) is np.ndarray and doubled.dtype == np.int64 and doubled.tolist() == [2, 4, 6]
+assert (doubled == [2, 4, 6]).all() and np.array_equal(big, [False, True, True])
+d, f = money()
+assert d == decimal.Decimal('0.3') and type(d) is decimal.Decimal and f == fractions.Fraction(1, 3)
+day, span, stamp = when()
+assert day == datetime.date(2020, 1, 2) and span == datetime.timedelta(days=1, seconds=5)
+assert stamp == datetime.datetime(2020, 1, 2, 3, 4) and day < datetime.date(2021, 1, 1)
+assert odd() == 0
+"""
+    report = report_for(shared_server, code, tests)
+    assert [o.passed for o in report.outcomes] == [True] * 6 + [False], report.outcomes
+    # an ndarray subclass stays an object of the code: it cannot decide `== 0` for the tests
+    assert "never the object's own __eq__" in report.failed[0].message
