@@ -18,7 +18,11 @@ from ragcoder.sandbox import Sandbox, open_sandbox
 from ragcoder.sandbox.tool import RunPythonTool
 
 QUESTION = "What is the sum of the squares of the first 100 positive integers? Compute it, don't guess."
-SYSTEM_PROMPT = "Answer by running Python with the run_python tool; report the printed result."
+# A small local model needs the last step said too: without it Qwen2.5-1.5B often ends with an
+# empty reply once it has the tool's output (docs/benchmarks.md, chat model suites)
+SYSTEM_PROMPT = (
+    "Use the run_python tool to compute the answer, printing it. Then reply with the number it printed."
+)
 
 
 def run(model: Any = None, sandbox: Sandbox | None = None, question: str = QUESTION) -> list[BaseMessage]:
