@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ragcoder.agent.loop import CodeAgent
+from ragcoder.agent.loop import AgentEvent, CodeAgent
 from ragcoder.agent.records import ResultsFile, held
 from ragcoder.agent.result import AgentResult
 from ragcoder.agent.runner import Job, Outcome, Plan, plan_jobs, run_jobs
@@ -73,13 +73,15 @@ def run_batch(
     workers: int = 1,
     on_result: Callable[[str, AgentResult | None, dict[str, Any]], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    on_step: Callable[[str, AgentEvent], None] | None = None,
 ) -> BatchSummary:
     """Run every task not yet in ``out``, appending one JSON line per task as it finishes.
 
     With ``workers > 1`` tasks run concurrently in threads (the sandbox pool runs them in
     parallel; a micro-batching model batches their generations). ``on_start(to_do, skipped)`` is
     called once the file is read. ``agent`` may be None when no task is left to solve (only bad
-    input lines to record).
+    input lines to record). ``on_step(task_id, event)`` sees each step of each task (per-attempt
+    progress).
     """
     with held(out) as out:
         plan = plan_batch(tasks, out.done)
@@ -90,7 +92,11 @@ def run_batch(
             on_start(len(plan.jobs), plan.skipped)
 
         def solve(task: Task) -> Outcome:
-            result = agent.invoke(task)  # type: ignore[union-attr]
+            if on_step is None:
+                result = agent.invoke(task)  # type: ignore[union-attr]
+            else:
+                events = agent.events(task, on_event=lambda event: on_step(task.id, event))  # type: ignore[union-attr]
+                result = next(e.data["result"] for e in events if e.kind == "done")
             record = result.to_dict()
             if result.attempts and result.attempts[-1].result.files:
                 record["outputs"] = save_task_outputs(result, out.path, task.id)

@@ -50,7 +50,7 @@ MAX_CONFIG_BYTES = 1 << 20  # a settings file is a few hundred bytes; more is th
 class AgentConfig:
     model: str = DEFAULT_MODEL  # known name, HF folder, .gguf file or cached HF id
     adapter: str | None = None  # LoRA adapter folder made by `ragcoder finetune`
-    # torch until ONNX Runtime int4's dev pass@1 is measured against torch int8 (docs/results.md);
+    # torch: ONNX Runtime int4 passed fewer dev tasks than the engine rule allows (docs/results.md);
     # auto: ONNX Runtime int4 when the model has that form (`models install --onnx`), else torch
     engine: str = "torch"  # torch | auto | ort (chains/llm/engines.py)
     server: str | None = None  # a `ragcoder serve` URL; none: the one on the user's socket if any; off

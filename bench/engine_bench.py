@@ -5,13 +5,15 @@
 For each engine (``--engines``): load time, prefill and decode tokens/s on one prompt (greedy,
 ``--new-tokens``), peak RSS and disk; for the batching engines also 8 prompts as one batch
 against the same 8 one at a time, and 8 samples of one prompt (one prefill, one batched decode)
-against 8 separate generations. Then the default engine's first token: from a fresh process that
-loads the model itself (cold), and from a fresh client of a running ``ragcoder serve`` (served).
+against 8 separate generations. Then the first token of ``ort-int4`` (the ``--ort-dir`` form): from
+a fresh process that loads the model itself (cold), and from a fresh client of a running
+``ragcoder serve --engine ort`` (served).
 
 Engines: ``torch-int8`` (the project's transformers + int8 path), ``ort-int4`` (the ort engine:
 ONNX Runtime, int4, :mod:`ragcoder.chains.llm.onnx_generate`), ``ortgenai-int4`` (the same files
 through onnxruntime-genai's own generator loop, a reference for ours) and ``ct2-int8``
-(CTranslate2, from ``--ct2-dir``, made with ``ct2-transformers-converter --quantization int8``).
+(CTranslate2, from ``--ct2-dir``, made with ``ct2-transformers-converter --quantization int8``);
+``--variant NAME=FOLDER`` adds another ONNX form as ``ort-NAME``.
 The last lines are the issue's three ratios (docs/benchmarks.md).
 """
 
@@ -75,13 +77,17 @@ def _chat_model(engine: str, args: argparse.Namespace) -> tuple[Any, int]:
         source = resolved.load_dir / resolved.gguf_file if resolved.gguf_file else resolved.load_dir
         disk = _dir_size(cache) if cache and cache.exists() else _dir_size(source)
         return chat, disk
-    if engine == "ort-int4":
+    if engine == "ort-int4" or engine in _variants(args):
         from ragcoder.chains.llm.ort_chat import load_ort_chat_model
 
-        return load_ort_chat_model(args.ort_dir, max_new_tokens=args.new_tokens), _dir_size(
-            Path(args.ort_dir)
-        )
+        folder = Path(_variants(args).get(engine, args.ort_dir))
+        return load_ort_chat_model(folder, max_new_tokens=args.new_tokens), _dir_size(folder)
     raise ValueError(engine)
+
+
+def _variants(args: argparse.Namespace) -> dict[str, str]:
+    """``--variant NAME=FOLDER``: other ONNX forms, run as engine ``ort-NAME`` (single stream only)."""
+    return {f"ort-{v.split('=', 1)[0]}": v.split("=", 1)[1] for v in args.variant}
 
 
 def _timed_stream(chat: Any, prompt: str, new_tokens: int) -> dict[str, float]:
@@ -117,7 +123,7 @@ def _work_chat(engine: str, args: argparse.Namespace) -> dict[str, Any]:
         "disk_gb": disk / 1e9,
     }
     result.update(_timed_stream(chat, DECODE_PROMPT, args.new_tokens))
-    if args.batch:
+    if args.batch and engine not in _variants(args):
         prompts = BATCH_PROMPTS[: args.batch]
         t0 = time.perf_counter()
         batched = chat.batch(prompts, max_new_tokens=args.new_tokens)
@@ -153,7 +159,7 @@ def _work_ortgenai(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     model = og.Model(str(args.ort_dir))
-    tokenizer = AutoTokenizer.from_pretrained(args.ort_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(args.ort_dir))
     load_s = time.perf_counter() - started
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": DECODE_PROMPT}], tokenize=False, add_generation_prompt=True
@@ -188,9 +194,9 @@ def _work_ct2(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     generator = ctranslate2.Generator(
-        args.ct2_dir, device="cpu", compute_type="int8", intra_threads=len(os.sched_getaffinity(0))
+        str(args.ct2_dir), device="cpu", compute_type="int8", intra_threads=len(os.sched_getaffinity(0))
     )
-    tokenizer = AutoTokenizer.from_pretrained(args.ct2_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(args.ct2_dir))
     load_s = time.perf_counter() - started
 
     def tokens(text: str) -> list[str]:
@@ -236,10 +242,10 @@ def _work_ct2(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _work_cold(args: argparse.Namespace) -> None:
-    """Load the default engine in this fresh process and print a line at its first streamed token."""
+    """Load the candidate engine in this fresh process and print a line at its first streamed token."""
     from ragcoder.chains.llm.engines import load_chat
 
-    chat = load_chat(args.model, max_new_tokens=16)
+    chat = load_chat(str(args.ort_dir), engine="ort", max_new_tokens=16)
     for chunk in chat.stream(COLD_PROMPT):
         if chunk.content:
             print("FIRST", getattr(chat, "engine", "torch"), flush=True)
@@ -288,6 +294,7 @@ def _child(args: argparse.Namespace, *extra: str, timeout: float = 3600) -> dict
         str(args.batch),
         "--samples",
         str(args.samples),
+        *(f"--variant={v}" for v in args.variant),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
@@ -314,7 +321,7 @@ def _served_first_token(args: argparse.Namespace) -> tuple[float, float]:
     socket = folder / "s.sock"
     ragcoder = str(Path(sys.executable).with_name("ragcoder"))
     server = subprocess.Popen(
-        [ragcoder, "serve", "--model", args.model, "--socket", str(socket)],
+        [ragcoder, "serve", "--model", str(args.ort_dir), "--engine", "ort", "--socket", str(socket)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -355,6 +362,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8, help="Prompts in the batch test (0: skip).")
     parser.add_argument("--samples", type=int, default=8, help="Samples of one prompt (0: skip).")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=FOLDER: another ONNX form, benched as engine ort-NAME (decode, RSS, disk).",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--socket", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -374,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
             )
         return
 
-    engines = [e for e in args.engines.split(",") if e]
+    engines = [e for e in args.engines.split(",") if e] + list(_variants(args))
     if "ct2-int8" in engines and not (args.ct2_dir and Path(args.ct2_dir).is_dir()):
         engines.remove("ct2-int8")
     print(
@@ -402,7 +415,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"for {row['samples_apart_tokens']} tokens apart"
             )
     cold = min(
-        _first_token_s([sys.executable, __file__, "--worker", "cold", "--model", args.model])
+        _first_token_s(
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                "cold",
+                "--model",
+                args.model,
+                "--ort-dir",
+                str(args.ort_dir),
+            ]
+        )
         for _ in range(2)
     )
     ready, served = _served_first_token(args)

@@ -14,6 +14,7 @@ from ragcoder.cli.options import agent_options, fail, ray_option
 
 if TYPE_CHECKING:
     from ragcoder.agent.config import AgentConfig
+    from ragcoder.agent.loop import AgentEvent
     from ragcoder.agent.result import AgentResult
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is never needed: models come from our cache
@@ -228,6 +229,19 @@ def batch(
             rate = f"{counts['passed'] / counts['ran']:.0%}" if counts["ran"] else "-"
             progress.update(bar, advance=1, rate=rate)
 
+        def on_step(task_id: str, event: AgentEvent) -> None:
+            """Per-attempt progress: each failed attempt as it happens (the task's line comes at its end)."""
+            if event.kind == "ran" and not event.data["passed"]:
+                report, run = event.data["report"], event.data["result"]
+                why = report.summary() if report is not None else run.failure_summary()
+                first = report.failed[0] if report is not None and report.failed else None
+                why += f"; {first.name}: {first.message}" if first is not None else ""
+                progress.console.print(
+                    f"{escape(f'[{task_id}]')} attempt {event.attempt} failed: {escape(why[:300])}",
+                    highlight=False,
+                    style="dim",
+                )
+
         if config.ray and plan.to_solve:  # the agents live in Ray actors; this process writes the records
             from ragcoder.agent.ray_runner import run_batch_on_ray
 
@@ -248,7 +262,13 @@ def batch(
                 click.echo(f"{where}{len(tasks)} tasks -> {shown}")
                 with progress:
                     summary = run_batch(
-                        agent, tasks, results, workers=workers, on_start=on_start, on_result=on_result
+                        agent,
+                        tasks,
+                        results,
+                        workers=workers,
+                        on_start=on_start,
+                        on_result=on_result,
+                        on_step=on_step,
                     )
     print_summary(summary)
     if report is not None:

@@ -431,3 +431,20 @@ def test_real_batch_holds_its_file_records_a_duplicate_and_resumes_without_the_m
     assert again.returncode == 0 and "nothing to do: all 3 tasks are in" in again.stdout
     assert "sandbox:" not in again.stdout and time.perf_counter() - started < 30  # no sandbox, no model
     assert len(records(out)) == 3
+
+
+def test_batch_shows_each_failed_attempt_as_it_happens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted_sandbox
+) -> None:
+    model = scripted([("got 2", GOOD), ("", fenced("def one():\n    return 2\n"))])
+
+    def build(config, *, workers=1, **kwargs):
+        return CodeAgent(model, _KeepOpen(trusted_sandbox), max_attempts=2)
+
+    monkeypatch.setattr("ragcoder.agent.config.build_agent", build)
+    prompts, out = jsonl(tmp_path / "p.jsonl", [task("t[1]")]), tmp_path / "out.jsonl"
+    result = CliRunner().invoke(cli, ["batch", str(prompts), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    failed = "[t[1]] attempt 1 failed: 0/1 tests passed; assert one() == 1: got 2, expected 1"
+    assert failed in result.output and "[t[1]] PASSED" in result.output
+    assert result.output.index(failed) < result.output.index("[t[1]] PASSED")

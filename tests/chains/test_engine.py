@@ -366,3 +366,18 @@ def test_the_embedding_table_is_stored_in_fp16_with_the_same_output(tiny_onnx: P
     table.CopyFrom(numpy_helper.from_array(values, table.name))
     onnx.save(model, str(inexact / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
     assert not halve_embedding(inexact)
+
+
+def test_prompts_of_one_batch_share_their_common_start(tiny_onnx: Path) -> None:
+    from ragcoder.chains.llm.onnx_decoder import OnnxDecoder
+    from ragcoder.chains.llm.onnx_generate import OnnxGenerator
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_onnx)
+    reusing = OnnxGenerator(OnnxDecoder(tiny_onnx), tokenizer)
+    fresh = OnnxGenerator(OnnxDecoder(tiny_onnx), tokenizer, reuse_prefix=False)
+    scaffold = "You are a careful programmer. Complete the function below and return all of it.\n"
+    prompts = [scaffold + f"def f{i}(x):\n    return x * {i}\n" for i in range(3)]
+    outputs = reusing.generate(prompts, max_new_tokens=12)
+    assert outputs[0].cached_tokens == 0 and all(o.cached_tokens >= 16 for o in outputs[1:])
+    assert [o.text for o in outputs] == [o.text for o in fresh.generate(prompts, max_new_tokens=12)]
