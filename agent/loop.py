@@ -9,8 +9,9 @@ cleanly) filter, the model's own tests rank. Only when no candidate passes the h
 there a repair round, sampled too; code already run is never run again. The result's
 ``verdict`` says how far the code was checked.
 
-``CodeAgent`` is a LangChain Runnable (``invoke``/``batch``/``ainvoke``/``stream``), so it composes
-in LCEL chains; ``events()`` yields what happens as it happens (for the chat UI and progress).
+``CodeAgent`` is a LangChain Runnable (``invoke``/``batch``/``ainvoke``/``stream``/``as_tool``, an
+input schema, steps as custom events: :mod:`ragcoder.agent.runnable`), so it composes in LCEL chains;
+``events()`` yields what happens as it happens (for the chat UI and progress).
 Any chat model, any retriever and any :class:`sandbox.Sandbox` can be injected.
 """
 
@@ -26,7 +27,7 @@ from typing import Any, Literal
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable
 from ragcoder.agent import select
 from ragcoder.agent.checks import extract_example_tests
 from ragcoder.agent.defaults import (
@@ -38,6 +39,7 @@ from ragcoder.agent.defaults import (
 from ragcoder.agent.feedback import feedback_for_candidate
 from ragcoder.agent.prelude import add_missing_prelude, instruction_prelude
 from ragcoder.agent.result import AgentResult, Attempt, CheckKind, Origin, StopReason, TestCase
+from ragcoder.agent.runnable import AgentRunnable
 from ragcoder.agent.tasks import Task
 from ragcoder.chains.prompting.codegen import (
     Draft,
@@ -96,7 +98,7 @@ def seed_for(instruction: str, round_number: int, row: int) -> int:
     return (zlib.crc32(instruction.encode("utf-8")) + 1000 * round_number + row) % 2**31
 
 
-class CodeAgent(Runnable[Any, AgentResult]):
+class CodeAgent(AgentRunnable):
     """Turns an instruction (str, dict or :class:`Task`) into checked code (:class:`AgentResult`)."""
 
     def __init__(
@@ -161,18 +163,6 @@ class CodeAgent(Runnable[Any, AgentResult]):
         # sampled rows go to the model itself in one call: in a shared micro-batch their seed
         # would draw differently with each batch's company
         self._sampler = model.inner if isinstance(model, MicroBatchingChatModel) else model
-
-    # -- Runnable -----------------------------------------------------------------------------
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AgentResult:
-        return self._call_with_config(self._run_to_end, input, config, run_type="chain", **kwargs)
-
-    def _run_to_end(self, input: Any) -> AgentResult:
-        result: AgentResult | None = None
-        for event in self.events(input):
-            if event.kind == "done":
-                result = event.data["result"]
-        assert result is not None
-        return result
 
     # -- the loop -----------------------------------------------------------------------------
     def events(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ragcoder.agent.result import Attempt, Selection, TestCase, Verdict
+from ragcoder.agent.runnable import traced_call
 from ragcoder.sandbox import ExecResult, Sandbox, SandboxError, TestOutcome, TestReport
 
 SELECTION_METHODS = ("codet", "mbr")
@@ -213,7 +214,11 @@ def _request(
     snippets.append(_FINISH)
     checked = len([t for t in tests if t.name]) + len(probes)
     limit = (timeout or 10.0) + checked * test_timeout  # the timer bounds each test; this, the loading
-    report = sandbox.run_tests(code, snippets, entry_point=entry_point, timeout=limit)
+    report = traced_call(
+        "sandbox.run_tests",
+        {"code": code, "tests": snippets, "entry_point": entry_point},
+        lambda: sandbox.run_tests(code, snippets, entry_point=entry_point, timeout=limit),
+    )
     error = report.result.error
     if error is not None and error.name == "SandboxCrashed":
         raise SandboxError(error.summary())
@@ -224,7 +229,9 @@ def _run_plain(sandbox: Sandbox, attempt: Attempt, timeout: float | None) -> Non
     problem = ""
     for _ in (1, 2):
         try:
-            result = sandbox.run(attempt.code, timeout=timeout)
+            result = traced_call(
+                "sandbox.run", {"code": attempt.code}, lambda: sandbox.run(attempt.code, timeout=timeout)
+            )
         except SandboxError as exc:
             problem = str(exc)
             continue
