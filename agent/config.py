@@ -16,7 +16,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_STUCK_TEMPERATURE, MAX_STUCK_TEMPERATURE
+from ragcoder.agent.defaults import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_SAMPLES,
+    DEFAULT_STUCK_TEMPERATURE,
+    MAX_SAMPLES,
+    MAX_STUCK_TEMPERATURE,
+)
 from ragcoder.agent.scale_settings import SCALE_SETTINGS, coerce_scale_setting
 from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS
 from ragcoder.chains.llm.engines import ENGINES
@@ -67,9 +73,13 @@ class AgentConfig:
     k: int = 4  # documents put in the prompt
     timeout: float | None = None  # seconds per run; None: the sandbox's default
     max_new_tokens: int = 768  # enough for a 60-line function with its demo block
-    # a repair that fails like an earlier attempt is followed by one sampled at this temperature
-    # (ragcoder.agent.defaults); none: every repair greedy
+    # repairs are sampled (seeded) at this temperature (ragcoder.agent.defaults); none: the
+    # candidates' temperature (0.8)
     stuck_temperature: float | None = DEFAULT_STUCK_TEMPERATURE
+    samples: int = DEFAULT_SAMPLES  # candidates per round, run against tests to choose one (docs/results.md)
+    generate_tests: bool = True  # with no tests from the user, the model writes some to rank candidates
+    # sample candidates even when the greedy one passes the user's tests or the examples (docs/results.md)
+    always_sample: bool = False
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
     # the image runs go to: auto (the standard one, or the scientific one when the code imports its
     # packages and it is built), standard, scientific, or an image tag
@@ -129,7 +139,12 @@ RULES: dict[str, _Rule] = {
     "timeout": _Rule(float, 0, MAX_TIMEOUT_S, low_open=True, none="the sandbox's default"),
     "max_new_tokens": _Rule(int, 16, 8192),  # under 16 no function fits; 8k is a quarter of the context
     # the same range CodeAgent checks (defaults.check_stuck_temperature): 0 is greedy, say none
-    "stuck_temperature": _Rule(float, 0, MAX_STUCK_TEMPERATURE, low_open=True, none="greedy repairs"),
+    "stuck_temperature": _Rule(
+        float, 0, MAX_STUCK_TEMPERATURE, low_open=True, none="repairs at the candidates' temperature"
+    ),
+    "samples": _Rule(int, 1, MAX_SAMPLES),  # the --samples bound: each candidate is a generation and a run
+    "generate_tests": _Rule(bool),
+    "always_sample": _Rule(bool),
     "max_instruction_chars": _Rule(int, 1, 100_000),  # 100k characters ~ the whole 32k-token context
     "sandbox_image": _Rule(str),  # auto, standard, scientific or an image tag (checked when opened)
     "sandbox_packages": _Rule(list),  # pip specs such as requests==2.32.3
@@ -399,6 +414,9 @@ def build_agent(
         max_attempts=config.max_attempts,
         timeout=config.timeout,
         stuck_temperature=config.stuck_temperature,
+        samples=config.samples,
+        generate_tests=config.generate_tests,
+        always_sample=config.always_sample,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )
 

@@ -2,12 +2,20 @@
 
 Stack traces are never swallowed (a known pitfall that makes repair worse): the trimmed
 traceback, pointing at the user's lines, goes back to the model with the failing assertions
-and their actual values.
+and their actual values. A repair is told only about the hard checks (the user's tests or the
+instruction's examples): the model's own tests may be wrong, and a repair that chases them can
+break code that was right.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 from ragcoder.sandbox import ExecResult, TestReport
+
+if TYPE_CHECKING:
+    from ragcoder.agent.result import Attempt
 
 MAX_FAILED_TESTS = 5
 MAX_OUTPUT_CHARS = 1500
@@ -46,11 +54,25 @@ def feedback_for_tests(report: TestReport) -> str:
     if not report.outcomes:
         return feedback_for_run(report.result)
     lines = [f"{report.summary()}."]
-    for outcome in report.failed[:MAX_FAILED_TESTS]:
-        lines.append(f"FAILED: {outcome.name}\n  {outcome.message}")
-    extra = len(report.failed) - MAX_FAILED_TESTS
+    failed = list(dict.fromkeys((o.name, o.message) for o in report.failed))  # each distinct failure once
+    for name, message in failed[:MAX_FAILED_TESTS]:
+        lines.append(f"FAILED: {name}\n  {message}")
+    extra = len(failed) - MAX_FAILED_TESTS
     if extra > 0:
         lines.append(f"... and {extra} more failing tests.")
     if report.result.timed_out or report.result.oom_killed:
         lines.append(feedback_for_run(report.result))
     return "\n".join(lines)
+
+
+def feedback_for_candidate(candidate: Attempt, hard: set[str]) -> str:
+    """What a repair of ``candidate`` is told: its failing hard tests (expected and actual values),
+    or why it did not run. ``hard`` names the user's tests or the instruction's examples."""
+    report = candidate.report
+    if report is None or report.error is not None:
+        return feedback_for_run(candidate.result) if report is None else feedback_for_tests(report)
+    generated = {name for name in candidate.statuses if name not in hard}
+    shown = tuple(o for o in report.outcomes if o.name not in generated)
+    if not shown and report.result.ok:
+        return "The code ran, but it did not finish its checks."
+    return feedback_for_tests(replace(report, outcomes=shown, result=candidate.result))

@@ -145,6 +145,7 @@ def record_for(
         "bleu": round(bleu(result.code, reference), 4),
         "codebleu": _round(codebleu(result.code, reference)),
         "rouge_l": round(rouge_l(result.code, reference), 4),
+        **result.record_fields(lambda code: verdict(code).passed),  # verdict, candidates, tests
     }
 
 

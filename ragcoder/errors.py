@@ -92,6 +92,10 @@ class ServeError(RagcoderError):
     """``ragcoder serve`` cannot start (its socket is taken) or a server cannot be reached."""
 
 
+class ChatInputError(RagcoderError, ValueError):
+    """A message, tool or option the local chat model cannot use (an image block, an unknown tool)."""
+
+
 # -- retrieval ------------------------------------------------------------------------------------
 class IndexMismatchError(RagcoderError, RuntimeError):
     """The index was built with another embedder than the one given."""

@@ -15,6 +15,7 @@ text block a model can read: exit status, stdout, stderr, and the error with its
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any, Literal
 
 from langchain_core.tools import BaseTool
@@ -109,6 +110,7 @@ class RunPythonTool(BaseTool):
         reset_session: bool = False,
         **_: Any,
     ) -> tuple[str, list[OutputFile]]:
+        code = as_meant(code)
         limit = self.limit_s()
         seconds = None if timeout is None else _seconds(timeout)
         if timeout is not None and (seconds is None or not 0 < seconds <= limit):
@@ -147,6 +149,34 @@ class RunPythonTool(BaseTool):
         """Close the tool's sessions (the sandbox itself stays open: it is the caller's)."""
         if self._sessions is not None:
             self._sessions.close()
+
+
+def as_meant(code: str) -> str:
+    """``code`` as a model means it. Indentation shared by every line goes: models indent a whole
+    program inside a JSON or triple-quoted argument, and as sent it could only fail ("unexpected
+    indent"). A last line that is an expression shows its value, as in a notebook or the REPL
+    (``sys.displayhook``: the repr, nothing for None): models end with ``total`` instead of
+    ``print(total)`` and would see no output. Line numbers stay as written."""
+    import ast
+
+    code = textwrap.dedent(code)
+    try:
+        last = ast.parse(code).body[-1]
+    except (SyntaxError, ValueError, IndexError):  # the run reports a syntax error itself
+        return code
+    if not isinstance(last, ast.Expr) or last.end_lineno is None or last.end_col_offset is None:
+        return code
+    called = last.value.func if isinstance(last.value, ast.Call) else None
+    if isinstance(called, ast.Name) and called.id == "print":  # shows its output already
+        return code
+    lines = code.splitlines(keepends=True)
+    # offsets are in UTF-8 bytes; splice the closing part first so the opening offset stays valid
+    end = lines[last.end_lineno - 1].encode()
+    lines[last.end_lineno - 1] = (end[: last.end_col_offset] + b"))" + end[last.end_col_offset :]).decode()
+    start = lines[last.lineno - 1].encode()
+    opening = b"__import__('sys').displayhook(("
+    lines[last.lineno - 1] = (start[: last.col_offset] + opening + start[last.col_offset :]).decode()
+    return "".join(lines)
 
 
 def _seconds(value: float | str) -> float | None:

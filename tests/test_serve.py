@@ -203,12 +203,15 @@ def test_ragcoder_solve_generates_through_a_running_server(server, tiny_onnx: Pa
         "RAGCODER_RUNTIME_DIR": str(runtime),
         "RAGCODER_MAX_NEW_TOKENS": "16",
         "RAGCODER_ENGINE": "auto",
+        "RAGCODER_GENERATE_TESTS": "off",  # one candidate and no tests: one generation
     }
     proc = subprocess.run(
         [
             ragcoder,
             "solve",
             "Write one() returning 1.",
+            "--samples",
+            "1",
             "--model",
             str(tiny_onnx),
             "--sandbox",

@@ -6,6 +6,9 @@ CUDA, optional LoRA adapter merged on load) and returns a :class:`LocalChatModel
 stock generate path ignores stop sequences, gives no token counts and loops prompt by prompt, so
 generation calls ``model.generate`` directly; what is added on top of the stock classes:
 
+- any LangChain history (tool calls, tool results) rendered by the model's chat template, and
+  ``bind_tools``/``with_structured_output``: :mod:`ragcoder.chains.llm.tool_calls` and
+  :mod:`ragcoder.chains.llm.chat_api`, shared with any other engine;
 - greedy decoding, only the new text returned, stop sequences honoured (and cut from the text);
 - ``AIMessage.usage_metadata`` (input/output/total tokens) on invoke, stream and batch;
 - ``.stream()`` yields text as it is generated, and ends with a chunk carrying the usage;
@@ -38,7 +41,7 @@ from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import (
     ChatGeneration,
     ChatGenerationChunk,
@@ -49,12 +52,14 @@ from langchain_core.outputs import (
 )
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
-from pydantic import PrivateAttr
+from pydantic import ConfigDict, PrivateAttr
+from ragcoder.chains.llm.chat_api import LocalChatFeatures
 from ragcoder.chains.llm.convert import make_tiny_random_model
 from ragcoder.chains.llm.generate import GenerationOutput, Sampling, generate_batch, stream_generate
 from ragcoder.chains.llm.int8 import int8_cache_file, quantize_int8, read_int8_cache, write_int8_cache
 from ragcoder.chains.llm.models import DEFAULT_MODEL, ResolvedModel, resolve_model
 from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
+from ragcoder.chains.llm.tool_calls import ChatTurn, chat_turn, chunk_of
 from ragcoder.chains.llm.weights import dtype_for, load_dense_model, load_tokenizer
 
 # OpenMP threads that spin while waiting starve each other when other processes share the CPU
@@ -194,13 +199,20 @@ def _usage(info: dict[str, Any] | None) -> dict[str, Any] | None:
     return usage
 
 
-class LocalChatModel(ChatHuggingFace):
-    """``ChatHuggingFace`` over :class:`LocalPipelineLLM`: usage metadata, real batching, streaming.
+class LocalChatModel(LocalChatFeatures, ChatHuggingFace):
+    """``ChatHuggingFace`` over :class:`LocalPipelineLLM`: tools, structured output, usage, batching.
 
-    Per-call options (``invoke(..., key=value)`` or ``.bind(key=value)``): ``stop``,
-    ``max_new_tokens``, ``prompt_lookup`` (True or a candidate length), and ``temperature`` (> 0
-    samples instead of decoding greedily) with ``top_p`` and ``seed``.
+    Any LangChain history works (tool calls and ``ToolMessage`` results included): the prompt comes
+    from the model's chat template through :func:`ragcoder.chains.llm.tool_calls.chat_turn`, and
+    ``bind_tools``/``with_structured_output`` come from :class:`LocalChatFeatures`.
+
+    Model-level fields ``max_tokens``, ``temperature`` (> 0 samples instead of decoding greedily),
+    ``top_p``, ``seed`` and ``stop`` are the defaults of every call; per call (``invoke(..., key=value)``
+    or ``.bind(key=value)``) they can be overridden, along with ``max_new_tokens`` (an alias of
+    ``max_tokens``) and ``prompt_lookup`` (True or a candidate length).
     """
+
+    model_config = ConfigDict(populate_by_name=True)  # stop=[...] as well as stop_sequences=[...]
 
     _prefilled: dict[tuple[str, tuple[str, ...]], ChatResult] = PrivateAttr(default_factory=dict)
 
@@ -208,9 +220,37 @@ class LocalChatModel(ChatHuggingFace):
     def _llm_type(self) -> str:
         return "ragcoder_local_chat"
 
-    def _result(self, output_text: str, info: dict[str, Any]) -> ChatGeneration:
-        message = AIMessage(
-            content=output_text,
+    def _to_chat_prompt(self, messages: list[BaseMessage]) -> str:
+        return chat_turn(self.tokenizer, messages).prompt
+
+    def _turn(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatTurn:
+        """The rendered prompt; takes the tool and JSON options out of ``kwargs``."""
+        return chat_turn(
+            self.tokenizer,
+            messages,
+            tools=kwargs.pop("tools", None),
+            tool_choice=kwargs.pop("tool_choice", None),
+            response_format=kwargs.pop("response_format", None),
+        )
+
+    def _options(
+        self, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[list[str] | None, dict[str, Any]]:
+        """Stop sequences and generation options: this call's, else the model's fields."""
+        if stop is None:
+            stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        options = {k: v for k, v in kwargs.items() if k in ("prompt_lookup", "temperature", "top_p", "seed")}
+        max_new = kwargs.get("max_new_tokens") or kwargs.get("max_tokens") or self.max_tokens
+        if max_new:
+            options["max_new_tokens"] = int(max_new)
+        for name in ("temperature", "top_p", "seed"):
+            if name not in options and getattr(self, name) is not None:
+                options[name] = getattr(self, name)
+        return stop, options
+
+    def _result(self, turn: ChatTurn, output_text: str, info: dict[str, Any]) -> ChatGeneration:
+        message = turn.message(
+            turn.prefill + output_text,
             usage_metadata=_usage(info),
             response_metadata={"finish_reason": info.get("finish_reason"), "model_name": self.model_id},
         )
@@ -224,12 +264,14 @@ class LocalChatModel(ChatHuggingFace):
         stream: bool | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        prompt = self._to_chat_prompt(messages)
+        turn = self._turn(messages, kwargs)
+        stop, options = self._options(stop, kwargs)
+        prompt = turn.prompt + turn.prefill
         prefilled = self._prefilled.pop((prompt, tuple(stop or ())), None)
         if prefilled is not None:
             return prefilled
-        output = self.llm.generate_texts([prompt], stop, **kwargs)[0]
-        return ChatResult(generations=[self._result(output.text, output.info())])
+        output = self.llm.generate_texts([prompt], stop, **options)[0]
+        return ChatResult(generations=[self._result(turn, output.text, output.info())])
 
     def _stream(
         self,
@@ -240,25 +282,32 @@ class LocalChatModel(ChatHuggingFace):
         stream_usage: bool | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        prompt = self._to_chat_prompt(messages)
-        for chunk in self.llm._stream(prompt, stop=stop, **kwargs):
+        turn = self._turn(messages, kwargs)
+        stop, options = self._options(stop, kwargs)
+        reply = turn.reply_parser()
+
+        def chunks(pieces: list) -> Iterator[ChatGenerationChunk]:
+            for piece in pieces:
+                generation = ChatGenerationChunk(message=chunk_of(piece))
+                if run_manager and isinstance(piece, str):
+                    run_manager.on_llm_new_token(piece, chunk=generation)
+                yield generation
+
+        yield from chunks(reply.feed(turn.prefill))
+        for chunk in self.llm._stream(turn.prompt + turn.prefill, stop=stop, **options):
             info = chunk.generation_info
-            if info:  # the final chunk
-                message = AIMessageChunk(
-                    content="",
-                    usage_metadata=_usage(info),
-                    response_metadata={
-                        "finish_reason": info.get("finish_reason"),
-                        "model_name": self.model_id,
-                    },
-                    chunk_position="last",
-                )
-                yield ChatGenerationChunk(message=message, generation_info=info)
-                return
-            generation = ChatGenerationChunk(message=AIMessageChunk(content=chunk.text))
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=generation)
-            yield generation
+            if not info:
+                yield from chunks(reply.feed(chunk.text))
+                continue
+            yield from chunks(reply.flush())  # the final chunk: usage and finish reason
+            message = AIMessageChunk(
+                content="",
+                usage_metadata=_usage(info),
+                response_metadata={"finish_reason": info.get("finish_reason"), "model_name": self.model_id},
+                chunk_position="last",
+            )
+            yield ChatGenerationChunk(message=message, generation_info=info)
+            return
 
     # ChatHuggingFace's async paths refuse a pipeline; LangChain's stock ones run the sync code in a thread.
     _agenerate = BaseChatModel._agenerate
@@ -278,15 +327,17 @@ class LocalChatModel(ChatHuggingFace):
         per-input ``_generate`` just picks up its precomputed result.
         """
         if len(inputs) > 1 and not kwargs.get("prompt_lookup") and self.llm.batch_size > 1:
-            stop = kwargs.get("stop")
             try:
-                prompts = [self._to_chat_prompt(self._convert_input(i).to_messages()) for i in inputs]
-                gen_kwargs = {k: v for k, v in kwargs.items() if k != "stop"}
-                outputs = self.llm.generate_texts(prompts, stop, **gen_kwargs)
+                turns = [self._turn(self._convert_input(i).to_messages(), dict(kwargs)) for i in inputs]
+                stop, options = self._options(
+                    kwargs.get("stop"), {k: v for k, v in kwargs.items() if k != "stop"}
+                )
+                prompts = [t.prompt + t.prefill for t in turns]
+                outputs = self.llm.generate_texts(prompts, stop, **options)
             except Exception:
-                prompts, outputs = [], []  # fall back: each input runs (and fails) on its own
-            for prompt, output in zip(prompts, outputs, strict=True):
-                result = ChatResult(generations=[self._result(output.text, output.info())])
+                turns, prompts, outputs = [], [], []  # fall back: each input runs (and fails) on its own
+            for turn, prompt, output in zip(turns, prompts, outputs, strict=True):
+                result = ChatResult(generations=[self._result(turn, output.text, output.info())])
                 self._prefilled[(prompt, tuple(stop or ()))] = result
         try:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)

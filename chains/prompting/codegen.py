@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, TypedDict
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable, RunnableLambda
 from ragcoder.chains.prompting.extract import extract_code
 from ragcoder.chains.prompting.prompts import (
@@ -79,3 +79,13 @@ def repair_chain(model: BaseChatModel | Runnable) -> Runnable[dict[str, Any], Dr
         | model
         | RunnableLambda(_to_draft, name="extract_code")
     ).with_config(run_name="repair")
+
+
+def codegen_messages(inputs: dict[str, Any]) -> list[BaseMessage]:
+    """The chat messages ``codegen_chain`` sends for ``inputs`` (to batch them with other prompts)."""
+    return codegen_prompt().format_messages(**_prompt_vars(inputs))
+
+
+def draft_from_reply(message: AIMessage | str) -> Draft:
+    """A model's reply as a :class:`Draft`, as the chains make it."""
+    return _to_draft(message)

@@ -221,7 +221,7 @@ def batch(
                 status = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
                 progress.console.print(
                     f"{escape(f'[{task_id}]')} {status}  check={result.check}  "
-                    f"repairs={result.repairs}  {result.total_ms / 1000:.1f}s",
+                    f"repairs={result.repairs}  {result.total_ms / 1000:.1f}s  {escape(result.summary())}",
                     highlight=False,
                 )
                 if show_code:
@@ -281,19 +281,29 @@ def batch(
 @cli.command()
 @_FILE_OPTION
 @_OUT_DIR_OPTION
+@click.option(
+    "--session",
+    "session_name",
+    metavar="NAME",
+    help="Keep the conversation under NAME and resume it when NAME is given again.",
+)
 @agent_options()
-def chat(input_files: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
+def chat(input_files: tuple[Path, ...], out_dir: Path, session_name: str | None, **options: Any) -> None:
     """Interactive chat: instructions and follow-ups, with /commands (/help lists them)."""
     from rich.console import Console
 
     from ragcoder.agent.config import index_location
     from ragcoder.cli.chat import run_chat
+    from ragcoder.cli.chat_sessions import ChatSessionStore
     from ragcoder.cli.report import open_agent
     from ragcoder.sandbox.files import read_input_files
 
     read_line = _line_reader()
     config = _resolve(options)
     read_input_files(input_files)  # a bad --file fails before the model loads
+    session = ChatSessionStore.named(session_name) if session_name else None
+    if session is not None:
+        session.load()  # an unreadable session file fails before the model loads too
     with open_agent(config) as agent:
         note = _with_inputs(agent, input_files)
 
@@ -324,6 +334,7 @@ def chat(input_files: tuple[Path, ...], out_dir: Path, **options: Any) -> None:
             inputs_note=note,
             outputs_dir=out_dir,
             max_instruction_chars=config.max_instruction_chars,
+            session=session,
         )
 
 
@@ -422,6 +433,7 @@ def print_result(result: AgentResult, *, backend: str, steps_shown: bool = False
     console.print(
         f"{verdict} check={result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s"
     )
+    console.print(result.summary() + "".join(f"; {note}" for note in result.notes), highlight=False)
 
 
 def _register_subcommands() -> None:

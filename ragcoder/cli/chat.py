@@ -2,7 +2,9 @@
 
 Each message is an instruction, or a follow-up that refines the previous code ("now make it
 handle negative numbers"). Slash commands manage the session. Ctrl-C cancels the current step,
-not the session; Ctrl-D or /exit ends it.
+not the session; Ctrl-D or /exit ends it. With a named session (``--session NAME``) the
+conversation is saved after every change and picked up where it was left next time;
+``/open FILE`` starts from an existing file and ``/write`` writes the result back to it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ragcoder.agent.loop import AgentEvent, CodeAgent
 from ragcoder.agent.result import AgentResult
 from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS, Task, check_instruction
+from ragcoder.cli.chat_sessions import ChatSessionStore, FileCommands, show_resumed
 from ragcoder.errors import TaskError
 
 if TYPE_CHECKING:
@@ -25,9 +28,11 @@ HELP = """Type an instruction, or a follow-up to change the last code. Commands:
   /help             this help
   /reset            forget the current code, tests and instruction
   /save FILE        write the current code to FILE
+  /open FILE        start from the code in FILE (follow-ups change it)
+  /write [FILE]     write the current code back to the /open'ed file (or to FILE)
   /run [CODE]       run the current code (or CODE) in the chat's session: variables persist
   /reset-run        start the /run session over (a fresh namespace and an empty /work)
-  /tests [SOURCE]   show the tests, or set them (Python asserts; /tests - clears them)
+  /tests [SOURCE]   show the tests (and those the last answer ran), or set them (/tests - clears)
   /model [NAME]     show the model, or switch to another (known name, folder or .gguf)
   /index PATH...    add files or folders to the retrieval index
   /exit             leave (Ctrl-D works too)"""
@@ -38,23 +43,38 @@ class ChatState:
     instruction: str = ""  # the conversation's task so far, follow-ups included
     code: str = ""
     tests: str | None = None
-    turns: list[AgentResult] = field(default_factory=list)
+    turns: list[AgentResult] = field(default_factory=list)  # this process's turns, in full
     inputs_note: str = ""  # names the --file inputs in the first instruction
+    messages: list[str] = field(default_factory=list)  # what the user asked, resumed sessions included
+    source_file: str = ""  # the /open'ed file, where /write writes back
+
+    def to_dict(self) -> dict[str, Any]:
+        """What a named session keeps between runs."""
+        keep = ("instruction", "code", "tests", "messages", "source_file")
+        return {name: getattr(self, name) for name in keep}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take up a saved session (:meth:`to_dict`)."""
+        self.instruction = str(saved.get("instruction") or "")
+        self.code = str(saved.get("code") or "")
+        self.tests = str(saved["tests"]) if saved.get("tests") else None
+        self.messages = [str(m) for m in saved.get("messages") or []]
+        self.source_file = str(saved.get("source_file") or "")
 
 
 def follow_up_task(state: ChatState, message: str) -> Task:
     """A new instruction, or a change to the code we already have."""
     if not state.code:
         note = f"\n\n{state.inputs_note}" if state.inputs_note else ""
-        return Task(id=f"turn{len(state.turns) + 1}", instruction=message + note, tests=state.tests)
+        return Task(id=f"turn{len(state.messages) + 1}", instruction=message + note, tests=state.tests)
     instruction = (
         f"{state.instruction}\n\nThe current code is:\n```python\n{state.code.strip()}\n```\n\n"
         f"Change it as follows, keeping everything else working: {message}"
     )
-    return Task(id=f"turn{len(state.turns) + 1}", instruction=instruction, tests=state.tests)
+    return Task(id=f"turn{len(state.messages) + 1}", instruction=instruction, tests=state.tests)
 
 
-class ChatCommands:
+class ChatCommands(FileCommands):
     """The slash commands; each returns False to end the session."""
 
     def __init__(
@@ -69,6 +89,7 @@ class ChatCommands:
         self.switch_model, self.index_paths = switch_model, index_paths
         self.session: Any = None  # the /run session, opened on first use
         self.outputs_dir = Path("ragcoder-output")
+        self.store: ChatSessionStore | None = None  # the named chat session, saved after each change
 
     def __call__(self, line: str) -> bool:
         name, _, rest = line.partition(" ")
@@ -91,6 +112,7 @@ class ChatCommands:
         self.state.__init__()  # type: ignore[misc]
         self.state.inputs_note = note
         self.do_reset_run("")
+        self.saved()
         self.console.print("session reset", highlight=False)
 
     def do_reset_run(self, _: str) -> None:
@@ -131,13 +153,19 @@ class ChatCommands:
         if arg == "-":
             self.state.tests = None
             self.console.print("tests cleared", highlight=False)
+            self.saved()
         elif arg:
             self.state.tests = arg.replace("\\n", "\n")
             self.console.print("tests set; they decide whether code passes", highlight=False)
+            self.saved()
         else:
             self.console.print(
                 self.state.tests or "no tests (examples in the instruction are used)", highlight=False
             )
+            last = self.state.turns[-1] if self.state.turns else None
+            for case in last.test_cases if last else []:  # what the last answer was checked against
+                status = f" (dropped: {case.dropped})" if case.dropped else ""
+                self.console.print(f"  [{case.origin}] {case.name}{status}", highlight=False, markup=False)
 
     def do_model(self, arg: str) -> None:
         if not arg or self.switch_model is None:
@@ -197,6 +225,8 @@ def render_event(console: Console, event: AgentEvent, previous_code: str = "") -
         console.print("[dim]sources: " + "; ".join(data["sources"]) + "[/dim]", highlight=False)
     elif event.kind == "retrieved" and data.get("retrieval", "").startswith("skipped"):
         console.print(f"[dim]no docs: {data['retrieval'].removeprefix('skipped: ')}[/dim]", highlight=False)
+    elif event.kind == "generated" and not data.get("first", True):
+        console.print(f"[dim]candidate {data['candidate']} ({data['origin']})[/dim]", highlight=False)
     elif event.kind == "generated":
         console.print(f"[bold]attempt {event.attempt}[/bold] ({data['step']})", highlight=False)
         console.print(Syntax(data["code"].rstrip() or "# (no code)", "python"))
@@ -210,10 +240,22 @@ def render_event(console: Console, event: AgentEvent, previous_code: str = "") -
             report.summary() if report is not None else (data["result"].failure_summary() or "ran cleanly")
         )
         console.print(f"{verdict}: {detail}", highlight=False)
-        for outcome in report.failed[:3] if report is not None else []:  # the assert, got and expected
+        shown = data.get("first", True)  # other candidates get one line each
+        for outcome in report.failed[:3] if report is not None and shown else []:  # the assert, got, expected
             console.print(f"  x {outcome.name}: {outcome.message}"[:600], highlight=False, markup=False)
-        if data["result"].stdout.strip():
+        if data["result"].stdout.strip() and shown:
             console.print(data["result"].stdout.rstrip()[-2000:], highlight=False, markup=False)
+    elif event.kind == "tests":
+        console.print(
+            f"[dim]{sum(t.origin == 'generated' for t in data['tests'])} own tests for "
+            f"{data['function']}[/dim]",
+            highlight=False,
+        )
+    elif event.kind == "selected" and not data["shown"]:  # the code shown so far was another candidate's
+        console.print(
+            f"chose candidate {data['winner'].candidate}: {data['selection'].reason}", highlight=False
+        )
+        console.print(Syntax(data["winner"].code.rstrip() or "# (no code)", "python"))
     elif event.kind == "repairing":
         console.print(
             f"[yellow]repairing: attempt {event.attempt} gets the code and the failures above[/yellow]",
@@ -239,7 +281,7 @@ def run_live(
                 console.print()
             streamed["any"] = False
         render_event(console, event, previous_code)
-        if event.kind == "generated":
+        if event.kind == "generated" and event.data.get("first", True):  # the code shown in full
             previous_code = event.data["code"]
         if event.kind == "done":
             result = event.data["result"]
@@ -292,16 +334,23 @@ def run_chat(
     inputs_note: str = "",
     outputs_dir: Path | None = None,
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS,
+    session: ChatSessionStore | None = None,
 ) -> ChatState:
     """The chat loop. ``read_line(prompt)`` returns a line, or None at end of input.
 
     With ``stream_tokens`` the model's reply appears as it is generated (dimmed), then the code
-    it contained is shown highlighted.
+    it contained is shown highlighted. With a ``session`` the state is resumed from it and saved
+    to it after every change.
     """
     state = ChatState(inputs_note=inputs_note)
+    saved = session.load() if session is not None else None
+    if saved is not None:
+        state.restore(saved)
+        show_resumed(console, session.name, state.messages, state.source_file, state.code)
     on_token, streamed = token_printer(console)
     commands = ChatCommands(agent, state, console, switch_model, index_paths)
     commands.outputs_dir = outputs_dir or commands.outputs_dir
+    commands.store = session
     try:
         _chat_loop(
             agent,
@@ -357,14 +406,15 @@ def _chat_loop(
             console.print("[yellow]cancelled[/yellow]", highlight=False)
             continue
         state.turns.append(result)
+        state.messages.append(line)
         state.code = result.code
-        state.instruction = (
-            line if len(state.turns) == 1 or not state.instruction else (f"{state.instruction}\nThen: {line}")
-        )
+        state.instruction = line if not state.instruction else f"{state.instruction}\nThen: {line}"
+        commands.saved()
         verdict = "[green]PASSED[/green]" if result.passed else "[red]FAILED[/red]"
         console.print(
             f"{verdict} ({result.check}, {result.repairs} repair(s), {result.total_ms / 1000:.1f}s)",
             highlight=False,
         )
+        console.print(result.summary() + "".join(f"; {note}" for note in result.notes), highlight=False)
         if result.attempts:
             show_files(console, result.attempts[-1].result, commands.outputs_dir)

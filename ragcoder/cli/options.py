@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
-from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS
+from ragcoder.agent.defaults import DEFAULT_MAX_ATTEMPTS, DEFAULT_SAMPLES, MAX_SAMPLES
 
 SANDBOX_CHOICES = ("auto", "docker", "local", "unsafe-local")
 
@@ -21,9 +21,10 @@ def fail(exc: BaseException) -> NoReturn:
     sys.exit(1)
 
 
-def agent_options(*, sandbox_default: str | None = None) -> Callable[[Any], Any]:
+def agent_options(*, sandbox_default: str | None = None, samples: bool = True) -> Callable[[Any], Any]:
     """Flags shared by solve, batch, chat and eval; unset flags (None) leave config files and env in
-    charge. ``sandbox_default`` pins the sandbox unless the flag is given (eval: docker)."""
+    charge. ``sandbox_default`` pins the sandbox unless the flag is given (eval: docker).
+    ``samples``: add --samples (candidates per round); eval's own --samples counts pass@k samples."""
     options = [
         click.option("--model", default=None, help="Known model name, HF folder or .gguf file."),
         click.option("--adapter", default=None, type=click.Path(), help="LoRA adapter folder."),
@@ -96,7 +97,23 @@ def agent_options(*, sandbox_default: str | None = None) -> Callable[[Any], Any]
             help="A Docker engine for the sandboxes (unix://, tcp://, ssh://); repeat for several: "
             "runs go to the least busy one.",
         ),
+        click.option(
+            "--always-sample/--no-always-sample",
+            "always_sample",
+            default=None,
+            help="Sample every round's candidates even when the first one passes your tests or the "
+            "request's examples [default: off: that one is the answer].",
+        ),
     ]
+    if samples:
+        options.append(
+            click.option(
+                "--samples",
+                type=click.IntRange(1, MAX_SAMPLES),
+                default=None,
+                help=f"Candidates per round, chosen by running them against tests [default: {DEFAULT_SAMPLES}].",
+            )
+        )
 
     def decorate(func: Any) -> Any:
         for option in reversed(options):

@@ -126,11 +126,9 @@ def task_rows(records: list[dict[str, Any]]) -> list[str]:
     """The per-task table: id, verdict, attempts, time, the failing check."""
     rows = ["| id | verdict | attempts | time | failing check |", "|---|---|---:|---:|---|"]
     for r in records:
-        verdict = (
-            "error"
-            if r.get("error")
-            else str(r.get("verdict") or ("passed" if r.get("passed") else "failed"))
-        )
+        verdict = "error" if r.get("error") else ("passed" if r.get("passed") else "failed")
+        if r.get("passed") and r.get("verdict"):  # how far the pass can be trusted
+            verdict += f" ({r['verdict']})"
         seconds = f"{float(r.get('total_ms') or 0) / 1000:.1f} s"
         rows.append(
             f"| {_cell(r.get('id', ''))} | {verdict} | {len(r.get('attempts') or [])} | {seconds} "

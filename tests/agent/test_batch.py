@@ -79,9 +79,9 @@ def test_ctrl_c_keeps_finished_lines_and_a_rerun_resumes(tmp_path: Path, trusted
         )
     )
     model = InterruptedOnce(rules=[("", GOOD)])
-    first = run_batch(CodeAgent(model, trusted_sandbox), read_jsonl_tasks(prompts), out)
+    first = run_batch(CodeAgent(model, trusted_sandbox, samples=1), read_jsonl_tasks(prompts), out)
     assert first.interrupted and [r["id"] for r in records(out)] == ["t0"]
-    second = run_batch(CodeAgent(model, trusted_sandbox), read_jsonl_tasks(prompts), out)
+    second = run_batch(CodeAgent(model, trusted_sandbox, samples=1), read_jsonl_tasks(prompts), out)
     assert not second.interrupted and second.skipped == 1 and second.passed == 3
     assert sorted(r["id"] for r in records(out)) == ["t0", "t1", "t2", "t3"]
 
@@ -99,7 +99,7 @@ def test_the_report_has_a_row_per_task_with_the_failing_check(tmp_path: Path, tr
     summary = run_batch(agent, read_jsonl_tasks(prompts), out)
     write_markdown_report(summary, report, title="t", results=out)
     rows = {line.split(" | ")[0]: line for line in report.read_text().splitlines() if line.startswith("| ")}
-    assert rows["| a"].startswith("| a | passed | 1 | ")
+    assert rows["| a"].startswith("| a | passed (verified) | 1 | ")  # the tests it was given passed
     assert rows["| x\\|y"].startswith("| x\\|y | failed | 1 | ")  # ids literally, pipes escaped
     assert "assert one() == 2: got 1, expected 2 |" in rows["| x\\|y"]
     assert any(" | error | 0 | " in line and "bad JSON" in line for line in rows.values())

@@ -32,7 +32,7 @@ def transcript(agent: CodeAgent, lines: list[str]) -> tuple[str, object]:
 
 def test_instruction_follow_up_save_and_exit(tmp_path: Path, trusted_sandbox) -> None:
     model = scripted([("negative numbers", fenced(V2)), ("", fenced(V1))])
-    agent = CodeAgent(model, trusted_sandbox)
+    agent = CodeAgent(model, trusted_sandbox, samples=1, generate_tests=False)
     saved = tmp_path / "absval.py"
     text, state = transcript(
         agent,

@@ -1,4 +1,5 @@
-"""The embedding examples in examples/ run as written (with a scripted model for speed)."""
+"""The embedding examples in examples/ run as written: with a scripted model for speed, and the tool
+agent also with the real default model in the Docker sandbox (slow)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 
@@ -68,3 +70,15 @@ def test_tool_output_reached_the_model(trusted_sandbox) -> None:
     state = agent.invoke({"messages": [{"role": "user", "content": "6*7?"}]})
     tool_messages = [m for m in state["messages"] if isinstance(m, ToolMessage)]
     assert tool_messages and "42" in str(tool_messages[0].content)
+
+
+@pytest.mark.slow
+@pytest.mark.docker
+def test_the_default_local_model_solves_the_tool_agent_task_in_docker(qwen_chat, docker_sandbox) -> None:
+    example = load_example("tool_agent")
+    messages = example.run(model=qwen_chat, sandbox=docker_sandbox)
+    calls = [c for m in messages if isinstance(m, AIMessage) for c in m.tool_calls]
+    results = [m for m in messages if isinstance(m, ToolMessage)]
+    assert calls and all(c["name"] == "run_python" for c in calls)
+    assert any("338350" in str(r.content) for r in results)  # computed in the sandbox, not guessed
+    assert "338350" in str(messages[-1].content).replace(",", "")

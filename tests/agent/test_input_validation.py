@@ -320,7 +320,7 @@ from ragcoder.sandbox import open_sandbox
 import ragcoder.agent.config as config
 
 model = scripted([("", fenced("print('ok')"))])
-config.build_agent = lambda cfg, **kw: CodeAgent(model, open_sandbox("unsafe-local"))
+config.build_agent = lambda cfg, **kw: CodeAgent(model, open_sandbox("unsafe-local"), samples=1)  # one prompt a turn
 from ragcoder.cli.app import cli
 try:
     cli(["chat", "--no-retrieval"], prog_name="ragcoder", standalone_mode=False)

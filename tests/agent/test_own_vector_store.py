@@ -44,7 +44,14 @@ def test_a_chroma_store_of_your_own_feeds_the_prompt_where_the_gate_allows(
     double = "def double(x: int) -> int:\n    return 2 * x\n"
     model = scripted([], sequence=[fenced(ANSWER), fenced(double)])
     retriever = user_store.as_retriever(search_kwargs={"k": 1})
-    agent = CodeAgent(model, trusted_sandbox, retriever=retriever, retrieval_gate=decide_retrieval)
+    agent = CodeAgent(
+        model,
+        trusted_sandbox,
+        retriever=retriever,
+        retrieval_gate=decide_retrieval,
+        samples=1,
+        generate_tests=False,
+    )  # one prompt per task: prompts[0] and [1] below
 
     words = agent.invoke(WORDS)  # names no stdlib API: the path that leaves the stdlib corpus out
     assert words.passed and words.sources == ["billing/orders.py (order_total)"]

@@ -122,7 +122,14 @@ def test_the_agent_with_a_real_chroma_index_puts_docs_in_the_prompt_only_when_th
     )
     model = scripted([("", fenced(slug))])
     retriever = open_retriever(retrieval_index, k=2, embeddings=retrieval_embeddings)
-    agent = CodeAgent(model, trusted_sandbox, retriever=retriever, retrieval_gate=decide_retrieval)
+    agent = CodeAgent(
+        model,
+        trusted_sandbox,
+        retriever=retriever,
+        retrieval_gate=decide_retrieval,
+        samples=1,
+        generate_tests=False,
+    )
     words = agent.invoke("Turn a title into a lowercase url slug with dashes: slugify(title)")
     assert words.retrieval.startswith("2 doc(s): a request in words that names no API: your own")
     assert len(words.sources) == 2 and not any(s.startswith("json") for s in words.sources)

@@ -49,7 +49,7 @@ class TestRunPythonStandard(ToolsUnitTests):
 def test_tool_formats_output_and_errors() -> None:
     tool = RunPythonTool(sandbox=EchoSandbox())
     assert tool.name == "run_python"
-    assert tool.invoke({"code": "x", "stdin": "in"}) == "exit code: 0\nstdout:\nran x with in\n"
+    assert tool.invoke({"code": "x = 1", "stdin": "in"}) == "exit code: 0\nstdout:\nran x = 1 with in\n"
     text = tool.invoke({"code": "fail"})
     assert text.startswith("exit code: 1\nerror: ValueError: bad\nTraceback")
 
@@ -83,7 +83,7 @@ def test_the_model_cannot_pick_an_unbounded_or_odd_timeout() -> None:
             text,
         )
         assert "the program did not run" in text
-    assert tool.invoke({"code": "x", "timeout": "2.5"}) == "exit code: 0\nstdout:\nran x with None\n"
+    assert tool.invoke({"code": "x = 1", "timeout": "2.5"}) == "exit code: 0\nstdout:\nran x = 1 with None\n"
     wide = RunPythonTool(sandbox=EchoSandbox(), max_timeout_s=60)
     assert wide.invoke({"code": "x", "timeout": 40}).startswith("exit code: 0")
 
@@ -94,3 +94,18 @@ def test_the_tool_bounds_timeouts_on_a_real_sandbox(backend: Sandbox) -> None:
     assert tool.invoke({"code": "print(3)", "timeout": 5}) == "exit code: 0\nstdout:\n3\n"
     too_long = RunPythonTool(sandbox=backend, max_timeout_s=10_000)  # above the sandbox's own maximum
     assert too_long.invoke({"code": "print(1)", "timeout": 5000}).startswith("error: timeout 5000 s is over")
+
+
+def test_a_program_runs_as_the_model_meant_it(backend: Sandbox) -> None:
+    """What Qwen2.5 sends from examples/tool_agent.py: the code indented as a whole inside a
+    triple-quoted argument ("unexpected indent" as sent), or ending in an expression, not a print
+    (an empty answer as sent, which it then repeated)."""
+    tool = RunPythonTool(sandbox=backend)
+    indented = "\n    total = 0\n    for i in range(1, 4):\n        total += i\n    print(total)\n    "
+    assert tool.invoke({"code": indented}) == "exit code: 0\nstdout:\n6\n"
+    assert tool.invoke({"code": "sum([i**2 for i in range(1, 101)])"}) == "exit code: 0\nstdout:\n338350\n"
+    assert tool.invoke({"code": "x = 'ok'\nx  # the answer"}) == "exit code: 0\nstdout:\n'ok'\n"
+    assert tool.invoke({"code": "print('once')"}) == "exit code: 0\nstdout:\nonce\n"
+    assert tool.invoke({"code": "def f():\n    pass\nf()"}) == "exit code: 0\n"  # None: nothing shown
+    failed = tool.invoke({"code": "x = 1\n\nx / 0"})
+    assert "line 3" in failed and "ZeroDivisionError" in failed  # line numbers as written

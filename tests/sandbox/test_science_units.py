@@ -141,7 +141,7 @@ class _MissingSandbox(Sandbox):
 
 def test_the_loop_stops_on_a_missing_package_instead_of_repairing() -> None:
     model = scripted([("", fenced("import numpy as np\nprint(np.arange(3))"))])
-    result = CodeAgent(model, _MissingSandbox(), max_attempts=4).invoke(
+    result = CodeAgent(model, _MissingSandbox(), max_attempts=4, samples=1).invoke(
         Task(id="n", instruction="Use numpy.")
     )
     assert result.stop_reason == "missing-package" and len(result.attempts) == 1

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ragcoder.agent.defaults import DEFAULT_SAMPLES, MAX_SAMPLES
 from ragcoder.cli.options import agent_options, fail, ray_option
 
 
@@ -63,8 +64,20 @@ def eval_group() -> None:
 @click.option(
     "--stuck-temperature",
     default=None,
-    help="A repair failing like an earlier attempt is followed by one sampled at this temperature "
-    "(e.g. 0.8) [default: none, greedy repairs].",
+    help="Repairs are sampled at this temperature (e.g. 0.8) [default: none, the candidates' temperature].",
+)
+@click.option(
+    "--candidates",
+    type=click.IntRange(1, MAX_SAMPLES),
+    default=None,
+    help="Candidates per round, chosen by running them against tests (the agent's samples setting) "
+    f"[default: {DEFAULT_SAMPLES}].",
+)
+@click.option(
+    "--own-tests/--no-own-tests",
+    "generate_tests",
+    default=None,
+    help="With no tests in the task, the model writes tests to rank the candidates [default: on].",
 )
 @click.option("--max-new-tokens", type=click.IntRange(16), default=None, help="Generation budget per reply.")
 @click.option(
@@ -97,7 +110,7 @@ def eval_group() -> None:
 )
 @click.option("--fresh", is_flag=True, help="Empty OUTPUT first instead of resuming.")
 @ray_option("Solve and score")
-@agent_options(sandbox_default="docker")  # the hidden tests run there too
+@agent_options(sandbox_default="docker", samples=False)  # the hidden tests run there; --samples: pass@k
 def humaneval_cmd(
     split: str,
     limit: int | None,
@@ -107,6 +120,8 @@ def humaneval_cmd(
     samples: int,
     temperature: float,
     stuck_temperature: str | None,
+    candidates: int | None,
+    generate_tests: bool | None,
     max_new_tokens: int | None,
     quantize: str,
     workers: int,
@@ -128,6 +143,7 @@ def humaneval_cmd(
     from ragcoder.finetune.report import write_report
 
     flags = {**options, "max_new_tokens": max_new_tokens, "stuck_temperature": stuck_temperature, "ray": ray}
+    flags.update(samples=candidates, generate_tests=generate_tests)  # unset (None): config and env decide
     if no_repair:
         flags["max_attempts"] = 1
     try:  # every setting and path is checked before the sandbox and the model start
@@ -153,7 +169,7 @@ def humaneval_cmd(
             mark = "[green]PASSED[/green]" if record["passed"] else "[red]FAILED[/red]"
             line = (
                 f"{task_id} {mark} attempts={len(record['attempts'])} "
-                f"{record['total_ms'] / 1000:.1f}s {escape(record['hidden_detail'])}"
+                f"{record['total_ms'] / 1000:.1f}s {escape(record.get('summary', ''))} {escape(record['hidden_detail'])}"
             )
         progress.console.print(line, highlight=False)
         progress.update(bar, advance=1, rate=f"{counts['passed'] / counts['ran']:.0%}")
@@ -199,7 +215,9 @@ def humaneval_cmd(
                         f"{' + ' + config.adapter if config.adapter else ''}; {len(problems)} task(s) x "
                         f"{samples} sample(s); attempts: {config.max_attempts}; retrieval: {config.retrieval}"
                         f"{' + API guesses' if config.retrieval_guess else ''}; "
-                        f"stuck repairs sampled at: {config.stuck_temperature or 'no (greedy)'}"
+                        f"candidates per round: {config.samples}; own tests: "
+                        f"{'on' if config.generate_tests else 'off'}; repairs sampled at: "
+                        f"{config.stuck_temperature or 'as the candidates'}"
                     )
                 else:
                     click.echo(f"nothing to do: every record is in {shown} (--fresh starts over)")
