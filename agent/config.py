@@ -394,8 +394,8 @@ def build_agent(
             )
         if models is not None:
             model, repair = models(chat)
-        elif config.llm_url:
-            model, repair = chat, chat
+        elif config.llm_url:  # ragcoder serve decodes repairs as in-process (prompt lookup)
+            model, repair = chat, chat.for_repairs()
         else:  # prompt-lookup decoding for repairs: a repair copies the code it was shown
             model, repair = chat, repair_model(chat)
             if workers > 1:

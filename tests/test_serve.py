@@ -253,3 +253,15 @@ def test_a_stream_cut_by_a_dying_server_is_finished_in_process_without_repeating
     assert "".join(pieces) == local.content
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "stopped answering" in lines[0]
+
+
+def test_llm_url_to_ragcoder_serve_decodes_repairs_with_prompt_lookup_as_in_process(server) -> None:
+    from ragcoder.chains.llm.remote import load_remote_chat_model
+
+    url, _ = server
+    chat = load_remote_chat_model(url, max_new_tokens=10)
+    assert chat.ragcoder_server  # it lists its model as owned by ragcoder
+    repair = chat.for_repairs()
+    assert repair.kwargs == {"extra_body": {"prompt_lookup": True}}
+    reply = repair.invoke("def f():\n    return 1\nfix f")  # the server takes the option
+    assert reply.usage_metadata["output_tokens"] == 10

@@ -50,6 +50,17 @@ def _one_line(exc: BaseException) -> str:
 class RemoteChatModel(ChatOpenAI):
     """``ChatOpenAI`` whose failures to reach the server are one-line :class:`ModelUnavailable`."""
 
+    ragcoder_server: bool = False
+    """The server is ``ragcoder serve``, which also takes ragcoder's own options (``prompt_lookup``)."""
+
+    def for_repairs(self) -> Any:
+        """The model repairs use: with prompt-lookup decoding where the server offers it, as the
+        in-process model does (a repair copies the code it was shown; the same decoding gives the
+        same verdicts in-process and through the URL)."""
+        if not self.ragcoder_server:
+            return self
+        return self.bind(extra_body={"prompt_lookup": True})  # the server's own candidate length
+
     def _unavailable(self, exc: BaseException) -> ModelUnavailable:
         return ModelUnavailable(
             f"the model server at {self.openai_api_base} failed: {_one_line(exc)}",
@@ -92,13 +103,18 @@ class RemoteChatModel(ChatOpenAI):
 
 def served_models(url: str, *, api_key: str | None = None, timeout_s: float = 10.0) -> list[str]:
     """The model ids the server lists at ``GET {url}/models`` (ModelUnavailable if it does not answer)."""
+    return list(_listing(url, api_key=api_key, timeout_s=timeout_s))
+
+
+def _listing(url: str, *, api_key: str | None = None, timeout_s: float = 10.0) -> dict[str, str]:
+    """Each listed model id with its ``owned_by``."""
     import openai
 
     client = openai.OpenAI(
         base_url=normalise_llm_url(url), api_key=api_key or _api_key(), timeout=timeout_s, max_retries=1
     )
     try:
-        return [model.id for model in client.models.list()]
+        return {model.id: str(getattr(model, "owned_by", "")) for model in client.models.list()}
     except openai.APIError as exc:
         raise ModelUnavailable(
             f"the model server at {normalise_llm_url(url)} does not answer: {_one_line(exc)}",
@@ -128,7 +144,8 @@ def load_remote_chat_model(
     ``$RAGCODER_LLM_API_KEY``, else "unused" (what local servers accept).
     """
     base = normalise_llm_url(url)
-    listed = served_models(base, api_key=api_key)
+    owners = _listing(base, api_key=api_key)
+    listed = list(owners)
     name = model or (listed[0] if listed else None)
     if not name:
         raise ModelUnavailable(f"the model server at {base} lists no model", hint="pass --model NAME")
@@ -146,4 +163,5 @@ def load_remote_chat_model(
         stream_usage=True,
         timeout=timeout_s,
         max_retries=max_retries,
+        ragcoder_server=owners.get(name) == "ragcoder",
     )

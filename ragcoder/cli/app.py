@@ -317,7 +317,7 @@ def chat(input_files: tuple[Path, ...], out_dir: Path, session_name: str | None,
                 served = load_remote_chat_model(
                     config.llm_url, model=spec, max_new_tokens=config.max_new_tokens
                 )
-                agent.set_model(served, served)
+                agent.set_model(served, served.for_repairs())
                 return f"model: {spec} at {config.llm_url}"
             chat = open_chat_model(
                 spec, engine=config.engine, server=config.server, max_new_tokens=config.max_new_tokens

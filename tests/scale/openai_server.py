@@ -82,7 +82,7 @@ def make_handler(chat: Any, batched: Any, name: str) -> type[BaseHTTPRequestHand
                     200,
                     {
                         "object": "list",
-                        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ragcoder"}],
+                        "data": [{"id": name, "object": "model", "created": 0, "owned_by": "stand-in"}],
                     },
                 )
             elif self.path.rstrip("/") in ("/health", "/v1/health"):

@@ -220,3 +220,8 @@ def test_agent_solves_a_trivial_task_through_the_url(
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     result = json.loads(done.stdout)
     assert result["passed"] and "def add" in result["code"]
+
+
+def test_another_server_gets_no_ragcoder_options(tiny_url: str) -> None:
+    chat = load_remote_chat_model(tiny_url, max_new_tokens=24)
+    assert not chat.ragcoder_server and chat.for_repairs() is chat
