@@ -17,6 +17,7 @@ from ragcoder.agent import CodeAgent, Task
 from ragcoder.agent.loop import seed_for
 from ragcoder.sandbox import ErrorInfo, ExecResult, Sandbox
 
+from tests.agent.test_runnable import STEPS
 from tests.fakes import ScriptedChatModel, fenced, scripted
 
 BROKEN = "def mean(xs):\n    return sum(xs) / len(xs)\n"
@@ -242,18 +243,7 @@ def test_events_stream_in_order(trusted_sandbox) -> None:
         e.kind
         for e in CodeAgent(model, trusted_sandbox, samples=1).events({"instruction": "m", "tests": TESTS})
     ]
-    assert kinds == [
-        "retrieved",
-        "generated",
-        "ran",
-        "selected",
-        "failed",
-        "repairing",
-        "generated",
-        "ran",
-        "selected",
-        "done",
-    ]
+    assert kinds == STEPS
 
 
 def test_options_are_checked() -> None:
