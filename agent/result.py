@@ -108,8 +108,9 @@ class AgentResult:
 
     @property
     def repairs(self) -> int:
-        """Repair rounds."""
-        return sum(a.kind == "repair" for a in self.attempts)
+        """Repair rounds: the rounds after the first (each round's winner is an attempt, and it may
+        be a candidate of an earlier round when no repair beat it)."""
+        return max(len(self.attempts) - 1, 0)
 
     @property
     def input_tokens(self) -> int:

@@ -237,3 +237,11 @@ def test_the_summary_line_and_counts() -> None:
     assert counts["verdict"] == "verified" and counts["candidates"] == 3 and counts["own_tests"] == 2
     assert counts["own_tests_dropped"] == 1 and counts["own_tests_passed"] == 1 and counts["hard_tests"] == 1
     assert counts["candidate_runs"][0]["tests"] == "PPF-"  # one letter per test, in test order
+
+
+def test_repairs_count_rounds_even_when_an_earlier_candidate_stays_the_winner() -> None:
+    greedy = run(1, {"g1": "fail"})
+    result = AgentResult(
+        instruction="i", code="", passed=False, check="tests", stop_reason="repeated", attempts=[greedy] * 3
+    )
+    assert result.repairs == 2  # three rounds: the greedy candidate won each, two repair rounds ran
