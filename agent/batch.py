@@ -92,11 +92,13 @@ def run_batch(
             on_start(len(plan.jobs), plan.skipped)
 
         def solve(task: Task) -> Outcome:
-            if on_step is None:
-                result = agent.invoke(task)  # type: ignore[union-attr]
-            else:
-                events = agent.events(task, on_event=lambda event: on_step(task.id, event))  # type: ignore[union-attr]
-                result = next(e.data["result"] for e in events if e.kind == "done")
+            result = None
+            for event in agent.stream(task):  # type: ignore[union-attr]  # the traced run invoke makes
+                if on_step is not None:
+                    on_step(task.id, event)
+                if event.kind == "done":
+                    result = event.data["result"]
+            assert result is not None  # the loop always ends with done
             record = result.to_dict()
             if result.attempts and result.attempts[-1].result.files:
                 record["outputs"] = save_task_outputs(result, out.path, task.id)
