@@ -66,7 +66,11 @@ class _Solver:
     """The actor: builds the per-task callable once (in its own process), then solves items."""
 
     def __init__(self, make_solver: Callable[[], Callable[[Any], Any]], env: dict[str, str]) -> None:
-        os.environ.update(env)  # before the solver imports torch: threads, offline hub
+        for name, value in env.items():  # before the solver imports torch: threads, offline hub
+            if value:
+                os.environ[name] = value
+            else:
+                os.environ.pop(name, None)
         self._solve = make_solver()
 
     def pid(self) -> int:
@@ -127,20 +131,19 @@ def _check_reachable(address: str, host: str, port: int, timeout_s: float = 5.0)
         ) from None
 
 
-def actor_env(workers: int, *, local: bool = True, cpus_per_actor: float = 1.0) -> dict[str, str]:
-    """Each actor's torch threads, and the process-wide settings the CLI sets before torch loads (a
-    local actor is a fresh process that never ran the CLI).
+def actor_env() -> dict[str, str]:
+    """The process-wide settings the CLI sets before torch loads, for an actor (a local actor is a
+    fresh process that never ran the CLI). An empty value unsets the variable in the actor.
 
-    The thread policy (docs/scale.md): on a local Ray, this machine's cores shared out among the
-    actors (2 cores: 1 actor gets 2 threads, 2 actors 1 each), so every ``workers`` count fills the
-    machine once and no more; on a cluster, the CPUs Ray reserves for an actor (the driver's cores
-    say nothing about the nodes'). ``RAGCODER_NUM_THREADS`` overrides both (1: one core per actor).
+    Torch threads are not shared out among the actors: an actor's model runs on the count that
+    model gets in every mode (:mod:`ragcoder.chains.llm.cpu_threads`: 1 for a narrow model, the
+    node's cores for a wide one), so an actor computes what in-process and ``ragcoder serve``
+    compute. The driver's ``RAGCODER_NUM_THREADS`` / ``OMP_NUM_THREADS`` override that in the
+    actors too; the ``OMP_NUM_THREADS`` Ray itself gives an actor (its CPUs, 1) is dropped.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    share = cores // max(1, workers) if local else int(cpus_per_actor)
-    threads = os.environ.get("RAGCODER_NUM_THREADS") or str(max(1, share))
     return {
-        "RAGCODER_NUM_THREADS": threads,
+        "RAGCODER_NUM_THREADS": os.environ.get("RAGCODER_NUM_THREADS", ""),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
         "HF_HUB_OFFLINE": "1",
         "OMP_WAIT_POLICY": "PASSIVE",
         "TOKENIZERS_PARALLELISM": "false",
@@ -199,7 +202,7 @@ def ray_map(
 
     started_ray = connect(address, workers)
     if env is None:
-        env = actor_env(workers, local=address == "local", cpus_per_actor=cpus_per_actor)
+        env = actor_env()
     pool = _Pool(ray, make_solver, env, cpus_per_actor)
     queue: list[tuple[str, Any, int]] = [(item_id, item, 1) for item_id, item in items]
     queue.reverse()  # pop() from the end keeps the input order

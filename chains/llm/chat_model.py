@@ -55,6 +55,7 @@ from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
 from pydantic import ConfigDict, PrivateAttr
 from ragcoder.chains.llm.chat_api import LocalChatFeatures
 from ragcoder.chains.llm.convert import make_tiny_random_model
+from ragcoder.chains.llm.cpu_threads import set_torch_threads
 from ragcoder.chains.llm.generate import GenerationOutput, Sampling, generate_batch, stream_generate
 from ragcoder.chains.llm.int8 import int8_cache_file, quantize_int8, read_int8_cache, write_int8_cache
 from ragcoder.chains.llm.models import DEFAULT_MODEL, ResolvedModel, resolve_model
@@ -381,15 +382,6 @@ def _pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _set_cpu_threads() -> None:
-    import torch
-
-    wanted = os.environ.get("RAGCODER_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    threads = int(wanted) if wanted else len(os.sched_getaffinity(0))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(max(1, threads))
-
-
 def _load(resolved: ResolvedModel, adapter: str | None, quantize: Quantize, device: str) -> LoadedModel:
     import torch
 
@@ -471,9 +463,9 @@ def load_model_weights(
     key = (str(resolved.load_dir), resolved.gguf_file, adapter_path, quantize, device)
     with _CACHE_LOCK:
         if key not in _LOADED:
-            if device == "cpu":
-                _set_cpu_threads()
             _LOADED[key] = _load(resolved, adapter_path, quantize, device)
+            if device == "cpu":  # the model's own count, the same in every mode (cpu_threads.py)
+                set_torch_threads(_LOADED[key].model.config)
         return _LOADED[key]
 
 

@@ -268,8 +268,11 @@ def smollm2_tokenizer_dir(*, progress: Progress | None = None) -> Path:
     return target
 
 
-def make_tiny_random_model(out_dir: str | Path, *, seed: int = 0, tokenizer_dir: Path | None = None) -> Path:
-    """Write a 2-layer random llama (~1.6M params) with the SmolLM2 tokenizer into ``out_dir``.
+def make_tiny_random_model(
+    out_dir: str | Path, *, seed: int = 0, tokenizer_dir: Path | None = None, hidden_size: int = 32
+) -> Path:
+    """Write a 2-layer random llama (~1.6M params) with the SmolLM2 tokenizer into ``out_dir``
+    (``hidden_size``: a wider one, e.g. to be above the one-thread width of cpu_threads.py).
 
     Loads in well under a second; its output is gibberish but deterministic, which is what fast
     tests of loading, generation, stop sequences, streaming and batching need.
@@ -281,7 +284,7 @@ def make_tiny_random_model(out_dir: str | Path, *, seed: int = 0, tokenizer_dir:
     tokenizer = load_tokenizer(tokenizer_dir or smollm2_tokenizer_dir())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
+        hidden_size=hidden_size,
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=4,

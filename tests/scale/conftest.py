@@ -90,8 +90,8 @@ def start_openai_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ca
         if name:
             command += ["--name", name]
         log = (tmp_path / f"openai-{port}.log").open("w")
-        env = {**os.environ, "RAGCODER_NUM_THREADS": os.environ.get("RAGCODER_NUM_THREADS", "2")}
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # torch threads: the model's own count, as in-process (chains/llm/cpu_threads.py)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         started.append(process)
         try:
             wait_for_http(f"http://127.0.0.1:{port}/v1/models", 180, process)

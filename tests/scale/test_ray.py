@@ -130,7 +130,7 @@ def test_no_cluster_at_the_address_is_one_line_error() -> None:
         list(ray_map([("a", "a")], Broken(), address=f"127.0.0.2:{free_port()}", workers=1))
 
 
-# -- each actor's share of the cores ----------------------------------------------------------------
+# -- each actor's torch threads: the model's own count, as in-process ---------------------------------
 
 
 @dataclass(frozen=True)
@@ -151,39 +151,60 @@ class ThreadsSeen:
         return solve
 
 
-def test_the_thread_policy_shares_local_cores_and_follows_ray_on_a_cluster(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_actors_get_the_drivers_thread_override_and_not_rays(monkeypatch: pytest.MonkeyPatch) -> None:
     from ragcoder.agent.ray_runner import actor_env
 
     monkeypatch.delenv("RAGCODER_NUM_THREADS", raising=False)
-    cores = len(os.sched_getaffinity(0))
-    assert actor_env(1)["RAGCODER_NUM_THREADS"] == str(cores)
-    assert actor_env(2)["RAGCODER_NUM_THREADS"] == str(max(1, cores // 2))
-    assert actor_env(4 * cores)["RAGCODER_NUM_THREADS"] == "1"
-    assert actor_env(1, local=False, cpus_per_actor=1.0)["RAGCODER_NUM_THREADS"] == "1"
-    assert actor_env(1, local=False, cpus_per_actor=4.0)["RAGCODER_NUM_THREADS"] == "4"
-    monkeypatch.setenv("RAGCODER_NUM_THREADS", "1")  # one core per actor, whatever the count
-    assert actor_env(1)["RAGCODER_NUM_THREADS"] == "1"
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    env = actor_env()  # empty: unset in the actor (Ray sets OMP_NUM_THREADS to an actor's CPUs)
+    assert env["RAGCODER_NUM_THREADS"] == "" and env["OMP_NUM_THREADS"] == ""
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("RAGCODER_NUM_THREADS", "3")
+    assert actor_env()["RAGCODER_NUM_THREADS"] == "3"
+
+
+def in_process_threads(model: Path) -> int:
+    """The threads torch runs ``model`` with in this process (the count before is put back)."""
+    import torch
+    from ragcoder.chains.llm.chat_model import clear_model_cache, load_chat_model
+
+    before = torch.get_num_threads()
+    clear_model_cache()
+    try:
+        load_chat_model(str(model), quantize="none", max_new_tokens=4)
+        return torch.get_num_threads()
+    finally:
+        clear_model_cache()
+        torch.set_num_threads(before)
 
 
 @pytest.mark.slow
-def test_actors_run_torch_on_their_share_of_the_cores(
-    ray_cluster: RayCluster, model_tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+def test_actors_run_torch_on_the_threads_the_model_gets_in_process(
+    ray_cluster: RayCluster, model_tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The threads torch really uses in the actors: on the cluster, its one CPU per actor; on a local
-    Ray, this machine's cores shared out (1 actor: all of them; 2: half each)."""
+    """Whatever the number of actors, local or on the cluster (one CPU per actor), each actor runs
+    the model on the count it gets in-process: 1 thread for a narrow model, every core for a wide
+    one (chains/llm/cpu_threads.py), so actors compute what in-process computes."""
     from ragcoder.agent.ray_runner import ray_map
+    from ragcoder.chains.llm.convert import make_tiny_random_model
+    from ragcoder.chains.llm.cpu_threads import NARROW_WIDTH
 
     monkeypatch.delenv("RAGCODER_NUM_THREADS", raising=False)
-    items = [("a", "a"), ("b", "b")]
-    solver = ThreadsSeen(str(model_tiny_dir))
-    seen = [o.value for o in ray_map(items, solver, address=ray_cluster.address, workers=2)]
-    assert seen == [{"threads": 1, "wait": "PASSIVE"}] * 2
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    wide = make_tiny_random_model(tmp_path / "wide", hidden_size=NARROW_WIDTH)
     cores = len(os.sched_getaffinity(0))
-    for workers in (1, 2):
-        seen = [o.value for o in ray_map(items, solver, address="local", workers=workers)]
-        assert seen == [{"threads": max(1, cores // workers), "wait": "PASSIVE"}] * 2
+    items = [("a", "a"), ("b", "b")]
+    for model, threads in ((model_tiny_dir, 1), (wide, cores)):
+        assert in_process_threads(model) == threads
+        solver = ThreadsSeen(str(model))
+        seen = [o.value for o in ray_map(items, solver, address=ray_cluster.address, workers=2)]
+        assert seen == [{"threads": threads, "wait": "PASSIVE"}] * 2, model.name
+        for workers in (1, 2):
+            seen = [o.value for o in ray_map(items, solver, address="local", workers=workers)]
+            assert seen == [{"threads": threads, "wait": "PASSIVE"}] * 2, (model.name, workers)
+    monkeypatch.setenv("RAGCODER_NUM_THREADS", "1")  # the override reaches the actors
+    seen = [o.value for o in ray_map(items, ThreadsSeen(str(wide)), address="local", workers=2)]
+    assert seen == [{"threads": 1, "wait": "PASSIVE"}] * 2
 
 
 # -- the CLI: the same batch in-process and on Ray --------------------------------------------------
