@@ -13,6 +13,11 @@ keeps (slower to load: it is dequantized, about a minute, once per process).
 
 :func:`convert_adapter` merges a LoRA adapter into the base weights and converts the result into
 ``adapters/<adapter id>/ort-int4``, recorded under ``adapters`` in the manifest.
+
+With ``gguf_blocks`` (behind a flag while its dev pass@1 is measured) every quantized matmul is then
+rewritten to read the GGUF's own Q4_K / Q6_K blocks instead of the builder's re-rounded int4
+(chains/llm/onnx_gguf.py); the record says ``"weights": "gguf-blocks"``. Not for adapters: a merged
+LoRA changes the weights the GGUF holds.
 """
 
 from __future__ import annotations
@@ -73,9 +78,15 @@ def matches_record(folder: Path, record: dict[str, Any] | None, *, full: bool = 
 
 
 def build_onnx(
-    hf_dir: Path, out_dir: Path, *, precision: str = PRECISION, say: Progress = _quiet
+    hf_dir: Path,
+    out_dir: Path,
+    *,
+    precision: str = PRECISION,
+    say: Progress = _quiet,
+    gguf: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the ONNX Runtime GenAI builder on ``hf_dir`` into ``out_dir`` (replaced); its record."""
+    """Run the ONNX Runtime GenAI builder on ``hf_dir`` into ``out_dir`` (replaced); its record.
+    With ``gguf`` (the GGUF ``hf_dir`` was dequantized from) the matmuls then read its blocks."""
     if importlib_missing("onnxruntime_genai"):
         raise ModelInstallError(
             "converting to the ONNX form needs onnxruntime-genai (its model builder)",
@@ -112,6 +123,13 @@ def build_onnx(
                 hint="check free memory (about 13 GB), then retry",
             )
         _run_child(["--halve-embedding", str(built)])  # lossless: chains/llm/onnx_graph.py
+        rewrite: dict[str, Any] = {}
+        if gguf is not None:
+            say("writing the GGUF's own Q4_K/Q6_K blocks into the ONNX matmuls...")
+            exact = Path(tmp) / "gguf-blocks"
+            rewrite = json.loads(_run_child(["--gguf-weights", str(built), str(gguf), str(exact)]))
+            shutil.rmtree(built)
+            os.replace(exact, built)
         files = file_hashes(built)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -122,6 +140,7 @@ def build_onnx(
         "size": sum(f["size"] for f in files.values()),
         "files": files,
         "seconds": round(time.perf_counter() - started, 1),
+        **rewrite,
     }
 
 
@@ -167,10 +186,16 @@ def hf_weights(folder: Path, say: Progress) -> Iterator[Path]:
 
 
 def ensure_onnx(
-    name: str, *, keep_hf: bool = False, say: Progress | None = None, full_check: bool = True
+    name: str,
+    *,
+    keep_hf: bool = False,
+    say: Progress | None = None,
+    full_check: bool = True,
+    gguf_blocks: bool = False,
 ) -> dict[str, Any]:
     """Make (or check, and remake when damaged) the ONNX form of the installed model ``name``;
-    then drop its HF folder unless ``keep_hf`` or the registry keeps it. Returns the manifest."""
+    then drop its HF folder unless ``keep_hf`` or the registry keeps it. Returns the manifest.
+    ``gguf_blocks``: the matmuls read the GGUF's own blocks (a form made without is made again)."""
     say = say or _quiet
     known = known_model(name)
     keep_hf = keep_hf or known.keep_hf
@@ -182,14 +207,23 @@ def ensure_onnx(
             )
         folder = model_dir(name)
         record = manifest.get("engines", {}).get("ort")
-        if matches_record(folder / ORT_DIR, record, full=full_check):
+        wrong_weights = gguf_blocks and (record or {}).get("weights") != "gguf-blocks"
+        if not wrong_weights and matches_record(folder / ORT_DIR, record, full=full_check):
             say(f"ONNX form checked: {folder / ORT_DIR}")
         else:
-            if record or (folder / ORT_DIR).exists():
+            if wrong_weights:
+                say("the ONNX form has the builder's int4 weights: making it again from the GGUF's blocks")
+            elif record or (folder / ORT_DIR).exists():
                 say("the ONNX form is incomplete or does not match its record: making it again")
+            if gguf_blocks and not (folder / GGUF_NAME).is_file():
+                raise ModelNotInstalled(f"{name} has no GGUF to take the blocks from", hint="reinstall it")
             with hf_weights(folder, say) as hf_dir:
                 record = build_onnx(
-                    hf_dir, folder / ORT_DIR, precision=known.onnx_precision or PRECISION, say=say
+                    hf_dir,
+                    folder / ORT_DIR,
+                    precision=known.onnx_precision or PRECISION,
+                    say=say,
+                    gguf=folder / GGUF_NAME if gguf_blocks else None,
                 )
             manifest.setdefault("engines", {})["ort"] = record
             write_manifest(folder, manifest)
@@ -239,9 +273,9 @@ def convert_adapter(name: str, adapter: str | Path, *, say: Progress | None = No
         return target
 
 
-def _run_child(args: list[str]) -> None:
+def _run_child(args: list[str]) -> str:
     """Merging and dequantizing load the fp32 model (7 GB for 1.5B): in a child process, so that
-    memory is gone before the builder starts."""
+    memory is gone before the builder starts. Returns the child's standard output."""
     proc = subprocess.run(
         [sys.executable, "-m", "ragcoder.chains.llm.onnx_convert", *args], capture_output=True, text=True
     )
@@ -250,6 +284,7 @@ def _run_child(args: list[str]) -> None:
         raise ModelInstallError(
             f"{args[0][2:]} failed: {last[:300]}", hint="check the adapter matches the model"
         )
+    return proc.stdout
 
 
 def merge_adapter(base: Path, adapter: Path, out: Path) -> None:
@@ -280,6 +315,11 @@ if __name__ == "__main__":  # the child process of _run_child
         from ragcoder.chains.llm.onnx_graph import halve_embedding
 
         halve_embedding(Path(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "--gguf-weights":
+        from ragcoder.chains.llm.onnx_gguf import write_gguf_weights
+
+        report = write_gguf_weights(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+        print(json.dumps(report.as_record()))
     elif len(sys.argv) == 4 and sys.argv[1] == "--gguf-to-hf":
         from ragcoder.chains.llm.convert import convert_gguf_to_hf
 
@@ -287,5 +327,5 @@ if __name__ == "__main__":  # the child process of _run_child
     else:
         sys.exit(
             "usage: python -m ragcoder.chains.llm.onnx_convert --merge BASE ADAPTER OUT | --gguf-to-hf GGUF OUT"
-            " | --halve-embedding FOLDER"
+            " | --halve-embedding FOLDER | --gguf-weights ONNX_FOLDER GGUF OUT"
         )

