@@ -40,6 +40,9 @@ LAYER_TENSORS: dict[str, tuple[str, ...]] = {
     "mlp.up_proj": ("ffn_up",),
     "mlp.down_proj": ("ffn_down",),
 }
+# GGUF converters reorder the q and k rows of some architectures (llama's rotary layout); these
+# keep the HF row order, so GGUF rows are the ONNX matmul's rows as they are
+SAME_ROW_ORDER = frozenset({"qwen2"})
 _LAYER_WEIGHT = re.compile(r"^model\.layers\.(\d+)\.(.+)\.MatMul\.weight_Q\d$")
 _LM_HEAD = re.compile(r"^lm_head\.MatMul\.weight_Q\d$")
 
@@ -164,6 +167,11 @@ def max_abs_diff(weight: NBitsWeight, raw: np.ndarray, ggml_type: int, rows_at_o
     return worst
 
 
+def gguf_architecture(reader: Any) -> str:
+    field = reader.fields.get("general.architecture")
+    return "" if field is None else bytes(field.parts[field.data[0]]).decode()
+
+
 def _external_bytes(init: Any, folder: Path) -> bytes:
     info = {entry.key: entry.value for entry in init.external_data}
     with open(folder / info["location"], "rb") as handle:
@@ -186,6 +194,11 @@ def write_gguf_weights(source: Path, gguf_path: Path, out: Path, *, check: bool 
     if out.exists():
         raise FileExistsError(f"{out} exists: the rewrite writes a new folder")
     reader = gguf.GGUFReader(str(gguf_path))
+    arch = gguf_architecture(reader)
+    if arch not in SAME_ROW_ORDER:
+        raise ValueError(
+            f"GGUF architecture {arch!r} is not one whose rows map as they are ({sorted(SAME_ROW_ORDER)})"
+        )
     tensors = {t.name: t for t in reader.tensors}
     model = onnx.load(str(source / MODEL_FILE), load_external_data=False)
     graph = model.graph

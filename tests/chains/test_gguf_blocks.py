@@ -204,3 +204,16 @@ def test_rewrite_refuses_an_existing_folder_and_unknown_weights(tmp_path: Path) 
         gguf_names("model.layers.0.mlp.experts.MatMul.weight_Q4", set())
     assert gguf_names("model.layers.3.mlp.down_proj.MatMul.weight_Q4", set()) == ["blk.3.ffn_down.weight"]
     assert gguf_names("lm_head.MatMul.weight_Q4", {"token_embd.weight"}) == ["token_embd.weight"]
+
+
+def test_rewrite_refuses_an_architecture_whose_rows_are_reordered(tmp_path: Path) -> None:
+    from ragcoder.chains.llm.onnx_gguf import write_gguf_weights
+
+    writer = gguf.GGUFWriter(str(tmp_path / "llama.gguf"), "llama")  # q/k rows permuted for rotary
+    writer.add_tensor("output.weight", np.zeros((1, 144), np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ValueError, match="'llama' is not one whose rows map"):
+        write_gguf_weights(tmp_path, tmp_path / "llama.gguf", tmp_path / "out")
