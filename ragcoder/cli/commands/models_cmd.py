@@ -16,15 +16,21 @@ def _size(num_bytes: int) -> str:
 
 
 def _parts(folder: Path) -> str:
-    """Each part of an installed model's folder and its size: ``model.gguf 1.12 GB · ort-int4 ...``."""
+    """Each part of an installed model's folder and its size, then the total and what the default
+    engine needs of it: ``model.gguf 1.12 GB · ... · total 4.15 GB (default engine 2.69 GB)``."""
+    from ragcoder.chains.llm.engines import ADAPTERS_DIR, ORT_DIR
     from ragcoder.chains.llm.models import dir_size
 
-    parts = []
+    parts, total, optional = [], 0, 0
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or entry.name == "installed.json":
             continue
         size = entry.stat().st_size if entry.is_file() else dir_size(entry)
+        total += size
+        if entry.name in (ORT_DIR, ADAPTERS_DIR):  # made on request (--onnx, --adapter)
+            optional += size
         parts.append(f"{entry.name} {_size(size)}")
+    parts.append(f"total {_size(total)} (default engine {_size(total - optional)})")
     return " · ".join(parts)
 
 
