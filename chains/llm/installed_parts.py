@@ -118,7 +118,9 @@ def int8_matches(folder: Path, manifest: dict[str, Any], *, full: bool) -> bool:
     return not full or sha256_of(path) == record["sha256"]
 
 
-def make_default_parts_unlocked(folder: Path, manifest: dict[str, Any], say: Progress, *, full: bool) -> None:
+def make_default_parts_unlocked(
+    folder: Path, manifest: dict[str, Any], say: Progress, *, full: bool, drop_weights: bool = True
+) -> None:
     """Check (or make) the int8 file, then drop the HF weights and older int8 files."""
     if int8_matches(folder, manifest, full=full):
         say(f"int8 file checked: {cache_name()}")
@@ -129,13 +131,14 @@ def make_default_parts_unlocked(folder: Path, manifest: dict[str, Any], say: Pro
     for stale in folder.glob("int8*.pt"):
         if stale.name != cache_name():
             stale.unlink()
-    freed = drop_weights_unlocked(folder, manifest)
+    freed = drop_weights_unlocked(folder, manifest) if drop_weights else 0
     if freed:
         say(f"dropped the HF weights ({freed / 1e9:.2f} GB; rebuilt from the GGUF when a command needs them)")
-    manifest.setdefault("parts", {})[GGUF_NAME] = {
-        "size": manifest["gguf_size"],
-        "sha256": manifest["gguf_sha256"],
-    }
+    if "gguf_sha256" in manifest:  # verified by the install
+        manifest.setdefault("parts", {})[GGUF_NAME] = {
+            "size": manifest["gguf_size"],
+            "sha256": manifest["gguf_sha256"],
+        }
 
 
 def ensure_default_parts(name: str, *, say: Progress = notice, full: bool = True) -> dict[str, Any] | None:
