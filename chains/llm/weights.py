@@ -138,7 +138,10 @@ def restore_weights_unlocked(folder: Path, manifest: dict[str, Any], say: Progre
         return False
     if not (folder / GGUF_NAME).is_file():
         raise ModelNotInstalled(f"{folder.name} has neither its GGUF nor its HF weights", hint="reinstall it")
-    say(f"rebuilding the HF weights of {folder.name} from its GGUF (once; about a minute for 1.5B)...")
+    say(
+        f"rebuilding the HF weights of {folder.name} from its GGUF (once; about a minute for 1.5B; "
+        f"`ragcoder models install {folder.name}` drops them again)..."
+    )
     hf_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".hf-", dir=folder) as tmp:
         manifest["hf_dtype_on_disk"] = convert_gguf_to_hf(folder / GGUF_NAME, Path(tmp) / HF_SUBDIR)
