@@ -1,4 +1,5 @@
-"""What decides that code works: the user's tests, else examples found in the instruction.
+"""What decides that code works: the user's tests, else examples found in the instruction; and
+the model's own tests, which only rank candidates (and call code self-tested, never verified).
 
 Never hidden benchmark tests: only what the user wrote. Doctest lines (``>>> f(1)`` followed by
 the expected output), call examples (``f(2) ➞ 4``) and ``assert`` lines in the instruction become
@@ -7,10 +8,63 @@ test cases; :class:`ragcoder.chains.prompting.instruction.Instruction` reads the
 
 from __future__ import annotations
 
+from ragcoder.agent import select
+from ragcoder.agent.prelude import instruction_prelude
+from ragcoder.agent.result import CheckKind, TestCase
+from ragcoder.agent.tasks import Task
+from ragcoder.chains.prompting.codegen import Draft
 from ragcoder.chains.prompting.instruction import read_instruction
+from ragcoder.chains.prompting.test_gen import parse_generated_tests, usable_test
 
 
 def extract_example_tests(instruction: str) -> str | None:
     """Test source built from doctest examples and assert lines in ``instruction`` (None if none)."""
     cases = read_instruction(instruction).examples
     return "\n".join(cases) + "\n" if cases else None
+
+
+def _names_defined(instruction: str) -> set[str]:
+    """Names the request's own code defines: a test may use them."""
+    return set().union(*(names for _, names in instruction_prelude(instruction)))
+
+
+def hard_checks(task: Task, function: str | None, notes: list[str]) -> tuple[str | None, CheckKind]:
+    """The user's tests, else the instruction's examples of ``function``, else none."""
+    if task.tests and task.tests.strip():
+        return task.tests, "tests"
+    found = (extract_example_tests(task.instruction) or "").splitlines()
+    if function is not None:  # an example of another name (a typo in the docs) can only raise NameError
+        allowed = _names_defined(task.instruction)
+        kept = [line for line in found if usable_test(line, function, allowed, max_chars=None)]
+        if len(kept) < len(found):
+            notes.append(
+                f"{len(found) - len(kept)} example(s) in the request do not call {function}: not used"
+            )
+        found = kept
+    if found:
+        return "\n".join(found) + "\n", "examples"
+    return None, "runs"
+
+
+def hard_cases(task: Task, source: str | None, check: CheckKind) -> list[TestCase]:
+    """``source`` (from :func:`hard_checks`) as the test cases every candidate must pass."""
+    if check == "tests" and source:
+        return select.user_test_cases(source, task.entry_point)
+    if check == "examples" and source:
+        return select.assert_cases(source.splitlines(), "example")
+    return []
+
+
+def own_test_cases(
+    replies: list[Draft], function: str, instruction: str, known: list[TestCase], notes: list[str]
+) -> list[TestCase]:
+    """The model's tests from its ``replies``: usable, deduplicated, none repeating a ``known`` one."""
+    allowed = _names_defined(instruction)
+    lines: list[str] = []
+    for reply in replies:
+        lines += [t for t in parse_generated_tests(reply["reply"], function, allowed) if t not in lines]
+    given = {usable_test(k.name, function, allowed, None) or k.name for k in known}  # as parsed, to compare
+    cases = select.assert_cases([line for line in lines if line not in given], "generated")
+    if not cases:
+        notes.append(f"the model wrote no usable tests for {function}")
+    return cases
