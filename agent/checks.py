@@ -8,6 +8,8 @@ test cases; :class:`ragcoder.chains.prompting.instruction.Instruction` reads the
 
 from __future__ import annotations
 
+import ast
+
 from ragcoder.agent import select
 from ragcoder.agent.prelude import instruction_prelude
 from ragcoder.agent.result import CheckKind, TestCase
@@ -68,3 +70,46 @@ def own_test_cases(
     if not cases:
         notes.append(f"the model wrote no usable tests for {function}")
     return cases
+
+
+MAX_VARIANTS = 12  # calls per request: one sandbox request runs them all in milliseconds
+
+
+def example_variants(examples: list[TestCase], function: str) -> list[select.Probe]:
+    """Calls of ``function`` like the examples' but with a list or tuple argument one item shorter
+    at either end: inputs of the same kind, which code that is right should not raise on. (Not
+    strings: one character shorter, a word, a number or a bit string often stops being one.)"""
+    calls: list[str] = []
+    for case in examples:
+        try:
+            tree = ast.parse(case.name)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if not (
+                isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == function
+            ):
+                continue
+            for i, arg in enumerate(node.args):
+                try:
+                    value = ast.literal_eval(arg)
+                except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                    continue
+                if not isinstance(value, list | tuple) or len(value) < 2:
+                    continue
+                for shorter in (value[:-1], value[1:]):
+                    args = [*node.args[:i], ast.parse(repr(shorter), mode="eval").body, *node.args[i + 1 :]]
+                    call = ast.unparse(ast.Call(ast.Name(function, ast.Load()), args, node.keywords))
+                    if call not in calls:
+                        calls.append(call)
+    return [select.Probe(c, f"assert _rc_output({c!r}, lambda: {c})") for c in calls[:MAX_VARIANTS]]
+
+
+def raised_on(outputs: dict[str, str], variants: list[select.Probe]) -> list[str]:
+    """The variant calls the code raised on or hung on, as ``call: what happened``."""
+    bad = []
+    for probe in variants:
+        got = outputs.get(probe.expr, "timeout")
+        if got == "timeout" or got.startswith("raised "):
+            bad.append(f"{probe.expr}: {got}")
+    return bad

@@ -1,14 +1,13 @@
 """The agent: retrieve -> generate candidates and tests -> run them all -> select -> repair.
 
-Round 1 starts with the greedy candidate (streamed). With the user's tests or the request's
-examples it runs against them and, passing, is the answer; else ``samples - 1`` more candidates
-(sampled, seeded by task and round so a rerun repeats them) and the model's own tests
-(:mod:`ragcoder.chains.prompting.test_gen`) come in one batched call. With neither, the model's
-tests come first, and a greedy candidate self-tested on them is the answer. Every candidate runs
-against every test in one sandbox request, and :mod:`ragcoder.agent.select` chooses: the hard
-checks (user tests, else examples, else running cleanly) filter, the model's tests rank. Only when
-no candidate passes the hard checks is there a (sampled) repair round; code already run is never
-run again. The result's ``verdict`` says how far the code was checked.
+Round 1 (:mod:`ragcoder.agent.first_round`) makes the greedy candidate and samples more
+candidates (seeded by task and round, so a rerun repeats them) and the model's own tests
+(:mod:`ragcoder.chains.prompting.test_gen`) only when the greedy one is not already checked by the
+user's tests, the request's examples or, with neither, its own tests. Every candidate runs against
+every test in one sandbox request, and :mod:`ragcoder.agent.select` chooses: the hard checks (user
+tests, else examples, else running cleanly) filter, the model's tests rank. Only when no candidate
+passes the hard checks is there a (sampled) repair round; code already run is never run again.
+The result's ``verdict`` says how far the code was checked.
 
 ``CodeAgent`` is a LangChain Runnable (``invoke``/``batch``/``ainvoke``/``stream``/``as_tool``, an
 input schema, steps as custom events: :mod:`ragcoder.agent.runnable`), so it composes in LCEL chains;
@@ -19,7 +18,7 @@ Any chat model, any retriever and any :class:`sandbox.Sandbox` can be injected.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,39 +26,34 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 from ragcoder.agent import select
 from ragcoder.agent.candidates import (
-    TESTS_ROUND,
     copy_run,
-    draft_from,
     elapsed_ms,
     new_candidate,
     normalise,
     repair_drafts,
-    sample_replies,
     set_repair_feedback,
 )
-from ragcoder.agent.checks import hard_cases, hard_checks, own_test_cases
+from ragcoder.agent.checks import hard_cases, hard_checks
 from ragcoder.agent.defaults import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_SAMPLES,
     DEFAULT_STUCK_TEMPERATURE,
     check_stuck_temperature,
 )
+from ragcoder.agent.first_round import first_round
 from ragcoder.agent.prompt_docs import docs_for_prompt
 from ragcoder.agent.result import AgentResult, Attempt, Origin, StopReason, TestCase
 from ragcoder.agent.runnable import AgentRunnable
 from ragcoder.agent.tasks import Task
-from ragcoder.chains.prompting.codegen import Draft, codegen_chain, codegen_messages
+from ragcoder.chains.prompting.codegen import Draft, codegen_chain
 from ragcoder.chains.prompting.prompts import format_source
-from ragcoder.chains.prompting.test_gen import find_function_name, messages_for_tests
+from ragcoder.chains.prompting.test_gen import find_function_name
 from ragcoder.chains.retrieval.gate import RetrievalDecision
 from ragcoder.sandbox import Sandbox
 
 EventKind = Literal["retrieved", "tests", "generated", "ran", "selected", "failed", "repairing", "done"]
 DEFAULT_TEMPERATURE = 0.8  # for sampled candidates, tests and repairs (Chen et al. 2021; CodeT)
 DEFAULT_TEST_PROMPTS = 2  # sampled replies asking for tests, batched with the candidates
-# a first candidate that is self-tested on fewer own tests than this is no reason to stop sampling
-MIN_OWN_TESTS_TO_STOP = 3
-Drafted = tuple[Draft, Origin, int | None, float]  # a reply, how it was made, its seed, its time (ms)
 
 
 @dataclass
@@ -67,16 +61,6 @@ class AgentEvent:
     kind: EventKind
     attempt: int = 0  # the round
     data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class FirstRound:
-    """Round 1's replies, and the greedy candidate's run when it already ran against every test."""
-
-    drafts: list[Drafted]
-    test_replies: list[Draft]
-    probes: list[select.Probe]
-    looked: Attempt | None = None
 
 
 class CodeAgent(AgentRunnable):
@@ -99,6 +83,7 @@ class CodeAgent(AgentRunnable):
         test_timeout: float = select.DEFAULT_TEST_TIMEOUT_S,
         selection: str = "codet",
         always_sample: bool = False,
+        check_variants: bool = True,
         retrieval_gate: Callable[[str], RetrievalDecision] | None = None,
     ) -> None:
         """``max_attempts``: rounds (the first generation, then repair rounds). ``samples``:
@@ -108,6 +93,8 @@ class CodeAgent(AgentRunnable):
         "codet" or "mbr". ``always_sample``: sample ``samples`` candidates, and the tests with them,
         even when the greedy one passes the user's tests, the instruction's examples or (with
         neither) its own tests (by default it is then the answer).
+        ``check_variants``: a greedy candidate that passes the examples is also run on the examples'
+        calls with a list one item shorter, and if it raises there, others are sampled.
         ``retrieval_gate`` decides per instruction whether to query
         ``retriever`` (e.g. :func:`ragcoder.chains.retrieval.gate.decide_retrieval`); without
         one, every instruction is."""
@@ -133,6 +120,7 @@ class CodeAgent(AgentRunnable):
         self.test_timeout = test_timeout
         self.selection = selection
         self.always_sample = always_sample
+        self.check_variants = check_variants
         self.set_model(model, repair_model)
 
     def set_model(self, model: Runnable, repair_model: Runnable | None = None) -> None:
@@ -140,11 +128,11 @@ class CodeAgent(AgentRunnable):
         from ragcoder.agent.microbatch import MicroBatchingChatModel
 
         self.model = model
-        self._codegen = codegen_chain(model)
+        self.codegen = codegen_chain(model)
         self._repair_model = repair_model or model
         # sampled rows go to the model itself in one call: in a shared micro-batch their seed
         # would draw differently with each batch's company
-        self._sampler = model.inner if isinstance(model, MicroBatchingChatModel) else model
+        self.sampler = model.inner if isinstance(model, MicroBatchingChatModel) else model
 
     # -- the loop -----------------------------------------------------------------------------
     def events(
@@ -180,8 +168,8 @@ class CodeAgent(AgentRunnable):
         if ask_tests and function is None:
             notes.append("the request names no function, so no tests were generated")
         entry = task.entry_point if check == "tests" else None
-        opening = yield from self._first_round(
-            task, inputs, tests, function if ask_tests else None, entry, notes, emit, on_token
+        opening = yield from first_round(
+            self, task, inputs, tests, function, ask_tests, entry, notes, emit, on_token
         )
         drafts, probes, looked = opening.drafts, opening.probes, opening.looked
         test_tokens = (
@@ -198,7 +186,9 @@ class CodeAgent(AgentRunnable):
             fresh = 0
             first = len(candidates) + 1  # the round's first candidate: a chat shows its code in full
             for draft, origin, seed, gen_ms in drafts:
-                candidate = self._candidate(draft, origin, seed, gen_ms, number, len(candidates) + 1, task)
+                candidate = self.candidate_from(
+                    draft, origin, seed, gen_ms, number, len(candidates) + 1, task
+                )
                 candidates.append(candidate)
                 yield emit(
                     "generated",
@@ -221,7 +211,7 @@ class CodeAgent(AgentRunnable):
                     copy_run(candidate, looked)
                     candidate.duplicate_of, candidate.run_ms = None, looked.run_ms
                 else:
-                    self._run(candidate, tests, probes, entry)
+                    self.run_against(candidate, tests, probes, entry)
                 yield emit(
                     "ran",
                     number,
@@ -308,64 +298,7 @@ class CodeAgent(AgentRunnable):
         yield emit("done", attempts[-1].number, result=result)
 
     # -- the pieces ----------------------------------------------------------------------------
-    def _first_round(
-        self,
-        task: Task,
-        inputs: dict[str, Any],
-        tests: list[TestCase],
-        function: str | None,
-        entry: str | None,
-        notes: list[str],
-        emit: Callable[..., AgentEvent],
-        on_token: Callable[[str], None] | None,
-    ) -> Generator[AgentEvent, None, FirstRound]:
-        """The greedy candidate (streamed), then what it takes: with hard checks it runs against
-        them, and only when it fails are more candidates and the model's tests sampled (one
-        batched call). Without hard checks the model's tests come first (one batched call): a
-        greedy candidate self-tested on them is the answer, else more candidates are sampled.
-        ``function``: the one to write tests for (None: no tests). Adds the tests to ``tests``."""
-        t0 = time.perf_counter()
-        greedy = draft_from(self._codegen, inputs, on_token)
-        first = FirstRound([(greedy, "greedy", None, elapsed_ms(t0))], [], [])
-        code_rows = [codegen_messages(inputs)] * (self.samples - 1)
-        test_rows = [messages_for_tests(task.instruction, function)] * self.test_prompts if function else []
-        if not self.always_sample and tests and (code_rows or test_rows):
-            looked = self._candidate(greedy, "greedy", None, first.drafts[0][3], 1, 1, task)
-            self._run(looked, tests, [], entry)
-            if looked.passed:  # verified already: more candidates could only choose against it
-                code_rows, test_rows, first.looked = [], [], looked
-                notes.append(f"the first candidate passed {select.hard_words(tests)}: no others sampled")
-        elif not self.always_sample and test_rows:
-            first.test_replies, _ = sample_replies(
-                self._sampler, test_rows, task.instruction, self.temperature, TESTS_ROUND
-            )
-            test_rows = []
-            assert function is not None
-            tests += own_test_cases(first.test_replies, function, task.instruction, tests, notes)
-            yield emit("tests", 1, tests=tests, function=function, notes=notes)
-            first.probes = select.probes_for(tests, function)
-            first.looked = self._candidate(greedy, "greedy", None, first.drafts[0][3], 1, 1, task)
-            self._run(first.looked, tests, first.probes, entry)
-            passed, counted = select.own_tests_passed(first.looked, tests)
-            if counted >= MIN_OWN_TESTS_TO_STOP and select.verdict_for(first.looked, tests) == "self-tested":
-                code_rows = []
-                notes.append(f"the first candidate passed {passed}/{counted} own tests: no others sampled")
-        if code_rows or test_rows:
-            t1 = time.perf_counter()
-            sampled, seeds = sample_replies(
-                self._sampler, code_rows + test_rows, task.instruction, self.temperature
-            )
-            for draft, seed in zip(sampled[: len(code_rows)], seeds, strict=False):
-                first.drafts.append((draft, "sampled", seed, elapsed_ms(t1)))
-            later = sampled[len(code_rows) :]
-            first.test_replies += later
-            if function is not None and later:
-                tests += own_test_cases(later, function, task.instruction, tests, notes)
-                yield emit("tests", 1, tests=tests, function=function, notes=notes)
-                first.probes = select.probes_for(tests, function)
-        return first
-
-    def _run(
+    def run_against(
         self, candidate: Attempt, tests: list[TestCase], probes: list[select.Probe], entry: str | None
     ) -> None:
         t0 = time.perf_counter()
@@ -380,7 +313,7 @@ class CodeAgent(AgentRunnable):
         )
         candidate.run_ms = elapsed_ms(t0)
 
-    def _candidate(
+    def candidate_from(
         self,
         draft: Draft,
         origin: Origin,

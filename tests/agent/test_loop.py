@@ -84,8 +84,8 @@ def test_the_candidates_that_agree_on_the_models_tests_win(trusted_sandbox) -> N
     assert result.function == "square" and len(result.counted_tests("generated")) == 4
     assert len(model.prompts) == 1 + 3 + 2 and result.repairs == 0  # greedy, 3 sampled, 2 asking for tests
     sampled = [o["seed"] for o in model.options if o.get("temperature")]
-    # the tests first (one seeded call), then, the greedy candidate failing them, the others (another)
-    assert sampled == [seed_for(SQUARE, 0, 0)] * 2 + [seed_for(SQUARE, 1, 0)] * 3
+    # one reply of tests first; the greedy candidate failing them, the others and more tests in one call
+    assert sampled == [seed_for(SQUARE, 0, 0)] + [seed_for(SQUARE, 1, 0)] * 4
     assert result.test_tokens[1] > 0 and result.output_tokens > sum(
         c.output_tokens for c in result.candidates
     )
@@ -99,10 +99,10 @@ def test_without_examples_a_first_candidate_that_passes_its_own_tests_is_the_ans
     model = sampling(RIGHT, code=[WRONG, RIGHT_TOO, WRONG], tests=[one_wrong, OWN_TESTS])
     result = CodeAgent(model, trusted_sandbox, samples=4).invoke(SQUARE)
     assert result.code == RIGHT and result.verdict == "self-tested" and len(result.candidates) == 1
-    assert len(model.prompts) == 1 + 2  # the greedy candidate and the tests: nothing else sampled
+    assert len(model.prompts) == 1 + 1  # the greedy candidate and one reply of tests: nothing else
     assert result.notes == ["the first candidate passed 4/5 own tests: no others sampled"]
     assert result.summary() == "1 candidate, 4/5 own tests: self-tested"
-    assert [o["seed"] for o in model.options if o.get("temperature")] == [seed_for(SQUARE, 0, 0)] * 2
+    assert [o["seed"] for o in model.options if o.get("temperature")] == [seed_for(SQUARE, 0, 0)]
     assert result.candidates[0].run_ms > 0 and result.test_tokens[1] > 0
 
     # 2 own tests are too few to stop on; always_sample asks for candidates and tests in one call
@@ -166,6 +166,34 @@ def test_a_first_candidate_that_passes_the_examples_is_the_answer(trusted_sandbo
     model = sampling(WRONG, code=[WRONG, RIGHT_TOO, WRONG], tests=[OWN_TESTS, OWN_TESTS])
     failed_first = CodeAgent(model, trusted_sandbox, samples=4).invoke(instruction)
     assert failed_first.code == RIGHT_TOO and len(failed_first.candidates) == 4 and not failed_first.notes
+
+
+ALTERNATE = "Write a Python function `alternate(xs)`: smallest, largest, next smallest, and so on.\n\n>>> alternate([1, 2, 3, 4])\n[1, 4, 2, 3]\n"
+PAIRS_ONLY = (  # right on the example, raises on a list of odd length
+    "def alternate(xs):\n    xs, out = sorted(xs), []\n    while xs:\n"
+    "        out.append(xs.pop(0))\n        out.append(xs.pop())\n    return out\n"
+)
+ALTERNATE_RIGHT = (
+    "def alternate(xs):\n    xs, out = sorted(xs), []\n    while xs:\n"
+    "        out.append(xs.pop(0))\n        if xs:\n            out.append(xs.pop())\n    return out\n"
+)
+
+
+def test_a_first_candidate_that_raises_on_inputs_like_the_examples_is_not_the_answer(trusted_sandbox) -> None:
+    tests = fenced("assert alternate([3, 1, 2]) == [1, 3, 2]\nassert alternate([]) == []")
+    model = sampling(PAIRS_ONLY, code=[ALTERNATE_RIGHT], tests=[tests])
+    result = CodeAgent(model, trusted_sandbox, samples=2, test_prompts=1).invoke(ALTERNATE)
+    assert result.code == ALTERNATE_RIGHT and result.verdict == "verified" and len(result.candidates) == 2
+    assert result.notes == [
+        "the first candidate passed the examples but raised on alternate([1, 2, 3]): raised IndexError: "
+        "others sampled"
+    ]
+    model = sampling(PAIRS_ONLY, code=[ALTERNATE_RIGHT], tests=[tests])
+    unguarded = CodeAgent(model, trusted_sandbox, samples=2, check_variants=False).invoke(ALTERNATE)
+    assert unguarded.code == PAIRS_ONLY and len(unguarded.candidates) == 1
+    model = sampling(ALTERNATE_RIGHT, code=[PAIRS_ONLY], tests=[tests])
+    right = CodeAgent(model, trusted_sandbox, samples=2).invoke(ALTERNATE)
+    assert right.code == ALTERNATE_RIGHT and len(right.candidates) == 1 and len(model.prompts) == 1
 
 
 def test_passing_only_wrong_own_tests_is_never_a_pass(trusted_sandbox) -> None:
