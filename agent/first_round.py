@@ -104,7 +104,7 @@ def first_round(
         )
         test_rows = test_rows[FIRST_TEST_PROMPTS:]
         assert function is not None
-        tests += own_test_cases(first.test_replies, function, task.instruction, tests, notes)
+        tests += own_test_cases(first.test_replies, function, task.instruction, tests)
         yield emit("tests", 1, tests=tests, function=function, notes=notes)
         first.probes = select.probes_for(tests, function)
         first.looked = agent.candidate_from(greedy, "greedy", None, first.drafts[0][3], 1, 1, task)
@@ -124,9 +124,11 @@ def first_round(
         first.test_replies += later
         if ask_tests and function is not None and later:
             first.looked = None  # it runs again, against the new tests too
-            tests += own_test_cases(later, function, task.instruction, tests, notes)
+            tests += own_test_cases(later, function, task.instruction, tests)
             yield emit("tests", 1, tests=tests, function=function, notes=notes)
             first.probes = select.probes_for(tests, function)
+    if first.test_replies and not any(t.origin == "generated" for t in tests):
+        notes.append(f"the model wrote no usable tests for {function}")
     return first
 
 
