@@ -113,16 +113,22 @@ def own_test_shares(name: str, rows: list[dict]) -> list[str]:
         for c in row.get("candidate_runs") or []:
             if counted and c["duplicate_of"] is None and c.get("hidden_passed") is not None:
                 share = sum(c["tests"][i : i + 1] == "P" for i in counted) / len(counted)
-                points.append((share, bool(c["hidden_passed"]), c["passed"]))
+                points.append((share, bool(c["hidden_passed"]), c["passed"], c["candidate"] == 1))
     if not points:
         return []
     parts = []
     for floor in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5):
-        above = [ok for share, ok, ran in points if share >= floor and ran]
+        above = [ok for share, ok, ran, _ in points if share >= floor and ran]
         parts.append(f">={floor:.0%} {sum(above)}/{len(above)}")
+    from ragcoder.agent.select import SELF_TESTED_SHARE as SELF_TESTED
+
+    firsts = [(share, ok) for share, ok, ran, first in points if ran and first]
+    below = [ok for share, ok in firsts if share < SELF_TESTED]
     return [
         f"  {name}: distinct candidates that passed their hard checks, by share of own tests passed: "
-        f"right/all " + ", ".join(parts)
+        f"right/all " + ", ".join(parts),
+        f"  {name}: first candidates that passed their hard checks: {len(below)} of {len(firsts)} below "
+        f"{SELF_TESTED:.0%} of their own tests ({sum(below)} of those right)",
     ]
 
 
