@@ -77,11 +77,9 @@ def first_round(
     emit: Callable[..., Any],
     on_token: Callable[[str], None] | None,
 ) -> Generator[Any, None, FirstRound]:
-    """The greedy candidate (streamed), then what it takes: with hard checks it runs against
-    them, and only when it fails are more candidates and the model's tests sampled (one
-    batched call). Without hard checks the model's tests come first (one batched call): a
-    greedy candidate self-tested on them is the answer, else more candidates are sampled.
-    ``ask_tests``: the model writes tests of ``function``. Adds the tests to ``tests``."""
+    """The greedy candidate (streamed), then what it takes (see the module's docstring).
+    ``ask_tests``: the model writes tests of ``function``; they are added to ``tests``. The
+    generator's return value holds the round's replies."""
     t0 = time.perf_counter()
     greedy = draft_from(agent.codegen, inputs, on_token)
     first = FirstRound([(greedy, "greedy", None, elapsed_ms(t0))], [], [])
