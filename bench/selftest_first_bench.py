@@ -3,7 +3,7 @@ answer self-tested on them kept ("first", the default), against sampling every c
 tests in one call ("always", ``always_sample``, the behaviour before), side by side in one run.
 
     flock /tmp/ragcoder-heavy.lock .venv/bin/python bench/selftest_first_bench.py \\
-        --tasks 41,50,38,67,68,78,79,80,81 -o finetune/results/qwen_dev_noexamples_words
+        --tasks 79,41,80,50,78,38,67,68,81 -o finetune/results/qwen_dev_noexamples_words
 
 One model load; for each dev task (asked in words) the two configurations run one after the other,
 one request at a time, so they see the same load. Records go to PREFIX_first.jsonl and
