@@ -94,7 +94,7 @@ class CodeAgent(AgentRunnable):
         even when the greedy one passes the user's tests, the instruction's examples or (with
         neither) its own tests (by default it is then the answer).
         ``check_variants``: a greedy candidate that passes the examples is also run on the examples'
-        calls with a list one item shorter, and if it raises there, others are sampled.
+        calls with a list one item shorter, and if it raises there, it is not called verified.
         ``retrieval_gate`` decides per instruction whether to query
         ``retriever`` (e.g. :func:`ragcoder.chains.retrieval.gate.decide_retrieval`); without
         one, every instruction is."""
@@ -276,6 +276,9 @@ class CodeAgent(AgentRunnable):
                 f"{sum(bool(t.dropped) for t in tests)} generated test(s) dropped: they hung or "
                 "raised for every candidate"
             )
+        verdict = select.verdict_for(winner, tests)
+        if opening.raised_on_variants and winner.candidate == 1:  # right on the examples only
+            verdict = "unverified"
         result = AgentResult(
             instruction=task.instruction,
             code=winner.code,
@@ -287,7 +290,7 @@ class CodeAgent(AgentRunnable):
             retrieval=retrieval,
             tests=hard_source,
             total_ms=elapsed_ms(started),
-            verdict=select.verdict_for(winner, tests),
+            verdict=verdict,
             candidates=candidates,
             test_cases=tests,
             selection=selection,

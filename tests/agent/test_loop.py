@@ -179,21 +179,22 @@ ALTERNATE_RIGHT = (
 )
 
 
-def test_a_first_candidate_that_raises_on_inputs_like_the_examples_is_not_the_answer(trusted_sandbox) -> None:
+def test_a_first_candidate_that_raises_on_inputs_like_the_examples_is_not_verified(trusted_sandbox) -> None:
     tests = fenced("assert alternate([3, 1, 2]) == [1, 3, 2]\nassert alternate([]) == []")
     model = sampling(PAIRS_ONLY, code=[ALTERNATE_RIGHT], tests=[tests])
     result = CodeAgent(model, trusted_sandbox, samples=2, test_prompts=1).invoke(ALTERNATE)
-    assert result.code == ALTERNATE_RIGHT and result.verdict == "verified" and len(result.candidates) == 2
+    assert result.code == PAIRS_ONLY and result.passed and result.verdict == "unverified"
+    assert len(result.candidates) == 1 and len(model.prompts) == 1  # no samples: on dev they did not help
     assert result.notes == [
         "the first candidate passed the examples but raised on alternate([1, 2, 3]): raised IndexError: "
-        "others sampled"
+        "not verified"
     ]
     model = sampling(PAIRS_ONLY, code=[ALTERNATE_RIGHT], tests=[tests])
     unguarded = CodeAgent(model, trusted_sandbox, samples=2, check_variants=False).invoke(ALTERNATE)
-    assert unguarded.code == PAIRS_ONLY and len(unguarded.candidates) == 1
+    assert unguarded.code == PAIRS_ONLY and unguarded.verdict == "verified" and len(unguarded.candidates) == 1
     model = sampling(ALTERNATE_RIGHT, code=[PAIRS_ONLY], tests=[tests])
     right = CodeAgent(model, trusted_sandbox, samples=2).invoke(ALTERNATE)
-    assert right.code == ALTERNATE_RIGHT and len(right.candidates) == 1 and len(model.prompts) == 1
+    assert right.code == ALTERNATE_RIGHT and right.verdict == "verified" and len(model.prompts) == 1
 
 
 def test_passing_only_wrong_own_tests_is_never_a_pass(trusted_sandbox) -> None:
