@@ -38,6 +38,8 @@ def main() -> None:
     from ragcoder.finetune.evaluate import select_problems
 
     problems = select_problems("dev", tasks=args.tasks)  # the test split is never tuned on
+    order = [f"HumanEval/{t.split('/')[-1].strip()}" for t in args.tasks.split(",")]
+    problems.sort(key=lambda p: order.index(p.task_id) if p.task_id in order else len(order))
     paths = {name: args.prefix.with_name(f"{args.prefix.name}_{name}.jsonl") for name in CONFIGS}
     if not args.report_only:
         from ragcoder.agent.config import resolve_config
