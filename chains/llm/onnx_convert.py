@@ -7,9 +7,9 @@ exit) into a temporary folder, hashes every file into the manifest (``installed.
 ``engines.ort``: folder, size, sha256 per file, seconds) and renames the folder into place. A
 folder whose files do not match their record (an interrupted or damaged conversion) is made again.
 
-Then the HF folder (fp16, 3.4 GB for Qwen 1.5B) is dropped unless ``keep_hf``: the default engine
-does not read it, and the torch engine (training, the fallback, GPUs) loads the GGUF the install
-keeps (slower to load: it is dequantized, about a minute, once per process).
+Then the HF weights (fp16, 3.6 GB for Qwen 1.5B) are dropped unless ``keep_hf``: no engine reads
+them once the int8 file exists, and a command that needs them (training, an adapter, fp32 or GPU
+loads) rebuilds them from the GGUF the install keeps (:mod:`ragcoder.chains.llm.installed_parts`).
 
 :func:`convert_adapter` merges a LoRA adapter into the base weights and converts the result into
 ``adapters/<adapter id>/ort-int4``, recorded under ``adapters`` in the manifest.
@@ -23,7 +23,6 @@ LoRA changes the weights the GGUF holds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -37,13 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from ragcoder.chains.llm.engines import ADAPTERS_DIR, ORT_DIR, adapter_id, is_onnx_folder, sizes_match
+from ragcoder.chains.llm.installed_parts import drop_weights_unlocked, has_hf_weights
 from ragcoder.chains.llm.models import (
     GGUF_NAME,
     HF_SUBDIR,
-    MANIFEST_NAME,
     known_model,
     model_dir,
+    model_lock,
     read_manifest,
+    write_manifest,
 )
 
 from ragcoder.errors import ModelInstallError, ModelNotInstalled
@@ -151,30 +152,10 @@ def importlib_missing(module: str) -> bool:
 
 
 @contextlib.contextmanager
-def model_lock(name: str) -> Iterator[None]:
-    """The same lock file as the install (one writer per model folder at a time)."""
-    folder = model_dir(name).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Replace ``installed.json`` atomically (a crash leaves the old one or the new one)."""
-    tmp = folder / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, folder / MANIFEST_NAME)
-
-
-@contextlib.contextmanager
 def hf_weights(folder: Path, say: Progress) -> Iterator[Path]:
     """An HF folder of the installed model: its own ``hf/``, or one made from its GGUF for the
-    length of the block (the install keeps the GGUF, not the 3.4 GB HF folder)."""
-    if (folder / HF_SUBDIR / "config.json").is_file():
+    length of the block (the default install keeps the GGUF, not the 3.6 GB HF weights)."""
+    if has_hf_weights(folder / HF_SUBDIR):
         yield folder / HF_SUBDIR
         return
     if not (folder / GGUF_NAME).is_file():
@@ -227,11 +208,12 @@ def ensure_onnx(
                 )
             manifest.setdefault("engines", {})["ort"] = record
             write_manifest(folder, manifest)
-        if not keep_hf and (folder / HF_SUBDIR).exists() and (folder / GGUF_NAME).is_file():
-            shutil.rmtree(folder / HF_SUBDIR)
-            manifest.pop("hf_dir", None)
+        if not keep_hf and has_hf_weights(folder / HF_SUBDIR) and (folder / GGUF_NAME).is_file():
+            drop_weights_unlocked(folder, manifest)
             write_manifest(folder, manifest)
-            say("dropped the HF folder (the torch engine loads the GGUF; --keep-hf keeps it)")
+            say(
+                "dropped the HF weights (rebuilt from the GGUF when a command needs them; --keep-hf keeps them)"
+            )
         return manifest
 
 
