@@ -28,6 +28,9 @@ SELECTION_METHODS = ("codet", "mbr")
 DEFAULT_TEST_TIMEOUT_S = 1.0  # per test: the model's tests call a small function on small inputs
 SLOW_AFTER_TIMEOUTS = 3  # a candidate that hung this often gets a short limit for its other tests
 SLOW_LIMIT_S = 0.1
+# self-tested: the code ran cleanly and passed at least this share of the model's own tests (its
+# expected values are often wrong; candidates at >= 0.8 passed the hidden tests: docs/results.md)
+SELF_TESTED_SHARE = 0.8
 _TIMEOUT_EXC = "_RagcoderTestTimeout"
 _END = "assert '@@ragcoder-tests-done@@'"
 _OUTPUTS_MARK = "@@ragcoder-outputs@@"
@@ -299,9 +302,14 @@ def _status(passed: bool, message: str) -> str:
 
 
 def drop_broken_tests(tests: Sequence[TestCase], runs: Sequence[Attempt]) -> None:
-    """Mark each generated test that hung or raised for every candidate that loaded as dropped."""
+    """Mark each generated test that hung or raised for every candidate that loaded as dropped.
+
+    It takes two candidates to tell a broken test from broken code: with one, nothing is dropped.
+    """
     loaded = [r for r in runs if r.statuses]
-    if not loaded:
+    if len(loaded) < 2:
+        for test in tests:
+            test.dropped = ""
         return
     for test in tests:
         if test.origin != "generated":
@@ -415,15 +423,21 @@ def _closest_reason(best: Attempt, hard: Sequence[TestCase]) -> str:
     return f"none passed {hard_words(hard)}; candidate {best.candidate} passed {_hard_passed(best, hard)}/{len(hard)}"
 
 
+def own_tests_passed(run: Attempt, tests: Sequence[TestCase]) -> tuple[int, int]:
+    """(passed, counted): the model's own tests, those not dropped, that ``run`` passes."""
+    counted = [t.name for t in tests if t.origin == "generated" and not t.dropped]
+    return sum(run.statuses.get(name) == "pass" for name in counted), len(counted)
+
+
 def verdict_for(winner: Attempt, tests: Sequence[TestCase]) -> Verdict:
     """verified: hard tests exist and all passed; self-tested: there were none, and the code ran
-    and passed every counted generated test (at least one); else unverified."""
+    and passed at least SELF_TESTED_SHARE of its own tests (at least one); else unverified."""
     hard = [t for t in tests if t.name and t.origin != "generated"]
     if not winner.passed:
         return "unverified"
     if hard:
         return "verified" if all(winner.statuses.get(t.name) == "pass" for t in hard) else "unverified"
-    counted = [t.name for t in tests if t.origin == "generated" and not t.dropped]
-    if counted and all(winner.statuses.get(name) == "pass" for name in counted):
+    passed, counted = own_tests_passed(winner, tests)
+    if counted and passed >= SELF_TESTED_SHARE * counted:
         return "self-tested"
     return "unverified"

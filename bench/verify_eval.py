@@ -95,7 +95,41 @@ def summary(name: str, rows: list[dict]) -> list[str]:
             f"  greedy candidate alone {greedy}; the other selection method {other}; "
             f"oracle (any candidate) {oracle}; distinct candidates {distinct:.1f}, own tests {own:.1f} per task"
         )
+        sampled = sum(r.get("candidates", 1) > 1 for r in with_candidates)
+        lines.append(f"  sampled (more than one candidate) on {sampled} of {len(with_candidates)} tasks")
     return lines
+
+
+def own_test_shares(name: str, rows: list[dict]) -> list[str]:
+    """Every distinct candidate's share of the counted own tests passed, against the hidden tests:
+    how often a candidate at or above each share is right (the self-tested rule)."""
+    points = []
+    for row in rows:
+        counted = [
+            i
+            for i, t in enumerate(row.get("test_cases") or [])
+            if t["origin"] == "generated" and not t["dropped"]
+        ]
+        for c in row.get("candidate_runs") or []:
+            if counted and c["duplicate_of"] is None and c.get("hidden_passed") is not None:
+                share = sum(c["tests"][i : i + 1] == "P" for i in counted) / len(counted)
+                points.append((share, bool(c["hidden_passed"]), c["passed"], c["candidate"] == 1))
+    if not points:
+        return []
+    parts = []
+    for floor in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5):
+        above = [ok for share, ok, ran, _ in points if share >= floor and ran]
+        parts.append(f">={floor:.0%} {sum(above)}/{len(above)}")
+    from ragcoder.agent.select import SELF_TESTED_SHARE as SELF_TESTED
+
+    firsts = [(share, ok) for share, ok, ran, first in points if ran and first]
+    below = [ok for share, ok in firsts if share < SELF_TESTED]
+    return [
+        f"  {name}: distinct candidates that passed their hard checks, by share of own tests passed: "
+        f"right/all " + ", ".join(parts),
+        f"  {name}: first candidates that passed their hard checks: {len(below)} of {len(firsts)} below "
+        f"{SELF_TESTED:.0%} of their own tests ({sum(below)} of those right)",
+    ]
 
 
 def replay(name: str, rows: list[dict]) -> list[str]:
@@ -153,7 +187,8 @@ def main(argv: list[str]) -> None:
     common = sorted(set.intersection(*(set(r) for r in runs.values())), key=lambda t: int(t.split("/")[1]))
     print(f"{len(common)} tasks in every run")
     for name, rows in runs.items():
-        print("\n".join(summary(name, [rows[t] for t in common]) + replay(name, [rows[t] for t in common])))
+        held = [rows[t] for t in common]
+        print("\n".join(summary(name, held) + replay(name, held) + own_test_shares(name, held)))
     base_name, base = next(iter(runs.items()))
     for name, rows in list(runs.items())[1:]:
         wins = [t for t in common if rows[t].get("passed") and not base[t].get("passed")]

@@ -80,3 +80,27 @@ def test_arrow_and_equals_examples_become_tests_when_the_value_is_a_literal() ->
         "assert will_it_fly([1, 2], 5) == False\nassert digit_sum('abAB') == 131\n"
         "assert iscube(1) == True\nassert f(3) == 6.00\n"
     )
+
+
+def test_example_variants_shorten_list_arguments_and_leave_strings_alone() -> None:
+    from ragcoder.agent.checks import example_variants, raised_on
+    from ragcoder.agent.select import assert_cases
+
+    examples = assert_cases(
+        ["assert f([1, 2, 3], 'ab') == 6", "assert f((4, 5), 'xy') == 9", "assert f([7], 'z') == 7"],
+        "example",
+    )
+    variants = example_variants(examples, "f")
+    assert [v.expr for v in variants] == [
+        "f([1, 2], 'ab')",
+        "f([2, 3], 'ab')",
+        "f((4,), 'xy')",
+        "f((5,), 'xy')",
+    ]
+    assert example_variants(examples, "g") == []
+    outputs = {"f([1, 2], 'ab')": "3", "f([2, 3], 'ab')": "raised IndexError"}  # the other two hung
+    assert raised_on(outputs, variants) == [
+        "f([2, 3], 'ab'): raised IndexError",
+        "f((4,), 'xy'): timeout",
+        "f((5,), 'xy'): timeout",
+    ]

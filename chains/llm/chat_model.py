@@ -23,21 +23,18 @@ in another order, and int8 rounding can amplify that last-bit difference into an
 So a batched or prompt-lookup answer can differ from the one-prompt answer. In fp32 that takes a
 near tie (tested identical on the tests' model; 1 of 2 repair answers of SmolLM2 differed, llm_bench).
 
-The int8 model of an installed known model is pickled once next to it
-(``int8rows-chan-v3-torch<v>-transformers<v>.pt``, 2.5 GB for Qwen) so later processes skip quantizing.
+Loading the weights (int8 from the installed model's int8 file, bf16, fp32, LoRA):
+:mod:`ragcoder.chains.llm.loading`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-import warnings
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -57,11 +54,10 @@ from ragcoder.chains.llm.chat_api import LocalChatFeatures
 from ragcoder.chains.llm.convert import make_tiny_random_model
 from ragcoder.chains.llm.cpu_threads import set_torch_threads
 from ragcoder.chains.llm.generate import GenerationOutput, Sampling, generate_batch, stream_generate
-from ragcoder.chains.llm.int8 import int8_cache_file, quantize_int8, read_int8_cache, write_int8_cache
-from ragcoder.chains.llm.models import DEFAULT_MODEL, ResolvedModel, resolve_model
+from ragcoder.chains.llm.loading import INT8_MIN_PARAMS, LoadedModel, Quantize, load_weights, pick_device
+from ragcoder.chains.llm.models import DEFAULT_MODEL, resolve_model
 from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
 from ragcoder.chains.llm.tool_calls import ChatTurn, chat_turn, chunk_of
-from ragcoder.chains.llm.weights import dtype_for, load_dense_model, load_tokenizer
 
 # OpenMP threads that spin while waiting starve each other when other processes share the CPU
 # (docs/benchmarks.md). Only effective if torch is not imported yet; the CLI sets it before any
@@ -69,6 +65,7 @@ from ragcoder.chains.llm.weights import dtype_for, load_dense_model, load_tokeni
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = [
+    "INT8_MIN_PARAMS",
     "LoadedModel",
     "LocalChatModel",
     "LocalPipelineLLM",
@@ -78,10 +75,6 @@ __all__ = [
     "repair_model",
 ]
 
-Quantize = Literal["auto", "int8", "none"]
-# "auto" quantizes on CPU only from this size up: small models lose their answers in int8 and are
-# fast enough in fp32; large ones gain several times the speed (docs/benchmarks.md, int8).
-INT8_MIN_PARAMS = 500_000_000
 DEFAULT_PROMPT_LOOKUP_TOKENS = 10
 
 
@@ -346,21 +339,6 @@ class LocalChatModel(LocalChatFeatures, ChatHuggingFace):
             self._prefilled.clear()
 
 
-@dataclass
-class LoadedModel:
-    """Weights loaded once per process, shared by every chat model built on them."""
-
-    model: Any
-    tokenizer: Any
-    resolved: ResolvedModel
-    device: str
-    description: str
-    """e.g. ``"int8-dynamic cpu"``, ``"bf16 cuda"``."""
-    load_s: float
-    quantize_s: float
-    pipeline: Any = None
-
-
 _CACHE_LOCK = threading.RLock()
 _GENERATE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _LOADED: dict[tuple, LoadedModel] = {}
@@ -372,72 +350,6 @@ def clear_model_cache() -> None:
     with _CACHE_LOCK:
         _CHATS.clear()
         _LOADED.clear()
-
-
-def _pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _load(resolved: ResolvedModel, adapter: str | None, quantize: Quantize, device: str) -> LoadedModel:
-    import torch
-
-    use_int8 = quantize == "int8" or (quantize == "auto" and device == "cpu")
-    if use_int8 and device != "cpu":
-        raise ValueError(f"int8 dynamic quantization runs on CPU only, not on {device}; use quantize='none'")
-    dtype = dtype_for(device)
-    precision = "int8-dynamic" if use_int8 else ("bf16" if dtype == torch.bfloat16 else "fp32")
-    cache_file = int8_cache_file(resolved, adapter) if use_int8 else None
-
-    started = time.perf_counter()
-    tokenizer = load_tokenizer(resolved.load_dir, resolved.gguf_file)
-    model = read_int8_cache(cache_file) if cache_file else None
-    if model is not None:
-        _prepare_generation(model, tokenizer)
-        load_s = time.perf_counter() - started
-        return LoadedModel(model, tokenizer, resolved, device, f"{precision} {device} (cached)", load_s, 0.0)
-
-    model = load_dense_model(resolved.load_dir, gguf_file=resolved.gguf_file, dtype=dtype)
-    if adapter:
-        from peft import PeftModel
-
-        with warnings.catch_warnings():  # peft 0.21 calls an alias transformers 5 deprecates
-            warnings.filterwarnings(
-                "ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning
-            )
-            model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    model.to(device)
-    model.eval()
-    load_s = time.perf_counter() - started
-    if quantize == "auto" and use_int8 and sum(p.numel() for p in model.parameters()) < INT8_MIN_PARAMS:
-        use_int8, precision = False, "fp32"  # small models lose too much to int8 and are fast in fp32
-
-    started = time.perf_counter()
-    if use_int8:
-        model = quantize_int8(model)
-        if cache_file:
-            write_int8_cache(model, cache_file)
-    quantize_s = time.perf_counter() - started
-
-    _prepare_generation(model, tokenizer)
-    return LoadedModel(model, tokenizer, resolved, device, f"{precision} {device}", load_s, quantize_s)
-
-
-def _prepare_generation(model: Any, tokenizer: Any) -> None:
-    """Greedy by default, a pad token for batching, left padding for decoder-only batches."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
-    config = model.generation_config
-    config.do_sample = False
-    config.temperature = None
-    config.top_p = None
-    config.top_k = None
-    if config.pad_token_id is None:
-        config.pad_token_id = tokenizer.pad_token_id
 
 
 def load_model_weights(
@@ -459,11 +371,11 @@ def load_model_weights(
             f"LoRA adapter folder {adapter!r} has no adapter_config.json",
             hint="pass a folder written by peft's save_pretrained",
         )
-    device = _pick_device(device)
+    device = pick_device(device)
     key = (str(resolved.load_dir), resolved.gguf_file, adapter_path, quantize, device)
     with _CACHE_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = _load(resolved, adapter_path, quantize, device)
+            _LOADED[key] = load_weights(resolved, adapter_path, quantize, device)
             if device == "cpu":  # the model's own count, the same in every mode (cpu_threads.py)
                 set_torch_threads(_LOADED[key].model.config)
         return _LOADED[key]

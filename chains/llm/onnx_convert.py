@@ -7,18 +7,22 @@ exit) into a temporary folder, hashes every file into the manifest (``installed.
 ``engines.ort``: folder, size, sha256 per file, seconds) and renames the folder into place. A
 folder whose files do not match their record (an interrupted or damaged conversion) is made again.
 
-Then the HF folder (fp16, 3.4 GB for Qwen 1.5B) is dropped unless ``keep_hf``: the default engine
-does not read it, and the torch engine (training, the fallback, GPUs) loads the GGUF the install
-keeps (slower to load: it is dequantized, about a minute, once per process).
+Then the HF weights (fp16, 3.6 GB for Qwen 1.5B) are dropped unless ``keep_hf``: no engine reads
+them once the int8 file exists, and a command that needs them (training, an adapter, fp32 or GPU
+loads) rebuilds them from the GGUF the install keeps (:mod:`ragcoder.chains.llm.installed_parts`).
 
 :func:`convert_adapter` merges a LoRA adapter into the base weights and converts the result into
 ``adapters/<adapter id>/ort-int4``, recorded under ``adapters`` in the manifest.
+
+With ``gguf_blocks`` (behind a flag while its dev pass@1 is measured) every quantized matmul is then
+rewritten to read the GGUF's own Q4_K / Q6_K blocks instead of the builder's re-rounded int4
+(chains/llm/onnx_gguf.py); the record says ``"weights": "gguf-blocks"``. Not for adapters: a merged
+LoRA changes the weights the GGUF holds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,13 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from ragcoder.chains.llm.engines import ADAPTERS_DIR, ORT_DIR, adapter_id, is_onnx_folder, sizes_match
+from ragcoder.chains.llm.installed_parts import drop_weights_unlocked, has_hf_weights
 from ragcoder.chains.llm.models import (
     GGUF_NAME,
     HF_SUBDIR,
-    MANIFEST_NAME,
     known_model,
     model_dir,
+    model_lock,
     read_manifest,
+    write_manifest,
 )
 
 from ragcoder.errors import ModelInstallError, ModelNotInstalled
@@ -73,9 +79,15 @@ def matches_record(folder: Path, record: dict[str, Any] | None, *, full: bool = 
 
 
 def build_onnx(
-    hf_dir: Path, out_dir: Path, *, precision: str = PRECISION, say: Progress = _quiet
+    hf_dir: Path,
+    out_dir: Path,
+    *,
+    precision: str = PRECISION,
+    say: Progress = _quiet,
+    gguf: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the ONNX Runtime GenAI builder on ``hf_dir`` into ``out_dir`` (replaced); its record."""
+    """Run the ONNX Runtime GenAI builder on ``hf_dir`` into ``out_dir`` (replaced); its record.
+    With ``gguf`` (the GGUF ``hf_dir`` was dequantized from) the matmuls then read its blocks."""
     if importlib_missing("onnxruntime_genai"):
         raise ModelInstallError(
             "converting to the ONNX form needs onnxruntime-genai (its model builder)",
@@ -112,6 +124,13 @@ def build_onnx(
                 hint="check free memory (about 13 GB), then retry",
             )
         _run_child(["--halve-embedding", str(built)])  # lossless: chains/llm/onnx_graph.py
+        rewrite: dict[str, Any] = {}
+        if gguf is not None:
+            say("writing the GGUF's own Q4_K/Q6_K blocks into the ONNX matmuls...")
+            exact = Path(tmp) / "gguf-blocks"
+            rewrite = json.loads(_run_child(["--gguf-weights", str(built), str(gguf), str(exact)]))
+            shutil.rmtree(built)
+            os.replace(exact, built)
         files = file_hashes(built)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -122,6 +141,7 @@ def build_onnx(
         "size": sum(f["size"] for f in files.values()),
         "files": files,
         "seconds": round(time.perf_counter() - started, 1),
+        **rewrite,
     }
 
 
@@ -132,30 +152,10 @@ def importlib_missing(module: str) -> bool:
 
 
 @contextlib.contextmanager
-def model_lock(name: str) -> Iterator[None]:
-    """The same lock file as the install (one writer per model folder at a time)."""
-    folder = model_dir(name).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    """Replace ``installed.json`` atomically (a crash leaves the old one or the new one)."""
-    tmp = folder / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, folder / MANIFEST_NAME)
-
-
-@contextlib.contextmanager
 def hf_weights(folder: Path, say: Progress) -> Iterator[Path]:
     """An HF folder of the installed model: its own ``hf/``, or one made from its GGUF for the
-    length of the block (the install keeps the GGUF, not the 3.4 GB HF folder)."""
-    if (folder / HF_SUBDIR / "config.json").is_file():
+    length of the block (the default install keeps the GGUF, not the 3.6 GB HF weights)."""
+    if has_hf_weights(folder / HF_SUBDIR):
         yield folder / HF_SUBDIR
         return
     if not (folder / GGUF_NAME).is_file():
@@ -167,10 +167,16 @@ def hf_weights(folder: Path, say: Progress) -> Iterator[Path]:
 
 
 def ensure_onnx(
-    name: str, *, keep_hf: bool = False, say: Progress | None = None, full_check: bool = True
+    name: str,
+    *,
+    keep_hf: bool = False,
+    say: Progress | None = None,
+    full_check: bool = True,
+    gguf_blocks: bool = False,
 ) -> dict[str, Any]:
     """Make (or check, and remake when damaged) the ONNX form of the installed model ``name``;
-    then drop its HF folder unless ``keep_hf`` or the registry keeps it. Returns the manifest."""
+    then drop its HF folder unless ``keep_hf`` or the registry keeps it. Returns the manifest.
+    ``gguf_blocks``: the matmuls read the GGUF's own blocks (a form made without is made again)."""
     say = say or _quiet
     known = known_model(name)
     keep_hf = keep_hf or known.keep_hf
@@ -182,22 +188,32 @@ def ensure_onnx(
             )
         folder = model_dir(name)
         record = manifest.get("engines", {}).get("ort")
-        if matches_record(folder / ORT_DIR, record, full=full_check):
+        wrong_weights = gguf_blocks and (record or {}).get("weights") != "gguf-blocks"
+        if not wrong_weights and matches_record(folder / ORT_DIR, record, full=full_check):
             say(f"ONNX form checked: {folder / ORT_DIR}")
         else:
-            if record or (folder / ORT_DIR).exists():
+            if wrong_weights:
+                say("the ONNX form has the builder's int4 weights: making it again from the GGUF's blocks")
+            elif record or (folder / ORT_DIR).exists():
                 say("the ONNX form is incomplete or does not match its record: making it again")
+            if gguf_blocks and not (folder / GGUF_NAME).is_file():
+                raise ModelNotInstalled(f"{name} has no GGUF to take the blocks from", hint="reinstall it")
             with hf_weights(folder, say) as hf_dir:
                 record = build_onnx(
-                    hf_dir, folder / ORT_DIR, precision=known.onnx_precision or PRECISION, say=say
+                    hf_dir,
+                    folder / ORT_DIR,
+                    precision=known.onnx_precision or PRECISION,
+                    say=say,
+                    gguf=folder / GGUF_NAME if gguf_blocks else None,
                 )
             manifest.setdefault("engines", {})["ort"] = record
             write_manifest(folder, manifest)
-        if not keep_hf and (folder / HF_SUBDIR).exists() and (folder / GGUF_NAME).is_file():
-            shutil.rmtree(folder / HF_SUBDIR)
-            manifest.pop("hf_dir", None)
+        if not keep_hf and has_hf_weights(folder / HF_SUBDIR) and (folder / GGUF_NAME).is_file():
+            drop_weights_unlocked(folder, manifest)
             write_manifest(folder, manifest)
-            say("dropped the HF folder (the torch engine loads the GGUF; --keep-hf keeps it)")
+            say(
+                "dropped the HF weights (rebuilt from the GGUF when a command needs them; --keep-hf keeps them)"
+            )
         return manifest
 
 
@@ -239,9 +255,9 @@ def convert_adapter(name: str, adapter: str | Path, *, say: Progress | None = No
         return target
 
 
-def _run_child(args: list[str]) -> None:
+def _run_child(args: list[str]) -> str:
     """Merging and dequantizing load the fp32 model (7 GB for 1.5B): in a child process, so that
-    memory is gone before the builder starts."""
+    memory is gone before the builder starts. Returns the child's standard output."""
     proc = subprocess.run(
         [sys.executable, "-m", "ragcoder.chains.llm.onnx_convert", *args], capture_output=True, text=True
     )
@@ -250,6 +266,7 @@ def _run_child(args: list[str]) -> None:
         raise ModelInstallError(
             f"{args[0][2:]} failed: {last[:300]}", hint="check the adapter matches the model"
         )
+    return proc.stdout
 
 
 def merge_adapter(base: Path, adapter: Path, out: Path) -> None:
@@ -280,6 +297,11 @@ if __name__ == "__main__":  # the child process of _run_child
         from ragcoder.chains.llm.onnx_graph import halve_embedding
 
         halve_embedding(Path(sys.argv[2]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "--gguf-weights":
+        from ragcoder.chains.llm.onnx_gguf import write_gguf_weights
+
+        report = write_gguf_weights(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+        print(json.dumps(report.as_record()))
     elif len(sys.argv) == 4 and sys.argv[1] == "--gguf-to-hf":
         from ragcoder.chains.llm.convert import convert_gguf_to_hf
 
@@ -287,5 +309,5 @@ if __name__ == "__main__":  # the child process of _run_child
     else:
         sys.exit(
             "usage: python -m ragcoder.chains.llm.onnx_convert --merge BASE ADAPTER OUT | --gguf-to-hf GGUF OUT"
-            " | --halve-embedding FOLDER"
+            " | --halve-embedding FOLDER | --gguf-weights ONNX_FOLDER GGUF OUT"
         )

@@ -101,8 +101,8 @@ def agent_options(*, sandbox_default: str | None = None, samples: bool = True) -
             "--always-sample/--no-always-sample",
             "always_sample",
             default=None,
-            help="Sample every round's candidates even when the first one passes your tests or the "
-            "request's examples [default: off: that one is the answer].",
+            help="Sample every round's candidates even when the first one passes your tests, the "
+            "request's examples or, with neither, its own tests [default: off: that one is the answer].",
         ),
     ]
     if samples:

@@ -14,7 +14,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 from ragcoder.agent import CodeAgent, Task
-from ragcoder.agent.loop import seed_for
+from ragcoder.agent.candidates import seed_for
 from ragcoder.sandbox import ErrorInfo, ExecResult, Sandbox
 
 from tests.agent.test_runnable import STEPS
@@ -83,11 +83,45 @@ def test_the_candidates_that_agree_on_the_models_tests_win(trusted_sandbox) -> N
     assert result.summary() == "4 candidates, 2 agree, 4/4 own tests: self-tested"
     assert result.function == "square" and len(result.counted_tests("generated")) == 4
     assert len(model.prompts) == 1 + 3 + 2 and result.repairs == 0  # greedy, 3 sampled, 2 asking for tests
-    sampled = [o for o in model.options if o.get("temperature")]
-    assert {o["seed"] for o in sampled} == {seed_for(SQUARE, 1, 0)}  # one seeded call for all five rows
+    sampled = [o["seed"] for o in model.options if o.get("temperature")]
+    # one reply of tests first; the greedy candidate failing them, the others and more tests in one call
+    assert sampled == [seed_for(SQUARE, 0, 0)] + [seed_for(SQUARE, 1, 0)] * 4
     assert result.test_tokens[1] > 0 and result.output_tokens > sum(
         c.output_tokens for c in result.candidates
     )
+
+
+def test_without_examples_a_first_candidate_that_passes_its_own_tests_is_the_answer(trusted_sandbox) -> None:
+    one_wrong = fenced(  # the model's expected values are often wrong: 4 of 5 is enough
+        "assert square(3) == 9\nassert square(0) == 0\nassert square(-2) == 4\nassert square(2) == 4\n"
+        "assert square(5) == 20"
+    )
+    model = sampling(RIGHT, code=[WRONG, RIGHT_TOO, WRONG], tests=[one_wrong, OWN_TESTS])
+    result = CodeAgent(model, trusted_sandbox, samples=4).invoke(SQUARE)
+    assert result.code == RIGHT and result.verdict == "self-tested" and len(result.candidates) == 1
+    assert len(model.prompts) == 1 + 1  # the greedy candidate and one reply of tests: nothing else
+    assert result.notes == ["the first candidate passed 4/5 own tests: no others sampled"]
+    assert result.summary() == "1 candidate, 4/5 own tests: self-tested"
+    assert [o["seed"] for o in model.options if o.get("temperature")] == [seed_for(SQUARE, 0, 0)]
+    assert result.candidates[0].run_ms > 0 and result.test_tokens[1] > 0
+
+    # 2 own tests are too few to stop on; always_sample asks for candidates and tests in one call
+    model = sampling(RIGHT, code=[WRONG, RIGHT_TOO, WRONG], tests=[fenced("assert square(3) == 9")] * 2)
+    few = CodeAgent(model, trusted_sandbox, samples=4).invoke(SQUARE)
+    assert len(few.candidates) == 4 and len(model.prompts) == 1 + 2 + 3 and few.code == RIGHT
+    model = sampling(RIGHT, code=[WRONG, RIGHT_TOO, WRONG], tests=[one_wrong, OWN_TESTS])
+    every = CodeAgent(model, trusted_sandbox, samples=4, always_sample=True).invoke(SQUARE)
+    assert len(every.candidates) == 4 and every.code == RIGHT and not every.notes
+    assert [o["seed"] for o in model.options if o.get("temperature")] == [seed_for(SQUARE, 1, 0)] * 5
+
+
+def test_a_lone_candidate_that_raises_on_its_own_tests_is_not_self_tested(trusted_sandbox) -> None:
+    raises = "def square(n):\n    if n < 0:\n        raise ValueError(n)\n    return n * n\n"
+    tests = fenced("assert square(3) == 9\nassert square(-2) == 4\nassert square(-3) == 9")
+    model = sampling(raises, tests=[tests])
+    result = CodeAgent(model, trusted_sandbox, samples=1, test_prompts=1).invoke(SQUARE)
+    assert result.verdict == "unverified" and result.summary() == "1 candidate, 1/3 own tests: unverified"
+    assert not any(t.dropped for t in result.test_cases)  # one candidate cannot tell a broken test
 
 
 def test_a_rerun_repeats_the_same_seeds_and_choice(trusted_sandbox) -> None:
@@ -132,6 +166,35 @@ def test_a_first_candidate_that_passes_the_examples_is_the_answer(trusted_sandbo
     model = sampling(WRONG, code=[WRONG, RIGHT_TOO, WRONG], tests=[OWN_TESTS, OWN_TESTS])
     failed_first = CodeAgent(model, trusted_sandbox, samples=4).invoke(instruction)
     assert failed_first.code == RIGHT_TOO and len(failed_first.candidates) == 4 and not failed_first.notes
+
+
+ALTERNATE = "Write a Python function `alternate(xs)`: smallest, largest, next smallest, and so on.\n\n>>> alternate([1, 2, 3, 4])\n[1, 4, 2, 3]\n"
+PAIRS_ONLY = (  # right on the example, raises on a list of odd length
+    "def alternate(xs):\n    xs, out = sorted(xs), []\n    while xs:\n"
+    "        out.append(xs.pop(0))\n        out.append(xs.pop())\n    return out\n"
+)
+ALTERNATE_RIGHT = (
+    "def alternate(xs):\n    xs, out = sorted(xs), []\n    while xs:\n"
+    "        out.append(xs.pop(0))\n        if xs:\n            out.append(xs.pop())\n    return out\n"
+)
+
+
+def test_a_first_candidate_that_raises_on_inputs_like_the_examples_is_not_verified(trusted_sandbox) -> None:
+    tests = fenced("assert alternate([3, 1, 2]) == [1, 3, 2]\nassert alternate([]) == []")
+    model = sampling(PAIRS_ONLY, code=[ALTERNATE_RIGHT], tests=[tests])
+    result = CodeAgent(model, trusted_sandbox, samples=2, test_prompts=1).invoke(ALTERNATE)
+    assert result.code == PAIRS_ONLY and result.passed and result.verdict == "unverified"
+    assert len(result.candidates) == 1 and len(model.prompts) == 1  # no samples: on dev they did not help
+    assert result.notes == [
+        "the first candidate passed the examples but raised on alternate([1, 2, 3]): raised IndexError: "
+        "not verified"
+    ]
+    model = sampling(PAIRS_ONLY, code=[ALTERNATE_RIGHT], tests=[tests])
+    unguarded = CodeAgent(model, trusted_sandbox, samples=2, check_variants=False).invoke(ALTERNATE)
+    assert unguarded.code == PAIRS_ONLY and unguarded.verdict == "verified" and len(unguarded.candidates) == 1
+    model = sampling(ALTERNATE_RIGHT, code=[PAIRS_ONLY], tests=[tests])
+    right = CodeAgent(model, trusted_sandbox, samples=2).invoke(ALTERNATE)
+    assert right.code == ALTERNATE_RIGHT and right.verdict == "verified" and len(model.prompts) == 1
 
 
 def test_passing_only_wrong_own_tests_is_never_a_pass(trusted_sandbox) -> None:

@@ -5,7 +5,7 @@ verdicts and seeds."""
 from __future__ import annotations
 
 import pytest
-from ragcoder.agent.loop import normalise, seed_for
+from ragcoder.agent.candidates import normalise, seed_for
 from ragcoder.agent.result import AgentResult, Attempt, TestCase
 from ragcoder.agent.select import (
     assert_cases,
@@ -165,6 +165,8 @@ def test_a_generated_test_that_hangs_or_raises_for_everyone_is_dropped() -> None
         "",
     ]
     assert choose(runs, {1: 1, 2: 1, 3: 1}, tests).groups[0]["tests_passed"] == 1  # only counted tests rank
+    drop_broken_tests(tests, runs[:1] + runs[2:])  # one candidate loaded: its failures are its own
+    assert [t.dropped for t in tests] == ["", "", "", ""]
 
 
 def test_verdicts_never_make_a_failure_look_like_a_pass() -> None:
@@ -174,6 +176,10 @@ def test_verdicts_never_make_a_failure_look_like_a_pass() -> None:
     assert verdict_for(run(1, {example[0].name: "fail"}, passed=False), example + own) == "unverified"
     assert verdict_for(run(1, {"g1": "pass", "g2": "pass"}), own) == "self-tested"
     assert verdict_for(run(1, {"g1": "pass", "g2": "fail"}), own) == "unverified"
+    five = generated("g1", "g2", "g3", "g4", "g5")  # the model's expected values are often wrong
+    four_of_five = {f"g{i}": "pass" for i in range(1, 5)} | {"g5": "fail"}
+    assert verdict_for(run(1, four_of_five), five) == "self-tested"
+    assert verdict_for(run(1, four_of_five | {"g4": "error"}), five) == "unverified"
     assert verdict_for(run(1, {"g1": "pass", "g2": "pass"}, passed=False), own) == "unverified"  # did not run
     assert verdict_for(run(1, {}), []) == "unverified"  # ran cleanly, checked by nothing
     dropped = [TestCase("g1", "generated", dropped="it hung for every candidate")]

