@@ -49,13 +49,14 @@ from langchain_core.outputs import (
 )
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict
 from ragcoder.chains.llm.chat_api import LocalChatFeatures
 from ragcoder.chains.llm.convert import make_tiny_random_model
 from ragcoder.chains.llm.cpu_threads import set_torch_threads
 from ragcoder.chains.llm.generate import GenerationOutput, Sampling, generate_batch, stream_generate
 from ragcoder.chains.llm.loading import INT8_MIN_PARAMS, LoadedModel, Quantize, load_weights, pick_device
 from ragcoder.chains.llm.models import DEFAULT_MODEL, resolve_model
+from ragcoder.chains.llm.prefilled import in_input_order, prefilled, take
 from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
 from ragcoder.chains.llm.tool_calls import ChatTurn, chat_turn, chunk_of
 
@@ -137,7 +138,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
                     stop=stop or [],
                     max_new_tokens=max_new,
                     prompt_lookup_num_tokens=lookup,
-                    sampling=sampling,
+                    sampling=sampling.from_row(start) if sampling else None,
                     prefix_cache=self._prefix_cache,
                 )
         return outputs
@@ -208,8 +209,6 @@ class LocalChatModel(LocalChatFeatures, ChatHuggingFace):
 
     model_config = ConfigDict(populate_by_name=True)  # stop=[...] as well as stop_sequences=[...]
 
-    _prefilled: dict[tuple[str, tuple[str, ...]], ChatResult] = PrivateAttr(default_factory=dict)
-
     @property
     def _llm_type(self) -> str:
         return "ragcoder_local_chat"
@@ -261,9 +260,9 @@ class LocalChatModel(LocalChatFeatures, ChatHuggingFace):
         turn = self._turn(messages, kwargs)
         stop, options = self._options(stop, kwargs)
         prompt = turn.prompt + turn.prefill
-        prefilled = self._prefilled.pop((prompt, tuple(stop or ())), None)
-        if prefilled is not None:
-            return prefilled
+        ready = take((prompt, tuple(stop or ())))
+        if ready is not None:
+            return ready
         output = self.llm.generate_texts([prompt], stop, **options)[0]
         return ChatResult(generations=[self._result(turn, output.text, output.info())])
 
@@ -318,25 +317,27 @@ class LocalChatModel(LocalChatFeatures, ChatHuggingFace):
         """Generate all prompts in left-padded batches, then hand out results through the normal path.
 
         Callbacks, tracing and config handling stay LangChain's own (``super().batch``); each
-        per-input ``_generate`` just picks up its precomputed result.
+        per-input ``_generate`` picks up its own precomputed row (:mod:`ragcoder.chains.llm.prefilled`).
+        Sampled with ``seed=s``, input ``i`` is what ``invoke(..., seed=s + i)`` gives.
         """
-        if len(inputs) > 1 and not kwargs.get("prompt_lookup") and self.llm.batch_size > 1:
-            try:
-                turns = [self._turn(self._convert_input(i).to_messages(), dict(kwargs)) for i in inputs]
-                stop, options = self._options(
-                    kwargs.get("stop"), {k: v for k, v in kwargs.items() if k != "stop"}
-                )
-                prompts = [t.prompt + t.prefill for t in turns]
-                outputs = self.llm.generate_texts(prompts, stop, **options)
-            except Exception:
-                turns, prompts, outputs = [], [], []  # fall back: each input runs (and fails) on its own
-            for turn, prompt, output in zip(turns, prompts, outputs, strict=True):
-                result = ChatResult(generations=[self._result(turn, output.text, output.info())])
-                self._prefilled[(prompt, tuple(stop or ()))] = result
-        try:
+        if len(inputs) < 2:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        finally:
-            self._prefilled.clear()
+        try:
+            turns = [self._turn(self._convert_input(i).to_messages(), dict(kwargs)) for i in inputs]
+            stop, options = self._options(
+                kwargs.get("stop"), {k: v for k, v in kwargs.items() if k != "stop"}
+            )
+            prompts = [t.prompt + t.prefill for t in turns]
+            outputs = self.llm.generate_texts(prompts, stop, **options)
+        except Exception:
+            turns, prompts, outputs = [], [], []  # fall back: each input runs (and fails) on its own
+        results = [
+            ((prompt, tuple(stop or ())), ChatResult(generations=[self._result(turn, out.text, out.info())]))
+            for turn, prompt, out in zip(turns, prompts, outputs, strict=True)
+        ]
+        with prefilled(results):
+            configs = in_input_order(config, len(inputs))
+            return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
 
 
 _CACHE_LOCK = threading.RLock()
