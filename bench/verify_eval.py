@@ -180,9 +180,15 @@ def replay(name: str, rows: list[dict]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    if not argv or any(a in ("-h", "--help") for a in argv):
+        sys.exit(
+            "usage: verify_eval.py NAME=RESULTS.jsonl [NAME=RESULTS.jsonl ...] (eval -o files; the first is the base)"
+        )
     runs = {}
     for item in argv:
         name, _, path = item.partition("=")
+        if not name or not path or not Path(path).is_file():
+            sys.exit(f"verify_eval.py: {item!r} is not NAME=FILE with an existing eval results file")
         runs[name] = records(Path(path))
     common = sorted(set.intersection(*(set(r) for r in runs.values())), key=lambda t: int(t.split("/")[1]))
     print(f"{len(common)} tasks in every run")
