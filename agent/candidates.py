@@ -54,7 +54,7 @@ def sample_replies(
         chunk = rows[start : start + MAX_BATCH_ROWS]
         replies = sampler.bind(temperature=temperature, seed=seed).batch(chunk)
         drafts += [draft_from_reply(r) for r in replies]
-        seeds += [seed] * len(chunk)
+        seeds += [seed + row for row in range(len(chunk))]  # row i samples with seed + i
     return drafts, seeds
 
 

@@ -130,8 +130,8 @@ class CodeAgent(AgentRunnable):
         self.model = model
         self.codegen = codegen_chain(model)
         self._repair_model = repair_model or model
-        # sampled rows go to the model itself in one call: in a shared micro-batch their seed
-        # would draw differently with each batch's company
+        # sampled rows go to the model itself in one call (row i samples with seed + i, the same
+        # in any batch; a micro-batch would only wait for company they cannot share a call with)
         self.sampler = model.inner if isinstance(model, MicroBatchingChatModel) else model
 
     # -- the loop -----------------------------------------------------------------------------

@@ -76,11 +76,8 @@ class MicroBatchingChatModel(BaseChatModel):
                     batch.append(self._queue.get(timeout=self.window_s))
                 except queue.Empty:
                     break
-            groups: dict[tuple[tuple[str, ...], str], list[_Request]] = {}
-            for request in batch:  # only prompts with the same stop and options can share a call
-                groups.setdefault((request[1], repr(sorted(request[2].items()))), []).append(request)
-            for (stop, _), requests in groups.items():
-                self._run_group(requests, list(stop) or None)
+            for requests, stop in _calls(batch):
+                self._run_group(requests, stop)
 
     def _run_group(self, requests: list[_Request], stop: list[str] | None) -> None:
         kwargs = dict(requests[0][2])
@@ -97,3 +94,31 @@ class MicroBatchingChatModel(BaseChatModel):
                 request[3].set_result(output)
             else:
                 request[3].set_result(AIMessage(content=str(output)))
+
+
+def _calls(batch: list[_Request]) -> list[tuple[list[_Request], list[str] | None]]:
+    """The model calls that serve ``batch``: prompts with the same stop and options share one,
+    seeded ones when their seeds run on by one (row ``i`` of a call samples with its ``seed + i``,
+    so each keeps the draws it would get alone; agent.candidates sends a task's rows so)."""
+    groups: dict[tuple[tuple[str, ...], str], list[_Request]] = {}
+    for request in batch:
+        options = sorted((k, v) for k, v in request[2].items() if k != "seed")
+        groups.setdefault((request[1], repr(options)), []).append(request)
+    calls: list[tuple[list[_Request], list[str] | None]] = []
+    for (stop, _), requests in groups.items():
+        unseeded = [r for r in requests if r[2].get("seed") is None]
+        if unseeded:
+            calls.append((unseeded, list(stop) or None))
+        run: list[_Request] = []
+        for request in sorted((r for r in requests if r[2].get("seed") is not None), key=_seed):
+            if run and _seed(request) != _seed(run[-1]) + 1:
+                calls.append((run, list(stop) or None))
+                run = []
+            run.append(request)
+        if run:
+            calls.append((run, list(stop) or None))
+    return calls
+
+
+def _seed(request: _Request) -> int:
+    return int(request[2]["seed"])

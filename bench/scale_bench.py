@@ -208,7 +208,9 @@ def run(mode: str, args: argparse.Namespace, folder: Path, sampler: CpuSampler) 
         sampler.mine.update(p.pid for p in shards)
         raw = merge([finish(mode, p) for p in shards], mode)
     elif kind == "served":
-        server, url = start_server(count, args.max_new_tokens, folder / f"{mode}-server.log", args.model)
+        # the in-process model's batch size, not the worker count: a task's sampled rows are one
+        # batch either way (row i samples with seed + i in any batch)
+        server, url = start_server(8, args.max_new_tokens, folder / f"{mode}-server.log", args.model)
         sampler.server.add(server.pid)
         try:
             child = spawn(mode, args, folder / f"{mode}.jsonl", url, "0/1", threads)

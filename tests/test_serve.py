@@ -105,6 +105,19 @@ def test_stop_temperature_seed_and_n_pass_through(server) -> None:
     assert len(several.generations[0]) == 3
 
 
+def test_a_seeded_batch_through_the_url_samples_what_a_local_batch_samples(server, tiny_onnx: Path) -> None:
+    # one request per row, seeded s + i, batched on the server or not: the rows of one local call
+    from ragcoder.chains.llm.ort_chat import load_ort_chat_model
+    from ragcoder.chains.llm.remote import load_remote_chat_model
+
+    url, _ = server
+    rows = [[HumanMessage("tell me")]] * 4
+    served = load_remote_chat_model(url, max_new_tokens=12).bind(temperature=1.0, seed=9).batch(rows)
+    local = load_ort_chat_model(tiny_onnx, max_new_tokens=12).batch(rows, temperature=1.0, seed=9)
+    assert [m.content for m in served] == [m.content for m in local]
+    assert len({m.content for m in served}) == 4  # four samples, not four copies of one
+
+
 def test_concurrent_clients_are_answered_and_batched_together(server) -> None:
     import httpx
 

@@ -12,7 +12,8 @@ generation calls ``model.generate`` directly; what is added on top of the stock 
 - greedy decoding, only the new text returned, stop sequences honoured (and cut from the text);
 - ``AIMessage.usage_metadata`` (input/output/total tokens) on invoke, stream and batch;
 - ``.stream()`` yields text as it is generated, and ends with a chunk carrying the usage;
-- ``.batch()`` runs one left-padded ``generate`` for up to ``batch_size`` prompts;
+- ``.batch()`` runs one left-padded ``generate`` for up to ``batch_size`` prompts; sampled with
+  ``seed=s``, row ``i`` draws as ``invoke(..., seed=s + i)`` does (n copies of a prompt: n samples);
 - prompt-lookup decoding per call (``model.bind(prompt_lookup=True)`` or :func:`repair_model`):
   faster when the answer copies the prompt (repairs), same greedy output. A ``batch()`` with lookup
   runs its prompts one at a time: for repairs that beats one batched generation (llm_bench 3b).
@@ -22,6 +23,9 @@ per row, but the fp32 attention of a multi-token pass (a batch, prompt lookup's 
 in another order, and int8 rounding can amplify that last-bit difference into another greedy pick.
 So a batched or prompt-lookup answer can differ from the one-prompt answer. In fp32 that takes a
 near tie (tested identical on the tests' model; 1 of 2 repair answers of SmolLM2 differed, llm_bench).
+A prompt continued from a stored prefix (:mod:`ragcoder.chains.llm.prefix_cache`) is read in two
+pieces, with the same effect: under int8, SmolLM2's sampled answers to one prompt differed after
+a few tokens in 3 of 6 rows (logits off by 3-5 from there; exact with ``quantize="none"``).
 
 Loading the weights (int8 from the installed model's int8 file, bf16, fp32, LoRA):
 :mod:`ragcoder.chains.llm.loading`.
@@ -31,8 +35,7 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +46,17 @@ from langchain_core.outputs import (
     ChatGeneration,
     ChatGenerationChunk,
     ChatResult,
-    Generation,
-    GenerationChunk,
-    LLMResult,
 )
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
-from pydantic import ConfigDict, PrivateAttr
+from langchain_huggingface import ChatHuggingFace
+from pydantic import ConfigDict
 from ragcoder.chains.llm.chat_api import LocalChatFeatures
 from ragcoder.chains.llm.convert import make_tiny_random_model
 from ragcoder.chains.llm.cpu_threads import set_torch_threads
-from ragcoder.chains.llm.generate import GenerationOutput, Sampling, generate_batch, stream_generate
 from ragcoder.chains.llm.loading import INT8_MIN_PARAMS, LoadedModel, Quantize, load_weights, pick_device
 from ragcoder.chains.llm.models import DEFAULT_MODEL, resolve_model
-from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
+from ragcoder.chains.llm.pipeline_llm import DEFAULT_PROMPT_LOOKUP_TOKENS, LocalPipelineLLM
+from ragcoder.chains.llm.prefilled import in_input_order, prefilled, take
 from ragcoder.chains.llm.tool_calls import ChatTurn, chat_turn, chunk_of
 
 # OpenMP threads that spin while waiting starve each other when other processes share the CPU
@@ -74,110 +74,6 @@ __all__ = [
     "make_tiny_random_model",
     "repair_model",
 ]
-
-DEFAULT_PROMPT_LOOKUP_TOKENS = 10
-
-
-class LocalPipelineLLM(HuggingFacePipeline):
-    """``HuggingFacePipeline`` whose generation honours stops, counts tokens and batches for real."""
-
-    max_new_tokens: int = 512
-    """Upper bound on generated tokens per call (override per call with ``max_new_tokens=``)."""
-    prompt_lookup_num_tokens: int = DEFAULT_PROMPT_LOOKUP_TOKENS
-    """Candidate length for prompt-lookup decoding when a call asks for it (``prompt_lookup=True``)."""
-    reuse_prefix: bool = True
-    """Start each prompt from the stored keys and values of the longest prefix it shares with a recent
-    prompt (a repair and its task's first attempt): :mod:`ragcoder.chains.llm.prefix_cache`."""
-
-    @property
-    def _llm_type(self) -> str:
-        return "ragcoder_local_pipeline"
-
-    @property
-    def _lock(self) -> threading.Lock:
-        """One generation at a time per model (chat models with other settings share the weights)."""
-        with _CACHE_LOCK:
-            return _GENERATE_LOCKS.setdefault(self.pipeline.model, threading.Lock())
-
-    @property
-    def _prefix_cache(self) -> PrefixCache | None:
-        return prefix_cache_for(self.pipeline.model) if self.reuse_prefix else None
-
-    def _gen_options(self, kwargs: dict[str, Any]) -> tuple[int, int | None, Sampling | None]:
-        max_new = int(kwargs.get("max_new_tokens") or self.max_new_tokens)
-        lookup = kwargs.get("prompt_lookup")
-        if lookup is True:
-            lookup = self.prompt_lookup_num_tokens
-        temperature = kwargs.get("temperature")
-        sampling = None
-        if temperature:  # None or 0: greedy, the default
-            seed = kwargs.get("seed")
-            sampling = Sampling(
-                float(temperature),
-                float(kwargs.get("top_p") or Sampling.top_p),
-                None if seed is None else int(seed),
-            )
-        return max_new, (int(lookup) if lookup else None), sampling
-
-    def generate_texts(
-        self, prompts: Sequence[str], stop: list[str] | None = None, **kwargs: Any
-    ) -> list[GenerationOutput]:
-        """Completions of ready-made prompts (greedy unless ``temperature``), ``batch_size`` at a time."""
-        max_new, lookup, sampling = self._gen_options(kwargs)
-        # prompt lookup works one prompt at a time, and for repairs that beats one batch of them
-        # (`bench/llm_bench.py` part 3b, docs/benchmarks.md)
-        step = 1 if lookup else max(1, self.batch_size)
-        outputs: list[GenerationOutput] = []
-        for start in range(0, len(prompts), step):
-            with self._lock:
-                outputs += generate_batch(
-                    self.pipeline.model,
-                    self.pipeline.tokenizer,
-                    list(prompts[start : start + step]),
-                    stop=stop or [],
-                    max_new_tokens=max_new,
-                    prompt_lookup_num_tokens=lookup,
-                    sampling=sampling,
-                    prefix_cache=self._prefix_cache,
-                )
-        return outputs
-
-    def _generate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        outputs = self.generate_texts(prompts, stop, **kwargs)
-        return LLMResult(generations=[[Generation(text=o.text, generation_info=o.info())] for o in outputs])
-
-    def _stream(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[GenerationChunk]:
-        max_new, lookup, sampling = self._gen_options(kwargs)
-        with self._lock:
-            for piece in stream_generate(
-                self.pipeline.model,
-                self.pipeline.tokenizer,
-                prompt,
-                stop=stop or [],
-                max_new_tokens=max_new,
-                prompt_lookup_num_tokens=lookup,
-                sampling=sampling,
-                prefix_cache=self._prefix_cache,
-            ):
-                if isinstance(piece, GenerationOutput):  # the last item: usage and finish reason
-                    yield GenerationChunk(text="", generation_info=piece.info())
-                    return
-                chunk = GenerationChunk(text=piece)
-                if run_manager:
-                    run_manager.on_llm_new_token(piece, chunk=chunk)
-                yield chunk
 
 
 def _usage(info: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -207,8 +103,6 @@ class LocalChatModel(LocalChatFeatures, ChatHuggingFace):
     """
 
     model_config = ConfigDict(populate_by_name=True)  # stop=[...] as well as stop_sequences=[...]
-
-    _prefilled: dict[tuple[str, tuple[str, ...]], ChatResult] = PrivateAttr(default_factory=dict)
 
     @property
     def _llm_type(self) -> str:
@@ -261,9 +155,9 @@ class LocalChatModel(LocalChatFeatures, ChatHuggingFace):
         turn = self._turn(messages, kwargs)
         stop, options = self._options(stop, kwargs)
         prompt = turn.prompt + turn.prefill
-        prefilled = self._prefilled.pop((prompt, tuple(stop or ())), None)
-        if prefilled is not None:
-            return prefilled
+        ready = take((prompt, tuple(stop or ())))
+        if ready is not None:
+            return ready
         output = self.llm.generate_texts([prompt], stop, **options)[0]
         return ChatResult(generations=[self._result(turn, output.text, output.info())])
 
@@ -318,29 +212,30 @@ class LocalChatModel(LocalChatFeatures, ChatHuggingFace):
         """Generate all prompts in left-padded batches, then hand out results through the normal path.
 
         Callbacks, tracing and config handling stay LangChain's own (``super().batch``); each
-        per-input ``_generate`` just picks up its precomputed result.
+        per-input ``_generate`` picks up its own precomputed row (:mod:`ragcoder.chains.llm.prefilled`).
+        Sampled with ``seed=s``, input ``i`` is what ``invoke(..., seed=s + i)`` gives.
         """
-        if len(inputs) > 1 and not kwargs.get("prompt_lookup") and self.llm.batch_size > 1:
-            try:
-                turns = [self._turn(self._convert_input(i).to_messages(), dict(kwargs)) for i in inputs]
-                stop, options = self._options(
-                    kwargs.get("stop"), {k: v for k, v in kwargs.items() if k != "stop"}
-                )
-                prompts = [t.prompt + t.prefill for t in turns]
-                outputs = self.llm.generate_texts(prompts, stop, **options)
-            except Exception:
-                turns, prompts, outputs = [], [], []  # fall back: each input runs (and fails) on its own
-            for turn, prompt, output in zip(turns, prompts, outputs, strict=True):
-                result = ChatResult(generations=[self._result(turn, output.text, output.info())])
-                self._prefilled[(prompt, tuple(stop or ()))] = result
-        try:
+        if len(inputs) < 2:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        finally:
-            self._prefilled.clear()
+        try:
+            turns = [self._turn(self._convert_input(i).to_messages(), dict(kwargs)) for i in inputs]
+            stop, options = self._options(
+                kwargs.get("stop"), {k: v for k, v in kwargs.items() if k != "stop"}
+            )
+            prompts = [t.prompt + t.prefill for t in turns]
+            outputs = self.llm.generate_texts(prompts, stop, **options)
+        except Exception:
+            turns, prompts, outputs = [], [], []  # fall back: each input runs (and fails) on its own
+        results = [
+            ((prompt, tuple(stop or ())), ChatResult(generations=[self._result(turn, out.text, out.info())]))
+            for turn, prompt, out in zip(turns, prompts, outputs, strict=True)
+        ]
+        with prefilled(results):
+            configs = in_input_order(config, len(inputs))
+            return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
 
 
 _CACHE_LOCK = threading.RLock()
-_GENERATE_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _LOADED: dict[tuple, LoadedModel] = {}
 _CHATS: dict[tuple, LocalChatModel] = {}
 

@@ -4,6 +4,7 @@ and streaming. Used by :mod:`ragcoder.chains.llm.chat_model`'s LangChain classes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -103,11 +104,22 @@ def _stop_prefix_len(text: str, stop: Sequence[str]) -> int:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sample instead of greedy decoding (e.g. for a repair that is stuck repeating itself)."""
+    """Sample instead of greedy decoding (e.g. for a repair that is stuck repeating itself).
+
+    Row ``i`` of a call draws from its own generator seeded ``seed + i``, so a row's tokens do not
+    depend on which rows share its batch: ``batch([a, b], seed=s)`` samples ``a`` as
+    ``invoke(a, seed=s)`` and ``b`` as ``invoke(b, seed=s + 1)`` do, in-process, through a served
+    model's separate requests, or in any micro-batch (the seeded-row rule every engine follows).
+    """
 
     temperature: float
     top_p: float = 0.95  # the Codex paper's nucleus
-    seed: int | None = None  # torch's global seed, set just before generating (under the model lock)
+    seed: int | None = None  # the first row's generator seed; None: torch's global generator
+    top_k: int = 50  # transformers' default when sampling, what the dev split was tuned with
+
+    def from_row(self, row: int) -> Sampling:
+        """The sampling of a call's rows from ``row`` on (a batch split into several calls)."""
+        return self if self.seed is None or not row else dataclasses.replace(self, seed=self.seed + row)
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -116,20 +128,57 @@ class Sampling:
             )
 
 
+def _row_sampler(sampling: Sampling, rows: int) -> Any:
+    """Logits processors that turn greedy decoding into seeded sampling, one generator per row.
+
+    Temperature, top-k and top-p as transformers applies them, then Gumbel noise (minus the log
+    of Exp(1) draws): the argmax of the noised scores is a sample of the filtered softmax
+    (the Gumbel-max trick), and each row's draws come from its own generator.
+    """
+    import torch
+    from transformers import (
+        LogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    class RowNoise(LogitsProcessor):
+        def __init__(self) -> None:
+            self.generators = (
+                None
+                if sampling.seed is None
+                else [torch.Generator().manual_seed(sampling.seed + row) for row in range(rows)]
+            )
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            noise = torch.empty(scores.shape, dtype=torch.float32)
+            for row in range(scores.shape[0]):  # prompt lookup scores one row per position
+                generator = None if self.generators is None else self.generators[row % rows]
+                noise[row].exponential_(generator=generator)
+            return scores.float() - noise.log().to(scores.device)
+
+    processors = [TemperatureLogitsWarper(sampling.temperature)]
+    if sampling.top_k:
+        processors.append(TopKLogitsWarper(top_k=sampling.top_k))
+    if sampling.top_p < 1.0:
+        processors.append(TopPLogitsWarper(top_p=sampling.top_p))
+    return [*processors, RowNoise()]
+
+
 def _generate_kwargs(
     tokenizer: Any,
     stop: Sequence[str],
     max_new_tokens: int,
     lookup: int | None,
     sampling: Sampling | None = None,
+    rows: int = 1,
 ) -> dict:
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
-    if sampling is not None:
-        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-        if sampling.seed is not None:
-            import torch
+    from transformers import LogitsProcessorList
 
-            torch.manual_seed(sampling.seed)
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
+    if sampling is not None:  # greedy over seeded noise: see _row_sampler
+        kwargs["logits_processor"] = LogitsProcessorList(_row_sampler(sampling, rows))
     if stop:
         kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
     if lookup:
@@ -174,7 +223,9 @@ def generate_batch(
         generated = model.generate(
             **encoded,
             stopping_criteria=StoppingCriteriaList([looping]),
-            **_generate_kwargs(tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens, sampling),
+            **_generate_kwargs(
+                tokenizer, stop, max_new_tokens, prompt_lookup_num_tokens, sampling, len(prompts)
+            ),
             **reuse,
         )
     output = _keep_prefixes(prefix_cache, generated, encoded)

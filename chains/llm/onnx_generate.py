@@ -185,12 +185,11 @@ class OnnxGenerator:
         capacity = longest + max_new_tokens + (lookup or 0) + 1
         with self.lock:
             rows = [_Row(ids) for ids in encoded for _ in range(samples)]
-            # one generator per row, from (seed, sample number): a row's draws do not depend on
-            # which rows share its batch, so sample 0 of n is what a single call with the seed gives
+            # row i draws from its own generator seeded seed + i (generate.Sampling's rule): a row's
+            # draws do not depend on which rows share its batch, so sample j of n is what a single
+            # call with seed + j gives, here and on the torch engine
             seed = sampling.seed if sampling else None
-            rngs = [
-                np.random.default_rng(None if seed is None else [seed, i % samples]) for i in range(len(rows))
-            ]
+            rngs = [np.random.default_rng(None if seed is None else seed + i) for i in range(len(rows))]
             kv = self.decoder.new_rows(len(rows), capacity)
             for index, ids in enumerate(encoded):
                 first = index * samples

@@ -24,8 +24,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict
 from ragcoder.chains.llm.generate import GenerationOutput, Sampling
+from ragcoder.chains.llm.prefilled import in_input_order, prefilled, take
 
 DEFAULT_PROMPT_LOOKUP_TOKENS = 10
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"}
@@ -77,8 +78,6 @@ class OrtChatModel(BaseChatModel):
     prompt_lookup_num_tokens: int = DEFAULT_PROMPT_LOOKUP_TOKENS
     """Candidate length for prompt-lookup decoding when a call asks for it (``prompt_lookup=True``)."""
 
-    _prefilled: dict[tuple[str, tuple[str, ...]], ChatResult] = PrivateAttr(default_factory=dict)
-
     @property
     def _llm_type(self) -> str:
         return "ragcoder_onnx_chat"
@@ -128,8 +127,12 @@ class OrtChatModel(BaseChatModel):
         options = self._options(kwargs)
         step = 1 if options["lookup"] else max(1, self.batch_size)
         outputs: list[GenerationOutput] = []
+        sampling = options.pop("sampling")
         for start in range(0, len(prompts), step):
-            outputs += self.generator.generate(prompts[start : start + step], stop=stop or [], **options)
+            row_sampling = sampling.from_row(start) if sampling else None  # row i samples with seed + i
+            outputs += self.generator.generate(
+                prompts[start : start + step], stop=stop or [], sampling=row_sampling, **options
+            )
         return outputs
 
     def _generate(
@@ -141,7 +144,7 @@ class OrtChatModel(BaseChatModel):
     ) -> ChatResult:
         prompt = self.to_prompt(messages)
         samples = int(kwargs.get("n") or 1)
-        if samples == 1 and (done := self._prefilled.pop((prompt, tuple(stop or ())), None)) is not None:
+        if samples == 1 and (done := take((prompt, tuple(stop or ())))) is not None:
             return done
         outputs = self.generator.generate([prompt], stop=stop or [], samples=samples, **self._options(kwargs))
         return ChatResult(generations=[self._result(o) for o in outputs])
@@ -180,20 +183,21 @@ class OrtChatModel(BaseChatModel):
     ) -> list[Any]:
         """Generate all prompts in batches first, then hand out results through LangChain's own
         ``batch`` (callbacks, tracing, config), whose per-input ``_generate`` picks them up."""
-        if len(inputs) > 1 and not kwargs.get("prompt_lookup") and self.batch_size > 1:
-            stop = kwargs.get("stop")
-            try:
-                prompts = [self.to_prompt(self._convert_input(i).to_messages()) for i in inputs]
-                options = {k: v for k, v in kwargs.items() if k != "stop"}
-                outputs = self.generate_prompts(prompts, stop, **options)
-            except Exception:
-                prompts, outputs = [], []  # fall back: each input runs (and fails) on its own
-            for prompt, output in zip(prompts, outputs, strict=True):
-                self._prefilled[(prompt, tuple(stop or ()))] = ChatResult(generations=[self._result(output)])
-        try:
+        if len(inputs) < 2:
             return super().batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
-        finally:
-            self._prefilled.clear()
+        stop = kwargs.get("stop")
+        try:
+            prompts = [self.to_prompt(self._convert_input(i).to_messages()) for i in inputs]
+            outputs = self.generate_prompts(prompts, stop, **{k: v for k, v in kwargs.items() if k != "stop"})
+        except Exception:
+            prompts, outputs = [], []  # fall back: each input runs (and fails) on its own
+        results = [
+            ((prompt, tuple(stop or ())), ChatResult(generations=[self._result(output)]))
+            for prompt, output in zip(prompts, outputs, strict=True)
+        ]
+        with prefilled(results):
+            configs = in_input_order(config, len(inputs))
+            return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
 
 
 _LOCK = threading.RLock()

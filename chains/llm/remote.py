@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
+from ragcoder.chains.llm.row_seeds import RowSeededBatch
 
 from ragcoder.errors import ConfigError, ModelUnavailable
 
@@ -47,7 +48,7 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
-class RemoteChatModel(ChatOpenAI):
+class RemoteChatModel(RowSeededBatch, ChatOpenAI):
     """``ChatOpenAI`` whose failures to reach the server are one-line :class:`ModelUnavailable`."""
 
     ragcoder_server: bool = False

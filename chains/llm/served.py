@@ -25,6 +25,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
+from ragcoder.chains.llm.row_seeds import RowSeededBatch
 
 from ragcoder.errors import ServeError
 
@@ -129,7 +130,7 @@ def served_name(spec: str | Path) -> str:
     return text if text in KNOWN_MODELS else str(Path(text).expanduser().resolve())
 
 
-class ServedChatModel(BaseChatModel):
+class ServedChatModel(RowSeededBatch, BaseChatModel):
     """A chat model answered by a running ``ragcoder serve``, with an in-process fallback."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -44,3 +44,28 @@ def test_errors_reach_the_caller() -> None:
     model = MicroBatchingChatModel(inner=Broken(rules=[]), window_s=0.01)
     with pytest.raises(ValueError, match="model exploded"):
         model.invoke("hi")
+
+
+def test_seeded_requests_share_a_call_only_when_their_seeds_run_on() -> None:
+    # a call seeded s samples row i with s + i: rows 5, 6, 7 from three callers are one call of
+    # seed 5 whatever order they arrive in; seed 9 (a gap) and greedy requests get calls of their own
+    class SeedRecorder(CountingModel):
+        def batch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
+            self.prompts.append(f"{len(inputs)} from seed {kwargs.get('seed')}")
+            return [AIMessage(content=m[-1].content) for m in inputs]
+
+    inner = SeedRecorder(rules=[])
+    model = MicroBatchingChatModel(inner=inner, max_batch=5, window_s=0.5)
+    asks = [(7, "c"), (5, "a"), (9, "x"), (6, "b"), (None, "g")]
+    barrier = threading.Barrier(len(asks))
+
+    def ask(seed_and_text: tuple[int | None, str]) -> str:
+        seed, text = seed_and_text
+        options = {} if seed is None else {"temperature": 1.0, "seed": seed}
+        barrier.wait()
+        return model.invoke([HumanMessage(content=text)], **options).content
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        answers = list(pool.map(ask, asks))
+    assert answers == ["c", "a", "x", "b", "g"]
+    assert sorted(inner.prompts) == ["1 from seed 9", "1 from seed None", "3 from seed 5"]

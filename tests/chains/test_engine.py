@@ -138,8 +138,9 @@ def test_samples_are_seeded_and_n_of_them_read_the_prompt_once(
     assert len(set(texts)) > 1  # samples, not four copies
     again = ort_chat.generate([messages], n=4, temperature=1.0, seed=3).generations[0]
     assert [g.text for g in again] == texts
-    assert ort_chat.invoke(messages, temperature=1.0, seed=3).content == texts[0]
-    assert ort_chat.invoke(messages, temperature=1.0, seed=4).content != texts[0]
+    # sample j is what a lone call seeded 3 + j draws, and what row j of a batch draws
+    assert [ort_chat.invoke(messages, temperature=1.0, seed=3 + j).content for j in range(4)] == texts
+    assert [m.content for m in ort_chat.batch([messages] * 4, temperature=1.0, seed=3)] == texts
     greedy = ort_chat.invoke(messages).content
     assert ort_chat.invoke(messages, temperature=None).content == greedy
 

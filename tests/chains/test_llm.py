@@ -83,6 +83,21 @@ def test_prompt_lookup_keeps_greedy_output(model_tiny_chat: LocalChatModel) -> N
     assert _joined(list(model_tiny_chat.stream(PROMPTS[1], prompt_lookup=True))).content == plain
 
 
+def test_a_sampled_row_draws_the_same_tokens_in_any_batch(
+    model_tiny_chat: LocalChatModel, model_tiny_dir: Path
+) -> None:
+    # row i of a call seeded s samples as a call of its own seeded s + i: n copies of one prompt
+    # are n different samples, and a split batch or a lone request draws the same rows
+    prompt = PROMPTS[1]
+    rows = [m.content for m in model_tiny_chat.batch([prompt] * 4, temperature=1.5, seed=20)]
+    assert len(set(rows)) == 4
+    assert [model_tiny_chat.invoke(prompt, temperature=1.5, seed=20 + i).content for i in range(4)] == rows
+    mixed = model_tiny_chat.batch([PROMPTS[0], prompt, PROMPTS[2], prompt], temperature=1.5, seed=19)
+    assert [mixed[1].content, mixed[3].content] == [rows[0], rows[2]]  # other company, same draws
+    split = load_chat_model(str(model_tiny_dir), quantize="none", max_new_tokens=24, batch_size=3)
+    assert [m.content for m in split.batch([prompt] * 4, temperature=1.5, seed=20)] == rows
+
+
 def test_temperature_samples_reproducibly_with_a_seed_on_every_path(model_tiny_chat: LocalChatModel) -> None:
     prompt = PROMPTS[1]
     greedy = model_tiny_chat.invoke(prompt).content
