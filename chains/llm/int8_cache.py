@@ -74,15 +74,11 @@ def find_embedding(gguf: Path) -> dict[str, Any] | None:
 
 
 def gguf_embedding(gguf: Path, where: dict[str, Any], rounding: str = "float32") -> Any:
-    """The GGUF's token embedding as fp32, dequantized as transformers does, rounded via ``rounding``."""
-    import numpy as np
-    import torch
-    from gguf import GGMLQuantizationType, dequantize
+    """The GGUF's token embedding as fp32, dequantized as transformers does, rounded via ``rounding``
+    (slab by slab into the one tensor returned: :mod:`ragcoder.chains.llm.gguf_tensor`)."""
+    from ragcoder.chains.llm.gguf_tensor import read_dequantized
 
-    stored_dtype = np.float32 if where["type"] == GGMLQuantizationType.F32 else np.uint8
-    data = np.memmap(gguf, dtype=stored_dtype, mode="r", offset=where["offset"], shape=tuple(where["shape"]))
-    weight = torch.from_numpy(np.copy(dequantize(data, GGMLQuantizationType(where["type"]))))
-    return weight.to(getattr(torch, rounding)).to(torch.float32)
+    return read_dequantized(gguf, where["offset"], where["shape"], where["type"], rounding)
 
 
 def _check_rows(weight: Any) -> dict[int, Any]:
