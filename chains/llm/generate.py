@@ -128,6 +128,17 @@ class Sampling:
             )
 
 
+def sampling_from(kwargs: dict[str, Any]) -> Sampling | None:
+    """``temperature`` (None or 0: greedy), ``top_p`` and ``seed`` call options as a :class:`Sampling`."""
+    temperature = kwargs.get("temperature")
+    if not temperature:
+        return None
+    seed = kwargs.get("seed")
+    return Sampling(
+        float(temperature), float(kwargs.get("top_p") or Sampling.top_p), None if seed is None else int(seed)
+    )
+
+
 def _row_sampler(sampling: Sampling, rows: int) -> Any:
     """Logits processors that turn greedy decoding into seeded sampling, one generator per row.
 

@@ -25,7 +25,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict
-from ragcoder.chains.llm.generate import GenerationOutput, Sampling
+from ragcoder.chains.llm.generate import GenerationOutput, sampling_from
 from ragcoder.chains.llm.prefilled import in_input_order, prefilled, take
 
 DEFAULT_PROMPT_LOOKUP_TOKENS = 10
@@ -44,17 +44,6 @@ def usage_of(info: dict[str, Any] | None) -> dict[str, Any] | None:
     if info.get("cached_tokens"):
         usage["input_token_details"] = {"cache_read": info["cached_tokens"]}
     return usage
-
-
-def sampling_from(kwargs: dict[str, Any]) -> Sampling | None:
-    """``temperature`` (None or 0: greedy), ``top_p`` and ``seed`` call options as a :class:`Sampling`."""
-    temperature = kwargs.get("temperature")
-    if not temperature:
-        return None
-    seed = kwargs.get("seed")
-    return Sampling(
-        float(temperature), float(kwargs.get("top_p") or Sampling.top_p), None if seed is None else int(seed)
-    )
 
 
 class OrtChatModel(BaseChatModel):

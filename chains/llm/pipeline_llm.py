@@ -16,7 +16,13 @@ from typing import Any
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from langchain_huggingface import HuggingFacePipeline
-from ragcoder.chains.llm.generate import GenerationOutput, Sampling, generate_batch, stream_generate
+from ragcoder.chains.llm.generate import (
+    GenerationOutput,
+    Sampling,
+    generate_batch,
+    sampling_from,
+    stream_generate,
+)
 from ragcoder.chains.llm.prefix_cache import PrefixCache, prefix_cache_for
 
 _LOCKS_LOCK = threading.Lock()
@@ -55,16 +61,7 @@ class LocalPipelineLLM(HuggingFacePipeline):
         lookup = kwargs.get("prompt_lookup")
         if lookup is True:
             lookup = self.prompt_lookup_num_tokens
-        temperature = kwargs.get("temperature")
-        sampling = None
-        if temperature:  # None or 0: greedy, the default
-            seed = kwargs.get("seed")
-            sampling = Sampling(
-                float(temperature),
-                float(kwargs.get("top_p") or Sampling.top_p),
-                None if seed is None else int(seed),
-            )
-        return max_new, (int(lookup) if lookup else None), sampling
+        return max_new, (int(lookup) if lookup else None), sampling_from(kwargs)
 
     def generate_texts(
         self, prompts: Sequence[str], stop: list[str] | None = None, **kwargs: Any
