@@ -306,18 +306,21 @@ def _copy_row(kv: KVRows, source: int, target: int) -> None:
 
 
 def _pick(logits: np.ndarray, sampling: Sampling | None, rngs: list[np.random.Generator]) -> np.ndarray:
-    """The next token of each row of ``logits`` [B, V]: greedy, or sampled with temperature and top-p."""
+    """The next token of each row of ``logits`` [B, V]: greedy, or sampled as the torch engine does:
+    temperature, then the ``top_k`` most likely (0: all), then the top-p nucleus of those."""
     if sampling is None:
         return logits.argmax(axis=-1)
     picks = np.empty(len(logits), dtype=np.int64)
     for row, scores in enumerate(logits.astype(np.float64) / sampling.temperature):
-        top = min(TOP_CANDIDATES, len(scores))
+        vocab = len(scores)
+        top = min(sampling.top_k or TOP_CANDIDATES, vocab)
         candidates = np.argpartition(scores, -top)[-top:]
         probs = np.exp(scores - scores.max())
-        total = probs.sum()
         order = candidates[np.argsort(-scores[candidates])]
+        # top-k renormalizes before the nucleus is taken (transformers' warpers, in that order)
+        total = probs[order].sum() if sampling.top_k else probs.sum()
         mass = np.cumsum(probs[order]) / total
-        if mass[-1] < sampling.top_p and top < len(scores):  # the nucleus is wider: use everything
+        if not sampling.top_k and mass[-1] < sampling.top_p and top < vocab:  # a wider nucleus: use all
             order = np.argsort(-scores)
             mass = np.cumsum(probs[order]) / total
         keep = order[: int(np.searchsorted(mass, sampling.top_p)) + 1]

@@ -314,6 +314,21 @@ def test_nucleus_sampling_keeps_the_top_p_mass_and_greedy_takes_the_maximum() ->
     assert wide == {0, 1}
 
 
+def test_sampling_keeps_only_the_top_k_and_takes_the_nucleus_within_them() -> None:
+    from ragcoder.chains.llm.generate import Sampling
+    from ragcoder.chains.llm.onnx_generate import _pick
+
+    logits = np.log(np.array([[0.3, 0.25, 0.2, 0.15, 0.1]]))
+    rng = np.random.default_rng(0)
+    two = {int(_pick(logits, Sampling(1.0, top_p=1.0, top_k=2), [rng])[0]) for _ in range(200)}
+    assert two == {0, 1}  # the engines filter alike: the torch path applies transformers' top-k too
+    # within the top 3 (0.3, 0.25, 0.2 of 0.75), 0.5 of the mass needs the first two, as in transformers
+    nucleus = {int(_pick(logits, Sampling(1.0, top_p=0.5, top_k=3), [rng])[0]) for _ in range(200)}
+    assert nucleus == {0, 1}
+    every = {int(_pick(logits, Sampling(1.0, top_p=1.0, top_k=0), [rng])[0]) for _ in range(400)}
+    assert every == {0, 1, 2, 3, 4}
+
+
 def test_prefix_cache_leaves_the_last_token_to_compute_and_ignores_short_matches() -> None:
     from ragcoder.chains.llm.onnx_decoder import KVRows
     from ragcoder.chains.llm.onnx_generate import OnnxPrefixCache
