@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from ragcoder.agent.config import MAX_TIMEOUT_S, RULES, AgentConfig, build_agent, resolve_config
+from ragcoder.agent.config import AgentConfig, build_agent, resolve_config
+from ragcoder.agent.config_rules import MAX_TIMEOUT_S, RULES
 from ragcoder.agent.tasks import MAX_INSTRUCTION_CHARS, Task, clean_text, read_tests
 
 from ragcoder.cli.app import cli
