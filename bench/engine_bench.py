@@ -13,7 +13,8 @@ Engines: ``torch-int8`` (the project's transformers + int8 path), ``ort-int4`` (
 ONNX Runtime, int4, :mod:`ragcoder.chains.llm.onnx_generate`), ``ortgenai-int4`` (the same files
 through onnxruntime-genai's own generator loop, a reference for ours) and ``ct2-int8``
 (CTranslate2, from ``--ct2-dir``, made with ``ct2-transformers-converter --quantization int8``);
-``--variant NAME=FOLDER`` adds another ONNX form as ``ort-NAME``.
+``--variant NAME=FOLDER`` adds another ONNX form as ``ort-NAME``; ``--llamacpp-python PY`` adds
+``llamacpp-gguf`` (llama.cpp on the installed GGUF, run by ``bench/llamacpp_worker.py`` under PY).
 The last lines are the issue's three ratios (docs/benchmarks.md).
 """
 
@@ -296,10 +297,21 @@ def _child(args: argparse.Namespace, *extra: str, timeout: float = 3600) -> dict
         str(args.samples),
         *(f"--variant={v}" for v in args.variant),
     ]
+    if extra == ("--worker", "llamacpp-gguf"):  # under its own interpreter (llamacpp_worker.py: why)
+        cmd = [args.llamacpp_python, str(Path(__file__).with_name("llamacpp_worker.py")), "--gguf"]
+        cmd += [_installed_gguf(args.model), "--prompt", DECODE_PROMPT, "--new-tokens", str(args.new_tokens)]
+        cmd += [f"--batch-prompt={p}" for p in BATCH_PROMPTS[: args.batch]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(extra)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _installed_gguf(model: str) -> str:
+    from ragcoder.chains.llm.int8_cache import model_folder
+    from ragcoder.chains.llm.models import GGUF_NAME, resolve_model
+
+    return str(model_folder(resolve_model(model)) / GGUF_NAME)
 
 
 def _first_token_s(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -368,6 +380,11 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="NAME=FOLDER: another ONNX form, benched as engine ort-NAME (decode, RSS, disk).",
     )
+    parser.add_argument(
+        "--llamacpp-python",
+        default=None,
+        help="An interpreter with llama-cpp-cffi installed: adds engine llamacpp-gguf (llamacpp_worker.py).",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--socket", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -388,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     engines = [e for e in args.engines.split(",") if e] + list(_variants(args))
+    engines += ["llamacpp-gguf"] if args.llamacpp_python else []
     if "ct2-int8" in engines and not (args.ct2_dir and Path(args.ct2_dir).is_dir()):
         engines.remove("ct2-int8")
     print(
