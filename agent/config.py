@@ -57,6 +57,8 @@ class AgentConfig:
     generate_tests: bool = True  # with no tests from the user, the model writes some to rank candidates
     # sample candidates even when the greedy one passes the user's tests or the examples (docs/results.md)
     always_sample: bool = False
+    # a first candidate that passes the examples meets the model's tests too (docs/results.md)
+    confirm_examples: bool = False
     max_instruction_chars: int = MAX_INSTRUCTION_CHARS  # longer instructions are refused (tasks.py: why 16k)
     # the image runs go to: auto (the standard one, or the scientific one when the code imports its
     # packages and it is built), standard, scientific, or an image tag
@@ -252,6 +254,7 @@ def build_agent(
         samples=config.samples,
         generate_tests=config.generate_tests,
         always_sample=config.always_sample,
+        confirm_examples=config.confirm_examples,
         retrieval_gate=decide_retrieval if config.retrieval == "auto" else None,
     )
 

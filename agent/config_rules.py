@@ -87,6 +87,7 @@ RULES: dict[str, _Rule] = {
     "samples": _Rule(int, 1, MAX_SAMPLES),  # the --samples bound: each candidate is a generation and a run
     "generate_tests": _Rule(bool),
     "always_sample": _Rule(bool),
+    "confirm_examples": _Rule(bool),
     "max_instruction_chars": _Rule(int, 1, 100_000),  # 100k characters ~ the whole 32k-token context
     "sandbox_image": _Rule(str),  # auto, standard, scientific or an image tag (checked when opened)
     "sandbox_packages": _Rule(list),  # pip specs such as requests==2.32.3

@@ -2,9 +2,13 @@
 
 With the user's tests or the request's examples, the greedy candidate runs against them: passing,
 it is the answer (but not verified if it raises on the examples' list inputs one item shorter);
-else the other candidates and the model's tests are sampled in one batched call. With neither, the model's tests
-come first (one reply): a greedy candidate self-tested on them is the answer, else the other
-candidates (and the other test replies) are sampled. Measured: docs/results.md, session 12.
+else the other candidates and the model's tests are sampled in one batched call. Examples are a
+weaker check than tests (held out, a third of the greedy answers that passed one or two were wrong),
+so with ``confirm_examples`` a greedy answer that passed them also meets the model's tests first
+(one reply): failing many, the others are sampled and the examples filter, the model's tests rank.
+With neither, the model's tests come first (one reply): a greedy candidate self-tested on them is
+the answer, else the other candidates (and the other test replies) are sampled. Measured:
+docs/results.md, session 12 and "2026-12-01: confirming examples".
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Agent(Protocol):
     temperature: float
     always_sample: bool
     check_variants: bool
+    confirm_examples: bool
 
     def candidate_from(
         self,
@@ -92,25 +97,36 @@ def first_round(
         looked = agent.candidate_from(greedy, "greedy", None, first.drafts[0][3], 1, 1, task)
         agent.run_against(looked, tests, [], entry)
         raised = _raised_on_variants(agent, greedy, tests, function, task) if looked.passed else []
-        if looked.passed:  # verified already: more candidates could only choose against it
+        confirm = looked.passed and not raised and agent.confirm_examples and bool(test_rows)
+        if looked.passed and not confirm:  # verified already: more candidates could only choose against it
             code_rows, test_rows, first.looked, first.raised_on_variants = [], [], looked, raised
             notes.append(
                 f"the first candidate passed the examples but raised on {raised[0]}: not verified"
                 if raised  # sampling others instead found no better answer on dev (docs/results.md)
                 else f"the first candidate passed {select.hard_words(tests)}: no others sampled"
             )
+        elif confirm:  # test_rows: the hard checks are examples, and there is a function to test
+            assert function is not None
+            passed, counted = yield from _greedy_on_own_tests(
+                agent, task, tests, function, test_rows, entry, notes, emit, first
+            )
+            test_rows = test_rows[FIRST_TEST_PROMPTS:]
+            # none written, or no reason to doubt the examples
+            if passed >= select.SELF_TESTED_SHARE * counted:
+                code_rows, test_rows = [], []
+                own = f" and {passed}/{counted} own tests" if counted else ""
+                notes.append(f"the first candidate passed the instruction's examples{own}: no others sampled")
+            else:
+                notes.append(
+                    f"the first candidate passed the instruction's examples but only {passed}/{counted} "
+                    "own tests: others sampled"
+                )
     elif not agent.always_sample and test_rows:
-        first.test_replies, _ = sample_replies(  # one reply first: the rest only if it samples
-            agent.sampler, test_rows[:FIRST_TEST_PROMPTS], task.instruction, agent.temperature, TESTS_ROUND
+        assert function is not None
+        passed, counted = yield from _greedy_on_own_tests(
+            agent, task, tests, function, test_rows, entry, notes, emit, first
         )
         test_rows = test_rows[FIRST_TEST_PROMPTS:]
-        assert function is not None
-        tests += own_test_cases(first.test_replies, function, task.instruction, tests)
-        yield emit("tests", 1, tests=tests, function=function, notes=notes)
-        first.probes = select.probes_for(tests, function)
-        first.looked = agent.candidate_from(greedy, "greedy", None, first.drafts[0][3], 1, 1, task)
-        agent.run_against(first.looked, tests, first.probes, entry)
-        passed, counted = select.own_tests_passed(first.looked, tests)
         if counted >= MIN_OWN_TESTS_TO_STOP and select.verdict_for(first.looked, tests) == "self-tested":
             code_rows, test_rows = [], []
             notes.append(f"the first candidate passed {passed}/{counted} own tests: no others sampled")
@@ -131,6 +147,30 @@ def first_round(
     if first.test_replies and not any(t.origin == "generated" for t in tests):
         notes.append(f"the model wrote no usable tests for {function}")
     return first
+
+
+def _greedy_on_own_tests(
+    agent: Agent,
+    task: Task,
+    tests: list[TestCase],
+    function: str,
+    test_rows: list[Any],
+    entry: str | None,
+    notes: list[str],
+    emit: Callable[..., Any],
+    first: FirstRound,
+) -> Generator[Any, None, tuple[int, int]]:
+    """One test reply first (the rest only if it samples), then the greedy candidate against every
+    test so far: (own tests passed, own tests counted)."""
+    first.test_replies, _ = sample_replies(
+        agent.sampler, test_rows[:FIRST_TEST_PROMPTS], task.instruction, agent.temperature, TESTS_ROUND
+    )
+    tests += own_test_cases(first.test_replies, function, task.instruction, tests)
+    yield emit("tests", 1, tests=tests, function=function, notes=notes)
+    first.probes = select.probes_for(tests, function)
+    first.looked = agent.candidate_from(first.drafts[0][0], "greedy", None, first.drafts[0][3], 1, 1, task)
+    agent.run_against(first.looked, tests, first.probes, entry)
+    return select.own_tests_passed(first.looked, tests)
 
 
 def _raised_on_variants(

@@ -84,6 +84,7 @@ class CodeAgent(AgentRunnable):
         selection: str = "codet",
         always_sample: bool = False,
         check_variants: bool = True,
+        confirm_examples: bool = False,
         retrieval_gate: Callable[[str], RetrievalDecision] | None = None,
     ) -> None:
         """``max_attempts``: rounds (the first generation, then repair rounds). ``samples``:
@@ -95,6 +96,8 @@ class CodeAgent(AgentRunnable):
         neither) its own tests (by default it is then the answer).
         ``check_variants``: a greedy candidate that passes the examples is also run on the examples'
         calls with a list one item shorter, and if it raises there, it is not called verified.
+        ``confirm_examples``: a greedy candidate that passes the instruction's examples also runs
+        the model's tests (one reply); failing more than a fifth of them, the others are sampled.
         ``retrieval_gate`` decides per instruction whether to query
         ``retriever`` (e.g. :func:`ragcoder.chains.retrieval.gate.decide_retrieval`); without
         one, every instruction is."""
@@ -121,6 +124,7 @@ class CodeAgent(AgentRunnable):
         self.selection = selection
         self.always_sample = always_sample
         self.check_variants = check_variants
+        self.confirm_examples = confirm_examples
         self.set_model(model, repair_model)
 
     def set_model(self, model: Runnable, repair_model: Runnable | None = None) -> None:

@@ -104,6 +104,13 @@ def agent_options(*, sandbox_default: str | None = None, samples: bool = True) -
             help="Sample every round's candidates even when the first one passes your tests, the "
             "request's examples or, with neither, its own tests [default: off: that one is the answer].",
         ),
+        click.option(
+            "--confirm-examples/--no-confirm-examples",
+            "confirm_examples",
+            default=None,
+            help="A first candidate that passes the request's examples also runs the model's own tests, "
+            "and others are sampled when it fails many [default: off].",
+        ),
     ]
     if samples:
         options.append(
