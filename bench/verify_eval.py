@@ -2,6 +2,10 @@
 how far the agent's verdict can be trusted, time, and what selection chose against what it could have.
 
     .venv/bin/python bench/verify_eval.py single=a.jsonl n1=b.jsonl n4=c.jsonl
+    .venv/bin/python bench/verify_eval.py before=a.jsonl after=a.jsonl+rerun.jsonl
+
+``FILE+OVERLAY``: the tasks OVERLAY holds replace FILE's (a rerun of only the tasks a change can
+reach, with seeded sampling: the others would repeat FILE's rows).
 
 Per run, on the tasks every run holds: pass@1; verdict counts and precision (of the tasks the agent
 called verified or self-tested, how many pass the hidden tests); seconds per task and per solved
@@ -182,14 +186,15 @@ def replay(name: str, rows: list[dict]) -> list[str]:
 def main(argv: list[str]) -> None:
     if not argv or any(a in ("-h", "--help") for a in argv):
         sys.exit(
-            "usage: verify_eval.py NAME=RESULTS.jsonl [NAME=RESULTS.jsonl ...] (eval -o files; the first is the base)"
+            "usage: verify_eval.py NAME=RESULTS.jsonl[+OVERLAY.jsonl] [NAME=...] (eval -o files; the first is the base)"
         )
     runs = {}
     for item in argv:
-        name, _, path = item.partition("=")
-        if not name or not path or not Path(path).is_file():
-            sys.exit(f"verify_eval.py: {item!r} is not NAME=FILE with an existing eval results file")
-        runs[name] = records(Path(path))
+        name, _, spec = item.partition("=")
+        paths = [Path(p) for p in spec.split("+")] if spec else []
+        if not name or not paths or not all(p.is_file() for p in paths):
+            sys.exit(f"verify_eval.py: {item!r} is not NAME=FILE[+OVERLAY] with existing eval results files")
+        runs[name] = {task: row for path in paths for task, row in records(path).items()}
     common = sorted(set.intersection(*(set(r) for r in runs.values())), key=lambda t: int(t.split("/")[1]))
     print(f"{len(common)} tasks in every run")
     for name, rows in runs.items():

@@ -165,6 +165,38 @@ def test_a_first_candidate_that_passes_the_examples_is_the_answer(trusted_sandbo
     assert failed_first.code == RIGHT_TOO and len(failed_first.candidates) == 4 and not failed_first.notes
 
 
+THREE_N = "def square(n):\n    return 3 * n\n"  # right on square(3) == 9 alone
+
+
+def test_confirm_examples_samples_others_when_the_first_fails_its_own_tests(trusted_sandbox) -> None:
+    instruction = SQUARE + "\n\n>>> square(3)\n9\n"
+    model = sampling(THREE_N, code=[WRONG, RIGHT_TOO, WRONG], tests=[OWN_TESTS, OWN_TESTS])
+    result = CodeAgent(model, trusted_sandbox, samples=4, confirm_examples=True).invoke(instruction)
+    assert result.code == RIGHT_TOO and result.verdict == "verified" and len(result.candidates) == 4
+    assert result.notes[0] == (
+        "the first candidate passed the instruction's examples but only 1/3 own tests: others sampled"
+    )
+    assert len(model.prompts) == 1 + 1 + 3 + 1  # one reply of tests first, then the rest in one call
+    sampled = [o["seed"] for o in model.options if o.get("temperature")]
+    assert sampled == [seed_for(instruction, 0, 0)] + [seed_for(instruction, 1, 0)] * 4
+    unconfirmed = sampling(THREE_N, code=[RIGHT_TOO], tests=[OWN_TESTS])
+    assert CodeAgent(unconfirmed, trusted_sandbox, samples=4).invoke(instruction).code == THREE_N
+
+    model = sampling(RIGHT, code=[WRONG], tests=[OWN_TESTS])
+    right = CodeAgent(model, trusted_sandbox, samples=4, confirm_examples=True).invoke(instruction)
+    assert right.code == RIGHT and right.verdict == "verified" and len(right.candidates) == 1
+    assert len(model.prompts) == 2 and right.notes == [
+        "the first candidate passed the instruction's examples and 3/3 own tests: no others sampled"
+    ]
+    model = sampling(THREE_N, code=[RIGHT], tests=["I cannot write tests for this."])
+    untested = CodeAgent(model, trusted_sandbox, samples=4, confirm_examples=True).invoke(instruction)
+    assert untested.code == THREE_N and len(untested.candidates) == 1  # nothing spoke against the examples
+    assert untested.notes == [
+        "the first candidate passed the instruction's examples: no others sampled",
+        "the model wrote no usable tests for square",
+    ]
+
+
 ALTERNATE = "Write a Python function `alternate(xs)`: smallest, largest, next smallest, and so on.\n\n>>> alternate([1, 2, 3, 4])\n[1, 4, 2, 3]\n"
 PAIRS_ONLY = (  # right on the example, raises on a list of odd length
     "def alternate(xs):\n    xs, out = sorted(xs), []\n    while xs:\n"
@@ -401,6 +433,9 @@ def test_samples_and_generate_tests_settings(monkeypatch: pytest.MonkeyPatch, tm
     assert resolve_config().always_sample is False
     monkeypatch.setenv("RAGCODER_ALWAYS_SAMPLE", "true")
     assert resolve_config().always_sample is True
+    assert resolve_config().confirm_examples is False
+    monkeypatch.setenv("RAGCODER_CONFIRM_EXAMPLES", "true")
+    assert resolve_config().confirm_examples is True
 
 
 def test_stuck_temperature_setting(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
