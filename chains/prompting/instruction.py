@@ -22,13 +22,8 @@ FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(```|\Z)", re.S)
 _CODE_START_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s|import\s+\w|def\s|class\s|@)", re.M)
 _IMPORT_LINE_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s+[\w., ()*]+|import\s+[\w., ]+)\s*$", re.M)
 _DEF_NAME_RE = re.compile(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", re.M)
-_ASSERT_LINE_RE = re.compile(r"^\s*(assert\s.+)$", re.M)
-# An example on a line of its own: `f(2) == 4`, `f(2) ➞ 4`, `f(2) => 4`, `f(2) ==> 4`, `f(2) -> 4`.
-# Only when the left side is a call and the right side a Python literal (not prose or arithmetic).
-_ARROW_EXAMPLE_RE = re.compile(
-    r"^\s*(?:[-*]\s+)?([A-Za-z_][\w.]*\(.*\))\s*(?:==>|==|=>|➞|->)\s*(.+?)\s*$", re.M
-)
-_JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
+# a signature named in the words: "Write a Python function `hex_key(num)`."
+_NAMED_SIGNATURE_RE = re.compile(r"`([A-Za-z_]\w*)\(([^()`]*)\)`")
 BUILTIN_NAMES = frozenset(dir(builtins))
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
@@ -230,24 +225,27 @@ class Instruction:
         return frozenset(_DEF_NAME_RE.findall(textwrap.dedent(self.text)))
 
     @cached_property
+    def target(self) -> tuple[str, tuple[str, ...]] | None:
+        """The one function to write and its parameters' names: the only stub, else the only
+        signature named in backticks (None when there is not exactly one, or it takes ``*args``)."""
+        if self.stubs:
+            if len(self.stubs) > 1 or self.stubs[0].args.vararg or self.stubs[0].args.kwarg:
+                return None
+            args = self.stubs[0].args
+            return self.stubs[0].name, tuple(a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs])
+        named = set(_NAMED_SIGNATURE_RE.findall(self.text))
+        if len(named) != 1:
+            return None
+        name, params = named.pop()
+        names = tuple(p.split(":")[0].split("=")[0].strip() for p in params.split(",") if p.strip())
+        return (name, names) if all(n.isidentifier() for n in names) else None
+
+    @cached_property
     def examples(self) -> tuple[str, ...]:
-        """Test cases the text gives, as ``assert`` lines: doctest examples whose expected output is a
-        literal, arrow or ``==`` examples of the functions it shows, and its own ``assert`` lines."""
-        text = textwrap.dedent(self.text)
-        cases = _doctest_asserts(text.splitlines())
-        for match in _ARROW_EXAMPLE_RE.finditer(text):
-            call, want = match.group(1), match.group(2).rstrip(".,;")
-            if self.function_names and call.split("(", 1)[0] not in self.function_names:
-                continue  # an example of some other function
-            want = _JSON_WORDS.get(want, want)
-            stmt = f"assert {call} == {want}"
-            if _is_literal_call(call) and _is_literal(want) and stmt not in cases:
-                cases.append(stmt)
-        for match in _ASSERT_LINE_RE.finditer(text):
-            stmt = match.group(1).strip().rstrip("`").strip()
-            if parse_or_none(stmt) is not None and stmt not in cases:
-                cases.append(stmt)
-        return tuple(cases)
+        """Test cases the text gives, as ``assert`` lines (:mod:`ragcoder.chains.prompting.examples`)."""
+        from ragcoder.chains.prompting.examples import example_asserts  # it parses with this module
+
+        return tuple(example_asserts(textwrap.dedent(self.text), self.function_names, self.target))
 
 
 def read_instruction(text: str) -> Instruction:
@@ -261,47 +259,3 @@ def _docstring_statements(body: list[ast.stmt]) -> list[ast.stmt]:
         for s in body
         if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
     ]
-
-
-def _doctest_asserts(lines: list[str]) -> list[str]:
-    """``>>> expr`` followed by a literal expected output becomes ``assert expr == output``."""
-    cases: list[str] = []
-    i = 0
-    while i < len(lines):
-        stripped = lines[i].strip().removeprefix('"""').removeprefix("'''").strip()
-        if not stripped.startswith(">>> "):
-            i += 1
-            continue
-        expr = stripped[4:].strip()
-        expected: list[str] = []
-        j = i + 1
-        while j < len(lines) and lines[j].strip() and not lines[j].strip().startswith(">>>"):
-            line = lines[j].strip()
-            if line.startswith(('"""', "'''")):  # the docstring closes: the example ended
-                break
-            expected.append(line.removesuffix('"""').removesuffix("'''").rstrip())
-            j += 1
-        want = " ".join(expected).strip()
-        is_expr = parse_or_none(expr, "eval") is not None
-        if is_expr and not expr.startswith("print(") and want and _is_literal(want):
-            cases.append(f"assert {expr} == {want}")
-        i = j
-    return cases
-
-
-def _is_literal(src: str) -> bool:
-    """Expected output we can compare with ==: a Python literal (not printed text)."""
-    try:
-        ast.literal_eval(src)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return False
-    return True
-
-
-def _is_literal_call(src: str) -> bool:
-    """`name(literal, ...)`: a call whose arguments are all literals (so the test can run as is)."""
-    tree = parse_or_none(src, "eval")
-    if not isinstance(tree, ast.Expression) or not isinstance(tree.body, ast.Call):
-        return False
-    args = [*tree.body.args, *(k.value for k in tree.body.keywords)]
-    return all(_is_literal(ast.unparse(a)) for a in args)

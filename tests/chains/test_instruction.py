@@ -124,3 +124,24 @@ def test_examples_come_from_doctests_arrows_and_asserts_of_the_functions_shown()
         "assert fly([1], 9) is True",
     )
     assert read_instruction("Write fib(n): the n-th Fibonacci number.").examples == ()
+
+
+def test_examples_in_words_comments_and_input_output_pairs_fit_the_one_function_to_write() -> None:
+    stub = (
+        'def hex_key(num):\n    """Count prime hex digits.\n    For num = "AB" the output should be 1.\n'
+        '    For num = 7 the output should be a number.\n    hex_key("2")   # returns 1\n'
+        '    hex_key("5 B") -> 1 + 1 = 2\n    Input: "D"\n    Output: 1\n    Input: x = "3", y = 1\n'
+        '    Output: 1\n    """\n'
+    )
+    read = read_instruction(stub)
+    assert read.target == ("hex_key", ("num",))
+    assert read.examples == (
+        'assert hex_key("2") == 1',
+        'assert hex_key("5 B") == 2',  # a worked sum: its last term is the value
+        "assert hex_key('AB') == 1",
+        "assert hex_key('D') == 1",
+    )  # "a number" is prose, and x, y are not hex_key's parameters
+    words = "Write a Python function `pick(arr, k)`.\n\nInput: arr = [3, 1], k = 1\nOutput: [3]\n"
+    assert read_instruction(words).examples == ("assert pick([3, 1], 1) == [3]",)
+    two = "Write `a(x)` and `b(x)`.\nFor x = 1 the output should be 2.\n"
+    assert read_instruction(two).target is None and read_instruction(two).examples == ()

@@ -1,0 +1,144 @@
+"""The examples an instruction gives, as ``assert`` lines the agent can run.
+
+Read from the forms requests (and HumanEval's docstrings) write them in:
+
+- doctests: ``>>> f(1)`` then the expected output on the next lines;
+- arrows on a line of their own: ``f(2) ➞ 4``, ``=>``, ``==>``, ``->``, ``==``, a trailing
+  worked sum kept to its result (``f("5 apples", 19) -> 19 - 5 = 14``), or a comment
+  (``f(15)   # returns "db1111db"``);
+- the argument named in words: ``For num = "AB" the output should be 1.``;
+- ``Input: [4, 2, 3]`` followed by ``Output: [2, 1]``;
+- ``assert`` lines.
+
+Only literal arguments and a literal expected value make a case (never prose or arithmetic), and
+the last two forms, which name no function, only for a request with one function to write, whose
+parameters the arguments must match.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Sequence
+
+from ragcoder.chains.prompting.instruction import parse_or_none
+
+# An example on a line of its own: `f(2) == 4`, `f(2) ➞ 4`, `f(2) => 4`, `f(2) ==> 4`, `f(2) -> 4`,
+# `f(2)  # returns 4`. Only when the left side is a call and the right side a Python literal.
+_ARROW_EXAMPLE_RE = re.compile(
+    r"^\s*(?:[-*]\s+)?([A-Za-z_][\w.]*\(.*\))\s*(?:==>|==|=>|➞|->|#\s*(?:returns?:?|==>|=>|➞|->))\s*(.+?)\s*$",
+    re.M,
+)
+_FOR_OUTPUT_RE = re.compile(
+    r"^\s*for\s+(.+?),?\s+the\s+(?:output|result)\s+should\s+be:?\s+(.+?)\s*$", re.M | re.I
+)
+_INPUT_OUTPUT_RE = re.compile(r"^\s*input\s*:\s*(.+?)\s*\n\s*output\s*:\s*(.+?)\s*$", re.M | re.I)
+_ASSERT_LINE_RE = re.compile(r"^\s*(assert\s.+)$", re.M)
+_JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
+
+Signature = tuple[str, tuple[str, ...]]  # a function's name and its parameters' names
+
+
+def example_asserts(text: str, shown: frozenset[str], target: Signature | None) -> list[str]:
+    """The ``assert`` lines ``text`` (dedented) gives. ``shown``: the functions whose signature it
+    shows (arrow examples of others are skipped); ``target``: the one function to write, if one."""
+    cases = _doctest_asserts(text.splitlines())
+
+    def add(stmt: str) -> None:
+        if stmt not in cases:
+            cases.append(stmt)
+
+    for match in _ARROW_EXAMPLE_RE.finditer(text):
+        call, want = match.group(1), _expected(match.group(2))
+        if shown and call.split("(", 1)[0] not in shown:
+            continue  # an example of some other function
+        if want is not None and _is_literal_call(call):
+            add(f"assert {call} == {want}")
+    if target is not None:
+        for regex in (_FOR_OUTPUT_RE, _INPUT_OUTPUT_RE):
+            for match in regex.finditer(text):
+                call, want = _call_of(target, match.group(1)), _expected(match.group(2))
+                if call is not None and want is not None:
+                    add(f"assert {call} == {want}")
+    for match in _ASSERT_LINE_RE.finditer(text):
+        stmt = match.group(1).strip().rstrip("`").strip()
+        if parse_or_none(stmt) is not None:
+            add(stmt)
+    return cases
+
+
+def _expected(src: str) -> str | None:
+    """The expected value as a Python literal: JSON words mapped, a worked sum kept to its result."""
+    want = src.strip().rstrip(".,;").strip()
+    want = _JSON_WORDS.get(want, want)
+    if is_literal(want):
+        return want
+    if " = " in want:  # "19 - 5 - 6 = 8": the arithmetic shows the way, the last term is the value
+        tail = want.rsplit(" = ", 1)[1].strip()
+        return tail if is_literal(tail) else None
+    return None
+
+
+def _call_of(target: Signature, args: str) -> str | None:
+    """``name(...)`` from ``args`` written as literals in order (``[4, 2, 3]``) or named by the
+    parameters (``lst = [1, 2], k = 3``); None unless they fit the parameters exactly."""
+    name, params = target
+    tree = parse_or_none(f"_f({args.strip().rstrip('.,;')})", "eval")
+    if not isinstance(tree, ast.Expression) or not isinstance(tree.body, ast.Call):
+        return None
+    call = tree.body
+    if call.keywords and not call.args and len(call.keywords) == len(params):
+        named = {k.arg: k.value for k in call.keywords}
+        if set(named) != set(params):
+            return None
+        values: Sequence[ast.expr] = [named[p] for p in params]
+    elif call.args and not call.keywords and len(call.args) == len(params):
+        values = call.args
+    else:
+        return None
+    sources = [ast.unparse(v) for v in values]
+    return f"{name}({', '.join(sources)})" if all(is_literal(s) for s in sources) else None
+
+
+def _doctest_asserts(lines: list[str]) -> list[str]:
+    """``>>> expr`` followed by a literal expected output becomes ``assert expr == output``."""
+    cases: list[str] = []
+    i = 0
+    while i < len(lines):
+        stripped = lines[i].strip().removeprefix('"""').removeprefix("'''").strip()
+        if not stripped.startswith(">>> "):
+            i += 1
+            continue
+        expr = stripped[4:].strip()
+        expected: list[str] = []
+        j = i + 1
+        while j < len(lines) and lines[j].strip() and not lines[j].strip().startswith(">>>"):
+            line = lines[j].strip()
+            if line.startswith(('"""', "'''")):  # the docstring closes: the example ended
+                break
+            expected.append(line.removesuffix('"""').removesuffix("'''").rstrip())
+            j += 1
+        want = " ".join(expected).strip()
+        is_expr = parse_or_none(expr, "eval") is not None
+        if is_expr and not expr.startswith("print(") and want and is_literal(want):
+            cases.append(f"assert {expr} == {want}")
+        i = j
+    return cases
+
+
+def is_literal(src: str) -> bool:
+    """Expected output we can compare with ==: a Python literal (not printed text)."""
+    try:
+        ast.literal_eval(src)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return True
+
+
+def _is_literal_call(src: str) -> bool:
+    """`name(literal, ...)`: a call whose arguments are all literals (so the test can run as is)."""
+    tree = parse_or_none(src, "eval")
+    if not isinstance(tree, ast.Expression) or not isinstance(tree.body, ast.Call):
+        return False
+    args = [*tree.body.args, *(k.value for k in tree.body.keywords)]
+    return all(is_literal(ast.unparse(a)) for a in args)
