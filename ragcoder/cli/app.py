@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ragcoder.cli.options import agent_options, fail, ray_option
+from ragcoder.cli.options import agent_options, exit_interrupted, fail, ray_option
 
 if TYPE_CHECKING:
     from ragcoder.agent.config import AgentConfig
@@ -274,8 +274,7 @@ def batch(
     if report is not None:
         write_markdown_report(summary, report, title=f"ragcoder batch: {input_path}", results=output)
     if summary.interrupted:
-        click.echo(f"interrupted: finished tasks are in {shown}; rerun the same command to resume.", err=True)
-        sys.exit(130)
+        exit_interrupted(shown)
 
 
 @cli.command()

@@ -1,8 +1,11 @@
-"""What the commands share: the agent's flags and the one-line error exit. Only click is imported."""
+"""What the commands share: the agent's flags, the one-line error exit and the interrupted exit.
+Only click is imported."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -19,6 +22,19 @@ def fail(exc: BaseException) -> NoReturn:
     if hint := getattr(exc, "hint", ""):
         click.echo(f"hint: {hint}", err=True)
     sys.exit(1)
+
+
+def exit_interrupted(results: str) -> NoReturn:
+    """After Ctrl-C, with the finished records written and the sandboxes closed: say where they are
+    and exit 130 now. Worker threads still inside a generation cannot be stopped, and a normal exit
+    would wait (at full CPU) until each finished its task, minutes on a CPU."""
+    click.echo(f"interrupted: finished tasks are in {results}; rerun the same command to resume.", err=True)
+    main = threading.main_thread()
+    if any(t is not main and t.is_alive() and not t.daemon for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
 
 
 def agent_options(*, sandbox_default: str | None = None, samples: bool = True) -> Callable[[Any], Any]:

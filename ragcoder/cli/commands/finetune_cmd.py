@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ragcoder.agent.defaults import DEFAULT_SAMPLES, MAX_SAMPLES
-from ragcoder.cli.options import agent_options, fail, ray_option
+from ragcoder.cli.options import agent_options, exit_interrupted, fail, ray_option
 
 
 def _command_line() -> str:
@@ -245,8 +245,7 @@ def humaneval_cmd(
         write_report(output, report, title=title, command=_command_line())
         click.echo(f"report: {report} (plot: {report.with_suffix('.png')})")
     if summary.interrupted:
-        click.echo(f"interrupted: finished tasks are in {shown}; rerun the same command to resume.", err=True)
-        sys.exit(130)
+        exit_interrupted(shown)
 
 
 def build_eval_agent(
