@@ -78,8 +78,8 @@ def test_arrow_and_equals_examples_become_tests_when_the_value_is_a_literal() ->
     )
     assert extract_example_tests(text) == (
         "assert will_it_fly([1, 2], 5) == False\nassert digit_sum('abAB') == 131\n"
-        "assert iscube(1) == True\nassert f(3) == 6.00\n"
-    )
+        "assert iscube(1) == True\nassert f(3) == 6.00\nassert g(5, 19) == 8\n"
+    )  # a worked sum: its last term is the value
 
 
 def test_example_variants_shorten_list_arguments_and_leave_strings_alone() -> None:

@@ -21,7 +21,7 @@ import ast
 import re
 from collections.abc import Sequence
 
-from ragcoder.chains.prompting.instruction import parse_or_none
+from ragcoder.chains.prompting.safe_parse import parse_or_none
 
 # An example on a line of its own: `f(2) == 4`, `f(2) ➞ 4`, `f(2) => 4`, `f(2) ==> 4`, `f(2) -> 4`,
 # `f(2)  # returns 4`. Only when the left side is a call and the right side a Python literal.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 
-from ragcoder.chains.prompting.instruction import fences, parse_or_none
+from ragcoder.chains.prompting.instruction import fences
+from ragcoder.chains.prompting.safe_parse import parse_or_none
 
 _PY_LANGS = {"", "python", "py", "python3"}
 

@@ -17,6 +17,9 @@ import textwrap
 from dataclasses import dataclass
 from functools import cached_property
 
+from ragcoder.chains.prompting.examples import example_asserts
+from ragcoder.chains.prompting.safe_parse import parse_or_none
+
 # Group 3 is empty for a fence left open by a reply cut at the token limit.
 FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(```|\Z)", re.S)
 _CODE_START_RE = re.compile(r"^(?:from\s+[\w.]+\s+import\s|import\s+\w|def\s|class\s|@)", re.M)
@@ -44,14 +47,6 @@ class Fence:
 def fences(text: str) -> list[Fence]:
     """Every fenced block in ``text``, in order; the last may be open (``closed`` False)."""
     return [Fence(lang.lower(), body, bool(end)) for lang, body, end in FENCE_RE.findall(text)]
-
-
-def parse_or_none(source: str, mode: str = "exec") -> ast.AST | None:
-    """``ast.parse(source, mode=mode)``, or None when it is not Python (the one safe parse)."""
-    try:
-        return ast.parse(source, mode=mode)
-    except (SyntaxError, ValueError):  # ValueError: null bytes in the source
-        return None
 
 
 def parse_fragment(source: str) -> ast.Module | None:
@@ -243,8 +238,6 @@ class Instruction:
     @cached_property
     def examples(self) -> tuple[str, ...]:
         """Test cases the text gives, as ``assert`` lines (:mod:`ragcoder.chains.prompting.examples`)."""
-        from ragcoder.chains.prompting.examples import example_asserts  # it parses with this module
-
         return tuple(example_asserts(textwrap.dedent(self.text), self.function_names, self.target))
 
 
