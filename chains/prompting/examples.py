@@ -11,8 +11,8 @@ Read from the forms requests (and HumanEval's docstrings) write them in:
 - ``assert`` lines.
 
 Only literal arguments and a literal expected value make a case (never prose or arithmetic), and
-the last two forms, which name no function, only for a request with one function to write, whose
-parameters the arguments must match.
+the ``For ...`` and ``Input:``/``Output:`` forms, which name no function, only for a request with one
+function to write, whose parameters the arguments must match.
 """
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ def _expected(src: str) -> str | None:
     """The expected value as a Python literal: JSON words mapped, a worked sum kept to its result."""
     want = src.strip().rstrip(".,;").strip()
     want = _JSON_WORDS.get(want, want)
-    if is_literal(want):
+    if _is_literal(want):
         return want
     if " = " in want:  # "19 - 5 - 6 = 8": the arithmetic shows the way, the last term is the value
         tail = want.rsplit(" = ", 1)[1].strip()
-        return tail if is_literal(tail) else None
+        return tail if _is_literal(tail) else None
     return None
 
 
@@ -97,7 +97,7 @@ def _call_of(target: Signature, args: str) -> str | None:
     else:
         return None
     sources = [ast.unparse(v) for v in values]
-    return f"{name}({', '.join(sources)})" if all(is_literal(s) for s in sources) else None
+    return f"{name}({', '.join(sources)})" if all(_is_literal(s) for s in sources) else None
 
 
 def _doctest_asserts(lines: list[str]) -> list[str]:
@@ -120,13 +120,13 @@ def _doctest_asserts(lines: list[str]) -> list[str]:
             j += 1
         want = " ".join(expected).strip()
         is_expr = parse_or_none(expr, "eval") is not None
-        if is_expr and not expr.startswith("print(") and want and is_literal(want):
+        if is_expr and not expr.startswith("print(") and want and _is_literal(want):
             cases.append(f"assert {expr} == {want}")
         i = j
     return cases
 
 
-def is_literal(src: str) -> bool:
+def _is_literal(src: str) -> bool:
     """Expected output we can compare with ==: a Python literal (not printed text)."""
     try:
         ast.literal_eval(src)
@@ -141,4 +141,4 @@ def _is_literal_call(src: str) -> bool:
     if not isinstance(tree, ast.Expression) or not isinstance(tree.body, ast.Call):
         return False
     args = [*tree.body.args, *(k.value for k in tree.body.keywords)]
-    return all(is_literal(ast.unparse(a)) for a in args)
+    return all(_is_literal(ast.unparse(a)) for a in args)
