@@ -1,7 +1,8 @@
 """The one reader of code inside text: code fences, a safe parse, and what an instruction shows.
 
 :func:`read_instruction` gives everything the agent reads from an instruction: its code regions
-and the words around them, the function stubs it asks for, the modules it imports, the names it
+and the words around them, the function stubs it asks for, the one function to write (the
+name the tests call, the parameters the examples fill), the modules it imports, the names it
 uses and defines, the imports and helpers it provides, and the doctest, arrow and ``assert``
 examples it gives. The retrieval gate, the example checks and the prelude all read through it;
 the reply extractor shares its fence regex (:func:`fences`) and its safe parse
@@ -28,6 +29,11 @@ _DEF_NAME_RE = re.compile(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", re.M)
 # a signature named in the words: "Write a Python function `hex_key(num)`."
 _NAMED_SIGNATURE_RE = re.compile(r"`([A-Za-z_]\w*)\(([^()`]*)\)`")
 BUILTIN_NAMES = frozenset(dir(builtins))
+# how words name the function to write: "`name(args)`", "a function called name", "name(3) returns 6"
+_BACKTICK_CALL_RE = re.compile(r"`\s*(?:def\s+)?([A-Za-z_]\w*)\s*\(")
+_CALLED_RE = re.compile(r"\bfunction\s+(?:called\s+|named\s+)?`?([A-Za-z_]\w*)`?", re.I)
+_BARE_CALL_RE = re.compile(r"\b([A-Za-z_]\w*)\s*\([^()]*\)")
+_NOT_FUNCTION_NAMES = BUILTIN_NAMES | {"function", "def", "return", "returns", "lambda", "e", "i", "g", "f"}
 
 Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
@@ -155,13 +161,17 @@ class Instruction:
 
     @cached_property
     def stubs(self) -> tuple[ast.FunctionDef | ast.AsyncFunctionDef, ...]:
-        """Functions with a docstring and no code (imports inside the body allowed, as HumanEval/115 has)."""
+        """Functions with no code: a docstring, ``pass`` or ``...`` (imports inside the body allowed,
+        as HumanEval/115 has), at any depth; each code region parsed on its own, so one that is not
+        Python hides no other."""
         found = []
-        for node in ast.walk(self.tree) if self.tree is not None else ():
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                body = [s for s in node.body if not isinstance(s, ast.Import | ast.ImportFrom)]
-                if _docstring_statements(body) and is_stub_body(body):
-                    found.append(node)
+        for region in self.regions:
+            tree = parse_fragment(region)
+            for node in ast.walk(tree) if tree is not None else ():
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    body = [s for s in node.body if not isinstance(s, ast.Import | ast.ImportFrom)]
+                    if body and is_stub_body(body):
+                        found.append(node)
         return tuple(found)
 
     @cached_property
@@ -236,6 +246,25 @@ class Instruction:
         return (name, names) if all(n.isidentifier() for n in names) else None
 
     @cached_property
+    def function_name(self) -> str | None:
+        """The function the request asks for, the one its tests call (None when it names none).
+
+        In order: the only stub; the :attr:`target`; then the first name the words give that is
+        not a builtin: a backticked call (`` `name(x)` ``), a ``def name(``, "a function called
+        name", a call in the prose (``name(3) returns 6``).
+        """
+        if len(self.stubs) == 1:
+            return self.stubs[0].name  # even with ``*args``, which leaves it no target
+        if self.target is not None:
+            return self.target[0]
+        for pattern in (_BACKTICK_CALL_RE, _DEF_NAME_RE, _CALLED_RE, _BARE_CALL_RE):
+            for match in pattern.finditer(self.text):
+                name = match.group(1)
+                if name not in _NOT_FUNCTION_NAMES and not name[0].isupper():
+                    return name
+        return None
+
+    @cached_property
     def examples(self) -> tuple[str, ...]:
         """Test cases the text gives, as ``assert`` lines (:mod:`ragcoder.chains.prompting.examples`)."""
         return tuple(example_asserts(textwrap.dedent(self.text), self.function_names, self.target))
@@ -244,11 +273,3 @@ class Instruction:
 def read_instruction(text: str) -> Instruction:
     """The instruction's code, words, stubs, names, imports, helpers and examples (read lazily)."""
     return Instruction(text)
-
-
-def _docstring_statements(body: list[ast.stmt]) -> list[ast.stmt]:
-    return [
-        s
-        for s in body
-        if isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str)
-    ]

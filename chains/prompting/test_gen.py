@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
-from ragcoder.chains.prompting.instruction import code_regions, is_stub, parse_fragment
+from ragcoder.chains.prompting.instruction import read_instruction
 
 # (no function here starts with "test": test modules import them, and pytest would collect those)
 
@@ -38,13 +38,6 @@ DEFAULT_TEST_COUNT = 8  # per reply: CodeT asks for several small tests; more ma
 MAX_TEST_CHARS = 300  # a longer assert is usually a pasted implementation, not a test case
 
 _KNOWN = frozenset(dir(builtins))
-_IDENT = r"[A-Za-z_]\w*"
-# "Write a Python function `name(args)`", "def name(", "a function called name", "name(x) returns"
-_BACKTICK_CALL = re.compile(rf"`\s*(?:def\s+)?({_IDENT})\s*\(")
-_DEF = re.compile(rf"^\s*def\s+({_IDENT})\s*\(", re.M)
-_CALLED = re.compile(rf"\bfunction\s+(?:called\s+|named\s+)?`?({_IDENT})`?", re.I)
-_BARE_CALL = re.compile(rf"\b({_IDENT})\s*\([^()]*\)")
-_NOT_NAMES = _KNOWN | {"function", "def", "return", "returns", "print", "lambda", "e", "i", "g", "f"}
 
 
 def prompt_for_tests() -> ChatPromptTemplate:
@@ -57,31 +50,11 @@ def messages_for_tests(instruction: str, name: str, count: int = DEFAULT_TEST_CO
 
 
 def find_function_name(instruction: str, entry_point: str | None = None) -> str | None:
-    """The function the request asks for, or None when it names none that tests could call.
-
-    In order: the task's ``entry_point``; the one function stub in the request's code; a
-    backticked call (`` `name(x)` ``); a ``def name(``; "a function called name"; a call
-    written in the prose (``name(3) returns 6``) that is not a builtin.
-    """
+    """The function the request asks for: the task's ``entry_point``, else what the instruction
+    names (:attr:`Instruction.function_name`, the reader the examples use too), else None."""
     if entry_point and entry_point.isidentifier():
         return entry_point
-    stubs: list[str] = []
-    for region in code_regions(instruction):
-        tree = parse_fragment(region)
-        if tree is not None:
-            stubs += [
-                n.name
-                for n in tree.body
-                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and is_stub(n)
-            ]
-    if len(stubs) == 1:
-        return stubs[0]
-    for pattern in (_BACKTICK_CALL, _DEF, _CALLED, _BARE_CALL):
-        for match in pattern.finditer(instruction):
-            name = match.group(1)
-            if name not in _NOT_NAMES and not name[0].isupper():
-                return name
-    return None
+    return read_instruction(instruction).function_name
 
 
 def _names_read(node: ast.AST) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 
+import pytest
 from ragcoder.chains.prompting.instruction import (
     Fence,
     code_regions,
@@ -13,6 +14,7 @@ from ragcoder.chains.prompting.instruction import (
     parse_or_none,
     read_instruction,
 )
+from ragcoder.chains.prompting.test_gen import find_function_name
 
 HUMANEVAL_STYLE = '''Complete this Python function.
 
@@ -145,3 +147,24 @@ def test_examples_in_words_comments_and_input_output_pairs_fit_the_one_function_
     assert read_instruction(words).examples == ("assert pick([3, 1], 1) == [3]",)
     two = "Write `a(x)` and `b(x)`.\nFor x = 1 the output should be 2.\n"
     assert read_instruction(two).target is None and read_instruction(two).examples == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "target"),
+    [
+        ('def solve(a, b):\n    """Add."""\n', "solve", ("solve", ("a", "b"))),
+        # a helper with code, then a stub with no docstring: the stub, not the first ``def``
+        ("def helper(x):\n    return x\n\ndef solve(x):\n    pass\n", "solve", ("solve", ("x",))),
+        ('def pack(*items):\n    """Pack."""\n', "pack", None),  # ``*args``: named, no parameters to fill
+        ("Write a Python function `f(n)` that returns n squared.", "f", ("f", ("n",))),
+        ("```text\nnot python (\n```\n\n```python\ndef g(x):\n    ...\n```\n", "g", ("g", ("x",))),
+        ("Write `a(x)` and `b(x)`.", "a", None),  # two signatures: tests call the first, no target
+        ("Print hello world.", None, None),
+    ],
+)
+def test_the_function_to_write_is_one_reading_for_tests_and_examples(
+    text: str, name: str | None, target: tuple | None
+) -> None:
+    read = read_instruction(text)
+    assert (read.function_name, read.target) == (name, target)
+    assert find_function_name(text) == name and find_function_name(text, "entry") == "entry"
