@@ -196,6 +196,8 @@ def main(argv: list[str]) -> None:
             sys.exit(f"verify_eval.py: {item!r} is not NAME=FILE[+OVERLAY] with existing eval results files")
         runs[name] = {task: row for path in paths for task, row in records(path).items()}
     common = sorted(set.intersection(*(set(r) for r in runs.values())), key=lambda t: int(t.split("/")[1]))
+    if not common:
+        sys.exit("verify_eval.py: the runs share no task (dev and test files?): compare runs of one split")
     print(f"{len(common)} tasks in every run")
     for name, rows in runs.items():
         held = [rows[t] for t in common]
