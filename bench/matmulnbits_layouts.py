@@ -11,6 +11,9 @@ Q4_K block is ``scale * q - minimum`` (scale and minimum arbitrary floats), a Q6
   size): exact (chains/llm/gguf_blocks.py).
 - ``8b /16``: 8-bit blocks of 16 (Q6_K, exact), ``8b /32`` for comparison.
 
+``--rows 1,8`` instead times only ``4b sym`` with 1 and 8 rows of A (a batch of 8 sequences
+decoding together), at accuracy 4 and 0: how much a batched step costs against a single one.
+
 Exactness: each form's weights read back through the op (A = identity, accuracy_level 0) against
 the float matrix. Speed: ``--copies`` different matrices of the real shape per run (so they come
 from memory, not cache, as in decoding), batch 1, accuracy_level 4 (int8 activations, as the
@@ -155,14 +158,41 @@ def best_ms(run: Callable[[], Any], repeats: int = 5, budget_s: float = 1.0) -> 
     return best * 1e3
 
 
+def batch_rows(rng: np.random.Generator, rows: list[int], args: argparse.Namespace) -> None:
+    """Time per call of ``4b sym`` for each row count, and its ratio to ``rows[0]``'s, with int8
+    activations (accuracy 4, the builder's) and in fp32 (accuracy 0)."""
+    for n, k in SHAPES:
+        copies = 1 if n > 100_000 else args.copies
+        forms = [layouts(rng, n, k)["4b sym"] for _ in range(copies)]
+        for threads, level in ((int(t), lv) for t in args.threads.split(",") for lv in (4, 0)):
+            s = session(graph(k, n, forms, level), threads)
+            times = {}
+            for m in rows:
+                a = rng.standard_normal((1, m, k)).astype(np.float32)
+                times[m] = best_ms(lambda s=s, a=a: s.run(None, {"A": a}))
+            cells = "  ".join(
+                f"rows {m}: {ms:.2f} ms ({ms / times[rows[0]]:.2f}x)" for m, ms in times.items()
+            )
+            print(f"N={n} K={k} x{copies} threads={threads} accuracy {level}: {cells}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--copies", type=int, default=8, help="Different matrices per run (out of cache).")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="Only time the builder's symmetric int4 with this many rows of A (sequences decoding "
+        "together, e.g. 1,2,4,8): how a batch's step grows.",
+    )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
+    if args.rows:
+        batch_rows(rng, [int(r) for r in args.rows.split(",")], args)
+        return
 
     print("exactness: max |weight through the op - float weight| / max |weight| (N=256, K=1536, accuracy 0)")
     k = 1536
