@@ -142,6 +142,11 @@ class Instruction:
         return tuple(code_regions(self.text))
 
     @cached_property
+    def region_trees(self) -> tuple[ast.Module | None, ...]:
+        """Each code region parsed on its own (None where one is not Python), read once."""
+        return tuple(parse_fragment(region) for region in self.regions)
+
+    @cached_property
     def code(self) -> str | None:
         """The code regions joined (None when the instruction holds no code)."""
         return "\n".join(self.regions) if self.regions else None
@@ -165,8 +170,7 @@ class Instruction:
         as HumanEval/115 has), at any depth; each code region parsed on its own, so one that is not
         Python hides no other."""
         found = []
-        for region in self.regions:
-            tree = parse_fragment(region)
+        for tree in self.region_trees:
             for node in ast.walk(tree) if tree is not None else ():
                 if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                     body = [s for s in node.body if not isinstance(s, ast.Import | ast.ImportFrom)]
@@ -205,8 +209,7 @@ class Instruction:
     def provided(self) -> tuple[Provided, ...]:
         """Its top-level imports and implemented helper definitions, in order (not the stubs to fill)."""
         items: list[Provided] = []
-        for region in self.regions:
-            tree = parse_fragment(region)
+        for region, tree in zip(self.regions, self.region_trees, strict=True):
             if tree is None:  # prose mixed in: take the import lines alone
                 for line in _IMPORT_LINE_RE.findall(region):
                     parsed = parse_fragment(line)
