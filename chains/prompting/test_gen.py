@@ -11,13 +11,12 @@ have (builtins, the function, and names the request's own code defines are allow
 from __future__ import annotations
 
 import ast
-import builtins
 import re
 from collections.abc import Iterable
 
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate
-from ragcoder.chains.prompting.instruction import read_instruction
+from ragcoder.chains.prompting.instruction import BUILTIN_NAMES, read_instruction
 
 # (no function here starts with "test": test modules import them, and pytest would collect those)
 
@@ -36,8 +35,6 @@ not define helpers. Reply with one ```python block of assert lines only."""
 
 DEFAULT_TEST_COUNT = 8  # per reply: CodeT asks for several small tests; more made 1.5B models drift
 MAX_TEST_CHARS = 300  # a longer assert is usually a pasted implementation, not a test case
-
-_KNOWN = frozenset(dir(builtins))
 
 
 def prompt_for_tests() -> ChatPromptTemplate:
@@ -91,7 +88,7 @@ def usable_test(
     statement = tree.body[0]
     if not _calls(statement.test, name):
         return None
-    if _names_read(statement) - _KNOWN - {name} - set(allowed):
+    if _names_read(statement) - BUILTIN_NAMES - {name} - set(allowed):
         return None  # a helper or variable the test never defines: it could only raise NameError
     statement.msg = None  # the harness reports actual and expected values itself
     return ast.unparse(statement)
