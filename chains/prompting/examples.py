@@ -8,7 +8,9 @@ Read from the forms requests (and HumanEval's docstrings) write them in:
   (``f(15)   # returns "db1111db"``);
 - the argument named in words: ``For num = "AB" the output should be 1.``;
 - ``Input: [4, 2, 3]`` followed by ``Output: [2, 1]``;
-- ``assert`` lines.
+- ``assert`` lines;
+- inside a sentence, as one-line requests write them: ``... of n. For n = 123 the output should
+  be 6.``, ``e.g. `digits(123)` returns `6`.`` (:func:`prose_asserts`).
 
 Only literal arguments and a literal expected value make a case (never prose or arithmetic), and
 the ``For ...`` and ``Input:``/``Output:`` forms, which name no function, only for a request with one
@@ -34,6 +36,22 @@ _FOR_OUTPUT_RE = re.compile(
 )
 _INPUT_OUTPUT_RE = re.compile(r"^\s*input\s*:\s*(.+?)\s*\n\s*output\s*:\s*(.+?)\s*$", re.M | re.I)
 _ASSERT_LINE_RE = re.compile(r"^\s*(assert\s.+)$", re.M)
+# Inside a sentence: "For n = 123 the output should be 6", "`f(123)` returns `6`", "f(2) == 4".
+_PROSE_FOR_RE = re.compile(
+    r"\bfor\s+(?:example,?\s+|instance,?\s+)?((?:(?!\bfor\b)[^\n])+?),?\s+the\s+(?:output|result|answer)"
+    r"\s+(?:should\s+be|must\s+be|will\s+be|is)\s+(?=\S)",
+    re.I,
+)
+_PROSE_CALL_RE = (
+    r"`?\b{name}\(([^()\n]*(?:\([^()\n]*\)[^()\n]*)*)\)`?\s*(?:==>|==|=>|➞|→|->|{words})\s+(?=\S)"
+)
+_PROSE_VERBS = (
+    r"(?:should|must|will)\s+(?:return|give|output|be)|returns|gives|outputs|evaluates\s+to|equals|is"
+)
+# A wrapped sentence going on: a lower-case word that is not a call ("if it can", not "f(3) ...").
+_GOES_ON_RE = re.compile(r"\s*[a-z]\w*\b(?!\s*\()")
+# What may follow an example's value in a sentence (so "returns 6 times n" is no example).
+_PROSE_VALUE_END_RE = re.compile(r"\s*(?:$|#|[,;:!?)\]]|\.(?!\w)|\b(?:and|but|while|whereas)\b)", re.I)
 _JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
 
 Signature = tuple[str, tuple[str, ...]]  # a function's name and its parameters' names
@@ -65,6 +83,53 @@ def example_asserts(text: str, shown: frozenset[str], target: Signature | None) 
         if parse_or_none(stmt) is not None:
             add(stmt)
     return cases
+
+
+def prose_asserts(prose: str, name: str | None, target: Signature | None) -> list[str]:
+    """The examples a sentence gives: ``For n = 123 the output should be 6.`` (for the one
+    function to write, its parameters named or in order) and a call of ``name`` with literal
+    arguments followed by ``==``, an arrow or "returns"/"should return"/"is" and a literal that
+    ends the clause (``f(2) returns 4, and ...``; never ``f(2) returns 4 times n``)."""
+    cases: list[str] = []
+    if target is not None:
+        for match in _PROSE_FOR_RE.finditer(prose):
+            call, want = _call_of(target, match.group(1)), _clause_value(prose[match.end() :])
+            if call is not None and want is not None and f"assert {call} == {want}" not in cases:
+                cases.append(f"assert {call} == {want}")
+    if name is not None:
+        pattern = _PROSE_CALL_RE.format(name=re.escape(name), words=_PROSE_VERBS)
+        for match in re.finditer(pattern, prose, re.I):
+            call, want = f"{name}({match.group(1)})", _clause_value(prose[match.end() :])
+            if want is not None and _is_literal_call(call) and f"assert {call} == {want}" not in cases:
+                cases.append(f"assert {call} == {want}")
+    return cases
+
+
+def _clause_value(rest: str) -> str | None:
+    """The literal that starts ``rest`` and ends its clause: `` `6` ``, or the longest literal
+    prefix followed by punctuation, "and", or the end (None where a bare tuple could be meant)."""
+    if rest.startswith("`"):
+        inner, tick, after = rest[1:].partition("`")
+        return _expected(inner) if tick and _PROSE_VALUE_END_RE.match(after) else None
+    rest, _, next_line = rest.partition("\n")
+    rest = rest[:200]  # a value sits on one line, and is short
+    if _GOES_ON_RE.match(next_line) and not _PROSE_VALUE_END_RE.match(next_line):
+        rest = rest + " …"  # "returns 4\nif it can": the sentence goes on, so only a value inside it counts
+    best = None
+    for end in range(1, len(rest) + 1):
+        if end < len(rest) and not (rest[end].isspace() or rest[end] in ".,;:!?`"):
+            continue
+        head, after = rest[:end].strip(), rest[end:]
+        if head.endswith(".") or not _PROSE_VALUE_END_RE.match(after):
+            continue  # "6." ends a sentence, it is no float
+        if _is_literal(head) and _is_whole(head):
+            if _is_literal(f"[{head}]") and len(ast.literal_eval(f"[{head}]")) > 1:
+                return None  # "returns 3, 9": a tuple or the value and more prose; no guessing
+            best = head
+    if best is None:
+        word = re.match(r"(true|false|null)\b", rest)
+        best = _JSON_WORDS[word.group(1)] if word and _PROSE_VALUE_END_RE.match(rest[word.end() :]) else None
+    return best
 
 
 def _expected(src: str) -> str | None:
@@ -133,6 +198,12 @@ def _is_literal(src: str) -> bool:
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return False
     return True
+
+
+def _is_whole(src: str) -> bool:
+    """``src`` is one expression with nothing after it (``6 # six`` is 6 and a comment)."""
+    tree = parse_or_none(src, "eval")
+    return isinstance(tree, ast.Expression) and ast.get_source_segment(src, tree.body) == src.strip()
 
 
 def _is_literal_call(src: str) -> bool:

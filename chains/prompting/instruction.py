@@ -18,7 +18,7 @@ import textwrap
 from dataclasses import dataclass
 from functools import cached_property
 
-from ragcoder.chains.prompting.examples import example_asserts
+from ragcoder.chains.prompting.examples import example_asserts, prose_asserts
 from ragcoder.chains.prompting.safe_parse import parse_or_none
 
 # Group 3 is empty for a fence left open by a reply cut at the token limit.
@@ -270,7 +270,10 @@ class Instruction:
     @cached_property
     def examples(self) -> tuple[str, ...]:
         """Test cases the text gives, as ``assert`` lines (:mod:`ragcoder.chains.prompting.examples`)."""
-        return tuple(example_asserts(textwrap.dedent(self.text), self.function_names, self.target))
+        cases = example_asserts(textwrap.dedent(self.text), self.function_names, self.target)
+        for prose in (self.words, *self.docstrings):  # examples inside sentences
+            cases += [c for c in prose_asserts(prose, self.function_name, self.target) if c not in cases]
+        return tuple(cases)
 
 
 def read_instruction(text: str) -> Instruction:

@@ -150,6 +150,41 @@ def test_examples_in_words_comments_and_input_output_pairs_fit_the_one_function_
 
 
 @pytest.mark.parametrize(
+    ("text", "examples"),
+    [
+        # the example after a sentence, as one-line requests write it
+        (
+            "Write a Python function `f(n)` that sums the digits of n. For n = 123 the output should be 6.",
+            ("assert f(123) == 6",),
+        ),
+        (
+            "Write `digits(n)`, e.g. `digits(123)` returns `6`, and digits(40) == 4.",
+            ("assert digits(123) == 6", "assert digits(40) == 4"),
+        ),
+        (
+            "Write `rev(s)`; rev('a. b') should return 'b .a'. Also rev('') is ''.",
+            ("assert rev('a. b') == 'b .a'", "assert rev('') == ''"),
+        ),
+        ("Write `area(w, h)`: for w = 2, h = 3 the result is 6.5.", ("assert area(2, 3) == 6.5",)),
+        (
+            "Write `ok(x)`: ok(2) returns true, ok(3) -> False.",
+            ("assert ok(2) == True", "assert ok(3) == False"),
+        ),
+        (
+            'def count(s):\n    """count(\'ab\') returns 2  # two letters\n    count(\'\') returns 0\n    """\n',
+            ("assert count('ab') == 2", "assert count('') == 0"),
+        ),  # a docstring's sentences too
+        # prose, not examples: a value that goes on ("6 times n"), a bare tuple or the value and
+        # more words ("3, 9"), arguments that are not literals, another function, a wrapped line
+        ("Write `f(n)`: f(7) returns 6 times n. f(3) returns 3, 9. f(n) returns 0. g(1) returns 2.", ()),
+        ("Write `f(n)`. f(2) returns 4\nif it can.\nFor m = 1 the output should be 2.", ()),
+    ],
+)
+def test_examples_inside_sentences_are_read_and_prose_is_not(text: str, examples: tuple[str, ...]) -> None:
+    assert read_instruction(text).examples == examples
+
+
+@pytest.mark.parametrize(
     ("text", "name", "target"),
     [
         ('def solve(a, b):\n    """Add."""\n', "solve", ("solve", ("a", "b"))),
