@@ -16,7 +16,7 @@ import builtins
 import re
 import textwrap
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from ragcoder.chains.prompting.examples import example_asserts, prose_asserts
 from ragcoder.chains.prompting.safe_parse import parse_or_none
@@ -276,6 +276,7 @@ class Instruction:
         return tuple(cases)
 
 
+@lru_cache(maxsize=64)  # the gate, the checks, the prelude and the tests' reader share one reading
 def read_instruction(text: str) -> Instruction:
     """The instruction's code, words, stubs, names, imports, helpers and examples (read lazily)."""
     return Instruction(text)
