@@ -32,7 +32,15 @@ fi
 
 say "starting: dockerd --iptables=false --bridge=none (log: $DOCKERD_LOG)"
 mkdir -p "$(dirname "$DOCKERD_LOG")"
-setsid dockerd --iptables=false --bridge=none >>"$DOCKERD_LOG" 2>&1 </dev/null &
+# The daemon outlives this script: it must not keep the caller's other open files (a lock held by
+# `flock make test`, the pipe of `make demo | tee log`), or they stay held until dockerd exits.
+(
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+  done
+  exec setsid dockerd --iptables=false --bridge=none >>"$DOCKERD_LOG" 2>&1 </dev/null
+) &
 
 for _ in $(seq 1 "$((DOCKER_WAIT_S * 2))"); do
   if docker info >/dev/null 2>&1; then
