@@ -90,19 +90,17 @@ def prose_asserts(prose: str, name: str | None, target: Signature | None) -> lis
     function to write, its parameters named or in order) and a call of ``name`` with literal
     arguments followed by ``==``, an arrow or "returns"/"should return"/"is" and a literal that
     ends the clause (``f(2) returns 4, and ...``; never ``f(2) returns 4 times n``)."""
-    cases: list[str] = []
+    found: list[tuple[str | None, str | None]] = []
     if target is not None:
         for match in _PROSE_FOR_RE.finditer(prose):
-            call, want = _call_of(target, match.group(1)), _clause_value(prose[match.end() :])
-            if call is not None and want is not None and f"assert {call} == {want}" not in cases:
-                cases.append(f"assert {call} == {want}")
+            found.append((_call_of(target, match.group(1)), _clause_value(prose[match.end() :])))
     if name is not None:
         pattern = _PROSE_CALL_RE.format(name=re.escape(name), words=_PROSE_VERBS)
         for match in re.finditer(pattern, prose, re.I):
-            call, want = f"{name}({match.group(1)})", _clause_value(prose[match.end() :])
-            if want is not None and _is_literal_call(call) and f"assert {call} == {want}" not in cases:
-                cases.append(f"assert {call} == {want}")
-    return cases
+            call = f"{name}({match.group(1)})"
+            found.append((call if _is_literal_call(call) else None, _clause_value(prose[match.end() :])))
+    cases = [f"assert {call} == {want}" for call, want in found if call is not None and want is not None]
+    return list(dict.fromkeys(cases))
 
 
 def _clause_value(rest: str) -> str | None:
@@ -122,13 +120,11 @@ def _clause_value(rest: str) -> str | None:
         head, after = rest[:end].strip(), rest[end:]
         if head.endswith(".") or not _PROSE_VALUE_END_RE.match(after):
             continue  # "6." ends a sentence, it is no float
-        if _is_literal(head) and _is_whole(head):
+        value = _JSON_WORDS.get(head, head)
+        if _is_literal(value) and _is_whole(value):
             if _is_literal(f"[{head}]") and len(ast.literal_eval(f"[{head}]")) > 1:
                 return None  # "returns 3, 9": a tuple or the value and more prose; no guessing
-            best = head
-    if best is None:
-        word = re.match(r"(true|false|null)\b", rest)
-        best = _JSON_WORDS[word.group(1)] if word and _PROSE_VALUE_END_RE.match(rest[word.end() :]) else None
+            best = value
     return best
 
 
